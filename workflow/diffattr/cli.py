@@ -1,0 +1,380 @@
+"""The ``diffattr`` command line: one subcommand per workflow step (what the Snakemake rules call).
+
+Every subcommand takes ``--cfg`` (a JSON object holding the config sections it needs, as validated
+by the workflow's schema) and writes its outputs atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigError, DiffattrError
+
+log = logging.getLogger("diffattr")
+
+
+def _cfg(args: argparse.Namespace) -> dict[str, Any]:
+    return json.loads(args.cfg) if args.cfg else {}
+
+
+def _setup(args: argparse.Namespace) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, args.threads))
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def member_name(model_index: int, checkpoint: str) -> str:
+    """Ensemble member id, e.g. ``m0_final`` or ``m1_step-500``."""
+    return f"m{model_index}_{checkpoint}"
+
+
+def parse_member(name: str) -> tuple[int, str]:
+    head, _, checkpoint = name.partition("_")
+    if not head.startswith("m") or not head[1:].isdigit() or not checkpoint:
+        raise ConfigError(f"bad ensemble member name {name!r}; expected m<index>_<checkpoint>")
+    return int(head[1:]), checkpoint
+
+
+def attribution_steps(spec: int | Sequence[int], timesteps: Sequence[int]) -> list[int]:
+    """Attribution timesteps (noisy → clean). An int n picks n evenly spaced sampler timesteps
+    ending with the last one; a list is checked against the sampler's timesteps."""
+    timesteps = list(timesteps)
+    if isinstance(spec, int):
+        if not 1 <= spec <= len(timesteps):
+            raise ConfigError(f"attribution.steps must be between 1 and {len(timesteps)}")
+        idx = sorted({len(timesteps) - 1 - round(i * len(timesteps) / spec) for i in range(spec)})
+        return [timesteps[i] for i in idx]
+    missing = [t for t in spec if t not in timesteps]
+    if missing:
+        raise ConfigError(
+            f"attribution.steps {missing} are not visited by a {len(timesteps)}-step sampler; "
+            f"choose from its timesteps (e.g. {timesteps[:3]} … {timesteps[-3:]})"
+        )
+    return sorted(set(spec), reverse=True)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def cmd_prepare_data(args: argparse.Namespace) -> None:
+    from .data import prepare, write_prepared
+
+    cfg = _cfg(args)
+    data = prepare(cfg["dataset"])
+    write_prepared(data, args.out, cfg["dataset"])
+    log.info("prepared %s: %d images of shape %s", data.name, data.n, data.shape)
+
+
+def _load_mask(spec: str | None, n: int):
+    """``FILE.h5:DATASET:ROW`` → positions kept (a boolean mask row of length n)."""
+    import h5py
+    import torch
+
+    if spec is None:
+        return None
+    path, dataset, row = spec.rsplit(":", 2)
+    with h5py.File(path, "r") as f:
+        mask = f[dataset][int(row)]
+    if mask.shape != (n,):
+        raise ConfigError(f"mask {spec} has shape {mask.shape}, expected ({n},)")
+    return torch.from_numpy(np.flatnonzero(mask))
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    import torch
+
+    from .data import load_prepared
+    from .diffusion import TrainConfig, init_seeded, train
+    from .models import build_scheduler, build_unet, n_parameters, resolve_device, save_model
+    from .seeding import derive_seed
+    from .storage import atomic_path, write_json
+
+    cfg = _cfg(args)
+    data = load_prepared(args.data)
+    device = resolve_device(cfg.get("device", "auto"))
+    seed = derive_seed(int(cfg["seed"]), args.seed_tag)
+    recipe = TrainConfig.from_config(cfg["train"])
+    model = init_seeded(lambda: build_unet(cfg["model"], data.shape), seed, "init").to(device)
+    scheduler = build_scheduler(cfg["diffusion"])
+    positions = _load_mask(args.keep, data.n)
+    log.info("training %s: %d parameters on %d examples, seed tag %s", args.out,
+             n_parameters(model), data.n if positions is None else len(positions), args.seed_tag)
+    start = time.time()
+    with atomic_path(args.out) as tmp:
+        def on_checkpoint(step: int, weights: torch.nn.Module) -> None:
+            name = "final" if step == recipe.steps else f"step-{step}"
+            save_model(weights, scheduler, tmp / name)
+
+        losses = train(model, scheduler, torch.from_numpy(data.images), recipe, seed,
+                       positions=positions, on_checkpoint=on_checkpoint,
+                       progress=not args.no_progress)
+        write_json(tmp / "train_log.json", {
+            "seed_tag": args.seed_tag, "seed": seed, "losses": losses,
+            "log_every": recipe.log_every, "n_train": data.n if positions is None else len(positions),
+            "n_parameters": n_parameters(model), "seconds": time.time() - start,
+        })
+    log.info("trained in %.1f s, final loss %.5f", time.time() - start, losses[-1])
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    from .diffusion import denoise, inference_timesteps, initial_noise, model_predictor
+    from .models import load_model, resolve_device
+    from .seeding import generator
+    from .storage import create_h5
+
+    cfg = _cfg(args)
+    device = resolve_device(cfg.get("device", "auto"))
+    model, scheduler = load_model(args.model, device)
+    n = int(cfg["targets"]["n"])
+    sampling_steps = int(cfg["targets"]["sampling_steps"])
+    steps = attribution_steps(cfg["attribution"]["steps"], inference_timesteps(scheduler, sampling_steps))
+    seed = int(cfg["seed"])
+    gens = [generator(seed, "sample", j) for j in range(n)]
+    shape = (model.config.in_channels, model.config.sample_size, model.config.sample_size)
+    x = initial_noise(shape, gens).to(device)
+    traj = denoise(x, scheduler, sampling_steps, model_predictor(model), gens, record=steps,
+                   progress=not args.no_progress)
+    attrs = {"seed": seed, "sampling_steps": sampling_steps, "model": str(args.model),
+             "config": cfg["targets"], "x0_hat": "pred_original_sample of DDPMScheduler.step"}
+    with create_h5(args.out, attrs) as f:
+        f.create_dataset("target_ids", data=np.arange(n))
+        f.create_dataset("steps", data=np.asarray(traj.steps))
+        f.create_dataset("final", data=traj.final.cpu().numpy())
+        f.create_dataset("x_t", data=traj.x_t.cpu().numpy())
+        f.create_dataset("x0_hat", data=traj.x0_hat.cpu().numpy())
+    log.info("sampled %d targets, recorded steps %s", n, traj.steps)
+
+
+def _load_member(args: argparse.Namespace, cfg: dict[str, Any]):
+    from .models import checkpoint_folder, load_model, resolve_device
+    from .projection import make_projector
+
+    model_index, checkpoint = parse_member(args.member)
+    device = resolve_device(cfg.get("device", "auto"))
+    model, scheduler = load_model(checkpoint_folder(args.model, checkpoint), device)
+    projector = make_projector(cfg["attribution"]["projection"], model, int(cfg["seed"]),
+                               "projector", model_index, checkpoint)
+    return model, scheduler, projector, model_index
+
+
+def cmd_featurize_train(args: argparse.Namespace) -> None:
+    from .data import load_prepared
+    from .features import featurize_training, shard_positions
+    from .storage import create_h5
+
+    cfg = _cfg(args)
+    att = cfg["attribution"]
+    data = load_prepared(args.data)
+    model, scheduler, projector, model_index = _load_member(args, cfg)
+    positions = shard_positions(data.n, int(att["batch_size"]), args.shards, args.shard)
+    start = time.time()
+    feats = featurize_training(
+        model, projector, scheduler.alphas_cumprod, args.output, data.images, data.ids,
+        positions, int(att["K"]), int(att["batch_size"]), int(cfg["seed"]), model_index,
+        progress=not args.no_progress)
+    seconds = time.time() - start
+    attrs = {"output": args.output, "member": args.member, "K": int(att["K"]),
+             "projection": projector.describe(), "seed": int(cfg["seed"]),
+             "shard": args.shard, "shards": args.shards, "seconds": seconds}
+    with create_h5(args.out, attrs) as f:
+        f.create_dataset("features", data=feats)
+        f.create_dataset("positions", data=positions)
+        f.create_dataset("train_ids", data=data.ids[positions])
+    rate = len(positions) * int(att["K"]) / max(seconds, 1e-9)
+    log.info("featurized %d examples × %d draws in %.1f s (%.0f example·timesteps/s), dim %d",
+             len(positions), int(att["K"]), seconds, rate, projector.dim)
+
+
+def cmd_kernel(args: argparse.Namespace) -> None:
+    from .scoring import FeatureStore, kernel, write_kernel
+
+    cfg = _cfg(args)
+    store = FeatureStore(args.features)
+    lam = float(cfg["attribution"]["lambda"])
+    result = kernel(store, lam, int(cfg["attribution"]["block_size"]))
+    write_kernel(args.out, result, {"lambda": lam, "n_train": store.n, "dim": store.dim,
+                                    "features": [str(p) for p in args.features]})
+    log.info("%s kernel %d×%d, λ_abs %.4g", result["form"], *result["matrix"].shape,
+             result["lambda_abs"])
+
+
+def _target_images(targets_path: str | Path, method) -> tuple[np.ndarray, list[int], np.ndarray]:
+    import h5py
+
+    with h5py.File(targets_path, "r") as f:
+        steps = f["steps"][()].tolist()
+        ids = f["target_ids"][()]
+        images = f["x0_hat"][()] if method.target_image == "x0_hat" else f["final"][()]
+    return images, steps, ids
+
+
+def cmd_featurize_targets(args: argparse.Namespace) -> None:
+    import torch
+
+    from .features import featurize_targets, uniform_timesteps
+    from .methods import get_method
+    from .storage import create_h5
+
+    cfg = _cfg(args)
+    att = cfg["attribution"]
+    method = get_method(args.method)
+    model, scheduler, projector, _ = _load_member(args, cfg)
+    images, steps, ids = _target_images(args.targets, method)
+    T = len(scheduler.alphas_cumprod)
+    seed, bs = int(cfg["seed"]), int(att["batch_size"])
+    out = np.empty((len(steps), len(ids), projector.dim), dtype=np.float32)
+    if method.target_image == "final":  # one feature per target, repeated at every step
+        ts = uniform_timesteps(int(att["K"]), T)
+        out[:] = featurize_targets(model, projector, scheduler.alphas_cumprod, method.target_output,
+                                   torch.from_numpy(images), ids.tolist(), ts, seed, bs)[None]
+    else:
+        for s, t in enumerate(steps):
+            out[s] = featurize_targets(model, projector, scheduler.alphas_cumprod,
+                                       method.target_output, torch.from_numpy(images[s]),
+                                       ids.tolist(), [t] * int(att["R"]), seed, bs)
+    attrs = {"method": method.name, "member": args.member, "R": int(att["R"]),
+             "projection": projector.describe(), "seed": seed}
+    with create_h5(args.out, attrs) as f:
+        f.create_dataset("features", data=out)
+        f.create_dataset("steps", data=np.asarray(steps))
+        f.create_dataset("target_ids", data=ids)
+    log.info("target features %s for %s: %s", method.name, args.member, out.shape)
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    import h5py
+
+    from .data import load_prepared
+    from .methods import get_method
+    from .scoring import (
+        FeatureStore,
+        TrakScorer,
+        pixel_similarity_block,
+        random_block,
+        read_kernel,
+        write_scores,
+    )
+    from .storage import config_hash
+
+    cfg = _cfg(args)
+    att = cfg["attribution"]
+    method = get_method(args.method)
+    data = load_prepared(args.data)
+    images, steps, target_ids = _target_images(args.targets, method)
+    attrs: dict[str, Any] = {"method": method.name, "description": method.description,
+                             "config_hash": config_hash(cfg), "config": cfg,
+                             "target_image": method.target_image}
+    if method.uses_gradients:
+        members = []
+        for kernel_path, target_path in zip(args.kernels, args.target_features, strict=True):
+            member = Path(kernel_path).stem
+            shards = [p for p in args.train_features if Path(p).parent.name == member]
+            form, matrix, kattrs = read_kernel(kernel_path)
+            with h5py.File(target_path, "r") as f:
+                psi = f["features"][()]
+            store = FeatureStore(shards)
+            if store.n != data.n:
+                raise ConfigError(f"features of {member} cover {store.n} of {data.n} examples")
+            members.append((store, form, matrix, psi))
+            attrs.setdefault("lambda_abs", []).append(kattrs["lambda_abs"])
+        block_fn = TrakScorer(members)
+        attrs.update({"members": [Path(k).stem for k in args.kernels], "lambda": att["lambda"],
+                      "K": att["K"], "R": att["R"], "train_output": method.train_output,
+                      "target_output": method.target_output,
+                      "projection": members[0][0].attrs.get("projection")})
+    elif method.family == "pixel":
+        if method.target_image != "x0_hat":
+            images = np.broadcast_to(images[None], (len(steps), *images.shape))
+        block_fn = pixel_similarity_block(data.images, images)
+    else:
+        block_fn = random_block(int(cfg["seed"]), steps, target_ids, data.n)
+    write_scores(args.out, steps, target_ids, data.ids, block_fn, attrs,
+                 train_block=int(att["block_size"]))
+    log.info("wrote %s scores for %d steps × %d targets × %d training examples",
+             method.name, len(steps), len(target_ids), data.n)
+
+
+def cmd_figure_attributions(args: argparse.Namespace) -> None:
+    from .data import load_prepared
+    from .figures import attribution_grid, save
+    from .scoring import read_scores
+
+    cfg = _cfg(args)
+    data = load_prepared(args.data)
+    result = read_scores(args.scores)
+    import h5py
+
+    with h5py.File(args.targets, "r") as f:
+        x0_hat = f["x0_hat"][()]
+    out = Path(args.out)
+    from .storage import atomic_path
+
+    n = min(int(cfg["figures"]["n_targets"]), len(result["target_ids"]))
+    with atomic_path(out) as tmp:
+        tmp.mkdir(parents=True)
+        for j in range(n):
+            fig = attribution_grid(
+                x0_hat[:, j], result["steps"].tolist(), result["scores"][:, j], data.images,
+                data.labels, int(cfg["figures"]["top_k"]),
+                f"{result['attrs']['method']}: target {result['target_ids'][j]}")
+            save(fig, tmp / f"target-{j}.png")
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="diffattr", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, fn: Callable[[argparse.Namespace], None], **arguments: dict) -> None:
+        p = sub.add_parser(name, help=(fn.__doc__ or "").strip().split("\n")[0])
+        p.add_argument("--cfg", default="{}", help="JSON object with the config sections needed")
+        p.add_argument("--threads", type=int, default=1, help="torch threads")
+        p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+        for flag, kwargs in arguments.items():
+            p.add_argument(f"--{flag.replace('_', '-')}", **kwargs)
+        p.set_defaults(func=fn)
+
+    req = {"required": True}
+    add("prepare-data", cmd_prepare_data, out=req)
+    add("train", cmd_train, data=req, out=req, seed_tag=req,
+        keep={"default": None, "help": "FILE.h5:DATASET:ROW boolean mask of examples to train on"})
+    add("sample", cmd_sample, model=req, out=req)
+    add("featurize-train", cmd_featurize_train, data=req, model=req, member=req, output=req,
+        shard={"type": int, "default": 0}, shards={"type": int, "default": 1}, out=req)
+    add("kernel", cmd_kernel, features={"nargs": "+", **req}, out=req)
+    add("featurize-targets", cmd_featurize_targets, model=req, member=req, method=req,
+        targets=req, out=req)
+    add("score", cmd_score, method=req, data=req, targets=req, out=req,
+        kernels={"nargs": "*", "default": []}, target_features={"nargs": "*", "default": []},
+        train_features={"nargs": "*", "default": []})
+    add("figure-attributions", cmd_figure_attributions, scores=req, targets=req, data=req,
+        out=req)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                        datefmt="%H:%M:%S")
+    _setup(args)
+    try:
+        args.func(args)
+    except DiffattrError as err:
+        print(f"diffattr {args.command}: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

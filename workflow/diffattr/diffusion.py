@@ -1,0 +1,214 @@
+"""Training loop and a sampler that records trajectories, with seeded noise throughout.
+
+Training randomness comes in two keyed streams: ``batches`` (which examples) and ``noise`` (t, ε).
+A model trained on a subset of the data with the same seed therefore sees the same t and ε at
+every step, so that the data is the only difference (used by LDS and counterfactual retraining).
+
+Sampling is DDPM ancestral sampling with diffusers' ``DDPMScheduler.step``; every image has its own
+generator, so its trajectory does not depend on the batch it was sampled in. At every recorded
+timestep t we keep x_t and the one-step estimate x̂_0^t = (x_t − √(1−ᾱ_t) ε_θ(x_t,t)) / √ᾱ_t
+(diffusers' ``pred_original_sample``, clipped to [-1, 1] when the scheduler clips).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from diffusers import DDPMScheduler
+from diffusers.optimization import get_cosine_schedule_with_warmup
+from diffusers.training_utils import EMAModel
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .outputs import add_noise, predict_noise
+from .seeding import derive_seed, generator
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training recipe (config section ``train``)."""
+
+    steps: int = 2000
+    batch_size: int = 128
+    lr: float = 3e-3
+    warmup_steps: int = 100
+    ema_decay: float = 0.999
+    log_every: int = 100
+    checkpoints: tuple[int, ...] = ()
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> TrainConfig:
+        keys = cls.__dataclass_fields__
+        values = {k: cfg[k] for k in keys if k in cfg}
+        values["checkpoints"] = tuple(int(s) for s in values.get("checkpoints", ()))
+        return cls(**values)
+
+
+def init_seeded(build: Callable[[], nn.Module], *keys: int | str) -> nn.Module:
+    """Build a module with its random initialisation drawn from a keyed seed."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(*keys))
+        return build()
+
+
+def train(
+    model: nn.Module,
+    scheduler: DDPMScheduler,
+    images: Tensor,
+    recipe: TrainConfig,
+    seed: int,
+    positions: Tensor | None = None,
+    on_checkpoint: Callable[[int, nn.Module], None] | None = None,
+    progress: bool = True,
+) -> list[float]:
+    """Train ``model`` in place on ``images[positions]`` with the DDPM loss; return the loss log.
+
+    Checkpoints (EMA weights when ``ema_decay`` > 0) are handed to ``on_checkpoint(step, model)``
+    at every step in ``recipe.checkpoints`` and at the end (as step ``recipe.steps``).
+    """
+    device = next(model.parameters()).device
+    images = images.to(device)
+    positions = torch.arange(len(images)) if positions is None else positions.cpu()
+    if len(positions) == 0:
+        raise ValueError("cannot train on an empty subset")
+    batch_gen = generator(seed, "train-batches")
+    noise_gen = generator(seed, "train-noise")
+    T = scheduler.config.num_train_timesteps
+    alphas = scheduler.alphas_cumprod
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.0)
+    sched = get_cosine_schedule_with_warmup(opt, recipe.warmup_steps, recipe.steps)
+    ema = EMAModel(model.parameters(), decay=recipe.ema_decay) if recipe.ema_decay > 0 else None
+    model.train()
+    losses: list[float] = []
+    running = 0.0
+    bar = tqdm(range(1, recipe.steps + 1), desc="train", disable=not progress, mininterval=2)
+    for step in bar:
+        pick = positions[torch.randint(len(positions), (recipe.batch_size,), generator=batch_gen)]
+        x0 = images[pick.to(device)]
+        t = torch.randint(T, (recipe.batch_size,), generator=noise_gen)
+        eps = torch.randn(x0.shape, generator=noise_gen).to(device)
+        t = t.to(device)
+        pred = predict_noise(model, add_noise(alphas, x0, t, eps), t)
+        loss = torch.nn.functional.mse_loss(pred, eps)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if ema is not None:
+            ema.step(model.parameters())
+        running += loss.item()
+        if step % recipe.log_every == 0 or step == recipe.steps:
+            n = (step - 1) % recipe.log_every + 1
+            losses.append(running / n)
+            log.info("step %d/%d loss %.5f lr %.2e", step, recipe.steps, losses[-1], sched.get_last_lr()[0])
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            running = 0.0
+        if on_checkpoint is not None and (step in recipe.checkpoints or step == recipe.steps):
+            on_checkpoint(step, _weights_for_saving(model, ema))
+    model.eval()
+    if ema is not None:
+        ema.copy_to(model.parameters())
+    return losses
+
+
+def _weights_for_saving(model: nn.Module, ema: EMAModel | None) -> nn.Module:
+    if ema is None:
+        return model
+    shadow = copy.deepcopy(model)
+    ema.copy_to(shadow.parameters())
+    return shadow.eval()
+
+
+Predictor = Callable[[Tensor, int], Tensor]
+
+
+def model_predictor(model: nn.Module, cond: Tensor | None = None) -> Predictor:
+    """ε-predictor (x_t, t) ↦ ε_θ(x_t, t) of one model."""
+
+    def predict(x: Tensor, t: int) -> Tensor:
+        tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+        return predict_noise(model, x, tt, cond)
+
+    return predict
+
+
+def swapped_predictor(original: Predictor, other: Predictor, steps: Iterable[int]) -> Predictor:
+    """Use ``other`` at the timesteps in ``steps`` and ``original`` elsewhere."""
+    window = set(steps)
+
+    def predict(x: Tensor, t: int) -> Tensor:
+        return (other if t in window else original)(x, t)
+
+    return predict
+
+
+@dataclass
+class Trajectory:
+    """Final images plus x_t and x̂_0^t at each recorded timestep (in the order recorded)."""
+
+    final: Tensor
+    steps: list[int]
+    x_t: Tensor  # (n_steps, n, C, H, W)
+    x0_hat: Tensor  # (n_steps, n, C, H, W)
+
+
+def inference_timesteps(scheduler: DDPMScheduler, sampling_steps: int) -> list[int]:
+    """The timesteps a sampler with ``sampling_steps`` steps visits, from noisy to clean."""
+    sched = copy.deepcopy(scheduler)
+    sched.set_timesteps(sampling_steps)
+    return [int(t) for t in sched.timesteps]
+
+
+@torch.no_grad()
+def denoise(
+    x: Tensor,
+    scheduler: DDPMScheduler,
+    sampling_steps: int,
+    predictor: Predictor,
+    generators: Sequence[torch.Generator],
+    start_at: int | None = None,
+    record: Iterable[int] = (),
+    progress: bool = False,
+) -> Trajectory:
+    """Run DDPM ancestral sampling from ``x`` (= x_{start_at}, or x_T at the first step).
+
+    ``generators`` holds one generator per image for the sampler's noise, so an image's path does
+    not depend on the other images of the batch.
+    """
+    sched = copy.deepcopy(scheduler)
+    sched.set_timesteps(sampling_steps)
+    timesteps = [int(t) for t in sched.timesteps]
+    if start_at is not None:
+        if start_at not in timesteps:
+            raise ValueError(f"timestep {start_at} is not visited by a {sampling_steps}-step sampler")
+        timesteps = timesteps[timesteps.index(start_at) :]
+    if len(generators) != x.shape[0]:
+        raise ValueError("denoise needs one generator per image")
+    wanted = set(record)
+    steps, xs, x0s = [], [], []
+    for t in tqdm(timesteps, desc="sample", disable=not progress, mininterval=2):
+        out = sched.step(predictor(x, t), t, x, generator=list(generators))
+        if t in wanted:
+            steps.append(t)
+            xs.append(x.clone())
+            x0s.append(out.pred_original_sample.clone())
+        x = out.prev_sample
+    empty = x.new_zeros((0, *x.shape))
+    return Trajectory(
+        final=x,
+        steps=steps,
+        x_t=torch.stack(xs) if xs else empty,
+        x0_hat=torch.stack(x0s) if x0s else empty,
+    )
+
+
+def initial_noise(shape: tuple[int, ...], generators: Sequence[torch.Generator]) -> Tensor:
+    """x_T, one image per generator (drawn first from each image's own stream)."""
+    return torch.stack([torch.randn(shape, generator=g) for g in generators])

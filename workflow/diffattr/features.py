@@ -1,0 +1,149 @@
+"""Attribution features: projected gradients of the model outputs of training examples and targets.
+
+Draws are keyed, never sequential: training example ``id`` at draw k of model m uses
+``generator(seed, "train-draw", m, id, k)`` for (t_k, ε_k); a target's draw r at timestep t uses
+``generator(seed, "target-draw", target_id, t, r)``. Shards are unions of whole batches at fixed
+positions, so a sharded run computes every example in the same batch as a single job does and the
+features agree bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .outputs import Batch, row_outputs
+from .projection import Projector
+from .seeding import generator
+
+
+def train_draws(
+    ids: Sequence[int], draws: int, num_timesteps: int, shape: tuple[int, ...], seed: int, model: int
+) -> tuple[Tensor, Tensor]:
+    """Timesteps (n, K) and noise (n, K, *shape) for training examples, keyed by (model, id, k)."""
+    ts = torch.empty(len(ids), draws, dtype=torch.long)
+    eps = torch.empty(len(ids), draws, *shape)
+    for i, example in enumerate(ids):
+        for k in range(draws):
+            g = generator(seed, "train-draw", model, int(example), k)
+            ts[i, k] = torch.randint(num_timesteps, (1,), generator=g)
+            eps[i, k] = torch.randn(shape, generator=g)
+    return ts, eps
+
+
+def target_draws(
+    target_ids: Sequence[int], timesteps: Sequence[int], shape: tuple[int, ...], seed: int, tag: str
+) -> Tensor:
+    """Noise (n, R, *shape) for targets: draw r of target j at the r-th of ``timesteps``.
+
+    ``tag`` separates independent families of draws (attribution vs. ground truth).
+    """
+    eps = torch.empty(len(target_ids), len(timesteps), *shape)
+    for j, target in enumerate(target_ids):
+        for r, t in enumerate(timesteps):
+            eps[j, r] = torch.randn(shape, generator=generator(seed, tag, int(target), int(t), r))
+    return eps
+
+
+def uniform_timesteps(count: int, num_timesteps: int) -> list[int]:
+    """D-TRAK's uniformly spaced timesteps 0, T/K, 2T/K, ... (K = ``count``)."""
+    return [k * num_timesteps // count for k in range(count)]
+
+
+def rows_batch(x0: Tensor, t: Tensor, eps: Tensor) -> dict[str, Tensor]:
+    """Flatten (owners, draws, ...) draws into a batch of rows, repeating each x0 per draw."""
+    owners, draws = t.shape
+    return {
+        "x0": x0[:, None].expand(owners, draws, *x0.shape[1:]).reshape(-1, *x0.shape[1:]),
+        "t": t.reshape(-1),
+        "eps": eps.reshape(-1, *eps.shape[2:]),
+    }
+
+
+def project_rows(
+    model: nn.Module, projector: Projector, alphas_cumprod: Tensor, output: str, batch: Batch,
+    draws: int,
+) -> Tensor:
+    """Projected gradient features (owners, dim) of owner-summed outputs, in float32."""
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    batch = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype)
+             for k, v in batch.items()}
+    row_fn = partial(_row_fn, alphas_cumprod=alphas_cumprod, output=output)
+    return projector.project(model, row_fn, batch, draws).float()
+
+
+def _row_fn(model, batch: Batch, alphas_cumprod: Tensor, output: str) -> Tensor:
+    return row_outputs(model, alphas_cumprod, batch, output)
+
+
+def shard_positions(n: int, batch_size: int, shards: int, shard: int) -> np.ndarray:
+    """Positions of shard ``shard`` of ``shards``: a contiguous run of whole batches."""
+    if not 0 <= shard < shards:
+        raise ValueError(f"shard {shard} out of range for {shards} shards")
+    n_batches = -(-n // batch_size)
+    lo, hi = shard * n_batches // shards, (shard + 1) * n_batches // shards
+    return np.arange(lo * batch_size, min(hi * batch_size, n))
+
+
+def featurize_training(
+    model: nn.Module,
+    projector: Projector,
+    alphas_cumprod: Tensor,
+    output: str,
+    images: np.ndarray,
+    ids: np.ndarray,
+    positions: np.ndarray,
+    draws: int,
+    batch_size: int,
+    seed: int,
+    model_index: int,
+    progress: bool = True,
+) -> np.ndarray:
+    """Features (len(positions), dim) of the training examples at ``positions``.
+
+    ``positions`` must consist of whole batches (see :func:`shard_positions`).
+    """
+    T = len(alphas_cumprod)
+    shape = tuple(images.shape[1:])
+    out = np.empty((len(positions), projector.dim), dtype=np.float32)
+    starts = range(0, len(positions), batch_size)
+    for lo in tqdm(starts, desc=f"featurize {output}", disable=not progress, mininterval=2):
+        pos = positions[lo : lo + batch_size]
+        ts, eps = train_draws(ids[pos].tolist(), draws, T, shape, seed, model_index)
+        batch = rows_batch(torch.from_numpy(images[pos]), ts, eps)
+        out[lo : lo + len(pos)] = project_rows(
+            model, projector, alphas_cumprod, output, batch, draws
+        ).cpu().numpy()
+    return out
+
+
+def featurize_targets(
+    model: nn.Module,
+    projector: Projector,
+    alphas_cumprod: Tensor,
+    output: str,
+    images: Tensor,
+    target_ids: Sequence[int],
+    timesteps: Sequence[int],
+    seed: int,
+    batch_size: int,
+) -> np.ndarray:
+    """Features (n_targets, dim) of f = Σ_r f(images[j], timesteps[r], ε_r) for each target j."""
+    shape = tuple(images.shape[1:])
+    out = np.empty((len(target_ids), projector.dim), dtype=np.float32)
+    draws = len(timesteps)
+    for lo in range(0, len(target_ids), batch_size):
+        ids = list(target_ids[lo : lo + batch_size])
+        eps = target_draws(ids, timesteps, shape, seed, "target-draw")
+        ts = torch.tensor(list(timesteps), dtype=torch.long).expand(len(ids), draws)
+        batch = rows_batch(images[lo : lo + len(ids)], ts, eps)
+        out[lo : lo + len(ids)] = project_rows(
+            model, projector, alphas_cumprod, output, batch, draws
+        ).cpu().numpy()
+    return out

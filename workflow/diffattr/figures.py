@@ -1,0 +1,79 @@
+"""Figures from stored results only (re-running figures never retrains or recomputes anything)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+plt.rcParams.update({"figure.dpi": 120, "savefig.dpi": 150, "font.size": 8})
+
+
+def to_display(image: np.ndarray) -> np.ndarray:
+    """(C, H, W) in [-1, 1] → (H, W) or (H, W, 3) in [0, 1]."""
+    img = np.clip((np.asarray(image, dtype=np.float32) + 1) / 2, 0, 1)
+    return img[0] if img.shape[0] == 1 else np.transpose(img[:3], (1, 2, 0))
+
+
+def _show(ax: plt.Axes, image: np.ndarray, title: str | None = None) -> None:
+    ax.imshow(to_display(image), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=6, pad=2)
+
+
+def attribution_grid(
+    x0_hat: np.ndarray,
+    steps: Sequence[int],
+    scores: np.ndarray,
+    train_images: np.ndarray,
+    train_labels: np.ndarray,
+    top_k: int,
+    title: str,
+) -> plt.Figure:
+    """The paper's signature figure for one target.
+
+    Columns are attribution steps t (noisy → clean); the first row shows x̂_0^t, then the ``top_k``
+    strongest positive influencers at that step (green), then the ``top_k`` negative ones (red).
+    ``x0_hat`` is (n_steps, C, H, W); ``scores`` is (n_steps, n_train).
+    """
+    n_steps = len(steps)
+    rows = 1 + 2 * top_k
+    fig, axes = plt.subplots(rows, n_steps, figsize=(0.85 * n_steps + 0.6, 0.85 * rows + 0.5))
+    axes = np.asarray(axes).reshape(rows, n_steps)
+    for c, t in enumerate(steps):
+        _show(axes[0, c], x0_hat[c], f"t={t}")
+        order = np.argsort(scores[c])
+        for r, i in enumerate(order[::-1][:top_k]):
+            _show(axes[1 + r, c], train_images[i], f"+{scores[c, i]:.2g} ({train_labels[i]})")
+            _frame(axes[1 + r, c], "tab:green")
+        for r, i in enumerate(order[:top_k]):
+            _show(axes[1 + top_k + r, c], train_images[i], f"{scores[c, i]:.2g} ({train_labels[i]})")
+            _frame(axes[1 + top_k + r, c], "tab:red")
+    axes[0, 0].set_ylabel("x̂₀ᵗ", fontsize=7)
+    axes[1, 0].set_ylabel(f"top {top_k} +", fontsize=7, color="tab:green")
+    axes[1 + top_k, 0].set_ylabel(f"top {top_k} −", fontsize=7, color="tab:red")
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout(pad=0.3, h_pad=0.4, w_pad=0.2, rect=(0, 0, 1, 0.97))
+    return fig
+
+
+def _frame(ax: plt.Axes, color: str) -> None:
+    for spine in ax.spines.values():
+        spine.set_edgecolor(color)
+        spine.set_linewidth(1.5)
+
+
+def save(fig: plt.Figure, path: str | Path) -> None:
+    """Save a figure atomically and close it."""
+    from .storage import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png", bbox_inches="tight")
+    plt.close(fig)

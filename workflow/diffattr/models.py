@@ -1,0 +1,100 @@
+"""diffusers models and schedulers: build from config, save and load (safetensors).
+
+A trained model is a folder ``<dir>/<checkpoint>/`` holding the UNet (``save_pretrained``) and the
+scheduler config; ``<checkpoint>`` is ``final`` or ``step-<n>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import DDPMScheduler, UNet2DModel
+from diffusers.utils import logging as diffusers_logging
+
+from .errors import ConfigError, ModelError
+
+diffusers_logging.set_verbosity_error()
+
+UNET_KEYS = (
+    "block_out_channels",
+    "layers_per_block",
+    "down_block_types",
+    "up_block_types",
+    "norm_num_groups",
+    "attention_head_dim",
+    "dropout",
+)
+
+
+def resolve_device(name: str | None = "auto") -> torch.device:
+    """``auto`` picks CUDA when available, else CPU; anything else is passed to ``torch.device``."""
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available; use device: auto")
+    return device
+
+
+def build_unet(model_cfg: Mapping[str, Any], image_shape: tuple[int, int, int]) -> UNet2DModel:
+    """A ``UNet2DModel`` for images of ``image_shape`` = (C, H, W) sized by ``model_cfg``."""
+    channels, height, width = image_shape
+    if height != width:
+        raise ConfigError(f"square images expected, got {height}×{width}")
+    kwargs = {k: model_cfg[k] for k in UNET_KEYS if k in model_cfg}
+    if len(kwargs.get("down_block_types", ())) != len(kwargs.get("block_out_channels", ())):
+        raise ConfigError("model.down_block_types and model.block_out_channels differ in length")
+    downsamples = 2 ** (len(kwargs.get("block_out_channels", (1,))) - 1)
+    if height % downsamples:
+        raise ConfigError(
+            f"image size {height} is not divisible by {downsamples}; use fewer model blocks"
+        )
+    return UNet2DModel(sample_size=height, in_channels=channels, out_channels=channels, **kwargs)
+
+
+def build_scheduler(diffusion_cfg: Mapping[str, Any]) -> DDPMScheduler:
+    """The DDPM scheduler: linear β, ε-prediction (diffusers defaults unless configured)."""
+    return DDPMScheduler(
+        num_train_timesteps=int(diffusion_cfg.get("num_train_timesteps", 1000)),
+        beta_start=float(diffusion_cfg.get("beta_start", 1e-4)),
+        beta_end=float(diffusion_cfg.get("beta_end", 0.02)),
+        beta_schedule="linear",
+        prediction_type="epsilon",
+        clip_sample=bool(diffusion_cfg.get("clip_sample", True)),
+        variance_type="fixed_small",
+    )
+
+
+def n_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def save_model(model: UNet2DModel, scheduler: DDPMScheduler, folder: str | Path) -> None:
+    """Save UNet weights (safetensors) and scheduler config into ``folder``."""
+    folder = Path(folder)
+    model.save_pretrained(folder, safe_serialization=True)
+    scheduler.save_pretrained(folder)
+
+
+def load_model(
+    folder: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+) -> tuple[UNet2DModel, DDPMScheduler]:
+    """Load a model saved by :func:`save_model`, in eval mode."""
+    folder = Path(folder)
+    if not (folder / "config.json").exists():
+        raise ModelError(
+            f"no model in {folder} (config.json missing); train it with the train_model rule "
+            "or point the config at a folder written by save_pretrained"
+        )
+    model = UNet2DModel.from_pretrained(folder, low_cpu_mem_usage=False, torch_dtype=dtype)
+    model = model.to(device=device).eval()
+    scheduler = DDPMScheduler.from_pretrained(folder)
+    return model, scheduler
+
+
+def checkpoint_folder(model_dir: str | Path, checkpoint: str) -> Path:
+    """Folder of one checkpoint (``final`` or ``step-<n>``) of a trained model."""
+    return Path(model_dir) / checkpoint

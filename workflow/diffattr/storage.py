@@ -1,0 +1,112 @@
+"""HDF5 layouts, atomic writes and provenance metadata.
+
+Every output is written under a temporary name beside its final path and moved into place with
+``os.replace`` only when complete, so a killed job never leaves a file that looks finished.
+HDF5 files carry their meaning in attributes; dicts and lists are stored as JSON strings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from . import __version__
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; move it to ``path`` only if the block succeeds.
+
+    Works for files and directories. On failure the temporary is removed and ``path`` is untouched.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.partial-{os.getpid()}")
+    _remove(tmp)
+    try:
+        yield tmp
+    except BaseException:
+        _remove(tmp)
+        raise
+    if final.is_dir() and tmp.is_dir():
+        _remove(final)
+    os.replace(tmp, final)
+
+
+@contextlib.contextmanager
+def create_h5(path: str | os.PathLike, attrs: Mapping[str, Any] | None = None) -> Iterator[h5py.File]:
+    """Open a new HDF5 file for writing that appears at ``path`` only once closed successfully."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        write_attrs(f, {**provenance(), **(attrs or {})})
+        yield f
+
+
+def write_attrs(obj: h5py.HLObject, attrs: Mapping[str, Any]) -> None:
+    """Store attributes; dicts, lists, tuples and None are JSON-encoded."""
+    for key, value in attrs.items():
+        if isinstance(value, Mapping | list | tuple) or value is None:
+            obj.attrs[key] = json.dumps(value, sort_keys=True, default=_json_default)
+        elif isinstance(value, str):
+            obj.attrs[key] = str(value)
+        else:
+            obj.attrs[key] = value
+
+
+def read_attrs(obj: h5py.HLObject) -> dict[str, Any]:
+    """Read attributes back, decoding the JSON-encoded ones."""
+    out: dict[str, Any] = {}
+    for key, value in obj.attrs.items():
+        if isinstance(value, bytes):
+            value = value.decode()
+        if isinstance(value, str) and value[:1] in "[{n":
+            with contextlib.suppress(json.JSONDecodeError):
+                value = json.loads(value)
+        elif isinstance(value, np.generic):
+            value = value.item()
+        out[key] = value
+    return out
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot store {type(value).__name__} in an HDF5 attribute")
+
+
+def config_hash(cfg: Mapping[str, Any]) -> str:
+    """Short sha256 of a config section's canonical JSON."""
+    text = json.dumps(cfg, sort_keys=True, default=_json_default)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def provenance() -> dict[str, Any]:
+    """Attributes every diffattr file carries."""
+    import torch
+
+    return {"package": "diffattr", "package_version": __version__, "torch_version": torch.__version__}
+
+
+def write_json(path: str | os.PathLike, payload: Any) -> None:
+    """Atomically write JSON."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=_json_default) + "\n")
