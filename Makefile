@@ -1,0 +1,46 @@
+# Entry points. Each installs what it needs into a project-local virtual environment (.venv).
+#   make run    - the default workflow (config/config.yaml) on all cores
+#   make test   - the whole test suite
+#   make lint   - ruff and snakemake --lint
+#   make bench  - featurization and scoring benchmarks
+#   make report - the HTML report of the last run
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+export PATH := $(BIN):$(PATH)
+STAMP := $(VENV)/.installed
+CORES ?= all
+ARGS ?=
+
+.PHONY: run test lint bench report clean-results install
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch first and pinned: an unpinned torch resolves to a multi-GB CUDA build
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	snakemake --cores $(CORES) $(ARGS)
+
+report: $(STAMP)
+	snakemake --report report.html $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(ARGS)
+
+lint: $(STAMP)
+	ruff check workflow tests benchmarks
+	ruff format --check workflow tests benchmarks
+	snakemake --lint
+	snakemake --lint --configfile config/test.yaml
+
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[bench]" torch==2.13.0
+	$(BIN)/python benchmarks/featurize.py $(ARGS)
+	$(BIN)/python benchmarks/scoring.py

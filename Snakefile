@@ -1,0 +1,27 @@
+# diffattr: step-by-step data attribution for diffusion models (Journey-TRAK and successors).
+# Run: snakemake --cores all   (config/config.yaml; override with --configfile config/test.yaml)
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/attribution.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        final_outputs(),
+
+
+rule attribution:
+    input:
+        attribution_outputs(),
