@@ -14,6 +14,7 @@ report: "workflow/report/workflow.rst"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/attribution.smk"
+include: "workflow/rules/lds.smk"
 
 
 rule all:
@@ -25,3 +26,8 @@ rule all:
 rule attribution:
     input:
         attribution_outputs(),
+
+
+rule lds:
+    input:
+        lds_outputs(),

@@ -331,6 +331,76 @@ def cmd_figure_attributions(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Linear datamodeling score
+
+
+def cmd_lds_subsets(args: argparse.Namespace) -> None:
+    from .data import load_prepared
+    from .evaluation import make_subsets
+    from .storage import create_h5
+
+    cfg = _cfg(args)
+    lds = cfg["lds"]
+    data = load_prepared(args.data)
+    count = int(lds["tuning"]) + int(lds["reporting"])
+    masks = make_subsets(data.n, count, float(lds["alpha"]), int(cfg["seed"]))
+    role = np.array(["tuning"] * int(lds["tuning"]) + ["reporting"] * int(lds["reporting"]))
+    with create_h5(args.out, {"alpha": float(lds["alpha"]), "seed": int(cfg["seed"]),
+                              "subset_size": int(masks[0].sum())}) as f:
+        f.create_dataset("masks", data=masks)
+        f.create_dataset("role", data=role.astype("S9"))
+        f.create_dataset("train_ids", data=data.ids)
+    log.info("%d subsets of %d/%d examples", count, masks[0].sum(), data.n)
+
+
+def cmd_ground_truth(args: argparse.Namespace) -> None:
+    import h5py
+
+    from .evaluation import ground_truth
+    from .features import uniform_timesteps
+    from .models import load_model, resolve_device
+    from .storage import create_h5
+
+    cfg = _cfg(args)
+    lds = cfg["lds"]
+    device = resolve_device(cfg.get("device", "auto"))
+    with h5py.File(args.targets, "r") as f:
+        x0_hat, final = f["x0_hat"][()], f["final"][()]
+        steps, target_ids = f["steps"][()].tolist(), f["target_ids"][()].tolist()
+    f_t, final_loss = [], []
+    for folder in args.models:
+        model, scheduler = load_model(Path(folder) / "final", device)
+        timesteps = uniform_timesteps(int(lds["final_timesteps"]), len(scheduler.alphas_cumprod))
+        a, b = ground_truth(model, scheduler.alphas_cumprod, x0_hat, final, steps, target_ids,
+                            int(lds["draws"]), timesteps, int(lds["final_noise"]), int(cfg["seed"]))
+        f_t.append(a)
+        final_loss.append(b)
+    attrs = {"models": [str(m) for m in args.models], "draws": int(lds["draws"]),
+             "common_random_numbers": True, "output": "loss"}
+    with create_h5(args.out, attrs) as f:
+        f.create_dataset("f_t", data=np.stack(f_t))  # (seeds, n_steps, n_targets)
+        f.create_dataset("final_loss", data=np.stack(final_loss))  # (seeds, n_targets)
+        f.create_dataset("steps", data=np.asarray(steps))
+        f.create_dataset("target_ids", data=np.asarray(target_ids))
+
+
+def cmd_lds_report(args: argparse.Namespace) -> None:
+    from .evaluation import load_lds_inputs, lds_table
+    from .figures import lds_figure, save
+    from .storage import atomic_path, write_json
+
+    cfg = _cfg(args)
+    inputs = load_lds_inputs(args.subsets, args.ground_truth, args.scores, args.train_features,
+                             args.target_features)
+    table, details = lds_table(inputs, cfg)
+    with atomic_path(args.out_csv) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.4f")
+    write_json(args.out_json, details)
+    save(lds_figure(table), args.out_figure)
+    log.info("LDS report:\n%s", table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -361,6 +431,12 @@ def _parser() -> argparse.ArgumentParser:
         train_features={"nargs": "*", "default": []})
     add("figure-attributions", cmd_figure_attributions, scores=req, targets=req, data=req,
         out=req)
+    add("lds-subsets", cmd_lds_subsets, data=req, out=req)
+    add("ground-truth", cmd_ground_truth, models={"nargs": "+", **req}, targets=req, out=req)
+    add("lds-report", cmd_lds_report, subsets=req, ground_truth={"nargs": "+", **req},
+        scores={"nargs": "+", **req}, train_features={"nargs": "*", "default": []},
+        target_features={"nargs": "*", "default": []}, out_csv=req, out_json=req,
+        out_figure=req)
     return parser
 
 

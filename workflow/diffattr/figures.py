@@ -77,3 +77,44 @@ def save(fig: plt.Figure, path: str | Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png", bbox_inches="tight")
     plt.close(fig)
+
+
+def lds_figure(table) -> plt.Figure:
+    """LDS against step (noisy → clean) for every method, with bootstrap intervals, the shared-
+    random-vector null band (5–95%) and the noise ceiling √reliability; steps whose ground truth
+    is unreliable (reliability < 0.5) are shaded. Right: the trajectory-free LDS (final image)."""
+    per_step = table[(table.ground_truth == "f_t") & (table.lambda_source != "config")]
+    final = table[(table.ground_truth == "final_loss") & (table.lambda_source != "config")]
+    steps = sorted(per_step.step.unique(), reverse=True)
+    x = {s: i for i, s in enumerate(steps)}
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(8.5, 3.2), gridspec_kw={"width_ratios": [3, 1.2]})
+    ctx = per_step.drop_duplicates("step").set_index("step").loc[steps]
+    xs = np.arange(len(steps))
+    ax.fill_between(xs, ctx.null_low, ctx.null_high, color="0.85", label="null (shared random τ)")
+    ax.plot(xs, ctx.ceiling, "k--", lw=1, label="ceiling √reliability")
+    for i, flagged in enumerate(ctx.flagged):
+        if flagged:
+            ax.axvspan(i - 0.5, i + 0.5, color="tab:red", alpha=0.07, lw=0)
+    methods = sorted(per_step.method.unique())
+    width = 0.7 / max(1, len(methods))
+    for k, (method, group) in enumerate(per_step.groupby("method")):
+        g = group.set_index("step").loc[steps]
+        off = (k - (len(methods) - 1) / 2) * width
+        ax.errorbar(xs + off, g.lds, yerr=[g.lds - g.ci_low, g.ci_high - g.lds], fmt="o-", ms=3,
+                    lw=1, capsize=2, label=method)
+    ax.axhline(0, color="0.4", lw=0.6)
+    ax.set_xticks(xs, [str(s) for s in steps])
+    ax.set_xlabel("attribution step t (noisy → clean; red: reliability < 0.5)")
+    ax.set_ylabel("LDS (Spearman)")
+    ax.legend(fontsize=6, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.22))
+    ax.set_title("LDS per step (reporting subsets)", fontsize=8)
+    f = final.set_index("method").loc[methods]
+    bx.axhspan(f.null_low.iloc[0], f.null_high.iloc[0], color="0.85")
+    bx.bar(range(len(methods)), f.lds, yerr=[f.lds - f.ci_low, f.ci_high - f.lds], capsize=2,
+           color=[f"C{i}" for i in range(len(methods))])
+    bx.axhline(f.ceiling.iloc[0], color="k", ls="--", lw=1)
+    bx.axhline(0, color="0.4", lw=0.6)
+    bx.set_xticks(range(len(methods)), methods, rotation=45, ha="right")
+    bx.set_title("trajectory-free LDS (final image)", fontsize=8)
+    fig.tight_layout()
+    return fig

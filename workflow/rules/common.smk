@@ -15,6 +15,9 @@ MODELS = list(range(config["train"]["ensemble"]))
 MEMBERS = [f"m{m}_{c}" for m in MODELS for c in config["attribution"]["checkpoints"]]
 SHARDS = list(range(config["attribution"]["shards"]))
 ENV = "../../envs/diffattr.yaml"
+LDS = config["lds"]
+LDS_SUBSETS = list(range(LDS["tuning"] + LDS["reporting"]))
+LDS_SEEDS = list(range(LDS["seeds"]))
 
 
 wildcard_constraints:
@@ -28,6 +31,13 @@ wildcard_constraints:
 def cfg_json(*sections):
     """The config sections a rule needs, as JSON (changes to other sections do not rerun it)."""
     return json.dumps({s: config[s] for s in sections}, sort_keys=True)
+
+
+def subset_train_cfg():
+    """The subset models' recipe: the full-model recipe with ``lds.train`` overrides."""
+    cfg = {k: config[k] for k in ("seed", "device", "model", "diffusion")}
+    cfg["train"] = {**config["train"], **LDS["train"]}
+    return json.dumps(cfg, sort_keys=True)
 
 
 def model_dir_of(wildcards):
@@ -69,5 +79,29 @@ def attribution_outputs():
     )
 
 
+def subset_models_of(wildcards):
+    return expand(f"{RUN}/lds/models/s{wildcards.subset}-r{{seed}}", seed=LDS_SEEDS)
+
+
+def lds_report_inputs(wildcards):
+    gradient = [get_method(m) for m in GRADIENT_METHODS]
+    outs = sorted({m.train_output for m in gradient})
+    return {
+        "subsets": f"{RUN}/lds/subsets.h5",
+        "ground_truth": expand(f"{RUN}/lds/ground_truth/s{{j}}.h5", j=LDS_SUBSETS),
+        "scores": expand(f"{RUN}/scores/{{method}}.h5", method=METHODS),
+        "train_features": [s for o in outs for m in MEMBERS for s in train_shards(o, m)],
+        "target_features": expand(
+            f"{RUN}/features/targets/{{method}}/{{member}}.h5",
+            method=GRADIENT_METHODS,
+            member=MEMBERS,
+        ),
+    }
+
+
+def lds_outputs():
+    return [f"{RUN}/reports/lds.csv", f"{RUN}/figures/lds.png"]
+
+
 def final_outputs():
-    return attribution_outputs()
+    return attribution_outputs() + (lds_outputs() if LDS["enabled"] else [])

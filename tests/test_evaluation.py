@@ -1,0 +1,109 @@
+"""LDS machinery against closed forms and scipy."""
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from conftest import make_unet
+from diffattr.evaluation import (
+    bootstrap_interval,
+    ground_truth,
+    lds,
+    make_subsets,
+    predictions,
+    ridge_path,
+    shared_null,
+    spearman_rows,
+    split_half_reliability,
+)
+from diffattr.features import rows_batch, target_draws
+from diffattr.outputs import evaluate
+
+
+def test_subsets_have_exactly_alpha_n_members_and_are_seeded():
+    masks = make_subsets(101, 20, 0.5, seed=3)
+    assert (masks.sum(1) == 50).all()
+    assert np.array_equal(masks, make_subsets(101, 20, 0.5, seed=3))
+    assert not np.array_equal(masks, make_subsets(101, 20, 0.5, seed=4))
+    assert len({m.tobytes() for m in masks}) == 20
+
+
+def test_lds_is_one_when_truth_is_linear_in_the_masks():
+    rng = np.random.default_rng(0)
+    masks = make_subsets(60, 30, 0.5, seed=0)
+    w = rng.standard_normal((4, 60))  # per target: f(S) = c + Σ_{i∈S} w_i
+    truth = masks @ w.T + 5.0
+    tau = -w  # positive τ lowers the output
+    assert lds(predictions(tau, masks), truth.T) == pytest.approx(1.0)
+    assert lds(predictions(w, masks), truth.T) == pytest.approx(-1.0)
+
+
+def test_spearman_matches_scipy_with_ties():
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 5, (6, 12)).astype(float)
+    b = rng.standard_normal((6, 12))
+    ours = spearman_rows(a, b)
+    ref = [stats.spearmanr(a[i], b[i]).statistic for i in range(6)]
+    np.testing.assert_allclose(ours, ref, rtol=1e-12)
+
+
+def test_bootstrap_interval_agrees_with_scipy_for_one_target():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal(40)
+    y = x + rng.standard_normal(40)
+    lo, hi = bootstrap_interval(x[None], y[None], 3000, seed=0)
+    res = stats.bootstrap((x, y), lambda a, b: stats.spearmanr(a, b).statistic, paired=True,
+                          vectorized=False, n_resamples=3000, method="percentile",
+                          random_state=np.random.default_rng(0))
+    assert lo == pytest.approx(res.confidence_interval.low, abs=0.05)
+    assert hi == pytest.approx(res.confidence_interval.high, abs=0.05)
+
+
+def test_random_scores_sit_inside_the_shared_null_band():
+    rng = np.random.default_rng(4)
+    masks = make_subsets(80, 24, 0.5, seed=1)
+    shared = rng.standard_normal(24)  # a per-model component common to all targets
+    truth = shared[None] + 0.5 * rng.standard_normal((8, 24))
+    null = shared_null(masks, truth, 300, seed=0)
+    lo, hi = np.percentile(null, [2.5, 97.5])
+    inside = [lo <= lds(predictions(rng.standard_normal((8, 80)), masks), truth) <= hi
+              for _ in range(40)]
+    assert np.mean(inside) >= 0.9
+
+
+def test_split_half_reliability_bounds():
+    rng = np.random.default_rng(5)
+    signal = rng.standard_normal((3, 16))
+    same = np.stack([signal] * 4)
+    assert split_half_reliability(same) == pytest.approx(1.0)
+    noise = rng.standard_normal((4, 3, 16))
+    assert abs(split_half_reliability(noise)) < 0.6
+    assert np.isnan(split_half_reliability(same[:1]))
+
+
+def test_ridge_path_equals_explicit_kernel_formula():
+    rng = np.random.default_rng(6)
+    for n, k in [(30, 8), (10, 25)]:
+        phi, psi = rng.standard_normal((n, k)), rng.standard_normal((3, k))
+        lam = 0.3
+        lam_abs = lam * np.trace(phi.T @ phi) / k
+        ref = phi @ np.linalg.solve(phi.T @ phi + lam_abs * np.eye(k), psi.T)
+        np.testing.assert_allclose(ridge_path(phi, psi, [lam])[0], ref.T, rtol=1e-8)
+
+
+def test_ground_truth_uses_common_random_numbers(scheduler):
+    """Both models see the same noise: f_t equals the loss recomputed with the keyed draws."""
+    rng = np.random.default_rng(7)
+    x0_hat = rng.uniform(-1, 1, (2, 3, 1, 8, 8)).astype(np.float32)
+    final = x0_hat[-1]
+    for seed_model in (0, 1):
+        model = make_unet(torch.float32, seed=seed_model)
+        f_t, final_loss = ground_truth(model, scheduler.alphas_cumprod, x0_hat, final, [500, 0],
+                                       [0, 1, 2], 4, [0, 500], 1, seed=0)
+        eps = target_draws([0, 1, 2], list(range(4)), (1, 8, 8), 0, "gt-draw-500")
+        t = torch.full((3, 4), 500)
+        batch = rows_batch(torch.from_numpy(x0_hat[0]), t, eps)
+        ref = evaluate(model, scheduler.alphas_cumprod, batch, "loss").view(3, 4).mean(1)
+        np.testing.assert_allclose(f_t[0], ref.numpy(), rtol=1e-5)
+        assert final_loss.shape == (3,)

@@ -1,0 +1,282 @@
+"""Linear datamodeling score (LDS) per step, with intervals, a structured null and a noise ceiling.
+
+- Subsets S_j ⊂ train of exactly ⌊α·n⌋ examples (fixed size: Bernoulli masks let subset size pass
+  for attribution), seeded; the first ``tuning`` subsets tune knobs (λ), the rest are reported.
+- Ground truth: f_t on every subset model with the same x̂_0^t and the same noise draws for every
+  model (common random numbers), averaged over the training seeds of the subset.
+- Prediction for subset j: −Σ_{i∈S_j} τ_i (positive scores lower the output).
+- LDS_t = mean over targets of Spearman(prediction, ground truth) across subsets.
+- Interval: bootstrap resampling subsets and targets jointly. Null: LDS of random score vectors
+  each shared by all targets (targets share a per-model component, so a per-target null is too
+  optimistic). Ceiling: split-half reliability of the ground truth over training seeds,
+  Spearman–Brown corrected; a perfect attribution correlates at most √reliability with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.stats import rankdata
+
+from .seeding import numpy_rng
+
+
+def make_subsets(n: int, count: int, alpha: float, seed: int) -> np.ndarray:
+    """Boolean masks (count, n), each with exactly ⌊α·n⌋ members, subset j keyed by (seed, j)."""
+    size = int(np.floor(alpha * n))
+    if not 0 < size < n:
+        raise ValueError(f"α = {alpha} gives subsets of {size} of {n} examples")
+    masks = np.zeros((count, n), dtype=bool)
+    for j in range(count):
+        masks[j, numpy_rng(seed, "lds-subset", j).choice(n, size, replace=False)] = True
+    return masks
+
+
+def predictions(scores: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """−Σ_{i∈S_j} τ_i: (..., n) scores and (m, n) masks → (..., m)."""
+    return -(scores @ masks.T.astype(scores.dtype))
+
+
+def spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Spearman correlation of each row of ``a`` with the same row of ``b`` (ties averaged)."""
+    ra = rankdata(a, axis=-1)
+    rb = rankdata(b, axis=-1)
+    ra -= ra.mean(-1, keepdims=True)
+    rb -= rb.mean(-1, keepdims=True)
+    denom = np.sqrt((ra**2).sum(-1) * (rb**2).sum(-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, (ra * rb).sum(-1) / denom, np.nan)
+
+
+def lds(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Mean over targets of the Spearman correlation across subsets; (targets, subsets) inputs."""
+    return float(np.nanmean(spearman_rows(pred, truth)))
+
+
+def bootstrap_interval(
+    pred: np.ndarray, truth: np.ndarray, draws: int, seed: int, level: float = 0.95
+) -> tuple[float, float]:
+    """Percentile interval of LDS resampling subsets (columns) and targets (rows) jointly."""
+    rng = numpy_rng(seed, "lds-bootstrap")
+    n_t, n_s = pred.shape
+    values = np.empty(draws)
+    for b in range(draws):
+        rows = rng.integers(n_t, size=n_t)
+        cols = rng.integers(n_s, size=n_s)
+        values[b] = lds(pred[np.ix_(rows, cols)], truth[np.ix_(rows, cols)])
+    lo, hi = np.nanpercentile(values, [50 * (1 - level), 50 * (1 + level)])
+    return float(lo), float(hi)
+
+
+def shared_null(masks: np.ndarray, truth: np.ndarray, draws: int, seed: int) -> np.ndarray:
+    """LDS of ``draws`` random score vectors, each shared by all targets."""
+    rng = numpy_rng(seed, "lds-null")
+    n_targets = truth.shape[0]
+    out = np.empty(draws)
+    for d in range(draws):
+        pred = predictions(rng.standard_normal(masks.shape[1]), masks)
+        out[d] = lds(np.broadcast_to(pred, (n_targets, len(pred))), truth)
+    return out
+
+
+def split_half_reliability(per_seed: np.ndarray) -> float:
+    """Reliability of the seed-averaged ground truth: (seeds, targets, subsets) → Spearman–Brown
+    corrected correlation (across subsets, mean over targets) of the two halves' averages.
+
+    A negative split-half correlation means no measurable reliability and is reported as 0.
+    """
+    seeds = per_seed.shape[0]
+    if seeds < 2:
+        return float("nan")
+    half = seeds // 2
+    a, b = per_seed[:half].mean(0), per_seed[half : 2 * half].mean(0)
+    r = float(np.nanmean(spearman_rows(a, b)))
+    return 2 * r / (1 + r) if r > 0 else 0.0
+
+
+def ridge_path(phi: np.ndarray, psi: np.ndarray, lambdas: Sequence[float]) -> np.ndarray:
+    """Scores Φ(ΦᵀΦ + λ_abs I)⁻¹ψ for several relative ridges at the cost of one SVD.
+
+    With Φ = U S Vᵀ: τ = U diag(S/(S² + λ_abs)) Vᵀψ, λ_abs = λ·‖Φ‖²_F / k.
+    ``phi`` (n, k), ``psi`` (q, k) → (len(lambdas), q, n).
+    """
+    phi = phi.astype(np.float64)
+    u, s, vt = np.linalg.svd(phi, full_matrices=False)
+    proj = vt @ psi.astype(np.float64).T  # (r, q)
+    scale = (s**2).sum() / phi.shape[1]
+    out = np.empty((len(lambdas), psi.shape[0], phi.shape[0]))
+    for i, lam in enumerate(lambdas):
+        out[i] = (u @ ((s / (s**2 + lam * scale))[:, None] * proj)).T
+    return out
+
+
+def ground_truth(
+    model,
+    alphas_cumprod,
+    x0_hat: np.ndarray,
+    final: np.ndarray,
+    steps: Sequence[int],
+    target_ids: Sequence[int],
+    draws: int,
+    final_timesteps: Sequence[int],
+    final_noise: int,
+    seed: int,
+    chunk: int = 2048,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Model outputs on one subset model, with common random numbers across models.
+
+    Returns f_t (n_steps, n_targets) = mean_r ℓ(x̂_0^t, t, ε_r) over ``draws`` keyed draws, and the
+    trajectory-free output (n_targets,) = mean over ``final_timesteps`` × ``final_noise`` draws of
+    the final image's loss (the D-TRAK benchmark's measurement).
+    """
+    import torch
+
+    from .features import rows_batch, target_draws
+    from .outputs import evaluate
+
+    device = next(model.parameters()).device
+    shape = tuple(x0_hat.shape[2:])
+
+    def mean_loss(images: np.ndarray, ts: list[int], tag: str, key_ts: list[int]) -> np.ndarray:
+        eps = target_draws(list(target_ids), key_ts, shape, seed, tag)
+        t = torch.tensor(ts).expand(len(target_ids), len(ts))
+        batch = {k: v.to(device) for k, v in rows_batch(torch.from_numpy(images), t, eps).items()}
+        values = evaluate(model, alphas_cumprod, batch, "loss", chunk)
+        return values.view(len(target_ids), len(ts)).mean(1).cpu().numpy()
+
+    f_t = np.stack([
+        mean_loss(x0_hat[s], [t] * draws, f"gt-draw-{t}", list(range(draws)))
+        for s, t in enumerate(steps)
+    ])
+    ts = [t for t in final_timesteps for _ in range(final_noise)]
+    keys = [t * final_noise + e for t in final_timesteps for e in range(final_noise)]
+    final_loss = mean_loss(final, ts, "gt-final", keys)
+    return f_t, final_loss
+
+
+# ---------------------------------------------------------------------------------------------
+# The LDS report
+
+
+def load_lds_inputs(
+    subsets: str,
+    ground_truths: Sequence[str],
+    scores: Sequence[str],
+    train_features: Sequence[str],
+    target_features: Sequence[str],
+) -> dict:
+    """Read everything the LDS report needs. Feature paths are grouped by their folders:
+    ``.../train/<output>/<member>/shard<s>.h5`` and ``.../targets/<method>/<member>.h5``."""
+    from pathlib import Path
+
+    import h5py
+
+    from .scoring import read_scores
+
+    with h5py.File(subsets, "r") as f:
+        masks = f["masks"][()]
+        role = np.array([r.decode() for r in f["role"][()]])
+    gts = sorted(ground_truths, key=lambda p: int(Path(p).stem.lstrip("s")))
+    f_t, final_loss = [], []
+    for path in gts:
+        with h5py.File(path, "r") as f:
+            f_t.append(f["f_t"][()])
+            final_loss.append(f["final_loss"][()])
+            steps = f["steps"][()]
+    train: dict[tuple[str, str], list[str]] = {}
+    for p in train_features:
+        train.setdefault((Path(p).parent.parent.name, Path(p).parent.name), []).append(p)
+    targets = {(Path(p).parent.name, Path(p).stem): p for p in target_features}
+    return {
+        "masks": masks,
+        "role": role,
+        "f_t": np.stack(f_t),  # (subsets, seeds, steps, targets)
+        "final_loss": np.stack(final_loss),  # (subsets, seeds, targets)
+        "steps": steps,
+        "scores": {Path(p).stem: read_scores(p) for p in scores},
+        "train_features": train,
+        "target_features": targets,
+    }
+
+
+def _ensemble_ridge_path(inputs: dict, method: str, attrs: dict, lambdas: Sequence[float]):
+    import h5py
+
+    from .scoring import FeatureStore
+
+    total = 0.0
+    for member in attrs["members"]:
+        store = FeatureStore(inputs["train_features"][(attrs["train_output"], member)])
+        with h5py.File(inputs["target_features"][(method, member)], "r") as f:
+            psi = f["features"][()]  # (steps, targets, k)
+        n_steps, n_targets, k = psi.shape
+        path = ridge_path(store.read(0, store.n), psi.reshape(-1, k), lambdas)
+        total = total + path.reshape(len(lambdas), n_steps, n_targets, -1)
+    return np.asarray(total) / len(attrs["members"])  # (lambdas, steps, targets, n)
+
+
+def _per_step_lds(scores: np.ndarray, masks: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """scores (steps, targets, n), truth (steps, targets, subsets) → LDS per step."""
+    return np.array([lds(predictions(scores[s], masks), truth[s]) for s in range(len(scores))])
+
+
+def lds_table(inputs: dict, cfg: dict):
+    """LDS per (method, step) on the reporting subsets, λ tuned on the tuning subsets."""
+    import pandas as pd
+
+    lds_cfg = cfg["lds"]
+    seed = int(cfg["seed"])
+    masks, role = inputs["masks"], inputs["role"]
+    tune, report = role == "tuning", role == "reporting"
+    per_seed = np.moveaxis(inputs["f_t"], 0, -1)  # (seeds, steps, targets, subsets)
+    truth = per_seed.mean(0)  # (steps, targets, subsets)
+    final_per_seed = np.moveaxis(inputs["final_loss"], 0, -1)  # (seeds, targets, subsets)
+    final_truth = final_per_seed.mean(0)
+    steps = inputs["steps"].tolist()
+    n_seeds = per_seed.shape[0]
+
+    def context(values: np.ndarray, seeds: np.ndarray) -> dict:
+        null = shared_null(masks[report], values, int(lds_cfg["null_draws"]), seed)
+        rel = split_half_reliability(seeds)
+        return {"null_low": float(np.percentile(null, 5)), "null_high": float(np.percentile(null, 95)),
+                "reliability": rel, "ceiling": float(np.sqrt(rel)) if rel >= 0 else float("nan")}
+
+    step_context = [context(truth[s][:, report], per_seed[:, s][..., report])
+                    for s in range(len(steps))]
+    final_context = context(final_truth[:, report], final_per_seed[..., report])
+    rows, details = [], {"methods": {}, "n_tuning": int(tune.sum()), "n_reporting": int(report.sum())}
+    lambdas = [float(v) for v in lds_cfg["lambdas"]]
+    for method, result in sorted(inputs["scores"].items()):
+        attrs = result["attrs"]
+        variants = [("config", attrs.get("lambda"), result["scores"])]
+        if "members" in attrs and tune.sum() >= 3 and lambdas:
+            path = _ensemble_ridge_path(inputs, method, attrs, lambdas)
+            tuned = [float(np.nanmean(_per_step_lds(p, masks[tune], truth[..., tune])))
+                     for p in path]
+            best = int(np.nanargmax(tuned))
+            variants.insert(0, ("tuned", lambdas[best], path[best]))
+            details["methods"][method] = {"lambdas": lambdas, "tuning_lds": tuned,
+                                          "selected_lambda": lambdas[best]}
+        for source, lam, scores in variants:
+            for s, step in enumerate(steps):
+                rows.append(_row(method, step, "f_t", source, lam, scores[s], masks[report],
+                                 truth[s][:, report], step_context[s], lds_cfg, seed))
+            rows.append(_row(method, steps[-1], "final_loss", source, lam, scores[-1],
+                             masks[report], final_truth[:, report], final_context, lds_cfg, seed))
+    table = pd.DataFrame(rows)
+    table["n_seeds"] = n_seeds
+    table["flagged"] = ~(table["reliability"] >= 0.5)
+    cols = ["method", "step", "ground_truth", "lds", "ci_low", "ci_high", "null_low", "null_high",
+            "ceiling", "reliability", "flagged", "n_targets", "n_subsets", "n_seeds", "lambda",
+            "lambda_source"]
+    return table[cols], details
+
+
+def _row(method, step, gt, source, lam, scores, masks, truth, ctx, lds_cfg, seed) -> dict:
+    pred = predictions(scores, masks)
+    lo, hi = bootstrap_interval(pred, truth, int(lds_cfg["bootstrap"]), seed)
+    return {"method": method, "step": int(step), "ground_truth": gt, "lds": lds(pred, truth),
+            "ci_low": lo, "ci_high": hi, **ctx, "n_targets": truth.shape[0],
+            "n_subsets": truth.shape[1], "lambda": np.nan if lam is None else float(lam),
+            "lambda_source": source if lam is not None else "none"}
