@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from diffattr.models import build_scheduler, build_unet
 from diffattr.outputs import row_outputs
 

@@ -1,12 +1,10 @@
 import numpy as np
 import pytest
 import torch
-
+from conftest import REPO, TINY_UNET
 from diffattr.data import load_prepared, prepare, write_prepared
 from diffattr.errors import ConfigError, DatasetError, ModelError
 from diffattr.models import build_unet, load_model, n_parameters, save_model
-
-from conftest import REPO, TINY_UNET
 
 
 def test_digits_prepared_in_range(tmp_path):
@@ -38,8 +36,6 @@ def test_bad_dataset_errors_are_clear(tmp_path):
 
 def test_default_model_size_and_roundtrip(tmp_path, scheduler):
     import yaml
-
-
 
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     model = build_unet(cfg["model"], (1, 8, 8))

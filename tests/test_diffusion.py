@@ -1,5 +1,4 @@
 import torch
-
 from conftest import make_unet
 from diffattr.diffusion import (
     TrainConfig,
@@ -29,10 +28,12 @@ def test_x0_hat_matches_formula_and_diffusers(scheduler):
 def test_trajectory_independent_of_batch(scheduler):
     model = make_unet(torch.float32)
     gens = lambda ids: [generator(0, "s", j) for j in ids]  # noqa: E731
-    both = denoise(initial_noise((1, 8, 8), gens([0, 1])), scheduler, 10, model_predictor(model),
-                   gens([0, 1]))
-    alone = denoise(initial_noise((1, 8, 8), gens([1])), scheduler, 10, model_predictor(model),
-                    gens([1]))
+    both = denoise(
+        initial_noise((1, 8, 8), gens([0, 1])), scheduler, 10, model_predictor(model), gens([0, 1])
+    )
+    alone = denoise(
+        initial_noise((1, 8, 8), gens([1])), scheduler, 10, model_predictor(model), gens([1])
+    )
     torch.testing.assert_close(both.final[1], alone.final[0], rtol=1e-5, atol=1e-6)
 
 
@@ -40,8 +41,14 @@ def test_resuming_from_x_t_with_same_model_reproduces(scheduler):
     """Resampling from a recorded x_t with a swapped-in identical model changes nothing."""
     model = make_unet(torch.float32)
     gens = lambda: [generator(0, "r", j) for j in range(2)]  # noqa: E731
-    traj = denoise(initial_noise((1, 8, 8), gens()), scheduler, 10, model_predictor(model), gens(),
-                   record=[500])
+    traj = denoise(
+        initial_noise((1, 8, 8), gens()),
+        scheduler,
+        10,
+        model_predictor(model),
+        gens(),
+        record=[500],
+    )
     same = swapped_predictor(model_predictor(model), model_predictor(model), [500, 400])
     a = denoise(traj.x_t[0], scheduler, 10, same, gens(), start_at=500)
     b = denoise(traj.x_t[0], scheduler, 10, model_predictor(model), gens(), start_at=500)
@@ -54,8 +61,9 @@ def test_training_is_seeded_and_subset_shares_noise(scheduler):
 
     def run(positions=None):
         model = make_unet(torch.float32)
-        losses = train(model, scheduler, images, recipe, seed=7, positions=positions,
-                       progress=False)
+        losses = train(
+            model, scheduler, images, recipe, seed=7, positions=positions, progress=False
+        )
         return model, losses
 
     m1, l1 = run()
@@ -63,6 +71,6 @@ def test_training_is_seeded_and_subset_shares_noise(scheduler):
     assert l1 == l2
     for a, b in zip(m1.parameters(), m2.parameters(), strict=True):
         assert torch.equal(a, b)
-    m3, l3 = run(torch.arange(20))
+    _, l3 = run(torch.arange(20))
     assert l3 != l1
     assert len(l3) == 1 and l3[0] > 0

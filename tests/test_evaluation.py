@@ -3,8 +3,6 @@
 import numpy as np
 import pytest
 import torch
-from scipy import stats
-
 from conftest import make_unet
 from diffattr.evaluation import (
     bootstrap_interval,
@@ -19,6 +17,7 @@ from diffattr.evaluation import (
 )
 from diffattr.features import rows_batch, target_draws
 from diffattr.outputs import evaluate
+from scipy import stats
 
 
 def test_subsets_have_exactly_alpha_n_members_and_are_seeded():
@@ -53,9 +52,15 @@ def test_bootstrap_interval_agrees_with_scipy_for_one_target():
     x = rng.standard_normal(40)
     y = x + rng.standard_normal(40)
     lo, hi = bootstrap_interval(x[None], y[None], 3000, seed=0)
-    res = stats.bootstrap((x, y), lambda a, b: stats.spearmanr(a, b).statistic, paired=True,
-                          vectorized=False, n_resamples=3000, method="percentile",
-                          random_state=np.random.default_rng(0))
+    res = stats.bootstrap(
+        (x, y),
+        lambda a, b: stats.spearmanr(a, b).statistic,
+        paired=True,
+        vectorized=False,
+        n_resamples=3000,
+        method="percentile",
+        random_state=np.random.default_rng(0),
+    )
     assert lo == pytest.approx(res.confidence_interval.low, abs=0.05)
     assert hi == pytest.approx(res.confidence_interval.high, abs=0.05)
 
@@ -67,8 +72,9 @@ def test_random_scores_sit_inside_the_shared_null_band():
     truth = shared[None] + 0.5 * rng.standard_normal((8, 24))
     null = shared_null(masks, truth, 300, seed=0)
     lo, hi = np.percentile(null, [2.5, 97.5])
-    inside = [lo <= lds(predictions(rng.standard_normal((8, 80)), masks), truth) <= hi
-              for _ in range(40)]
+    inside = [
+        lo <= lds(predictions(rng.standard_normal((8, 80)), masks), truth) <= hi for _ in range(40)
+    ]
     assert np.mean(inside) >= 0.9
 
 
@@ -99,8 +105,18 @@ def test_ground_truth_uses_common_random_numbers(scheduler):
     final = x0_hat[-1]
     for seed_model in (0, 1):
         model = make_unet(torch.float32, seed=seed_model)
-        f_t, final_loss = ground_truth(model, scheduler.alphas_cumprod, x0_hat, final, [500, 0],
-                                       [0, 1, 2], 4, [0, 500], 1, seed=0)
+        f_t, final_loss = ground_truth(
+            model,
+            scheduler.alphas_cumprod,
+            x0_hat,
+            final,
+            [500, 0],
+            [0, 1, 2],
+            4,
+            [0, 500],
+            1,
+            seed=0,
+        )
         eps = target_draws([0, 1, 2], list(range(4)), (1, 8, 8), 0, "gt-draw-500")
         t = torch.full((3, 4), 500)
         batch = rows_batch(torch.from_numpy(x0_hat[0]), t, eps)

@@ -4,7 +4,6 @@ import h5py
 import numpy as np
 import pytest
 import torch
-
 from conftest import make_unet
 from diffattr.features import (
     featurize_targets,
@@ -38,8 +37,20 @@ def setup(scheduler):
 
 def featurize(setup, positions, batch_size=4):
     model, proj, abar, images, ids = setup
-    return featurize_training(model, proj, abar, "loss", images, ids, positions, 3, batch_size,
-                              seed=0, model_index=0, progress=False)
+    return featurize_training(
+        model,
+        proj,
+        abar,
+        "loss",
+        images,
+        ids,
+        positions,
+        3,
+        batch_size,
+        seed=0,
+        model_index=0,
+        progress=False,
+    )
 
 
 def test_draws_are_keyed_by_example_not_position():
@@ -67,10 +78,10 @@ def test_shard_positions_tile_whole_batches():
 def test_target_features_sum_over_draws(setup):
     model, proj, abar, images, _ = setup
     x = torch.from_numpy(images[:2])
-    both = featurize_targets(model, proj, abar, "loss", x, [0, 1], [500, 500], seed=0,
-                             batch_size=2)
-    alone = featurize_targets(model, proj, abar, "loss", x[1:], [1], [500, 500], seed=0,
-                              batch_size=1)
+    both = featurize_targets(model, proj, abar, "loss", x, [0, 1], [500, 500], seed=0, batch_size=2)
+    alone = featurize_targets(
+        model, proj, abar, "loss", x[1:], [1], [500, 500], seed=0, batch_size=1
+    )
     np.testing.assert_allclose(both[1], alone[0], rtol=1e-4, atol=1e-6)
 
 
@@ -109,8 +120,16 @@ def test_scores_equal_numpy_formula(tmp_path, dim):
         assert k["form"] == ("primal" if dim <= n else "dual")
         members.append((store, k["form"], k["matrix"], psi))
     path = tmp_path / "scores.h5"
-    write_scores(path, [500, 0], np.arange(n_targets), np.arange(n), TrakScorer(members),
-                 {"method": "journey_trak"}, train_block=7, target_block=2)
+    write_scores(
+        path,
+        [500, 0],
+        np.arange(n_targets),
+        np.arange(n),
+        TrakScorer(members),
+        {"method": "journey_trak"},
+        train_block=7,
+        target_block=2,
+    )
     got = read_scores(path)
     for s in range(n_steps):
         ref = numpy_scores(phis, [p[s] for p in psis], lam)
@@ -128,8 +147,16 @@ def test_blockwise_scores_equal_one_shot(tmp_path):
     k = kernel(store, 0.1, block_rows=50)
     member = [(store, k["form"], k["matrix"], psi)]
     for name, tb, ib in [("one.h5", 9, 50), ("blocks.h5", 2, 3)]:
-        write_scores(tmp_path / name, [0], np.arange(9), np.arange(50), TrakScorer(member),
-                     {}, train_block=ib, target_block=tb)
+        write_scores(
+            tmp_path / name,
+            [0],
+            np.arange(9),
+            np.arange(50),
+            TrakScorer(member),
+            {},
+            train_block=ib,
+            target_block=tb,
+        )
     a, b = read_scores(tmp_path / "one.h5"), read_scores(tmp_path / "blocks.h5")
     np.testing.assert_allclose(a["scores"], b["scores"], rtol=1e-6, atol=1e-7)
 

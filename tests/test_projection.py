@@ -4,8 +4,6 @@ import math
 
 import pytest
 import torch
-from torch import nn
-
 from conftest import loss_rows, random_rows
 from diffattr.projection import (
     DenseProjector,
@@ -14,6 +12,7 @@ from diffattr.projection import (
     flatten_gradients,
     per_owner_gradients,
 )
+from torch import nn
 
 
 def explicit_kron(projector, grads, owners):
@@ -105,8 +104,9 @@ def test_factored_preserves_inner_products(scheduler):
     model = make_unet(torch.float64)
     rows = loss_rows(scheduler)
     batch = random_rows(6, 1, seed=3)
-    exact = flatten_gradients(per_owner_gradients(model, rows, batch, 1),
-                              [n for n, _ in model.named_parameters()])
+    exact = flatten_gradients(
+        per_owner_gradients(model, rows, batch, 1), [n for n, _ in model.named_parameters()]
+    )
     proj = FactoredProjector(model, 16, 16, 0, "jl")
     feats = proj.project(model, rows, batch, 1)
     cos = lambda m: (m / m.norm(dim=1, keepdim=True)) @ (m / m.norm(dim=1, keepdim=True)).T  # noqa: E731

@@ -2,7 +2,6 @@ import h5py
 import numpy as np
 import pytest
 import torch
-
 from diffattr.seeding import derive_seed, generator
 from diffattr.storage import atomic_path, create_h5, read_attrs
 

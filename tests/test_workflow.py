@@ -13,7 +13,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-
 from conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -24,15 +23,26 @@ def workdir(tmp: Path) -> Path:
     for item in ["Snakefile", "config", "profiles"]:
         src = REPO / item
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp / item)
-    shutil.copytree(REPO / "workflow", tmp / "workflow",
-                    ignore=shutil.ignore_patterns("diffattr", "*.egg-info", "__pycache__"))
+    shutil.copytree(
+        REPO / "workflow",
+        tmp / "workflow",
+        ignore=shutil.ignore_patterns("diffattr", "*.egg-info", "__pycache__"),
+    )
     return tmp
 
 
 def snakemake(cwd: Path, *args: str, timeout: int = 900, check: bool = True):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "config/test.yaml",
-           *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--cores",
+        "2",
+        "--configfile",
+        "config/test.yaml",
+        *args,
+    ]
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
@@ -101,8 +111,12 @@ def test_killed_run_resumes_to_identical_scores(finished, tmp_path):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "config/test.yaml"],
-        cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True)
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 300
     while time.time() < deadline and not list((cwd / RUN / "features").glob("train/*/*/*.h5")):
         time.sleep(0.5)

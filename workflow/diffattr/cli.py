@@ -107,22 +107,42 @@ def cmd_train(args: argparse.Namespace) -> None:
     model = init_seeded(lambda: build_unet(cfg["model"], data.shape), seed, "init").to(device)
     scheduler = build_scheduler(cfg["diffusion"])
     positions = _load_mask(args.keep, data.n)
-    log.info("training %s: %d parameters on %d examples, seed tag %s", args.out,
-             n_parameters(model), data.n if positions is None else len(positions), args.seed_tag)
+    log.info(
+        "training %s: %d parameters on %d examples, seed tag %s",
+        args.out,
+        n_parameters(model),
+        data.n if positions is None else len(positions),
+        args.seed_tag,
+    )
     start = time.time()
     with atomic_path(args.out) as tmp:
+
         def on_checkpoint(step: int, weights: torch.nn.Module) -> None:
             name = "final" if step == recipe.steps else f"step-{step}"
             save_model(weights, scheduler, tmp / name)
 
-        losses = train(model, scheduler, torch.from_numpy(data.images), recipe, seed,
-                       positions=positions, on_checkpoint=on_checkpoint,
-                       progress=not args.no_progress)
-        write_json(tmp / "train_log.json", {
-            "seed_tag": args.seed_tag, "seed": seed, "losses": losses,
-            "log_every": recipe.log_every, "n_train": data.n if positions is None else len(positions),
-            "n_parameters": n_parameters(model), "seconds": time.time() - start,
-        })
+        losses = train(
+            model,
+            scheduler,
+            torch.from_numpy(data.images),
+            recipe,
+            seed,
+            positions=positions,
+            on_checkpoint=on_checkpoint,
+            progress=not args.no_progress,
+        )
+        write_json(
+            tmp / "train_log.json",
+            {
+                "seed_tag": args.seed_tag,
+                "seed": seed,
+                "losses": losses,
+                "log_every": recipe.log_every,
+                "n_train": data.n if positions is None else len(positions),
+                "n_parameters": n_parameters(model),
+                "seconds": time.time() - start,
+            },
+        )
     log.info("trained in %.1f s, final loss %.5f", time.time() - start, losses[-1])
 
 
@@ -137,15 +157,29 @@ def cmd_sample(args: argparse.Namespace) -> None:
     model, scheduler = load_model(args.model, device)
     n = int(cfg["targets"]["n"])
     sampling_steps = int(cfg["targets"]["sampling_steps"])
-    steps = attribution_steps(cfg["attribution"]["steps"], inference_timesteps(scheduler, sampling_steps))
+    steps = attribution_steps(
+        cfg["attribution"]["steps"], inference_timesteps(scheduler, sampling_steps)
+    )
     seed = int(cfg["seed"])
     gens = [generator(seed, "sample", j) for j in range(n)]
     shape = (model.config.in_channels, model.config.sample_size, model.config.sample_size)
     x = initial_noise(shape, gens).to(device)
-    traj = denoise(x, scheduler, sampling_steps, model_predictor(model), gens, record=steps,
-                   progress=not args.no_progress)
-    attrs = {"seed": seed, "sampling_steps": sampling_steps, "model": str(args.model),
-             "config": cfg["targets"], "x0_hat": "pred_original_sample of DDPMScheduler.step"}
+    traj = denoise(
+        x,
+        scheduler,
+        sampling_steps,
+        model_predictor(model),
+        gens,
+        record=steps,
+        progress=not args.no_progress,
+    )
+    attrs = {
+        "seed": seed,
+        "sampling_steps": sampling_steps,
+        "model": str(args.model),
+        "config": cfg["targets"],
+        "x0_hat": "pred_original_sample of DDPMScheduler.step",
+    }
     with create_h5(args.out, attrs) as f:
         f.create_dataset("target_ids", data=np.arange(n))
         f.create_dataset("steps", data=np.asarray(traj.steps))
@@ -162,8 +196,14 @@ def _load_member(args: argparse.Namespace, cfg: dict[str, Any]):
     model_index, checkpoint = parse_member(args.member)
     device = resolve_device(cfg.get("device", "auto"))
     model, scheduler = load_model(checkpoint_folder(args.model, checkpoint), device)
-    projector = make_projector(cfg["attribution"]["projection"], model, int(cfg["seed"]),
-                               "projector", model_index, checkpoint)
+    projector = make_projector(
+        cfg["attribution"]["projection"],
+        model,
+        int(cfg["seed"]),
+        "projector",
+        model_index,
+        checkpoint,
+    )
     return model, scheduler, projector, model_index
 
 
@@ -179,20 +219,43 @@ def cmd_featurize_train(args: argparse.Namespace) -> None:
     positions = shard_positions(data.n, int(att["batch_size"]), args.shards, args.shard)
     start = time.time()
     feats = featurize_training(
-        model, projector, scheduler.alphas_cumprod, args.output, data.images, data.ids,
-        positions, int(att["K"]), int(att["batch_size"]), int(cfg["seed"]), model_index,
-        progress=not args.no_progress)
+        model,
+        projector,
+        scheduler.alphas_cumprod,
+        args.output,
+        data.images,
+        data.ids,
+        positions,
+        int(att["K"]),
+        int(att["batch_size"]),
+        int(cfg["seed"]),
+        model_index,
+        progress=not args.no_progress,
+    )
     seconds = time.time() - start
-    attrs = {"output": args.output, "member": args.member, "K": int(att["K"]),
-             "projection": projector.describe(), "seed": int(cfg["seed"]),
-             "shard": args.shard, "shards": args.shards, "seconds": seconds}
+    attrs = {
+        "output": args.output,
+        "member": args.member,
+        "K": int(att["K"]),
+        "projection": projector.describe(),
+        "seed": int(cfg["seed"]),
+        "shard": args.shard,
+        "shards": args.shards,
+        "seconds": seconds,
+    }
     with create_h5(args.out, attrs) as f:
         f.create_dataset("features", data=feats)
         f.create_dataset("positions", data=positions)
         f.create_dataset("train_ids", data=data.ids[positions])
     rate = len(positions) * int(att["K"]) / max(seconds, 1e-9)
-    log.info("featurized %d examples × %d draws in %.1f s (%.0f example·timesteps/s), dim %d",
-             len(positions), int(att["K"]), seconds, rate, projector.dim)
+    log.info(
+        "featurized %d examples × %d draws in %.1f s (%.0f example·timesteps/s), dim %d",
+        len(positions),
+        int(att["K"]),
+        seconds,
+        rate,
+        projector.dim,
+    )
 
 
 def cmd_kernel(args: argparse.Namespace) -> None:
@@ -202,10 +265,19 @@ def cmd_kernel(args: argparse.Namespace) -> None:
     store = FeatureStore(args.features)
     lam = float(cfg["attribution"]["lambda"])
     result = kernel(store, lam, int(cfg["attribution"]["block_size"]))
-    write_kernel(args.out, result, {"lambda": lam, "n_train": store.n, "dim": store.dim,
-                                    "features": [str(p) for p in args.features]})
-    log.info("%s kernel %d×%d, λ_abs %.4g", result["form"], *result["matrix"].shape,
-             result["lambda_abs"])
+    write_kernel(
+        args.out,
+        result,
+        {
+            "lambda": lam,
+            "n_train": store.n,
+            "dim": store.dim,
+            "features": [str(p) for p in args.features],
+        },
+    )
+    log.info(
+        "%s kernel %d×%d, λ_abs %.4g", result["form"], *result["matrix"].shape, result["lambda_abs"]
+    )
 
 
 def _target_images(targets_path: str | Path, method) -> tuple[np.ndarray, list[int], np.ndarray]:
@@ -235,15 +307,37 @@ def cmd_featurize_targets(args: argparse.Namespace) -> None:
     out = np.empty((len(steps), len(ids), projector.dim), dtype=np.float32)
     if method.target_image == "final":  # one feature per target, repeated at every step
         ts = uniform_timesteps(int(att["K"]), T)
-        out[:] = featurize_targets(model, projector, scheduler.alphas_cumprod, method.target_output,
-                                   torch.from_numpy(images), ids.tolist(), ts, seed, bs)[None]
+        out[:] = featurize_targets(
+            model,
+            projector,
+            scheduler.alphas_cumprod,
+            method.target_output,
+            torch.from_numpy(images),
+            ids.tolist(),
+            ts,
+            seed,
+            bs,
+        )[None]
     else:
         for s, t in enumerate(steps):
-            out[s] = featurize_targets(model, projector, scheduler.alphas_cumprod,
-                                       method.target_output, torch.from_numpy(images[s]),
-                                       ids.tolist(), [t] * int(att["R"]), seed, bs)
-    attrs = {"method": method.name, "member": args.member, "R": int(att["R"]),
-             "projection": projector.describe(), "seed": seed}
+            out[s] = featurize_targets(
+                model,
+                projector,
+                scheduler.alphas_cumprod,
+                method.target_output,
+                torch.from_numpy(images[s]),
+                ids.tolist(),
+                [t] * int(att["R"]),
+                seed,
+                bs,
+            )
+    attrs = {
+        "method": method.name,
+        "member": args.member,
+        "R": int(att["R"]),
+        "projection": projector.describe(),
+        "seed": seed,
+    }
     with create_h5(args.out, attrs) as f:
         f.create_dataset("features", data=out)
         f.create_dataset("steps", data=np.asarray(steps))
@@ -271,9 +365,13 @@ def cmd_score(args: argparse.Namespace) -> None:
     method = get_method(args.method)
     data = load_prepared(args.data)
     images, steps, target_ids = _target_images(args.targets, method)
-    attrs: dict[str, Any] = {"method": method.name, "description": method.description,
-                             "config_hash": config_hash(cfg), "config": cfg,
-                             "target_image": method.target_image}
+    attrs: dict[str, Any] = {
+        "method": method.name,
+        "description": method.description,
+        "config_hash": config_hash(cfg),
+        "config": cfg,
+        "target_image": method.target_image,
+    }
     if method.uses_gradients:
         members = []
         for kernel_path, target_path in zip(args.kernels, args.target_features, strict=True):
@@ -288,20 +386,33 @@ def cmd_score(args: argparse.Namespace) -> None:
             members.append((store, form, matrix, psi))
             attrs.setdefault("lambda_abs", []).append(kattrs["lambda_abs"])
         block_fn = TrakScorer(members)
-        attrs.update({"members": [Path(k).stem for k in args.kernels], "lambda": att["lambda"],
-                      "K": att["K"], "R": att["R"], "train_output": method.train_output,
-                      "target_output": method.target_output,
-                      "projection": members[0][0].attrs.get("projection")})
+        attrs.update(
+            {
+                "members": [Path(k).stem for k in args.kernels],
+                "lambda": att["lambda"],
+                "K": att["K"],
+                "R": att["R"],
+                "train_output": method.train_output,
+                "target_output": method.target_output,
+                "projection": members[0][0].attrs.get("projection"),
+            }
+        )
     elif method.family == "pixel":
         if method.target_image != "x0_hat":
             images = np.broadcast_to(images[None], (len(steps), *images.shape))
         block_fn = pixel_similarity_block(data.images, images)
     else:
         block_fn = random_block(int(cfg["seed"]), steps, target_ids, data.n)
-    write_scores(args.out, steps, target_ids, data.ids, block_fn, attrs,
-                 train_block=int(att["block_size"]))
-    log.info("wrote %s scores for %d steps × %d targets × %d training examples",
-             method.name, len(steps), len(target_ids), data.n)
+    write_scores(
+        args.out, steps, target_ids, data.ids, block_fn, attrs, train_block=int(att["block_size"])
+    )
+    log.info(
+        "wrote %s scores for %d steps × %d targets × %d training examples",
+        method.name,
+        len(steps),
+        len(target_ids),
+        data.n,
+    )
 
 
 def cmd_figure_attributions(args: argparse.Namespace) -> None:
@@ -324,9 +435,14 @@ def cmd_figure_attributions(args: argparse.Namespace) -> None:
         tmp.mkdir(parents=True)
         for j in range(n):
             fig = attribution_grid(
-                x0_hat[:, j], result["steps"].tolist(), result["scores"][:, j], data.images,
-                data.labels, int(cfg["figures"]["top_k"]),
-                f"{result['attrs']['method']}: target {result['target_ids'][j]}")
+                x0_hat[:, j],
+                result["steps"].tolist(),
+                result["scores"][:, j],
+                data.images,
+                data.labels,
+                int(cfg["figures"]["top_k"]),
+                f"{result['attrs']['method']}: target {result['target_ids'][j]}",
+            )
             save(fig, tmp / f"target-{j}.png")
 
 
@@ -345,8 +461,14 @@ def cmd_lds_subsets(args: argparse.Namespace) -> None:
     count = int(lds["tuning"]) + int(lds["reporting"])
     masks = make_subsets(data.n, count, float(lds["alpha"]), int(cfg["seed"]))
     role = np.array(["tuning"] * int(lds["tuning"]) + ["reporting"] * int(lds["reporting"]))
-    with create_h5(args.out, {"alpha": float(lds["alpha"]), "seed": int(cfg["seed"]),
-                              "subset_size": int(masks[0].sum())}) as f:
+    with create_h5(
+        args.out,
+        {
+            "alpha": float(lds["alpha"]),
+            "seed": int(cfg["seed"]),
+            "subset_size": int(masks[0].sum()),
+        },
+    ) as f:
         f.create_dataset("masks", data=masks)
         f.create_dataset("role", data=role.astype("S9"))
         f.create_dataset("train_ids", data=data.ids)
@@ -371,12 +493,26 @@ def cmd_ground_truth(args: argparse.Namespace) -> None:
     for folder in args.models:
         model, scheduler = load_model(Path(folder) / "final", device)
         timesteps = uniform_timesteps(int(lds["final_timesteps"]), len(scheduler.alphas_cumprod))
-        a, b = ground_truth(model, scheduler.alphas_cumprod, x0_hat, final, steps, target_ids,
-                            int(lds["draws"]), timesteps, int(lds["final_noise"]), int(cfg["seed"]))
+        a, b = ground_truth(
+            model,
+            scheduler.alphas_cumprod,
+            x0_hat,
+            final,
+            steps,
+            target_ids,
+            int(lds["draws"]),
+            timesteps,
+            int(lds["final_noise"]),
+            int(cfg["seed"]),
+        )
         f_t.append(a)
         final_loss.append(b)
-    attrs = {"models": [str(m) for m in args.models], "draws": int(lds["draws"]),
-             "common_random_numbers": True, "output": "loss"}
+    attrs = {
+        "models": [str(m) for m in args.models],
+        "draws": int(lds["draws"]),
+        "common_random_numbers": True,
+        "output": "loss",
+    }
     with create_h5(args.out, attrs) as f:
         f.create_dataset("f_t", data=np.stack(f_t))  # (seeds, n_steps, n_targets)
         f.create_dataset("final_loss", data=np.stack(final_loss))  # (seeds, n_targets)
@@ -385,13 +521,14 @@ def cmd_ground_truth(args: argparse.Namespace) -> None:
 
 
 def cmd_lds_report(args: argparse.Namespace) -> None:
-    from .evaluation import load_lds_inputs, lds_table
+    from .evaluation import lds_table, load_lds_inputs
     from .figures import lds_figure, save
     from .storage import atomic_path, write_json
 
     cfg = _cfg(args)
-    inputs = load_lds_inputs(args.subsets, args.ground_truth, args.scores, args.train_features,
-                             args.target_features)
+    inputs = load_lds_inputs(
+        args.subsets, args.ground_truth, args.scores, args.train_features, args.target_features
+    )
     table, details = lds_table(inputs, cfg)
     with atomic_path(args.out_csv) as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")
@@ -418,32 +555,72 @@ def _parser() -> argparse.ArgumentParser:
 
     req = {"required": True}
     add("prepare-data", cmd_prepare_data, out=req)
-    add("train", cmd_train, data=req, out=req, seed_tag=req,
-        keep={"default": None, "help": "FILE.h5:DATASET:ROW boolean mask of examples to train on"})
+    add(
+        "train",
+        cmd_train,
+        data=req,
+        out=req,
+        seed_tag=req,
+        keep={"default": None, "help": "FILE.h5:DATASET:ROW boolean mask of examples to train on"},
+    )
     add("sample", cmd_sample, model=req, out=req)
-    add("featurize-train", cmd_featurize_train, data=req, model=req, member=req, output=req,
-        shard={"type": int, "default": 0}, shards={"type": int, "default": 1}, out=req)
+    add(
+        "featurize-train",
+        cmd_featurize_train,
+        data=req,
+        model=req,
+        member=req,
+        output=req,
+        shard={"type": int, "default": 0},
+        shards={"type": int, "default": 1},
+        out=req,
+    )
     add("kernel", cmd_kernel, features={"nargs": "+", **req}, out=req)
-    add("featurize-targets", cmd_featurize_targets, model=req, member=req, method=req,
-        targets=req, out=req)
-    add("score", cmd_score, method=req, data=req, targets=req, out=req,
-        kernels={"nargs": "*", "default": []}, target_features={"nargs": "*", "default": []},
-        train_features={"nargs": "*", "default": []})
-    add("figure-attributions", cmd_figure_attributions, scores=req, targets=req, data=req,
-        out=req)
+    add(
+        "featurize-targets",
+        cmd_featurize_targets,
+        model=req,
+        member=req,
+        method=req,
+        targets=req,
+        out=req,
+    )
+    add(
+        "score",
+        cmd_score,
+        method=req,
+        data=req,
+        targets=req,
+        out=req,
+        kernels={"nargs": "*", "default": []},
+        target_features={"nargs": "*", "default": []},
+        train_features={"nargs": "*", "default": []},
+    )
+    add("figure-attributions", cmd_figure_attributions, scores=req, targets=req, data=req, out=req)
     add("lds-subsets", cmd_lds_subsets, data=req, out=req)
     add("ground-truth", cmd_ground_truth, models={"nargs": "+", **req}, targets=req, out=req)
-    add("lds-report", cmd_lds_report, subsets=req, ground_truth={"nargs": "+", **req},
-        scores={"nargs": "+", **req}, train_features={"nargs": "*", "default": []},
-        target_features={"nargs": "*", "default": []}, out_csv=req, out_json=req,
-        out_figure=req)
+    add(
+        "lds-report",
+        cmd_lds_report,
+        subsets=req,
+        ground_truth={"nargs": "+", **req},
+        scores={"nargs": "+", **req},
+        train_features={"nargs": "*", "default": []},
+        target_features={"nargs": "*", "default": []},
+        out_csv=req,
+        out_json=req,
+        out_figure=req,
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
     _setup(args)
     try:
         args.func(args)

@@ -80,7 +80,7 @@ def select_classes(
 
 @register("digits")
 def load_digits(cfg: Mapping[str, Any]) -> PreparedData:
-    """scikit-learn's bundled 8×8 handwritten digits (1797 images, 10 classes), scaled to [-1, 1]."""
+    """scikit-learn's bundled 8×8 digits (1797 images, 10 classes), scaled to [-1, 1]."""
     from sklearn.datasets import load_digits as sk_digits
 
     bunch = sk_digits()

@@ -107,7 +107,13 @@ def train(
         if step % recipe.log_every == 0 or step == recipe.steps:
             n = (step - 1) % recipe.log_every + 1
             losses.append(running / n)
-            log.info("step %d/%d loss %.5f lr %.2e", step, recipe.steps, losses[-1], sched.get_last_lr()[0])
+            log.info(
+                "step %d/%d loss %.5f lr %.2e",
+                step,
+                recipe.steps,
+                losses[-1],
+                sched.get_last_lr()[0],
+            )
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
             running = 0.0
         if on_checkpoint is not None and (step in recipe.checkpoints or step == recipe.steps):
@@ -187,7 +193,9 @@ def denoise(
     timesteps = [int(t) for t in sched.timesteps]
     if start_at is not None:
         if start_at not in timesteps:
-            raise ValueError(f"timestep {start_at} is not visited by a {sampling_steps}-step sampler")
+            raise ValueError(
+                f"timestep {start_at} is not visited by a {sampling_steps}-step sampler"
+            )
         timesteps = timesteps[timesteps.index(start_at) :]
     if len(generators) != x.shape[0]:
         raise ValueError("denoise needs one generator per image")

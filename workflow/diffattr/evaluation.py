@@ -145,10 +145,12 @@ def ground_truth(
         values = evaluate(model, alphas_cumprod, batch, "loss", chunk)
         return values.view(len(target_ids), len(ts)).mean(1).cpu().numpy()
 
-    f_t = np.stack([
-        mean_loss(x0_hat[s], [t] * draws, f"gt-draw-{t}", list(range(draws)))
-        for s, t in enumerate(steps)
-    ])
+    f_t = np.stack(
+        [
+            mean_loss(x0_hat[s], [t] * draws, f"gt-draw-{t}", list(range(draws)))
+            for s, t in enumerate(steps)
+        ]
+    )
     ts = [t for t in final_timesteps for _ in range(final_noise)]
     keys = [t * final_noise + e for t in final_timesteps for e in range(final_noise)]
     final_loss = mean_loss(final, ts, "gt-final", keys)
@@ -239,44 +241,106 @@ def lds_table(inputs: dict, cfg: dict):
     def context(values: np.ndarray, seeds: np.ndarray) -> dict:
         null = shared_null(masks[report], values, int(lds_cfg["null_draws"]), seed)
         rel = split_half_reliability(seeds)
-        return {"null_low": float(np.percentile(null, 5)), "null_high": float(np.percentile(null, 95)),
-                "reliability": rel, "ceiling": float(np.sqrt(rel)) if rel >= 0 else float("nan")}
+        return {
+            "null_low": float(np.percentile(null, 5)),
+            "null_high": float(np.percentile(null, 95)),
+            "reliability": rel,
+            "ceiling": float(np.sqrt(rel)) if rel >= 0 else float("nan"),
+        }
 
-    step_context = [context(truth[s][:, report], per_seed[:, s][..., report])
-                    for s in range(len(steps))]
+    step_context = [
+        context(truth[s][:, report], per_seed[:, s][..., report]) for s in range(len(steps))
+    ]
     final_context = context(final_truth[:, report], final_per_seed[..., report])
-    rows, details = [], {"methods": {}, "n_tuning": int(tune.sum()), "n_reporting": int(report.sum())}
+    rows, details = (
+        [],
+        {"methods": {}, "n_tuning": int(tune.sum()), "n_reporting": int(report.sum())},
+    )
     lambdas = [float(v) for v in lds_cfg["lambdas"]]
     for method, result in sorted(inputs["scores"].items()):
         attrs = result["attrs"]
         variants = [("config", attrs.get("lambda"), result["scores"])]
         if "members" in attrs and tune.sum() >= 3 and lambdas:
             path = _ensemble_ridge_path(inputs, method, attrs, lambdas)
-            tuned = [float(np.nanmean(_per_step_lds(p, masks[tune], truth[..., tune])))
-                     for p in path]
+            tuned = [
+                float(np.nanmean(_per_step_lds(p, masks[tune], truth[..., tune]))) for p in path
+            ]
             best = int(np.nanargmax(tuned))
             variants.insert(0, ("tuned", lambdas[best], path[best]))
-            details["methods"][method] = {"lambdas": lambdas, "tuning_lds": tuned,
-                                          "selected_lambda": lambdas[best]}
+            details["methods"][method] = {
+                "lambdas": lambdas,
+                "tuning_lds": tuned,
+                "selected_lambda": lambdas[best],
+            }
         for source, lam, scores in variants:
             for s, step in enumerate(steps):
-                rows.append(_row(method, step, "f_t", source, lam, scores[s], masks[report],
-                                 truth[s][:, report], step_context[s], lds_cfg, seed))
-            rows.append(_row(method, steps[-1], "final_loss", source, lam, scores[-1],
-                             masks[report], final_truth[:, report], final_context, lds_cfg, seed))
+                rows.append(
+                    _row(
+                        method,
+                        step,
+                        "f_t",
+                        source,
+                        lam,
+                        scores[s],
+                        masks[report],
+                        truth[s][:, report],
+                        step_context[s],
+                        lds_cfg,
+                        seed,
+                    )
+                )
+            rows.append(
+                _row(
+                    method,
+                    steps[-1],
+                    "final_loss",
+                    source,
+                    lam,
+                    scores[-1],
+                    masks[report],
+                    final_truth[:, report],
+                    final_context,
+                    lds_cfg,
+                    seed,
+                )
+            )
     table = pd.DataFrame(rows)
     table["n_seeds"] = n_seeds
     table["flagged"] = ~(table["reliability"] >= 0.5)
-    cols = ["method", "step", "ground_truth", "lds", "ci_low", "ci_high", "null_low", "null_high",
-            "ceiling", "reliability", "flagged", "n_targets", "n_subsets", "n_seeds", "lambda",
-            "lambda_source"]
+    cols = [
+        "method",
+        "step",
+        "ground_truth",
+        "lds",
+        "ci_low",
+        "ci_high",
+        "null_low",
+        "null_high",
+        "ceiling",
+        "reliability",
+        "flagged",
+        "n_targets",
+        "n_subsets",
+        "n_seeds",
+        "lambda",
+        "lambda_source",
+    ]
     return table[cols], details
 
 
 def _row(method, step, gt, source, lam, scores, masks, truth, ctx, lds_cfg, seed) -> dict:
     pred = predictions(scores, masks)
     lo, hi = bootstrap_interval(pred, truth, int(lds_cfg["bootstrap"]), seed)
-    return {"method": method, "step": int(step), "ground_truth": gt, "lds": lds(pred, truth),
-            "ci_low": lo, "ci_high": hi, **ctx, "n_targets": truth.shape[0],
-            "n_subsets": truth.shape[1], "lambda": np.nan if lam is None else float(lam),
-            "lambda_source": source if lam is not None else "none"}
+    return {
+        "method": method,
+        "step": int(step),
+        "ground_truth": gt,
+        "lds": lds(pred, truth),
+        "ci_low": lo,
+        "ci_high": hi,
+        **ctx,
+        "n_targets": truth.shape[0],
+        "n_subsets": truth.shape[1],
+        "lambda": np.nan if lam is None else float(lam),
+        "lambda_source": source if lam is not None else "none",
+    }

@@ -23,7 +23,12 @@ from .seeding import generator
 
 
 def train_draws(
-    ids: Sequence[int], draws: int, num_timesteps: int, shape: tuple[int, ...], seed: int, model: int
+    ids: Sequence[int],
+    draws: int,
+    num_timesteps: int,
+    shape: tuple[int, ...],
+    seed: int,
+    model: int,
 ) -> tuple[Tensor, Tensor]:
     """Timesteps (n, K) and noise (n, K, *shape) for training examples, keyed by (model, id, k)."""
     ts = torch.empty(len(ids), draws, dtype=torch.long)
@@ -66,14 +71,20 @@ def rows_batch(x0: Tensor, t: Tensor, eps: Tensor) -> dict[str, Tensor]:
 
 
 def project_rows(
-    model: nn.Module, projector: Projector, alphas_cumprod: Tensor, output: str, batch: Batch,
+    model: nn.Module,
+    projector: Projector,
+    alphas_cumprod: Tensor,
+    output: str,
+    batch: Batch,
     draws: int,
 ) -> Tensor:
     """Projected gradient features (owners, dim) of owner-summed outputs, in float32."""
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
-    batch = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype)
-             for k, v in batch.items()}
+    batch = {
+        k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype)
+        for k, v in batch.items()
+    }
     row_fn = partial(_row_fn, alphas_cumprod=alphas_cumprod, output=output)
     return projector.project(model, row_fn, batch, draws).float()
 
@@ -117,9 +128,9 @@ def featurize_training(
         pos = positions[lo : lo + batch_size]
         ts, eps = train_draws(ids[pos].tolist(), draws, T, shape, seed, model_index)
         batch = rows_batch(torch.from_numpy(images[pos]), ts, eps)
-        out[lo : lo + len(pos)] = project_rows(
-            model, projector, alphas_cumprod, output, batch, draws
-        ).cpu().numpy()
+        out[lo : lo + len(pos)] = (
+            project_rows(model, projector, alphas_cumprod, output, batch, draws).cpu().numpy()
+        )
     return out
 
 
@@ -143,7 +154,7 @@ def featurize_targets(
         eps = target_draws(ids, timesteps, shape, seed, "target-draw")
         ts = torch.tensor(list(timesteps), dtype=torch.long).expand(len(ids), draws)
         batch = rows_batch(images[lo : lo + len(ids)], ts, eps)
-        out[lo : lo + len(ids)] = project_rows(
-            model, projector, alphas_cumprod, output, batch, draws
-        ).cpu().numpy()
+        out[lo : lo + len(ids)] = (
+            project_rows(model, projector, alphas_cumprod, output, batch, draws).cpu().numpy()
+        )
     return out

@@ -8,8 +8,8 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 plt.rcParams.update({"figure.dpi": 120, "savefig.dpi": 150, "font.size": 8})
 
@@ -54,7 +54,9 @@ def attribution_grid(
             _show(axes[1 + r, c], train_images[i], f"+{scores[c, i]:.2g} ({train_labels[i]})")
             _frame(axes[1 + r, c], "tab:green")
         for r, i in enumerate(order[:top_k]):
-            _show(axes[1 + top_k + r, c], train_images[i], f"{scores[c, i]:.2g} ({train_labels[i]})")
+            _show(
+                axes[1 + top_k + r, c], train_images[i], f"{scores[c, i]:.2g} ({train_labels[i]})"
+            )
             _frame(axes[1 + top_k + r, c], "tab:red")
     axes[0, 0].set_ylabel("x̂₀ᵗ", fontsize=7)
     axes[1, 0].set_ylabel(f"top {top_k} +", fontsize=7, color="tab:green")
@@ -86,7 +88,6 @@ def lds_figure(table) -> plt.Figure:
     per_step = table[(table.ground_truth == "f_t") & (table.lambda_source != "config")]
     final = table[(table.ground_truth == "final_loss") & (table.lambda_source != "config")]
     steps = sorted(per_step.step.unique(), reverse=True)
-    x = {s: i for i, s in enumerate(steps)}
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(8.5, 3.2), gridspec_kw={"width_ratios": [3, 1.2]})
     ctx = per_step.drop_duplicates("step").set_index("step").loc[steps]
     xs = np.arange(len(steps))
@@ -100,8 +101,16 @@ def lds_figure(table) -> plt.Figure:
     for k, (method, group) in enumerate(per_step.groupby("method")):
         g = group.set_index("step").loc[steps]
         off = (k - (len(methods) - 1) / 2) * width
-        ax.errorbar(xs + off, g.lds, yerr=[g.lds - g.ci_low, g.ci_high - g.lds], fmt="o-", ms=3,
-                    lw=1, capsize=2, label=method)
+        ax.errorbar(
+            xs + off,
+            g.lds,
+            yerr=[g.lds - g.ci_low, g.ci_high - g.lds],
+            fmt="o-",
+            ms=3,
+            lw=1,
+            capsize=2,
+            label=method,
+        )
     ax.axhline(0, color="0.4", lw=0.6)
     ax.set_xticks(xs, [str(s) for s in steps])
     ax.set_xlabel("attribution step t (noisy → clean; red: reliability < 0.5)")
@@ -110,8 +119,13 @@ def lds_figure(table) -> plt.Figure:
     ax.set_title("LDS per step (reporting subsets)", fontsize=8)
     f = final.set_index("method").loc[methods]
     bx.axhspan(f.null_low.iloc[0], f.null_high.iloc[0], color="0.85")
-    bx.bar(range(len(methods)), f.lds, yerr=[f.lds - f.ci_low, f.ci_high - f.lds], capsize=2,
-           color=[f"C{i}" for i in range(len(methods))])
+    bx.bar(
+        range(len(methods)),
+        f.lds,
+        yerr=[f.lds - f.ci_low, f.ci_high - f.lds],
+        capsize=2,
+        color=[f"C{i}" for i in range(len(methods))],
+    )
     bx.axhline(f.ceiling.iloc[0], color="k", ls="--", lw=1)
     bx.axhline(0, color="0.4", lw=0.6)
     bx.set_xticks(range(len(methods)), methods, rotation=45, ha="right")

@@ -47,7 +47,7 @@ def predict_noise(model: nn.Module, x_t: Tensor, t: Tensor, cond: Tensor | None 
 
 
 def row_outputs(model: nn.Module, alphas_cumprod: Tensor, batch: Batch, output: str) -> Tensor:
-    """One scalar per row of ``batch`` (keys ``x0``, ``t``, ``eps``; optional ``cond``, ``mask``)."""
+    """One scalar per row of ``batch`` (``x0``, ``t``, ``eps``; optional ``cond``, ``mask``)."""
     if output not in OUTPUTS:
         raise KeyError(f"unknown model output {output!r}; available: {sorted(OUTPUTS)}")
     x0, t, eps = batch["x0"], batch["t"], batch["eps"]

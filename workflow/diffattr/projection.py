@@ -50,7 +50,7 @@ class Projector(ABC):
 
     @abstractmethod
     def project(self, model: nn.Module, row_fn: RowFn, batch: Batch, draws: int) -> Tensor:
-        """Features (n_owners, dim) of ∇θ Σ_r f_r, rows grouped in consecutive blocks of ``draws``."""
+        """Features (n_owners, dim) of ∇θ Σ_r f_r; rows come in consecutive blocks of ``draws``."""
 
     @abstractmethod
     def describe(self) -> dict[str, Any]:
@@ -127,7 +127,9 @@ class FactoredProjector(Projector):
             "uncovered_parameters": self.uncovered,
         }
 
-    def _factors(self, device: torch.device, dtype: torch.dtype) -> dict[str, tuple[Tensor, Tensor]]:
+    def _factors(
+        self, device: torch.device, dtype: torch.dtype
+    ) -> dict[str, tuple[Tensor, Tensor]]:
         key = (device, dtype)
         if key not in self._cast:
             self._cast[key] = {
@@ -274,7 +276,12 @@ class DenseProjector(IdentityProjector):
         self.dim = dim
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "kind": self.kind, "dim": self.dim, "seed_keys": list(self.keys)}
+        return {
+            **super().describe(),
+            "kind": self.kind,
+            "dim": self.dim,
+            "seed_keys": list(self.keys),
+        }
 
     def project(self, model: nn.Module, row_fn: RowFn, batch: Batch, draws: int) -> Tensor:
         exact = super().project(model, row_fn, batch, draws)

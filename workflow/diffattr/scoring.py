@@ -32,7 +32,7 @@ from .storage import create_h5, read_attrs
 
 
 class FeatureStore:
-    """A feature matrix stored as shard files (``features`` rows at ``positions``), read in blocks."""
+    """A feature matrix stored as shard files (``features`` at ``positions``), read in blocks."""
 
     def __init__(self, paths: Sequence[str | Path]):
         if not paths:
@@ -41,7 +41,9 @@ class FeatureStore:
         for path in paths:
             with h5py.File(path, "r") as f:
                 pos = f["positions"][()]
-                shards.append((int(pos[0]) if len(pos) else 0, len(pos), Path(path), f["features"].shape[1]))
+                shards.append(
+                    (int(pos[0]) if len(pos) else 0, len(pos), Path(path), f["features"].shape[1])
+                )
                 self.attrs = read_attrs(f)
         shards.sort()
         self.shards = [(Path(p), lo, lo + size) for lo, size, p, _ in shards]
@@ -112,7 +114,9 @@ def _spd_inverse(matrix: np.ndarray, lam: float) -> np.ndarray:
 
 
 def write_kernel(path: str | Path, result: Mapping[str, Any], attrs: Mapping[str, Any]) -> None:
-    with create_h5(path, {**attrs, "form": result["form"], "lambda_abs": result["lambda_abs"]}) as f:
+    with create_h5(
+        path, {**attrs, "form": result["form"], "lambda_abs": result["lambda_abs"]}
+    ) as f:
         f.create_dataset("matrix", data=result["matrix"])
 
 
@@ -201,9 +205,7 @@ class TrakScorer:
         return (np.asarray(total) / len(self.members)).T.astype(np.float32)
 
 
-def pixel_similarity_block(
-    train_images: np.ndarray, target_images: np.ndarray
-) -> BlockFn:
+def pixel_similarity_block(train_images: np.ndarray, target_images: np.ndarray) -> BlockFn:
     """cos(x̂_j, x_i) with ``target_images`` (n_steps, n_targets, ...) and flat training images."""
     train = train_images.reshape(len(train_images), -1).astype(np.float64)
     train /= np.linalg.norm(train, axis=1, keepdims=True) + 1e-12

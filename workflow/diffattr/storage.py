@@ -50,7 +50,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def create_h5(path: str | os.PathLike, attrs: Mapping[str, Any] | None = None) -> Iterator[h5py.File]:
+def create_h5(
+    path: str | os.PathLike, attrs: Mapping[str, Any] | None = None
+) -> Iterator[h5py.File]:
     """Open a new HDF5 file for writing that appears at ``path`` only once closed successfully."""
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         write_attrs(f, {**provenance(), **(attrs or {})})
@@ -103,7 +105,11 @@ def provenance() -> dict[str, Any]:
     """Attributes every diffattr file carries."""
     import torch
 
-    return {"package": "diffattr", "package_version": __version__, "torch_version": torch.__version__}
+    return {
+        "package": "diffattr",
+        "package_version": __version__,
+        "torch_version": torch.__version__,
+    }
 
 
 def write_json(path: str | os.PathLike, payload: Any) -> None:
