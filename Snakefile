@@ -15,6 +15,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/attribution.smk"
 include: "workflow/rules/lds.smk"
+include: "workflow/rules/counterfactual.smk"
 
 
 rule all:
@@ -31,3 +32,8 @@ rule attribution:
 rule lds:
     input:
         lds_outputs(),
+
+
+rule counterfactual:
+    input:
+        counterfactual_outputs(),

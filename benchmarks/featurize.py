@@ -142,8 +142,9 @@ def bench(name: str, device: torch.device, min_seconds: float, k_in: int, k_out:
     out["factored"] = rate(lambda: factored.project(model, row_fn, batch, 1), rows, min_seconds,
                            device)
 
-    if p * factored.dim <= 2_000_000_000:
-        dense = DenseProjector(model, factored.dim, 0, "bench", chunk=8)
+    out["dense_k"] = min(factored.dim, 2_000_000_000 // p)  # the p×k matrix must fit in memory
+    if out["dense_k"] >= 256:
+        dense = DenseProjector(model, out["dense_k"], 0, "bench", chunk=8)
         out["dense"] = rate(lambda: dense.project(model, row_fn, batch, 1), rows, min_seconds,
                             device, max_reps=5)
         del dense
@@ -182,11 +183,11 @@ def main() -> None:
           f"{args.threads} CPU threads; rates in example·timesteps per second")
     results = [bench(m, device, args.min_seconds, args.k_in, args.k_out) for m in args.models]
     header = (f"{'model':<8} {'params':>11} {'k':>6} {'batch':>5} {'(a) factored':>13} "
-              f"{'(b) dense':>10} {'(c) TRAK':>10} {'(d) floor':>10}")
+              f"{'(b) dense [k]':>16} {'(c) TRAK':>10} {'(d) floor':>10}")
     print(header)
     for r in results:
         print(f"{r['model']:<8} {r['params']:>11,} {r['k']:>6} {r['rows']:>5} "
-              f"{r['factored']:>13.1f} {r['dense']:>10.1f} {r['trak']:>9.3f}{r['trak_mark'] or ' '}"
+              f"{r['factored']:>13.1f} {r['dense']:>9.1f} [{r['dense_k']:>4}] {r['trak']:>9.3f}{r['trak_mark'] or ' '}"
               f" {r['floor']:>10.1f}")
     if any(r["trak_mark"] for r in results):
         print("* TRAK projector time scaled from one 100-column block (a full call takes minutes)")

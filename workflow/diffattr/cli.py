@@ -538,6 +538,209 @@ def cmd_lds_report(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Counterfactual retraining
+
+
+def cmd_train_classifier(args: argparse.Namespace) -> None:
+    from .classifier import save_classifier, train_classifier
+    from .data import load_prepared
+    from .storage import atomic_path
+
+    cfg = _cfg(args)
+    data = load_prepared(args.data)
+    n_classes = max(len(data.class_names), int(data.labels.max()) + 1)
+    model, info = train_classifier(data.images, data.labels, n_classes,
+                                   cfg["counterfactual"]["classifier"], int(cfg["seed"]))
+    with atomic_path(args.out) as tmp:
+        save_classifier(model, tmp, info)
+    log.info("classifier: held-out accuracy %.3f (%d images), train accuracy %.3f",
+             info["held_out_accuracy"] or float("nan"), info["n_held_out"], info["train_accuracy"])
+
+
+def _targets_and_classes(targets_path, classifier):
+    import h5py
+    import torch
+
+    with h5py.File(targets_path, "r") as f:
+        t = {k: f[k][()] for k in ("x_t", "final", "steps", "target_ids")}
+    t["classes"] = classifier.probabilities(torch.from_numpy(t["final"])).argmax(1).numpy()
+    return t
+
+
+def cmd_emergence(args: argparse.Namespace) -> None:
+    import pandas as pd
+    import torch
+
+    from .classifier import load_classifier
+    from .counterfactual import decision_step, emergence
+    from .diffusion import model_predictor
+    from .figures import emergence_figure, save
+    from .models import load_model
+    from .storage import atomic_path, create_h5
+
+    cfg = _cfg(args)
+    cf = cfg["counterfactual"]
+    model, scheduler = load_model(Path(args.model) / "final")
+    classifier, _ = load_classifier(args.classifier)
+    t = _targets_and_classes(args.targets, classifier)
+    steps = t["steps"].tolist()
+    probs, samples = emergence(model_predictor(model), scheduler, int(cfg["targets"]["sampling_steps"]),
+                               torch.from_numpy(t["x_t"]), steps, t["target_ids"].tolist(),
+                               classifier, t["classes"].tolist(), int(cf["samples"]),
+                               int(cfg["seed"]))
+    decided = [decision_step(probs[:, j], steps) for j in range(probs.shape[1])]
+    with create_h5(args.out, {"samples_per_step": int(cf["samples"])}) as f:
+        f.create_dataset("probability", data=probs)
+        f.create_dataset("samples", data=samples.numpy())
+        f.create_dataset("steps", data=np.asarray(steps))
+        f.create_dataset("classes", data=t["classes"])
+        f.create_dataset("decision_step", data=np.asarray(decided))
+    rows = [{"target": int(j), "step": int(st), "class": int(t["classes"][j]),
+             "probability": float(probs[s, j]), "decision_step": decided[j]}
+            for s, st in enumerate(steps) for j in range(probs.shape[1])]
+    with atomic_path(args.out_csv) as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.4f")
+    save(emergence_figure(probs, steps, decided), args.out_figure)
+    log.info("decision steps per target: %s", decided)
+
+
+def cmd_cf_plan(args: argparse.Namespace) -> None:
+    import h5py
+
+    from .counterfactual import Case, random_removal, removal_size, top_influencers
+    from .data import load_prepared
+    from .scoring import read_scores
+    from .storage import create_h5
+
+    cfg = _cfg(args)
+    cf = cfg["counterfactual"]
+    data = load_prepared(args.data)
+    with h5py.File(args.emergence, "r") as f:
+        decided = f["decision_step"][()]
+        steps = f["steps"][()].tolist()
+    scores = {Path(p).stem: read_scores(p) for p in args.scores}
+    cases, keep = [], []
+    for target in range(int(cf["targets"])):
+        wanted = [int(decided[target])] if cf["steps"] == "emergence" else list(cf["steps"])
+        for step in wanted:
+            if step not in steps:
+                raise ConfigError(f"counterfactual step {step} is not an attribution step {steps}")
+            for method in cf["methods"]:
+                for k in cf["k"]:
+                    size = removal_size(float(k), data.n)
+                    if method == "random":
+                        removed = random_removal(data.n, size, int(cfg["seed"]), target, step)
+                    else:
+                        row = scores[method]["scores"][steps.index(step), target]
+                        removed = top_influencers(row, size)
+                    mask = np.ones(data.n, dtype=bool)
+                    mask[removed] = False
+                    cases.append(Case(len(cases), method, target, step, size).as_dict())
+                    keep.append(mask)
+    if len(cases) != args.expected_cases:
+        raise ConfigError(f"planned {len(cases)} cases, the workflow expects {args.expected_cases}")
+    with create_h5(args.out, {"cases": cases, "config": cf}) as f:
+        f.create_dataset("keep", data=np.stack(keep))
+    log.info("planned %d counterfactual models", len(cases))
+
+
+def cmd_cf_resample(args: argparse.Namespace) -> None:
+    import h5py
+    import torch
+
+    from .counterfactual import resample, swap_window
+    from .diffusion import inference_timesteps, model_predictor, swapped_predictor
+    from .models import load_model
+    from .storage import create_h5, read_attrs
+
+    cfg = _cfg(args)
+    cf = cfg["counterfactual"]
+    sampling_steps = int(cfg["targets"]["sampling_steps"])
+    original, scheduler = load_model(Path(args.original) / "final")
+    other, _ = load_model(Path(args.model) / "final")
+    with h5py.File(args.plan, "r") as f:
+        cases = read_attrs(f)["cases"]
+    with h5py.File(args.targets, "r") as f:
+        x_t, steps, ids = f["x_t"][()], f["steps"][()].tolist(), f["target_ids"][()]
+    if args.case == "floor":
+        pairs = sorted({(c["target"], c["step"]) for c in cases})
+    else:
+        case = cases[int(args.case.lstrip("c"))]
+        pairs = [(case["target"], case["step"])]
+    timesteps = inference_timesteps(scheduler, sampling_steps)
+    orig_p, other_p = model_predictor(original), model_predictor(other)
+    seed, n_samples = int(cfg["seed"]), int(cf["samples"])
+    with create_h5(args.out, {"case": args.case, "delta": int(cf["delta"])}) as f:
+        for target, step in pairs:
+            x = torch.from_numpy(x_t[steps.index(step), target])
+            window = swap_window(step, int(cf["delta"]), timesteps)
+            runs = {
+                "original": orig_p,
+                "a": swapped_predictor(orig_p, other_p, window),
+                "b": other_p,
+            }
+            group = f.create_group(f"t{target}-s{step}")
+            for name, predictor in runs.items():
+                out = resample(x, step, scheduler, sampling_steps, predictor, seed,
+                               int(ids[target]), n_samples)
+                group.create_dataset(name, data=out.numpy())
+    log.info("resampled %d (target, step) pairs for case %s", len(pairs), args.case)
+
+
+def cmd_cf_report(args: argparse.Namespace) -> None:
+    import h5py
+    import pandas as pd
+    import torch
+
+    from .classifier import load_classifier
+    from .counterfactual import sample_metrics, summarize
+    from .figures import counterfactual_metrics_figure, counterfactual_samples_figure, save
+    from .storage import atomic_path, read_attrs
+
+    cfg = _cfg(args)
+    cf = cfg["counterfactual"]
+    classifier, info = load_classifier(args.classifier)
+    with h5py.File(args.plan, "r") as f:
+        cases = read_attrs(f)["cases"]
+    with h5py.File(args.emergence, "r") as f:
+        classes = f["classes"][()]
+    samples = {int(Path(p).stem.lstrip("c")): p for p in args.samples}
+    label = "emergence" if cf["steps"] == "emergence" else None
+    rows, shown = [], []
+    for case in cases:
+        with h5py.File(samples[case["index"]], "r") as f:
+            group = f[f"t{case['target']}-s{case['step']}"]
+            orig = torch.from_numpy(group["original"][()])
+            for protocol in ("a", "b"):
+                other = torch.from_numpy(group[protocol][()])
+                m = sample_metrics(orig, other, classifier, int(classes[case["target"]]))
+                rows.append({**case, "protocol": protocol, "step_label": label or case["step"],
+                             **m})
+                if protocol == "a" and case["target"] == 0:
+                    shown.append((case, orig.numpy(), other.numpy()))
+    floor_rows = []
+    with h5py.File(args.floor, "r") as f:
+        for name, group in f.items():
+            target, step = (int(v[1:]) for v in name.split("-"))
+            orig = torch.from_numpy(group["original"][()])
+            for protocol in ("a", "b"):
+                m = sample_metrics(orig, torch.from_numpy(group[protocol][()]), classifier,
+                                   int(classes[target]))
+                floor_rows.append({"target": target, "step": step, "protocol": protocol, **m})
+    per_case = pd.DataFrame(rows)
+    table = summarize(per_case, pd.DataFrame(floor_rows))
+    table["classifier_accuracy"] = info["held_out_accuracy"]
+    with atomic_path(args.out_cases) as tmp:
+        per_case.to_csv(tmp, index=False, float_format="%.5f")
+    with atomic_path(args.out_csv) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.5f")
+    save(counterfactual_metrics_figure(table), args.out_figure_metrics)
+    save(counterfactual_samples_figure(shown), args.out_figure_samples)
+    log.info("counterfactual report:\n%s", table[table.protocol == "a"].to_string(
+        index=False, float_format=lambda v: f"{v:.3f}"))
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -611,6 +814,16 @@ def _parser() -> argparse.ArgumentParser:
         out_json=req,
         out_figure=req,
     )
+    add("train-classifier", cmd_train_classifier, data=req, out=req)
+    add("emergence", cmd_emergence, model=req, targets=req, classifier=req, out=req,
+        out_csv=req, out_figure=req)
+    add("cf-plan", cmd_cf_plan, data=req, emergence=req, scores={"nargs": "+", **req}, out=req,
+        expected_cases={"type": int, **req})
+    add("cf-resample", cmd_cf_resample, plan=req, case=req, original=req, model=req,
+        targets=req, out=req)
+    add("cf-report", cmd_cf_report, plan=req, samples={"nargs": "+", **req}, floor=req,
+        classifier=req, targets=req, emergence=req, out_csv=req, out_cases=req,
+        out_figure_metrics=req, out_figure_samples=req)
     return parser
 
 

@@ -132,3 +132,71 @@ def lds_figure(table) -> plt.Figure:
     bx.set_title("trajectory-free LDS (final image)", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def emergence_figure(probs: np.ndarray, steps: Sequence[int], decided: Sequence[int]) -> plt.Figure:
+    """P(final class) among samples of p(·|x_t) against t, one line per target; markers at each
+    target's decision step (just before the steepest rise)."""
+    fig, ax = plt.subplots(figsize=(4.8, 3))
+    xs = np.arange(len(steps))
+    for j in range(probs.shape[1]):
+        (line,) = ax.plot(xs, probs[:, j], "-", lw=1, alpha=0.8)
+        d = list(steps).index(decided[j])
+        ax.plot(xs[d], probs[d, j], "o", color=line.get_color(), ms=4)
+    ax.plot(xs, probs.mean(1), "k-", lw=2.2, label="mean over targets")
+    ax.set_xticks(xs, [str(s) for s in steps])
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("step t (noisy → clean)")
+    ax.set_ylabel("P(final class | sample of p(·|x_t))")
+    ax.set_title("Feature emergence (dots: decision step per target)", fontsize=8)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def counterfactual_metrics_figure(table) -> plt.Figure:
+    """Each metric by method (bars: mean over targets with 95% t-intervals), per protocol, with
+    the seed floor as a dashed line."""
+    metrics = [("l2", "paired pixel L2"), ("prob_drop", "drop of P(target class)"),
+               ("frechet", "Fréchet distance (classifier features)")]
+    protocols = sorted(table.protocol.unique())
+    fig, axes = plt.subplots(len(protocols), 3, figsize=(9, 2.6 * len(protocols)), squeeze=False)
+    for r, protocol in enumerate(protocols):
+        for c, (metric, title) in enumerate(metrics):
+            ax = axes[r, c]
+            g = table[(table.protocol == protocol) & (table.metric == metric)]
+            g = g.sort_values("method")
+            labels = [f"{m}\nk={k} t={s}" for m, k, s in zip(g.method, g.k, g.step, strict=True)]
+            xs = np.arange(len(g))
+            yerr = np.nan_to_num([g["mean"] - g.ci_low, g.ci_high - g["mean"]])
+            ax.bar(xs, g["mean"], yerr=yerr, capsize=2,
+                   color=["0.6" if m == "random" else "C0" if m == "journey_trak" else "C2"
+                          for m in g.method])
+            ax.axhline(g.seed_floor.mean(), color="k", ls="--", lw=1, label="seed floor")
+            ax.axhline(0, color="0.4", lw=0.6)
+            ax.set_xticks(xs, labels, fontsize=5)
+            ax.set_title(f"{title} — protocol {protocol}", fontsize=7)
+            if c == 0 and r == 0:
+                ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def counterfactual_samples_figure(shown) -> plt.Figure:
+    """For one target: rows of original samples of p(·|x_t) and, per method, the paired
+    counterfactual samples (protocol a, same noise streams)."""
+    rows = 1 + len(shown)
+    n = min(8, shown[0][1].shape[0]) if shown else 1
+    fig, axes = plt.subplots(rows, n, figsize=(0.8 * n + 1.2, 0.85 * rows + 0.4), squeeze=False)
+    if shown:
+        for c in range(n):
+            _show(axes[0, c], shown[0][1][c])
+        axes[0, 0].set_ylabel("original", fontsize=6)
+        for r, (case, _, other) in enumerate(shown, start=1):
+            for c in range(n):
+                _show(axes[r, c], other[c])
+            axes[r, 0].set_ylabel(f"{case['method']}\n−{case['k']}", fontsize=6)
+        fig.suptitle(f"target {shown[0][0]['target']}, resampled from x_t at t={shown[0][0]['step']}",
+                     fontsize=8)
+    fig.tight_layout()
+    return fig

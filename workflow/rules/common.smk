@@ -18,6 +18,17 @@ ENV = "../../envs/diffattr.yaml"
 LDS = config["lds"]
 LDS_SUBSETS = list(range(LDS["tuning"] + LDS["reporting"]))
 LDS_SEEDS = list(range(LDS["seeds"]))
+CF = config["counterfactual"]
+CF_STEPS = 1 if CF["steps"] == "emergence" else len(CF["steps"])
+CF_CASES = list(range(CF["targets"] * CF_STEPS * len(CF["methods"]) * len(CF["k"])))
+CF_SCORED = [m for m in CF["methods"] if m != "random"]
+_missing = sorted(set(CF_SCORED) - set(METHODS))
+if CF["enabled"] and _missing:
+    raise ValueError(
+        f"counterfactual.methods {_missing} have no scores: add them to attribution.methods"
+    )
+if CF["enabled"] and CF["targets"] > config["targets"]["n"]:
+    raise ValueError("counterfactual.targets exceeds targets.n")
 
 
 wildcard_constraints:
@@ -103,5 +114,17 @@ def lds_outputs():
     return [f"{RUN}/reports/lds.csv", f"{RUN}/figures/lds.png"]
 
 
+def counterfactual_outputs():
+    return [
+        f"{RUN}/reports/counterfactual.csv",
+        f"{RUN}/reports/emergence.csv",
+        f"{RUN}/figures/emergence.png",
+    ]
+
+
 def final_outputs():
-    return attribution_outputs() + (lds_outputs() if LDS["enabled"] else [])
+    return (
+        attribution_outputs()
+        + (lds_outputs() if LDS["enabled"] else [])
+        + (counterfactual_outputs() if CF["enabled"] else [])
+    )

@@ -1,0 +1,102 @@
+"""Counterfactual machinery: removal sets, paired resampling, Fréchet distance, summaries."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import linalg
+
+from conftest import make_unet
+from diffattr.classifier import FeatureClassifier, load_classifier, save_classifier, train_classifier
+from diffattr.counterfactual import (
+    decision_step,
+    frechet_distance,
+    random_removal,
+    removal_size,
+    resample,
+    sample_metrics,
+    summarize,
+    swap_window,
+    top_influencers,
+)
+from diffattr.data import prepare
+from diffattr.diffusion import inference_timesteps, model_predictor, swapped_predictor
+
+
+def test_removal_sets_are_the_top_k_and_seeded():
+    rng = np.random.default_rng(0)
+    scores = rng.standard_normal(100)
+    top = top_influencers(scores, 10)
+    assert set(top) == set(np.argsort(scores)[-10:])
+    assert scores[top].min() >= np.delete(scores, top).max()
+    keep = np.ones(100, bool)
+    keep[top] = False
+    assert keep.sum() == 90 and not keep[top].any()
+    assert np.array_equal(random_removal(100, 10, 0, 3, 500), random_removal(100, 10, 0, 3, 500))
+    assert not np.array_equal(random_removal(100, 10, 0, 3, 500), random_removal(100, 10, 0, 4, 500))
+    assert removal_size(0.1, 1797) == 180 and removal_size(25, 1797) == 25
+    with pytest.raises(ValueError):
+        removal_size(2000, 1797)
+
+
+def test_frechet_distance_matches_direct_numpy():
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((40, 3)), rng.standard_normal((30, 3)) * 2 + 1
+    mu = a.mean(0) - b.mean(0)
+    ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    ref = mu @ mu + np.trace(ca + cb - 2 * np.real(linalg.sqrtm(ca @ cb)))
+    assert frechet_distance(a, b) == pytest.approx(ref, rel=1e-6)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_paired_resampling_with_the_same_model_gives_zero_metrics(scheduler):
+    model = make_unet(torch.float32)
+    classifier = FeatureClassifier(1, 10)
+    x_t = torch.randn(1, 8, 8)
+    steps = inference_timesteps(scheduler, 20)
+    t = steps[8]
+    base = model_predictor(model)
+    orig = resample(x_t, t, scheduler, 20, base, 0, 3, 4)
+    for predictor in (swapped_predictor(base, model_predictor(model), swap_window(t, 200, steps)),
+                      model_predictor(model)):
+        other = resample(x_t, t, scheduler, 20, predictor, 0, 3, 4)
+        m = sample_metrics(orig, other, classifier, 2)
+        assert m == {"l2": 0.0, "prob_drop": 0.0, "frechet": pytest.approx(0.0, abs=1e-8)}
+    different = resample(x_t, t, scheduler, 20, model_predictor(make_unet(torch.float32, 1)), 0,
+                         3, 4)
+    assert sample_metrics(orig, different, classifier, 2)["l2"] > 0
+
+
+def test_swap_window_and_decision_step():
+    assert swap_window(500, 100, [900, 700, 500, 450, 400, 300]) == [500, 450, 400]
+    assert decision_step(np.array([0.1, 0.15, 0.8, 0.9]), [900, 600, 300, 0]) == 600
+
+
+def test_classifier_is_accurate_on_held_out_digits(tmp_path):
+    data = prepare({"name": "digits"})
+    torch.set_num_threads(2)
+    model, info = train_classifier(data.images, data.labels, 10, {"steps": 600}, seed=0)
+    assert info["n_held_out"] == 359
+    assert info["held_out_accuracy"] > 0.9, info
+    save_classifier(model, tmp_path / "c", info)
+    back, info2 = load_classifier(tmp_path / "c")
+    x = torch.from_numpy(data.images[:5])
+    assert torch.equal(back(x), model(x))
+    assert info2["held_out_accuracy"] == info["held_out_accuracy"]
+
+
+def test_summary_differences_and_counts():
+    cases = pd.DataFrame([
+        {"method": m, "target": j, "step": 500, "k": 10, "protocol": "a", "step_label": 500,
+         "l2": v + j * 0.01, "prob_drop": 0.0, "frechet": 1.0}
+        for m, v in [("journey_trak", 3.0), ("random", 1.0)] for j in range(4)
+    ])
+    floor = pd.DataFrame([{"target": j, "step": 500, "protocol": "a", "l2": 0.5,
+                           "prob_drop": 0.0, "frechet": 1.0} for j in range(4)])
+    table = summarize(cases, floor)
+    row = table[(table.method == "journey_trak") & (table.metric == "l2")].iloc[0]
+    assert row["diff_vs_random"] == pytest.approx(2.0)
+    assert row["seed_floor"] == pytest.approx(0.5)
+    assert bool(row["counts"])
+    same = table[(table.method == "journey_trak") & (table.metric == "frechet")].iloc[0]
+    assert not bool(same["counts"])

@@ -1,0 +1,204 @@
+"""Counterfactual retraining: remove the top influencers at step t, retrain, resample from x_t.
+
+- Removal sets: the top-k positive influencers of a method at (target, step) (``random``: k
+  seeded random examples). Counterfactual models train with the full model's seed and randomness
+  stream, so the data is the only difference; the *seed floor* is the full data retrained with
+  another seed, i.e. how much p(·|x_t) moves for no data reason at all.
+- Paired resampling: from the stored x_t, S noise streams keyed by (target, step, s) and shared by
+  the original and the counterfactual model. Protocol ``a`` (the paper's) uses the counterfactual
+  model on the sampler steps in [t − Δ, t] and the original elsewhere; ``b`` uses it for every
+  remaining step.
+- Metrics: mean paired pixel L2; drop of the classifier's probability of the target's final class;
+  Fréchet distance between the sample sets in the classifier's embedding space.
+- Feature emergence: the probability that samples from p(·|x_t) have the final image's class, along
+  the trajectory; the step just before its steepest rise is where the feature gets decided.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from scipy import linalg
+from torch import Tensor
+
+from .diffusion import Predictor, denoise
+from .seeding import generator, numpy_rng
+
+
+@dataclass(frozen=True)
+class Case:
+    """One counterfactual model: remove ``k`` examples chosen by ``method`` for (target, step)."""
+
+    index: int
+    method: str
+    target: int  # position in targets.h5
+    step: int  # timestep t (resolved from the emergence analysis when configured so)
+    k: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def removal_size(k: float, n: int) -> int:
+    """k as a fraction of the training set (k < 1) or as a count."""
+    size = int(round(k * n)) if k < 1 else int(k)
+    if not 0 < size < n:
+        raise ValueError(f"removal size {k} gives {size} of {n} examples")
+    return size
+
+
+def top_influencers(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest scores (positive influencers), ties broken by index."""
+    return np.argsort(-scores, kind="stable")[:k]
+
+
+def random_removal(n: int, k: int, seed: int, target_id: int, step: int) -> np.ndarray:
+    return np.sort(numpy_rng(seed, "cf-random", target_id, step).choice(n, k, replace=False))
+
+
+def resample_generators(seed: int, target_id: int, step: int, samples: int):
+    return [generator(seed, "cf-resample", target_id, step, s) for s in range(samples)]
+
+
+def resample(
+    x_t: Tensor,
+    step: int,
+    scheduler,
+    sampling_steps: int,
+    predictor: Predictor,
+    seed: int,
+    target_id: int,
+    samples: int,
+) -> Tensor:
+    """S samples of p(·|x_t) from the stored x_t (C, H, W), with streams shared across models."""
+    x = x_t[None].expand(samples, *x_t.shape).clone()
+    gens = resample_generators(seed, target_id, step, samples)
+    return denoise(x, scheduler, sampling_steps, predictor, gens, start_at=step).final
+
+
+def swap_window(step: int, delta: int, timesteps: Sequence[int]) -> list[int]:
+    """Sampler timesteps in [t − Δ, t] (protocol a)."""
+    return [u for u in timesteps if step - delta <= u <= step]
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """‖μ_a − μ_b‖² + Tr(Σ_a + Σ_b − 2(Σ_a Σ_b)^{1/2}) between two sets of row vectors.
+
+    Tr((Σ_a Σ_b)^{1/2}) is computed as Σ √eig(Σ_a^{1/2} Σ_b Σ_a^{1/2}) (symmetric PSD), which
+    stays exact when the covariances are singular (fewer samples than dimensions).
+    """
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    mu = a.mean(0) - b.mean(0)
+    ca, cb = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
+    w, v = linalg.eigh(ca)
+    root_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    cross = np.sqrt(np.clip(linalg.eigvalsh(root_a @ cb @ root_a), 0, None)).sum()
+    return float(max(mu @ mu + np.trace(ca) + np.trace(cb) - 2 * cross, 0.0))
+
+
+def sample_metrics(original: Tensor, other: Tensor, classifier, target_class: int) -> dict:
+    """Paired L2, drop of P(target class), Fréchet distance in the classifier's embedding."""
+    with torch.no_grad():
+        l2 = (original - other).flatten(1).norm(dim=1).mean().item()
+        p_orig = classifier.probabilities(original)[:, target_class].mean().item()
+        p_other = classifier.probabilities(other)[:, target_class].mean().item()
+        fd = frechet_distance(classifier.embed(original).numpy(), classifier.embed(other).numpy())
+    return {"l2": l2, "prob_drop": p_orig - p_other, "frechet": fd}
+
+
+def emergence(
+    predictor: Predictor,
+    scheduler,
+    sampling_steps: int,
+    x_t: Tensor,
+    steps: Sequence[int],
+    target_ids: Sequence[int],
+    classifier,
+    classes: Sequence[int],
+    samples: int,
+    seed: int,
+) -> tuple[np.ndarray, Tensor]:
+    """P(final class) among S samples of p(·|x_t) per (step, target), and the samples themselves.
+
+    ``x_t`` is (n_steps, n_targets, C, H, W); returns probabilities (n_steps, n_targets) and
+    samples (n_steps, n_targets, S, C, H, W).
+    """
+    n_steps, n_targets = x_t.shape[:2]
+    probs = np.zeros((n_steps, n_targets))
+    out = torch.empty(n_steps, n_targets, samples, *x_t.shape[2:])
+    for s, t in enumerate(steps):
+        x = x_t[s][:, None].expand(n_targets, samples, *x_t.shape[2:]).reshape(-1, *x_t.shape[2:])
+        gens = [g for j in target_ids for g in resample_generators(seed, int(j), int(t), samples)]
+        final = denoise(x.clone(), scheduler, sampling_steps, predictor, gens, start_at=int(t)).final
+        out[s] = final.view(n_targets, samples, *x_t.shape[2:])
+        p = classifier.probabilities(final).view(n_targets, samples, -1)
+        probs[s] = p[torch.arange(n_targets), :, torch.as_tensor(list(classes))].mean(1).numpy()
+    return probs, out
+
+
+def decision_step(probs: np.ndarray, steps: Sequence[int]) -> int:
+    """The step just before the steepest rise of P(final class) along the trajectory
+    (``probs`` ordered noisy → clean): from x_t at this step the feature is still being decided."""
+    if len(steps) < 2:
+        return int(steps[0])
+    rise = np.diff(probs)
+    return int(steps[int(np.argmax(rise))])
+
+
+# ---------------------------------------------------------------------------------------------
+# Summaries
+
+METRICS = ("l2", "prob_drop", "frechet")
+
+
+def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean and Student-t interval over targets (NaN interval with fewer than two values)."""
+    from scipy import stats
+
+    values = np.asarray(values, dtype=np.float64)
+    mean = float(values.mean()) if len(values) else float("nan")
+    if len(values) < 2:
+        return mean, float("nan"), float("nan")
+    half = stats.t.ppf(0.5 + level / 2, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
+    return mean, mean - half, mean + half
+
+
+def summarize(cases, floor):
+    """Aggregate per-case metrics (DataFrame: case columns + protocol + metrics) into the report.
+
+    ``floor`` holds the seed-floor metrics per (target, step, protocol). For every (method, step,
+    k, protocol, metric): mean over targets with a t-interval, the seed floor, the random-removal
+    baseline, and the paired differences to both with their intervals.
+    """
+    import pandas as pd
+
+    step_label = "step_label"
+    long = cases.melt(id_vars=["method", "target", "step", "k", "protocol", step_label],
+                      value_vars=list(METRICS), var_name="metric")
+    fl = floor.melt(id_vars=["target", "step", "protocol"], value_vars=list(METRICS),
+                    var_name="metric", value_name="floor")
+    long = long.merge(fl, on=["target", "step", "protocol", "metric"], how="left")
+    rand = long[long.method == "random"][["target", "step", "k", "protocol", "metric", "value"]]
+    long = long.merge(rand.rename(columns={"value": "random"}),
+                      on=["target", "step", "k", "protocol", "metric"], how="left")
+    rows = []
+    keys = ["method", step_label, "k", "protocol", "metric"]
+    for key, g in long.groupby(keys, sort=True):
+        mean, lo, hi = t_interval(g.value.to_numpy())
+        d_rand = t_interval((g.value - g.random).to_numpy())
+        d_floor = t_interval((g.value - g.floor).to_numpy())
+        rows.append({
+            **dict(zip(keys, key, strict=True)), "mean": mean, "ci_low": lo, "ci_high": hi,
+            "seed_floor": float(g.floor.mean()), "random": float(g.random.mean()),
+            "diff_vs_random": d_rand[0], "diff_vs_random_low": d_rand[1],
+            "diff_vs_random_high": d_rand[2], "diff_vs_floor": d_floor[0],
+            "diff_vs_floor_low": d_floor[1], "diff_vs_floor_high": d_floor[2],
+            "n_targets": int(g.target.nunique()),
+        })
+    out = pd.DataFrame(rows).rename(columns={step_label: "step"})
+    out["counts"] = (out.diff_vs_random_low > 0) & (out.diff_vs_floor_low > 0)
+    out.loc[out.method == "random", "counts"] = False
+    return out
