@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from functools import partial
 from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
 import torch
 from diffattr.models import build_scheduler, build_unet
@@ -55,3 +61,51 @@ def random_rows(n_owners, draws, dtype=torch.float64, seed=0, shape=(1, 8, 8)):
         "t": torch.randint(1000, (rows,), generator=g),
         "eps": torch.randn(rows, *shape, generator=g, dtype=dtype),
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# End-to-end runs of config/test.yaml through Snakemake's CLI
+
+RUN = "results/test"
+
+
+def workdir(tmp: Path) -> Path:
+    """A copy of the workflow (not the package, which is installed) in ``tmp``."""
+    for item in ["Snakefile", "config", "profiles"]:
+        src = REPO / item
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp / item)
+    shutil.copytree(REPO / "workflow", tmp / "workflow",
+                    ignore=shutil.ignore_patterns("diffattr", "*.egg-info", "__pycache__"))
+    return tmp
+
+
+def workflow_env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", **extra}
+
+
+def snakemake(cwd: Path, *args: str, timeout: int = 1200, check: bool = True, env=None,
+              cores: bool = True):
+    cmd = [sys.executable, "-m", "snakemake", "--configfile", "config/test.yaml", *args]
+    if cores:
+        cmd[3:3] = ["--cores", "2"]
+    proc = subprocess.run(cmd, cwd=cwd, env=env or workflow_env(), capture_output=True,
+                          text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def scores(cwd: Path) -> dict[str, np.ndarray]:
+    out = {}
+    for path in sorted((cwd / RUN / "scores").glob("*.h5")):
+        with h5py.File(path) as f:
+            out[path.stem] = f["scores"][()]
+    return out
+
+
+@pytest.fixture(scope="session")
+def local_run(tmp_path_factory) -> Path:
+    """The whole test config run once locally with --cores 2 (shared by several test modules)."""
+    cwd = workdir(tmp_path_factory.mktemp("run"))
+    snakemake(cwd)
+    return cwd

@@ -4,10 +4,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from scipy import linalg
-
 from conftest import make_unet
-from diffattr.classifier import FeatureClassifier, load_classifier, save_classifier, train_classifier
+from diffattr.classifier import (
+    FeatureClassifier,
+    load_classifier,
+    save_classifier,
+    train_classifier,
+)
 from diffattr.counterfactual import (
     decision_step,
     frechet_distance,
@@ -21,6 +24,7 @@ from diffattr.counterfactual import (
 )
 from diffattr.data import prepare
 from diffattr.diffusion import inference_timesteps, model_predictor, swapped_predictor
+from scipy import linalg
 
 
 def test_removal_sets_are_the_top_k_and_seeded():
@@ -33,7 +37,8 @@ def test_removal_sets_are_the_top_k_and_seeded():
     keep[top] = False
     assert keep.sum() == 90 and not keep[top].any()
     assert np.array_equal(random_removal(100, 10, 0, 3, 500), random_removal(100, 10, 0, 3, 500))
-    assert not np.array_equal(random_removal(100, 10, 0, 3, 500), random_removal(100, 10, 0, 4, 500))
+    other_target = random_removal(100, 10, 0, 4, 500)
+    assert not np.array_equal(random_removal(100, 10, 0, 3, 500), other_target)
     assert removal_size(0.1, 1797) == 180 and removal_size(25, 1797) == 25
     with pytest.raises(ValueError):
         removal_size(2000, 1797)

@@ -54,10 +54,14 @@ def featurize(setup, positions, batch_size=4):
 
 
 def test_draws_are_keyed_by_example_not_position():
-    t1, e1 = train_draws([5, 9], 3, 1000, (1, 2, 2), seed=0, model=0)
-    t2, e2 = train_draws([9], 3, 1000, (1, 2, 2), seed=0, model=0)
+    t1, e1, c1, f1 = train_draws([5, 9], 3, 1000, (1, 2, 2), seed=0, model=0, captions=5,
+                                 flip=True)
+    t2, e2, c2, f2 = train_draws([9], 3, 1000, (1, 2, 2), seed=0, model=0, captions=5, flip=True)
+    assert torch.equal(c1[1], c2[0]) and torch.equal(f1[1], f2[0])
+    t0, e0, _, _ = train_draws([9], 3, 1000, (1, 2, 2), seed=0, model=0)
+    assert torch.equal(t0, t2) and torch.equal(e0, e2)  # conditioning draws come after t, ε
     assert torch.equal(t1[1], t2[0]) and torch.equal(e1[1], e2[0])
-    t3, _ = train_draws([9], 3, 1000, (1, 2, 2), seed=0, model=1)
+    t3, *_ = train_draws([9], 3, 1000, (1, 2, 2), seed=0, model=1)
     assert not torch.equal(t2, t3)
 
 

@@ -3,65 +3,22 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import RUN, scores, snakemake, workdir, workflow_env
 
 pytestmark = pytest.mark.slow
-RUN = "results/test"
-
-
-def workdir(tmp: Path) -> Path:
-    for item in ["Snakefile", "config", "profiles"]:
-        src = REPO / item
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp / item)
-    shutil.copytree(
-        REPO / "workflow",
-        tmp / "workflow",
-        ignore=shutil.ignore_patterns("diffattr", "*.egg-info", "__pycache__"),
-    )
-    return tmp
-
-
-def snakemake(cwd: Path, *args: str, timeout: int = 900, check: bool = True):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--cores",
-        "2",
-        "--configfile",
-        "config/test.yaml",
-        *args,
-    ]
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
-    return proc
-
-
-def scores(cwd: Path) -> dict[str, np.ndarray]:
-    out = {}
-    for path in sorted((cwd / RUN / "scores").glob("*.h5")):
-        with h5py.File(path) as f:
-            out[path.stem] = f["scores"][()]
-    return out
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory) -> Path:
-    cwd = workdir(tmp_path_factory.mktemp("run"))
-    snakemake(cwd)
-    return cwd
+def finished(local_run):
+    return local_run
 
 
 def test_all_outputs_present_with_shapes_and_attributes(finished):
@@ -108,7 +65,7 @@ def test_killed_run_resumes_to_identical_scores(finished, tmp_path):
     """Kill a fresh run mid-way, resume with --rerun-incomplete: the scores equal the first run's
     bit for bit (this is also the from-scratch reproducibility check)."""
     cwd = workdir(tmp_path)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env = workflow_env()
     proc = subprocess.Popen(
         [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "config/test.yaml"],
         cwd=cwd,

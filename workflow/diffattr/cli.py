@@ -69,8 +69,11 @@ def attribution_steps(spec: int | Sequence[int], timesteps: Sequence[int]) -> li
 def cmd_prepare_data(args: argparse.Namespace) -> None:
     from .data import prepare, write_prepared
 
+    from .models import resolve_device
+
     cfg = _cfg(args)
-    data = prepare(cfg["dataset"])
+    device = str(resolve_device(cfg.get("device", "auto")))
+    data = prepare({**cfg["dataset"], "device": device})
     write_prepared(data, args.out, cfg["dataset"])
     log.info("prepared %s: %d images of shape %s", data.name, data.n, data.shape)
 
@@ -121,6 +124,10 @@ def cmd_train(args: argparse.Namespace) -> None:
             name = "final" if step == recipe.steps else f"step-{step}"
             save_model(weights, scheduler, tmp / name)
 
+        conditions = null = None
+        if data.conditional:
+            conditions = torch.from_numpy(data.extra["caption_embeddings"])
+            null = torch.from_numpy(data.extra["null_embedding"])
         losses = train(
             model,
             scheduler,
@@ -130,6 +137,10 @@ def cmd_train(args: argparse.Namespace) -> None:
             positions=positions,
             on_checkpoint=on_checkpoint,
             progress=not args.no_progress,
+            conditions=conditions,
+            null_condition=null,
+            p_uncond=float(cfg["train"].get("p_uncond", 0.1)),
+            flip=bool(cfg.get("dataset", {}).get("flip", False)),
         )
         write_json(
             tmp / "train_log.json",
@@ -147,6 +158,10 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
+    import torch
+
+    from .data import load_prepared
+    from .diffusion import guided_predictor
     from .diffusion import denoise, inference_timesteps, initial_noise, model_predictor
     from .models import load_model, resolve_device
     from .seeding import generator
@@ -164,11 +179,21 @@ def cmd_sample(args: argparse.Namespace) -> None:
     gens = [generator(seed, "sample", j) for j in range(n)]
     shape = (model.config.in_channels, model.config.sample_size, model.config.sample_size)
     x = initial_noise(shape, gens).to(device)
+    data = load_prepared(args.data)
+    cond, prompts = None, []
+    predictor = model_predictor(model)
+    if data.conditional:  # target j is generated from prompt j mod P, with guidance
+        pool = data.extra["prompt_embeddings"]
+        cond = torch.from_numpy(pool[np.arange(n) % len(pool)]).float().to(device)
+        prompts = [data.extra["prompts"][j % len(pool)] for j in range(n)]
+        null = torch.from_numpy(data.extra["null_embedding"]).float().to(device)[None]
+        scale = float(cfg["targets"].get("guidance_scale", 1.0))
+        predictor = guided_predictor(model, cond, null, scale)
     traj = denoise(
         x,
         scheduler,
         sampling_steps,
-        model_predictor(model),
+        predictor,
         gens,
         record=steps,
         progress=not args.no_progress,
@@ -186,6 +211,9 @@ def cmd_sample(args: argparse.Namespace) -> None:
         f.create_dataset("final", data=traj.final.cpu().numpy())
         f.create_dataset("x_t", data=traj.x_t.cpu().numpy())
         f.create_dataset("x0_hat", data=traj.x0_hat.cpu().numpy())
+        if cond is not None:
+            f.create_dataset("cond", data=cond.cpu().numpy().astype(np.float16))
+            f.create_dataset("prompts", data=np.array(prompts, dtype="S"))
     log.info("sampled %d targets, recorded steps %s", n, traj.steps)
 
 
@@ -231,6 +259,8 @@ def cmd_featurize_train(args: argparse.Namespace) -> None:
         int(cfg["seed"]),
         model_index,
         progress=not args.no_progress,
+        conditions=data.extra.get("caption_embeddings"),
+        flip=bool(cfg.get("dataset", {}).get("flip", False)),
     )
     seconds = time.time() - start
     attrs = {
@@ -290,6 +320,15 @@ def _target_images(targets_path: str | Path, method) -> tuple[np.ndarray, list[i
     return images, steps, ids
 
 
+def _target_conditions(targets_path: str | Path):
+    """Caption embeddings of the targets (text-conditioned data), or None."""
+    import h5py
+    import torch
+
+    with h5py.File(targets_path, "r") as f:
+        return torch.from_numpy(f["cond"][()]).float() if "cond" in f else None
+
+
 def cmd_featurize_targets(args: argparse.Namespace) -> None:
     import torch
 
@@ -302,6 +341,7 @@ def cmd_featurize_targets(args: argparse.Namespace) -> None:
     method = get_method(args.method)
     model, scheduler, projector, _ = _load_member(args, cfg)
     images, steps, ids = _target_images(args.targets, method)
+    cond = _target_conditions(args.targets)
     T = len(scheduler.alphas_cumprod)
     seed, bs = int(cfg["seed"]), int(att["batch_size"])
     out = np.empty((len(steps), len(ids), projector.dim), dtype=np.float32)
@@ -317,6 +357,7 @@ def cmd_featurize_targets(args: argparse.Namespace) -> None:
             ts,
             seed,
             bs,
+            cond,
         )[None]
     else:
         for s, t in enumerate(steps):
@@ -330,6 +371,7 @@ def cmd_featurize_targets(args: argparse.Namespace) -> None:
                 [t] * int(att["R"]),
                 seed,
                 bs,
+                cond,
             )
     attrs = {
         "method": method.name,
@@ -427,6 +469,18 @@ def cmd_figure_attributions(args: argparse.Namespace) -> None:
 
     with h5py.File(args.targets, "r") as f:
         x0_hat = f["x0_hat"][()]
+    train_images = data.images
+    if data.conditional:  # latents: decode what is shown with the dataset's VAE
+        from .data import decode_latents
+
+        top = int(cfg["figures"]["top_k"])
+        order = np.argsort(result["scores"], axis=-1)
+        shown = np.unique(np.concatenate([order[..., :top].ravel(), order[..., -top:].ravel()]))
+        decoded = decode_latents(data.config, data.images[shown])
+        train_images = np.zeros((data.n, *decoded.shape[1:]), np.float32)
+        train_images[shown] = decoded
+        flat = decode_latents(data.config, x0_hat.reshape(-1, *x0_hat.shape[2:]))
+        x0_hat = flat.reshape(*x0_hat.shape[:2], *flat.shape[1:])
     out = Path(args.out)
     from .storage import atomic_path
 
@@ -438,7 +492,7 @@ def cmd_figure_attributions(args: argparse.Namespace) -> None:
                 x0_hat[:, j],
                 result["steps"].tolist(),
                 result["scores"][:, j],
-                data.images,
+                train_images,
                 data.labels,
                 int(cfg["figures"]["top_k"]),
                 f"{result['attrs']['method']}: target {result['target_ids'][j]}",
@@ -489,6 +543,7 @@ def cmd_ground_truth(args: argparse.Namespace) -> None:
     with h5py.File(args.targets, "r") as f:
         x0_hat, final = f["x0_hat"][()], f["final"][()]
         steps, target_ids = f["steps"][()].tolist(), f["target_ids"][()].tolist()
+        cond = f["cond"][()] if "cond" in f else None
     f_t, final_loss = [], []
     for folder in args.models:
         model, scheduler = load_model(Path(folder) / "final", device)
@@ -504,6 +559,7 @@ def cmd_ground_truth(args: argparse.Namespace) -> None:
             timesteps,
             int(lds["final_noise"]),
             int(cfg["seed"]),
+            cond=cond,
         )
         f_t.append(a)
         final_loss.append(b)
@@ -548,6 +604,11 @@ def cmd_train_classifier(args: argparse.Namespace) -> None:
 
     cfg = _cfg(args)
     data = load_prepared(args.data)
+    if data.labels.min() < 0:
+        raise ConfigError(
+            f"{data.name} has no class labels for the feature classifier; "
+            "set counterfactual.enabled: false"
+        )
     n_classes = max(len(data.class_names), int(data.labels.max()) + 1)
     model, info = train_classifier(data.images, data.labels, n_classes,
                                    cfg["counterfactual"]["classifier"], int(cfg["seed"]))
@@ -766,7 +827,7 @@ def _parser() -> argparse.ArgumentParser:
         seed_tag=req,
         keep={"default": None, "help": "FILE.h5:DATASET:ROW boolean mask of examples to train on"},
     )
-    add("sample", cmd_sample, model=req, out=req)
+    add("sample", cmd_sample, model=req, data=req, out=req)
     add(
         "featurize-train",
         cmd_featurize_train,

@@ -7,6 +7,10 @@ int64 (n,), ``ids`` int64 (n,) stable ids (indices into the original source), pl
 
 from __future__ import annotations
 
+import io
+import json
+import pickle
+import tarfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +33,7 @@ class PreparedData:
     class_names: list[str]
     name: str
     extra: dict[str, np.ndarray] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.images)
@@ -44,6 +49,11 @@ class PreparedData:
     @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def conditional(self) -> bool:
+        """Text-conditioned data (per-example caption embeddings)."""
+        return "caption_embeddings" in self.extra
 
 
 Loader = Callable[[Mapping[str, Any]], PreparedData]
@@ -131,4 +141,245 @@ def load_prepared(path: str | Path) -> PreparedData:
             class_names=list(attrs.get("class_names", [])),
             name=str(attrs.get("dataset", "")),
             extra=extra,
+            config=dict(attrs.get("config") or {}),
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# CIFAR-10 (the user's copy of the official archives)
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck"]
+CIFAR_HELP = (
+    "Download the CIFAR-10 binary or python version from https://www.cs.toronto.edu/~kriz/cifar.html "
+    "and set dataset.root to the archive (cifar-10-binary.tar.gz / cifar-10-python.tar.gz) or to "
+    "the folder that holds cifar-10-batches-bin/ or cifar-10-batches-py/"
+)
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """Unpickles plain data only: dicts, lists, strings, numbers and numpy arrays.
+
+    Any other global (a function, a class with side effects) is refused, so a tampered archive
+    cannot run code.
+    """
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}: not plain data")
+
+
+def restricted_load(blob: bytes) -> Any:
+    return RestrictedUnpickler(io.BytesIO(blob), encoding="bytes").load()
+
+
+def _cifar_members(root: Path, split: str) -> tuple[str, list[tuple[str, bytes]]]:
+    """(format, [(name, bytes)]) of the batch files of ``split`` from a folder or an archive."""
+    names = {
+        "binary": ([f"data_batch_{i}.bin" for i in range(1, 6)] if split == "train"
+                   else ["test_batch.bin"]),
+        "python": ([f"data_batch_{i}" for i in range(1, 6)] if split == "train"
+                   else ["test_batch"]),
+    }
+    folders = {"binary": "cifar-10-batches-bin", "python": "cifar-10-batches-py"}
+    if root.is_file() and tarfile.is_tarfile(root):
+        with tarfile.open(root) as tar:
+            members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
+            for fmt, wanted in names.items():
+                if all(w in members for w in wanted):
+                    return fmt, [(w, tar.extractfile(members[w]).read()) for w in wanted]
+        raise DatasetError(f"{root} holds no CIFAR-10 {split} batches. {CIFAR_HELP}")
+    for fmt, wanted in names.items():
+        for folder in (root / folders[fmt], root):
+            if all((folder / w).exists() for w in wanted):
+                return fmt, [(w, (folder / w).read_bytes()) for w in wanted]
+    raise DatasetError(f"no CIFAR-10 {split} batches under {root}. {CIFAR_HELP}")
+
+
+def read_cifar10(root: str | Path, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images (n, 3, 32, 32) and labels (n,) from the official archives (either format)."""
+    root = Path(root)
+    if not root.exists():
+        raise DatasetError(f"CIFAR-10 root {root} does not exist. {CIFAR_HELP}")
+    fmt, members = _cifar_members(root, split)
+    images, labels = [], []
+    for name, blob in members:
+        if fmt == "binary":
+            if len(blob) % 3073:
+                raise DatasetError(f"{name} is not a CIFAR-10 binary batch (size {len(blob)})")
+            rec = np.frombuffer(blob, dtype=np.uint8).reshape(-1, 3073)
+            labels.append(rec[:, 0].astype(np.int64))
+            images.append(rec[:, 1:].reshape(-1, 3, 32, 32))
+        else:
+            batch = restricted_load(blob)
+            if not isinstance(batch, dict) or b"data" not in batch:
+                raise DatasetError(f"{name} is not a CIFAR-10 python batch")
+            images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            labels.append(np.asarray(batch[b"labels"], dtype=np.int64))
+    return np.concatenate(images), np.concatenate(labels)
+
+
+@register("cifar10")
+def load_cifar10(cfg: Mapping[str, Any]) -> PreparedData:
+    """CIFAR-10 train or test split, optional class filter and per-class count (CIFAR-2 =
+    classes [1, 7], 2500 each: automobile + horse, the D-TRAK benchmark)."""
+    if not cfg.get("root"):
+        raise ConfigError(f"dataset.root is required for cifar10. {CIFAR_HELP}")
+    images, labels = read_cifar10(cfg["root"], cfg.get("split", "train"))
+    keep = select_classes(labels, cfg.get("classes"), cfg.get("per_class"))
+    return PreparedData(
+        images=images[keep].astype(np.float32) / 127.5 - 1.0,
+        labels=labels[keep],
+        ids=keep.astype(np.int64),
+        class_names=CIFAR10_CLASSES,
+        name="cifar10",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# MS COCO captions, encoded once into latents and text embeddings
+
+COCO_HELP = (
+    "Download COCO 2017 (train2017.zip and annotations_trainval2017.zip from https://cocodataset.org) "
+    "and set dataset.root to the folder holding annotations/captions_<split>.json and <split>/"
+)
+
+
+def coco_captions(annotations: Path) -> tuple[dict[int, str], dict[int, list[str]]]:
+    """{image id: file name}, {image id: captions} from a COCO captions JSON file."""
+    if not annotations.exists():
+        raise DatasetError(f"COCO captions file {annotations} does not exist. {COCO_HELP}")
+    try:
+        payload = json.loads(annotations.read_text())
+        files = {int(im["id"]): im["file_name"] for im in payload["images"]}
+        captions: dict[int, list[str]] = {}
+        for ann in payload["annotations"]:
+            captions.setdefault(int(ann["image_id"]), []).append(str(ann["caption"]).strip())
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise DatasetError(f"{annotations} is not a COCO captions file ({err}). {COCO_HELP}") from err
+    return files, captions
+
+
+def load_square_image(path: Path, size: int) -> np.ndarray:
+    """Centre crop to a square, resize to ``size`` (bicubic), (3, size, size) float32 in [-1, 1]."""
+    from PIL import Image
+
+    if not path.exists():
+        raise DatasetError(f"COCO image {path} does not exist. {COCO_HELP}")
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        side = min(im.size)
+        left, top = (im.width - side) // 2, (im.height - side) // 2
+        im = im.crop((left, top, left + side, top + side)).resize((size, size), Image.BICUBIC)
+        arr = np.asarray(im, dtype=np.float32)
+    return arr.transpose(2, 0, 1) / 127.5 - 1.0
+
+
+def load_encoders(cfg: Mapping[str, Any], device: str):
+    """The pretrained VAE and CLIP text encoder named in the config (hub names or local folders),
+    through the same ``from_pretrained`` path for real weights and for test-made tiny models."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    try:
+        from transformers import CLIPTextModel, CLIPTokenizer
+    except ImportError as err:
+        raise ConfigError("mscoco needs transformers: pip install -e '.[coco]'") from err
+    try:
+        vae = AutoencoderKL.from_pretrained(cfg["vae"], subfolder=cfg.get("vae_subfolder", "vae"))
+        tokenizer = CLIPTokenizer.from_pretrained(
+            cfg["text_encoder"], subfolder=cfg.get("tokenizer_subfolder", "tokenizer"))
+        text = CLIPTextModel.from_pretrained(
+            cfg["text_encoder"], subfolder=cfg.get("text_encoder_subfolder", "text_encoder"))
+    except (OSError, ValueError) as err:
+        raise DatasetError(
+            f"cannot load the VAE / CLIP text encoder from {cfg.get('vae')!r} / "
+            f"{cfg.get('text_encoder')!r}: {err}. Give a hub name reachable from this machine or a "
+            "local folder saved with save_pretrained (subfolders vae/, tokenizer/, text_encoder/)"
+        ) from err
+    return vae.to(device).eval(), tokenizer, text.to(device).eval(), torch
+
+
+def encode_texts(texts: list[str], tokenizer, text_model, max_length: int, device, batch=256):
+    import torch
+
+    out = []
+    with torch.no_grad():
+        for lo in range(0, len(texts), batch):
+            tok = tokenizer(texts[lo : lo + batch], padding="max_length", max_length=max_length,
+                            truncation=True, return_tensors="pt")
+            out.append(text_model(tok.input_ids.to(device)).last_hidden_state.cpu())
+    return torch.cat(out).numpy().astype(np.float16)
+
+
+@register("mscoco")
+def load_mscoco(cfg: Mapping[str, Any]) -> PreparedData:
+    """COCO 2017 images (centre crop, resize) encoded once to VAE latents (× scaling factor; the
+    posterior mean), and their captions to CLIP text embeddings (``captions_per_image`` per
+    image, cycled when an image has fewer); plus the empty caption and the target prompts."""
+    import torch
+
+    from .seeding import numpy_rng
+
+    root = Path(cfg.get("root") or "")
+    split = cfg.get("split", "train2017")
+    files, captions = coco_captions(root / "annotations" / f"captions_{split}.json")
+    ids = sorted(i for i in files if captions.get(i))
+    if cfg.get("limit"):
+        ids = ids[: int(cfg["limit"])]
+    per = int(cfg.get("captions_per_image", 5))
+    device = cfg.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
+    vae, tokenizer, text_model, _ = load_encoders(cfg, device)
+    size, length = int(cfg.get("image_size", 128)), int(cfg.get("max_length", 77))
+    latents = []
+    with torch.no_grad():
+        for lo in range(0, len(ids), 64):
+            batch = np.stack([load_square_image(root / split / files[i], size)
+                              for i in ids[lo : lo + 64]])
+            dist = vae.encode(torch.from_numpy(batch).to(device)).latent_dist
+            latents.append((dist.mean * vae.config.scaling_factor).cpu().numpy())
+    caps = [[captions[i][c % len(captions[i])] for c in range(per)] for i in ids]
+    flat = encode_texts([c for row in caps for c in row], tokenizer, text_model, length, device)
+    prompts = list(cfg.get("prompts") or [])
+    if not prompts and cfg.get("val_prompts"):
+        _, val = coco_captions(root / "annotations" / "captions_val2017.json")
+        pool = sorted(c for cs in val.values() for c in cs)
+        picks = numpy_rng(0, "coco-prompts").choice(len(pool), int(cfg["val_prompts"]), False)
+        prompts = [pool[k] for k in sorted(picks)]
+    extra = {
+        "caption_embeddings": flat.reshape(len(ids), per, length, -1),
+        "captions": np.array(caps, dtype="S"),
+        "null_embedding": encode_texts([""], tokenizer, text_model, length, device)[0],
+        "prompt_embeddings": encode_texts(prompts or [""], tokenizer, text_model, length, device),
+        "prompts": np.array(prompts or [""], dtype="S"),
+    }
+    return PreparedData(
+        images=np.concatenate(latents).astype(np.float32),
+        labels=np.full(len(ids), -1, dtype=np.int64),
+        ids=np.asarray(ids, dtype=np.int64),
+        class_names=[],
+        name="mscoco",
+        extra=extra,
+    )
+
+
+def decode_latents(dataset_cfg: Mapping[str, Any], latents: np.ndarray) -> np.ndarray:
+    """Images in [-1, 1] from latents (÷ scaling factor, VAE decode) for figures."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(dataset_cfg["vae"],
+                                        subfolder=dataset_cfg.get("vae_subfolder", "vae")).eval()
+    with torch.no_grad():
+        z = torch.from_numpy(np.asarray(latents, np.float32)) / vae.config.scaling_factor
+        return vae.decode(z).sample.clamp(-1, 1).numpy()

@@ -67,11 +67,18 @@ def train(
     positions: Tensor | None = None,
     on_checkpoint: Callable[[int, nn.Module], None] | None = None,
     progress: bool = True,
+    conditions: Tensor | None = None,
+    null_condition: Tensor | None = None,
+    p_uncond: float = 0.1,
+    flip: bool = False,
 ) -> list[float]:
     """Train ``model`` in place on ``images[positions]`` with the DDPM loss; return the loss log.
 
     Checkpoints (EMA weights when ``ema_decay`` > 0) are handed to ``on_checkpoint(step, model)``
     at every step in ``recipe.checkpoints`` and at the end (as step ``recipe.steps``).
+    Text conditioning: ``conditions`` (n, captions, L, D) holds caption embeddings; each row uses
+    a random caption, replaced by ``null_condition`` with probability ``p_uncond`` (classifier-free
+    guidance). ``flip`` mirrors each row horizontally with probability 1/2.
     """
     device = next(model.parameters()).device
     images = images.to(device)
@@ -95,7 +102,16 @@ def train(
         t = torch.randint(T, (recipe.batch_size,), generator=noise_gen)
         eps = torch.randn(x0.shape, generator=noise_gen).to(device)
         t = t.to(device)
-        pred = predict_noise(model, add_noise(alphas, x0, t, eps), t)
+        cond = None
+        if conditions is not None:
+            cap = torch.randint(conditions.shape[1], (len(pick),), generator=noise_gen)
+            drop = torch.rand(len(pick), generator=noise_gen) < p_uncond
+            cond = conditions[pick, cap].to(device=device, dtype=x0.dtype)
+            cond[drop.to(device)] = null_condition.to(device=device, dtype=x0.dtype)
+        if flip:
+            mirror = (torch.rand(len(pick), generator=noise_gen) < 0.5).to(device)
+            x0 = torch.where(mirror[:, None, None, None], x0.flip(-1), x0)
+        pred = predict_noise(model, add_noise(alphas, x0, t, eps), t, cond)
         loss = torch.nn.functional.mse_loss(pred, eps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -141,6 +157,20 @@ def model_predictor(model: nn.Module, cond: Tensor | None = None) -> Predictor:
     def predict(x: Tensor, t: int) -> Tensor:
         tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
         return predict_noise(model, x, tt, cond)
+
+    return predict
+
+
+def guided_predictor(model: nn.Module, cond: Tensor, null: Tensor, scale: float) -> Predictor:
+    """Classifier-free guidance: ε_u + s·(ε_c − ε_u) with ε_u from the empty caption."""
+    if scale == 1.0:
+        return model_predictor(model, cond)
+
+    def predict(x: Tensor, t: int) -> Tensor:
+        tt = torch.full((2 * x.shape[0],), t, device=x.device, dtype=torch.long)
+        both = torch.cat([null.expand_as(cond), cond]).to(x)
+        eps_u, eps_c = predict_noise(model, torch.cat([x, x]), tt, both).chunk(2)
+        return eps_u + scale * (eps_c - eps_u)
 
     return predict
 

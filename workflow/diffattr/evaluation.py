@@ -123,6 +123,7 @@ def ground_truth(
     final_noise: int,
     seed: int,
     chunk: int = 2048,
+    cond: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Model outputs on one subset model, with common random numbers across models.
 
@@ -141,7 +142,8 @@ def ground_truth(
     def mean_loss(images: np.ndarray, ts: list[int], tag: str, key_ts: list[int]) -> np.ndarray:
         eps = target_draws(list(target_ids), key_ts, shape, seed, tag)
         t = torch.tensor(ts).expand(len(target_ids), len(ts))
-        batch = {k: v.to(device) for k, v in rows_batch(torch.from_numpy(images), t, eps).items()}
+        c = None if cond is None else torch.from_numpy(cond).float()
+        batch = {k: v.to(device) for k, v in rows_batch(torch.from_numpy(images), t, eps, c).items()}
         values = evaluate(model, alphas_cumprod, batch, "loss", chunk)
         return values.view(len(target_ids), len(ts)).mean(1).cpu().numpy()
 

@@ -29,16 +29,25 @@ def train_draws(
     shape: tuple[int, ...],
     seed: int,
     model: int,
-) -> tuple[Tensor, Tensor]:
-    """Timesteps (n, K) and noise (n, K, *shape) for training examples, keyed by (model, id, k)."""
+    captions: int = 0,
+    flip: bool = False,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Timesteps (n, K), noise (n, K, *shape), caption index (n, K) and mirror flag (n, K) for
+    training examples, all keyed by (model, id, k). Captions and flips are drawn only when used."""
     ts = torch.empty(len(ids), draws, dtype=torch.long)
     eps = torch.empty(len(ids), draws, *shape)
+    caps = torch.zeros(len(ids), draws, dtype=torch.long)
+    flips = torch.zeros(len(ids), draws, dtype=torch.bool)
     for i, example in enumerate(ids):
         for k in range(draws):
             g = generator(seed, "train-draw", model, int(example), k)
             ts[i, k] = torch.randint(num_timesteps, (1,), generator=g)
             eps[i, k] = torch.randn(shape, generator=g)
-    return ts, eps
+            if captions:
+                caps[i, k] = torch.randint(captions, (1,), generator=g)
+            if flip:
+                flips[i, k] = bool(torch.rand(1, generator=g) < 0.5)
+    return ts, eps, caps, flips
 
 
 def target_draws(
@@ -60,14 +69,23 @@ def uniform_timesteps(count: int, num_timesteps: int) -> list[int]:
     return [k * num_timesteps // count for k in range(count)]
 
 
-def rows_batch(x0: Tensor, t: Tensor, eps: Tensor) -> dict[str, Tensor]:
-    """Flatten (owners, draws, ...) draws into a batch of rows, repeating each x0 per draw."""
+def rows_batch(
+    x0: Tensor, t: Tensor, eps: Tensor, cond: Tensor | None = None
+) -> dict[str, Tensor]:
+    """Flatten (owners, draws, ...) draws into a batch of rows. ``x0`` and ``cond`` are either
+    per owner (repeated over draws) or already per draw (owners, draws, ...)."""
     owners, draws = t.shape
-    return {
-        "x0": x0[:, None].expand(owners, draws, *x0.shape[1:]).reshape(-1, *x0.shape[1:]),
-        "t": t.reshape(-1),
-        "eps": eps.reshape(-1, *eps.shape[2:]),
-    }
+
+    def rows(v: Tensor, per_owner_dims: int) -> Tensor:
+        if v.dim() == per_owner_dims + 1:  # per owner: repeat for each draw
+            v = v[:, None].expand(owners, draws, *v.shape[1:])
+        return v.reshape(-1, *v.shape[2:])
+
+    batch = {"x0": rows(x0, len(eps.shape) - 2), "t": t.reshape(-1),
+             "eps": eps.reshape(-1, *eps.shape[2:])}
+    if cond is not None:
+        batch["cond"] = rows(cond, 2)
+    return batch
 
 
 def project_rows(
@@ -115,10 +133,14 @@ def featurize_training(
     seed: int,
     model_index: int,
     progress: bool = True,
+    conditions: np.ndarray | None = None,
+    flip: bool = False,
 ) -> np.ndarray:
     """Features (len(positions), dim) of the training examples at ``positions``.
 
-    ``positions`` must consist of whole batches (see :func:`shard_positions`).
+    ``positions`` must consist of whole batches (see :func:`shard_positions`). With caption
+    embeddings ``conditions`` (n, captions, L, D) every draw uses one seeded caption; ``flip``
+    mirrors each draw's image with a seeded coin.
     """
     T = len(alphas_cumprod)
     shape = tuple(images.shape[1:])
@@ -126,8 +148,15 @@ def featurize_training(
     starts = range(0, len(positions), batch_size)
     for lo in tqdm(starts, desc=f"featurize {output}", disable=not progress, mininterval=2):
         pos = positions[lo : lo + batch_size]
-        ts, eps = train_draws(ids[pos].tolist(), draws, T, shape, seed, model_index)
-        batch = rows_batch(torch.from_numpy(images[pos]), ts, eps)
+        n_caps = 0 if conditions is None else conditions.shape[1]
+        ts, eps, caps, flips = train_draws(ids[pos].tolist(), draws, T, shape, seed, model_index,
+                                           n_caps, flip)
+        x0 = torch.from_numpy(images[pos])[:, None].expand(len(pos), draws, *shape)
+        x0 = torch.where(flips[..., None, None, None], x0.flip(-1), x0)
+        cond = None
+        if conditions is not None:
+            cond = torch.from_numpy(conditions[pos][np.arange(len(pos))[:, None], caps.numpy()])
+        batch = rows_batch(x0, ts, eps, None if cond is None else cond.float())
         out[lo : lo + len(pos)] = (
             project_rows(model, projector, alphas_cumprod, output, batch, draws).cpu().numpy()
         )
@@ -144,8 +173,9 @@ def featurize_targets(
     timesteps: Sequence[int],
     seed: int,
     batch_size: int,
+    conditions: Tensor | None = None,
 ) -> np.ndarray:
-    """Features (n_targets, dim) of f = Σ_r f(images[j], timesteps[r], ε_r) for each target j."""
+    """Features (n_targets, dim) of f = Σ_r f(images[j], timesteps[r], ε_r[, c_j]) per target j."""
     shape = tuple(images.shape[1:])
     out = np.empty((len(target_ids), projector.dim), dtype=np.float32)
     draws = len(timesteps)
@@ -153,7 +183,8 @@ def featurize_targets(
         ids = list(target_ids[lo : lo + batch_size])
         eps = target_draws(ids, timesteps, shape, seed, "target-draw")
         ts = torch.tensor(list(timesteps), dtype=torch.long).expand(len(ids), draws)
-        batch = rows_batch(images[lo : lo + len(ids)], ts, eps)
+        cond = None if conditions is None else conditions[lo : lo + len(ids)].float()
+        batch = rows_batch(images[lo : lo + len(ids)], ts, eps, cond)
         out[lo : lo + len(ids)] = (
             project_rows(model, projector, alphas_cumprod, output, batch, draws).cpu().numpy()
         )

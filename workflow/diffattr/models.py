@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import DDPMScheduler, UNet2DModel
+from diffusers import DDPMScheduler, UNet2DConditionModel, UNet2DModel
 from diffusers.utils import logging as diffusers_logging
 
 from .errors import ConfigError, ModelError
@@ -39,8 +39,11 @@ def resolve_device(name: str | None = "auto") -> torch.device:
     return device
 
 
-def build_unet(model_cfg: Mapping[str, Any], image_shape: tuple[int, int, int]) -> UNet2DModel:
-    """A ``UNet2DModel`` for images of ``image_shape`` = (C, H, W) sized by ``model_cfg``."""
+def build_unet(
+    model_cfg: Mapping[str, Any], image_shape: tuple[int, int, int]
+) -> UNet2DModel | UNet2DConditionModel:
+    """A ``UNet2DModel`` for images of ``image_shape`` = (C, H, W) sized by ``model_cfg``, or a
+    text-conditioned ``UNet2DConditionModel`` (cross-attention) when ``conditional`` is set."""
     channels, height, width = image_shape
     if height != width:
         raise ConfigError(f"square images expected, got {height}×{width}")
@@ -52,6 +55,12 @@ def build_unet(model_cfg: Mapping[str, Any], image_shape: tuple[int, int, int]) 
         raise ConfigError(
             f"image size {height} is not divisible by {downsamples}; use fewer model blocks"
         )
+    if model_cfg.get("conditional"):
+        if "cross_attention_dim" not in model_cfg:
+            raise ConfigError("model.cross_attention_dim is required for a conditional model")
+        return UNet2DConditionModel(
+            sample_size=height, in_channels=channels, out_channels=channels,
+            cross_attention_dim=int(model_cfg["cross_attention_dim"]), **kwargs)
     return UNet2DModel(sample_size=height, in_channels=channels, out_channels=channels, **kwargs)
 
 
@@ -89,7 +98,11 @@ def load_model(
             f"no model in {folder} (config.json missing); train it with the train_model rule "
             "or point the config at a folder written by save_pretrained"
         )
-    model = UNet2DModel.from_pretrained(folder, low_cpu_mem_usage=False, torch_dtype=dtype)
+    import json
+
+    kind = json.loads((folder / "config.json").read_text()).get("_class_name")
+    cls = UNet2DConditionModel if kind == "UNet2DConditionModel" else UNet2DModel
+    model = cls.from_pretrained(folder, low_cpu_mem_usage=False, torch_dtype=dtype)
     model = model.to(device=device).eval()
     scheduler = DDPMScheduler.from_pretrained(folder)
     return model, scheduler

@@ -8,7 +8,7 @@ rule featurize_train:
     output:
         f"{RUN}/features/train/{{output}}/{{member}}/shard{{shard}}.h5",
     params:
-        cfg=cfg_json("seed", "device", "attribution"),
+        cfg=cfg_json("seed", "device", "dataset", "attribution"),
         shards=len(SHARDS),
     log:
         f"{RUN}/logs/featurize_train/{{output}}-{{member}}-{{shard}}.log",

@@ -27,6 +27,11 @@ if CF["enabled"] and _missing:
     raise ValueError(
         f"counterfactual.methods {_missing} have no scores: add them to attribution.methods"
     )
+if CF["enabled"] and config["dataset"]["name"] == "mscoco":
+    raise ValueError(
+        "counterfactual retraining needs class labels; mscoco has none: "
+        "set counterfactual.enabled: false"
+    )
 if CF["enabled"] and CF["targets"] > config["targets"]["n"]:
     raise ValueError("counterfactual.targets exceeds targets.n")
 
@@ -46,7 +51,7 @@ def cfg_json(*sections):
 
 def subset_train_cfg():
     """The subset models' recipe: the full-model recipe with ``lds.train`` overrides."""
-    cfg = {k: config[k] for k in ("seed", "device", "model", "diffusion")}
+    cfg = {k: config[k] for k in ("seed", "device", "dataset", "model", "diffusion")}
     cfg["train"] = {**config["train"], **LDS["train"]}
     return json.dumps(cfg, sort_keys=True)
 

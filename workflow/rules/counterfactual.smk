@@ -86,7 +86,7 @@ rule train_cf_model:
     output:
         directory(f"{RUN}/counterfactual/models/c{{case}}"),
     params:
-        cfg=cfg_json("seed", "device", "model", "diffusion", "train"),
+        cfg=cfg_json("seed", "device", "dataset", "model", "diffusion", "train"),
     log:
         f"{RUN}/logs/train_cf_model/c{{case}}.log",
     threads: 1
@@ -107,7 +107,7 @@ rule train_cf_floor:
     output:
         directory(f"{RUN}/counterfactual/models/floor"),
     params:
-        cfg=cfg_json("seed", "device", "model", "diffusion", "train"),
+        cfg=cfg_json("seed", "device", "dataset", "model", "diffusion", "train"),
     log:
         f"{RUN}/logs/train_cf_floor.log",
     threads: 1

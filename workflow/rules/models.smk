@@ -5,7 +5,7 @@ rule prepare_data:
     output:
         f"{RUN}/data.h5",
     params:
-        cfg=cfg_json("dataset"),
+        cfg=cfg_json("dataset", "device"),
     log:
         f"{RUN}/logs/prepare_data.log",
     conda:
@@ -23,7 +23,7 @@ rule train_model:
     output:
         directory(f"{RUN}/models/m{{model}}"),
     params:
-        cfg=cfg_json("seed", "device", "model", "diffusion", "train"),
+        cfg=cfg_json("seed", "device", "dataset", "model", "diffusion", "train"),
     log:
         f"{RUN}/logs/train_model/m{{model}}.log",
     threads: 1
@@ -39,7 +39,8 @@ rule train_model:
 
 rule sample_targets:
     input:
-        f"{RUN}/models/m0",
+        model=f"{RUN}/models/m0",
+        data=f"{RUN}/data.h5",
     output:
         f"{RUN}/targets.h5",
     params:
@@ -53,5 +54,6 @@ rule sample_targets:
         mem_mb=4000,
         runtime=60,
     shell:
-        "diffattr sample --cfg {params.cfg:q} --model {input}/final --out {output}"
+        "diffattr sample --cfg {params.cfg:q} --model {input.model}/final --data {input.data}"
+        " --out {output}"
         " --threads {threads} > {log} 2>&1"

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# A one-node Slurm on this machine, for tests:  scripts/local-slurm.sh start|stop|status
+# start: installs slurmctld/slurmd/munge from the distribution when absent (needs root + apt),
+# writes a private slurm.conf (accounting off) under $SLURM_CI_DIR, starts munged, slurmctld and
+# slurmd, and waits until the node is idle. Prints the SLURM_CONF to export. stop: kills the
+# daemons it started, by their PID files. Exit 3 = Slurm cannot be started here (reason on stderr).
+set -euo pipefail
+DIR=${SLURM_CI_DIR:-/tmp/diffattr-slurm}
+CONF=$DIR/slurm.conf
+cmd=${1:-status}
+
+fail() { echo "local-slurm: $*" >&2; exit 3; }
+
+install() {
+  command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v munged >/dev/null \
+    && command -v sbatch >/dev/null && return 0
+  [ "$(id -u)" = 0 ] || fail "slurm is not installed and installing it needs root"
+  command -v apt-get >/dev/null || fail "slurm is not installed and apt-get is not available"
+  export DEBIAN_FRONTEND=noninteractive
+  timeout 300 apt-get update -qq >/dev/null || fail "apt-get update failed"
+  timeout 600 apt-get install -y -qq slurmctld slurmd slurm-client munge >/dev/null \
+    || fail "apt-get install slurmctld slurmd slurm-client munge failed"
+}
+
+start() {
+  install
+  [ "$(id -u)" = 0 ] || fail "starting slurmd needs root"
+  mkdir -p "$DIR"/{state,spool,log,run} /run/munge
+  chown -R slurm:slurm "$DIR" 2>/dev/null || fail "no slurm user (package postinst did not run)"
+  chown munge:munge /run/munge
+  [ -f /etc/munge/munge.key ] || fail "/etc/munge/munge.key missing"
+  local host cpus mem
+  host=$(hostname -s); cpus=$(nproc)
+  mem=$(slurmd -C | sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p')
+  cat > "$CONF" <<CONF
+ClusterName=diffattrci
+SlurmctldHost=$host
+SlurmUser=slurm
+AuthType=auth/munge
+StateSaveLocation=$DIR/state
+SlurmdSpoolDir=$DIR/spool
+SlurmctldPidFile=$DIR/run/slurmctld.pid
+SlurmdPidFile=$DIR/run/slurmd.pid
+SlurmctldLogFile=$DIR/log/slurmctld.log
+SlurmdLogFile=$DIR/log/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+SchedulerType=sched/backfill
+ReturnToService=2
+MpiDefault=none
+AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none
+MinJobAge=300
+DefMemPerCPU=1024
+KillWait=5
+NodeName=$host CPUs=$cpus RealMemory=$((mem - 1024)) State=UNKNOWN
+PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
+CONF
+  chown slurm:slurm "$CONF"
+  if ! munge -n >/dev/null 2>&1; then
+    runuser -u munge -- /usr/sbin/munged --pid-file=/run/munge/munged.pid 2>/dev/null \
+      || runuser -u munge -- /usr/sbin/munged || fail "munged did not start"
+    echo started > "$DIR/run/munged.ours"
+  fi
+  /usr/sbin/slurmctld -f "$CONF" || fail "slurmctld did not start (see $DIR/log)"
+  /usr/sbin/slurmd -f "$CONF" || fail "slurmd did not start (see $DIR/log)"
+  for _ in $(seq 120); do
+    if SLURM_CONF=$CONF sinfo -h -o %T 2>/dev/null | grep -qx idle; then
+      echo "SLURM_CONF=$CONF"
+      return 0
+    fi
+    sleep 0.5
+  done
+  stop || true
+  fail "the node did not become idle within 60 s (see $DIR/log)"
+}
+
+stop() {
+  for pid in "$DIR/run/slurmd.pid" "$DIR/run/slurmctld.pid"; do
+    [ -f "$pid" ] && kill "$(cat "$pid")" 2>/dev/null || true
+  done
+  if [ -f "$DIR/run/munged.ours" ] && [ -f /run/munge/munged.pid ]; then
+    kill "$(cat /run/munge/munged.pid)" 2>/dev/null || true
+    rm -f "$DIR/run/munged.ours"
+  fi
+  return 0
+}
+
+case $cmd in
+  start) start ;;
+  stop) stop ;;
+  status) SLURM_CONF=$CONF sinfo ;;
+  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+esac

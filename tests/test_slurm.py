@@ -1,0 +1,82 @@
+"""The test config through a real (local, one-node) Slurm with snakemake's Slurm executor.
+
+``scripts/local-slurm.sh start`` installs Slurm from the distribution when absent and starts
+munged, slurmctld and slurmd; when that is impossible here (no root, no apt, no daemons) the test
+is skipped with the reason. A job is cancelled with scancel mid-run: Snakemake must report it with
+its log path and exit non-zero; the rerun completes without redoing finished jobs, and the scores
+equal the local --cores run's bit for bit.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO, RUN, scores, snakemake, workdir, workflow_env
+
+pytestmark = [pytest.mark.slow, pytest.mark.slurm]
+SCRIPT = REPO / "scripts" / "local-slurm.sh"
+
+
+@pytest.fixture(scope="module")
+def slurm_conf(tmp_path_factory):
+    try:
+        import snakemake_executor_plugin_slurm  # noqa: F401
+    except ImportError:
+        pytest.skip("snakemake-executor-plugin-slurm is not installed (pip install -e '.[slurm]')")
+    state = tmp_path_factory.mktemp("slurm")
+    env = workflow_env(SLURM_CI_DIR=str(state))
+    proc = subprocess.run(["bash", str(SCRIPT), "start"], capture_output=True, text=True,
+                          timeout=900, env=env)
+    if proc.returncode == 3:
+        pytest.skip(f"Slurm cannot be started here: {proc.stderr.strip()}")
+    assert proc.returncode == 0, proc.stderr
+    conf = proc.stdout.strip().splitlines()[-1].split("=", 1)[1]
+    yield conf
+    subprocess.run(["bash", str(SCRIPT), "stop"], timeout=60, env=env)
+
+
+def squeue(env) -> list[tuple[str, str]]:
+    out = subprocess.run(["squeue", "-h", "-o", "%i|%k"], capture_output=True, text=True,
+                         env=env, timeout=30).stdout
+    return [tuple(line.split("|", 1)) for line in out.splitlines() if "|" in line]
+
+
+def test_slurm_run_equals_local_and_resumes_after_a_cancelled_job(slurm_conf, local_run,
+                                                                   tmp_path):
+    cwd = workdir(tmp_path)
+    env = workflow_env(SLURM_CONF=slurm_conf)
+    cmd = ["timeout", "-k", "10", "900", sys.executable, "-m", "snakemake", "--profile",
+           "profiles/slurm-ci", "--configfile", "config/test.yaml", "attribution"]
+    start = time.time()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    cancelled = None
+    deadline = time.time() + 600
+    while cancelled is None and time.time() < deadline and proc.poll() is None:
+        for job, comment in squeue(env):
+            if "rule_train_model" in comment:
+                subprocess.run(["scancel", job], env=env, timeout=30, check=True)
+                cancelled = job
+                break
+        time.sleep(0.5)
+    output, _ = proc.communicate(timeout=900)
+    assert cancelled is not None, output[-3000:]
+    assert proc.returncode != 0, output[-3000:]
+    assert f"SLURM-job '{cancelled}' failed" in output or "CANCELLED" in output, output[-3000:]
+    assert ".snakemake/slurm_logs" in output, output[-3000:]
+    data = cwd / RUN / "data.h5"
+    assert data.exists()
+    stamp = data.stat().st_mtime_ns
+
+    snakemake(cwd, "--profile", "profiles/slurm-ci", "attribution", env=env,
+                      cores=False, timeout=1200)
+    assert data.stat().st_mtime_ns == stamp  # finished work is not redone
+    first, second = scores(local_run), scores(cwd)
+    assert second.keys() == first.keys()
+    for method in first:
+        assert (first[method] == second[method]).all(), method
+    print(f"slurm run with a cancelled job and resume: {time.time() - start:.0f} s")
