@@ -29,28 +29,46 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
 
-from diffattr.models import build_scheduler, build_unet, n_parameters  # noqa: E402
-from diffattr.outputs import add_noise, predict_noise, row_outputs  # noqa: E402
-from diffattr.projection import DenseProjector, FactoredProjector  # noqa: E402
+from diffattr.models import build_scheduler, build_unet, n_parameters
+from diffattr.outputs import add_noise, predict_noise, row_outputs
+from diffattr.projection import DenseProjector, FactoredProjector
 
 warnings.filterwarnings("ignore")
 
 MODELS = {
-    "tiny": ({"block_out_channels": [16, 24], "layers_per_block": 1,
-              "down_block_types": ["DownBlock2D", "DownBlock2D"],
-              "up_block_types": ["UpBlock2D", "UpBlock2D"], "norm_num_groups": 8},
-             (1, 8, 8), 64),
-    "small16": ({"block_out_channels": [32, 64, 64], "layers_per_block": 1,
-                 "down_block_types": ["DownBlock2D", "AttnDownBlock2D", "DownBlock2D"],
-                 "up_block_types": ["UpBlock2D", "AttnUpBlock2D", "UpBlock2D"],
-                 "norm_num_groups": 16},
-                (3, 16, 16), 32),
-    "cifar10": ({"block_out_channels": [128, 256, 256, 256], "layers_per_block": 2,
-                 "down_block_types": ["DownBlock2D", "AttnDownBlock2D", "DownBlock2D",
-                                      "DownBlock2D"],
-                 "up_block_types": ["UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"],
-                 "norm_num_groups": 32},
-                (3, 32, 32), 8),
+    "tiny": (
+        {
+            "block_out_channels": [16, 24],
+            "layers_per_block": 1,
+            "down_block_types": ["DownBlock2D", "DownBlock2D"],
+            "up_block_types": ["UpBlock2D", "UpBlock2D"],
+            "norm_num_groups": 8,
+        },
+        (1, 8, 8),
+        64,
+    ),
+    "small16": (
+        {
+            "block_out_channels": [32, 64, 64],
+            "layers_per_block": 1,
+            "down_block_types": ["DownBlock2D", "AttnDownBlock2D", "DownBlock2D"],
+            "up_block_types": ["UpBlock2D", "AttnUpBlock2D", "UpBlock2D"],
+            "norm_num_groups": 16,
+        },
+        (3, 16, 16),
+        32,
+    ),
+    "cifar10": (
+        {
+            "block_out_channels": [128, 256, 256, 256],
+            "layers_per_block": 2,
+            "down_block_types": ["DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"],
+            "up_block_types": ["UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"],
+            "norm_num_groups": 32,
+        },
+        (3, 32, 32),
+        8,
+    ),
 }
 
 
@@ -96,9 +114,16 @@ def trak_rate(model, alphas, batch, k, device, min_seconds, extrapolate) -> tupl
     args = [batch["x0"], batch["t"], batch["eps"]]
     if not extrapolate:
         with tempfile.TemporaryDirectory() as tmp:
-            traker = TRAKer(model=model, task=DiffusionLoss(alphas), train_set_size=10**6,
-                            save_dir=tmp, device=str(device), proj_dim=k,
-                            use_half_precision=False, logging_level=40)
+            traker = TRAKer(
+                model=model,
+                task=DiffusionLoss(alphas),
+                train_set_size=10**6,
+                save_dir=tmp,
+                device=str(device),
+                proj_dim=k,
+                use_half_precision=False,
+                logging_level=40,
+            )
             traker.load_checkpoint(model.state_dict(), model_id=0)
             counter = iter(range(10**6))
 
@@ -110,8 +135,9 @@ def trak_rate(model, alphas, batch, k, device, min_seconds, extrapolate) -> tupl
     # components of the same pipeline, projector cost scaled from one block of 100 columns
     from trak.gradient_computers import FunctionalGradientComputer
 
-    computer = FunctionalGradientComputer(model, DiffusionLoss(alphas), grad_dim=1,
-                                          dtype=torch.float32, device=device)
+    computer = FunctionalGradientComputer(
+        model, DiffusionLoss(alphas), grad_dim=1, dtype=torch.float32, device=device
+    )
     computer.load_model_params(model)
     t0 = time.perf_counter()
     grads = computer.compute_per_sample_grad(args)
@@ -130,45 +156,52 @@ def bench(name: str, device: torch.device, min_seconds: float, k_in: int, k_out:
     model = build_unet(cfg, shape).to(device).eval()
     alphas = build_scheduler({}).alphas_cumprod.to(device)
     g = torch.Generator().manual_seed(0)
-    batch = {"x0": torch.randn(rows, *shape, generator=g).to(device),
-             "t": torch.randint(1000, (rows,), generator=g).to(device),
-             "eps": torch.randn(rows, *shape, generator=g).to(device)}
+    batch = {
+        "x0": torch.randn(rows, *shape, generator=g).to(device),
+        "t": torch.randint(1000, (rows,), generator=g).to(device),
+        "eps": torch.randn(rows, *shape, generator=g).to(device),
+    }
     row_fn = partial(lambda m, b: row_outputs(m, alphas, b, "loss"))
     p = n_parameters(model)
     out = {"model": name, "params": p, "rows": rows}
 
     factored = FactoredProjector(model, k_in, k_out, 0, "bench")
     out["k"], out["coverage"] = factored.dim, factored.coverage
-    out["factored"] = rate(lambda: factored.project(model, row_fn, batch, 1), rows, min_seconds,
-                           device)
+    out["factored"] = rate(
+        lambda: factored.project(model, row_fn, batch, 1), rows, min_seconds, device
+    )
 
     out["dense_k"] = min(factored.dim, 2_000_000_000 // p)  # the p×k matrix must fit in memory
     if out["dense_k"] >= 256:
         dense = DenseProjector(model, out["dense_k"], 0, "bench", chunk=8)
-        out["dense"] = rate(lambda: dense.project(model, row_fn, batch, 1), rows, min_seconds,
-                            device, max_reps=5)
+        out["dense"] = rate(
+            lambda: dense.project(model, row_fn, batch, 1), rows, min_seconds, device, max_reps=5
+        )
         del dense
     else:
         out["dense"] = float("nan")
 
     def floor():
         model.zero_grad(set_to_none=True)
-        pred = predict_noise(model, add_noise(alphas, batch["x0"], batch["t"], batch["eps"]),
-                             batch["t"])
+        pred = predict_noise(
+            model, add_noise(alphas, batch["x0"], batch["t"], batch["eps"]), batch["t"]
+        )
         torch.nn.functional.mse_loss(pred, batch["eps"]).backward()
 
     for q in model.parameters():
         q.requires_grad_(True)
     out["floor"] = rate(floor, rows, min_seconds, device)
     model.zero_grad(set_to_none=True)
-    out["trak"], out["trak_mark"] = trak_rate(model, alphas, batch, factored.dim, device,
-                                              min_seconds, extrapolate=p > 5_000_000)
+    out["trak"], out["trak_mark"] = trak_rate(
+        model, alphas, batch, factored.dim, device, min_seconds, extrapolate=p > 5_000_000
+    )
     return out
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--threads", type=int, default=2)
@@ -179,21 +212,30 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
-    print(f"# device {device} ({where or platform.machine()}), torch {torch.__version__}, "
-          f"{args.threads} CPU threads; rates in example·timesteps per second")
+    print(
+        f"# device {device} ({where or platform.machine()}), torch {torch.__version__}, "
+        f"{args.threads} CPU threads; rates in example·timesteps per second"
+    )
     results = [bench(m, device, args.min_seconds, args.k_in, args.k_out) for m in args.models]
-    header = (f"{'model':<8} {'params':>11} {'k':>6} {'batch':>5} {'(a) factored':>13} "
-              f"{'(b) dense [k]':>16} {'(c) TRAK':>10} {'(d) floor':>10}")
+    header = (
+        f"{'model':<8} {'params':>11} {'k':>6} {'batch':>5} {'(a) factored':>13} "
+        f"{'(b) dense [k]':>16} {'(c) TRAK':>10} {'(d) floor':>10}"
+    )
     print(header)
     for r in results:
-        print(f"{r['model']:<8} {r['params']:>11,} {r['k']:>6} {r['rows']:>5} "
-              f"{r['factored']:>13.1f} {r['dense']:>9.1f} [{r['dense_k']:>4}] {r['trak']:>9.3f}{r['trak_mark'] or ' '}"
-              f" {r['floor']:>10.1f}")
+        print(
+            f"{r['model']:<8} {r['params']:>11,} {r['k']:>6} {r['rows']:>5} "
+            f"{r['factored']:>13.1f} {r['dense']:>9.1f} [{r['dense_k']:>4}] "
+            f"{r['trak']:>9.3f}{r['trak_mark'] or ' '}"
+            f" {r['floor']:>10.1f}"
+        )
     if any(r["trak_mark"] for r in results):
         print("* TRAK projector time scaled from one 100-column block (a full call takes minutes)")
     for r in results:
-        print(f"featurize {r['model']}: speedup_vs_trak={r['factored'] / r['trak']:.1f} "
-              f"floor_ratio={r['floor'] / r['factored']:.2f} coverage={r['coverage']:.4f}")
+        print(
+            f"featurize {r['model']}: speedup_vs_trak={r['factored'] / r['trak']:.1f} "
+            f"floor_ratio={r['floor'] / r['factored']:.2f} coverage={r['coverage']:.4f}"
+        )
 
 
 if __name__ == "__main__":

@@ -46,9 +46,16 @@ def run_blockwise(root: Path, block: int) -> dict:
     with h5py.File(root / "targets.h5") as f:
         psi = f["features"][()]
     n_targets = psi.shape[1]
-    write_scores(root / "scores.h5", [0], np.arange(n_targets), np.arange(store.n),
-                 TrakScorer([(store, k["form"], k["matrix"], psi)]), {}, train_block=block,
-                 target_block=32)
+    write_scores(
+        root / "scores.h5",
+        [0],
+        np.arange(n_targets),
+        np.arange(store.n),
+        TrakScorer([(store, k["form"], k["matrix"], psi)]),
+        {},
+        train_block=block,
+        target_block=32,
+    )
     return {"seconds": time.perf_counter() - t0}
 
 
@@ -89,21 +96,29 @@ def main() -> None:
         phi_mb = args.n_train * args.dim * 4 / 2**20
         results = {}
         for mode in ("oneshot", "blockwise"):
-            out = subprocess.run([sys.executable, __file__, "--child", mode, tmp,
-                                  "--block", str(args.block)], capture_output=True, text=True,
-                                 check=True)
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", mode, tmp, "--block", str(args.block)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             results[mode] = json.loads(out.stdout.strip().splitlines()[-1])
         with h5py.File(root / "scores.h5") as f:
             blockwise = f["scores"][0]
         oneshot = np.load(root / "oneshot.npy")
         err = float(np.abs(blockwise - oneshot).max() / np.abs(oneshot).max())
-    print(f"# n_train={args.n_train:,} dim={args.dim} targets={args.targets} "
-          f"block={args.block}; Φ is {phi_mb:.0f} MB in float32")
+    print(
+        f"# n_train={args.n_train:,} dim={args.dim} targets={args.targets} "
+        f"block={args.block}; Φ is {phi_mb:.0f} MB in float32"
+    )
     for mode, r in results.items():
         print(f"{mode:<10} {r['seconds']:8.1f} s   peak RSS {r['peak_mb']:8.0f} MB")
-    print(f"scoring: peak_memory_ratio={results['blockwise']['peak_mb'] / results['oneshot']['peak_mb']:.2f} "
-          f"time_ratio={results['blockwise']['seconds'] / results['oneshot']['seconds']:.2f} "
-          f"max_rel_diff={err:.1e}")
+    print(
+        "scoring: peak_memory_ratio="
+        f"{results['blockwise']['peak_mb'] / results['oneshot']['peak_mb']:.2f} "
+        f"time_ratio={results['blockwise']['seconds'] / results['oneshot']['seconds']:.2f} "
+        f"max_rel_diff={err:.1e}"
+    )
 
 
 if __name__ == "__main__":

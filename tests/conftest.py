@@ -71,11 +71,15 @@ RUN = "results/test"
 
 def workdir(tmp: Path) -> Path:
     """A copy of the workflow (not the package, which is installed) in ``tmp``."""
-    for item in ["Snakefile", "config", "profiles"]:
+    tmp.mkdir(parents=True, exist_ok=True)
+    for item in ["Snakefile", "config", "profiles", "envs"]:
         src = REPO / item
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp / item)
-    shutil.copytree(REPO / "workflow", tmp / "workflow",
-                    ignore=shutil.ignore_patterns("diffattr", "*.egg-info", "__pycache__"))
+    shutil.copytree(
+        REPO / "workflow",
+        tmp / "workflow",
+        ignore=shutil.ignore_patterns("diffattr", "*.egg-info", "__pycache__"),
+    )
     return tmp
 
 
@@ -83,13 +87,21 @@ def workflow_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", **extra}
 
 
-def snakemake(cwd: Path, *args: str, timeout: int = 1200, check: bool = True, env=None,
-              cores: bool = True):
-    cmd = [sys.executable, "-m", "snakemake", "--configfile", "config/test.yaml", *args]
+def snakemake(
+    cwd: Path,
+    *args: str,
+    timeout: int = 1200,
+    check: bool = True,
+    env=None,
+    cores: bool = True,
+    configfile: str = "config/test.yaml",
+):
+    cmd = [sys.executable, "-m", "snakemake", f"--configfile={configfile}", *args]
     if cores:
-        cmd[3:3] = ["--cores", "2"]
-    proc = subprocess.run(cmd, cwd=cwd, env=env or workflow_env(), capture_output=True,
-                          text=True, timeout=timeout)
+        cmd[4:4] = ["--cores", "2"]
+    proc = subprocess.run(
+        cmd, cwd=cwd, env=env or workflow_env(), capture_output=True, text=True, timeout=timeout
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     return proc

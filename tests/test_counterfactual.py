@@ -62,13 +62,16 @@ def test_paired_resampling_with_the_same_model_gives_zero_metrics(scheduler):
     t = steps[8]
     base = model_predictor(model)
     orig = resample(x_t, t, scheduler, 20, base, 0, 3, 4)
-    for predictor in (swapped_predictor(base, model_predictor(model), swap_window(t, 200, steps)),
-                      model_predictor(model)):
+    for predictor in (
+        swapped_predictor(base, model_predictor(model), swap_window(t, 200, steps)),
+        model_predictor(model),
+    ):
         other = resample(x_t, t, scheduler, 20, predictor, 0, 3, 4)
         m = sample_metrics(orig, other, classifier, 2)
         assert m == {"l2": 0.0, "prob_drop": 0.0, "frechet": pytest.approx(0.0, abs=1e-8)}
-    different = resample(x_t, t, scheduler, 20, model_predictor(make_unet(torch.float32, 1)), 0,
-                         3, 4)
+    different = resample(
+        x_t, t, scheduler, 20, model_predictor(make_unet(torch.float32, 1)), 0, 3, 4
+    )
     assert sample_metrics(orig, different, classifier, 2)["l2"] > 0
 
 
@@ -91,13 +94,29 @@ def test_classifier_is_accurate_on_held_out_digits(tmp_path):
 
 
 def test_summary_differences_and_counts():
-    cases = pd.DataFrame([
-        {"method": m, "target": j, "step": 500, "k": 10, "protocol": "a", "step_label": 500,
-         "l2": v + j * 0.01, "prob_drop": 0.0, "frechet": 1.0}
-        for m, v in [("journey_trak", 3.0), ("random", 1.0)] for j in range(4)
-    ])
-    floor = pd.DataFrame([{"target": j, "step": 500, "protocol": "a", "l2": 0.5,
-                           "prob_drop": 0.0, "frechet": 1.0} for j in range(4)])
+    cases = pd.DataFrame(
+        [
+            {
+                "method": m,
+                "target": j,
+                "step": 500,
+                "k": 10,
+                "protocol": "a",
+                "step_label": 500,
+                "l2": v + j * 0.01,
+                "prob_drop": 0.0,
+                "frechet": 1.0,
+            }
+            for m, v in [("journey_trak", 3.0), ("random", 1.0)]
+            for j in range(4)
+        ]
+    )
+    floor = pd.DataFrame(
+        [
+            {"target": j, "step": 500, "protocol": "a", "l2": 0.5, "prob_drop": 0.0, "frechet": 1.0}
+            for j in range(4)
+        ]
+    )
     table = summarize(cases, floor)
     row = table[(table.method == "journey_trak") & (table.metric == "l2")].iloc[0]
     assert row["diff_vs_random"] == pytest.approx(2.0)

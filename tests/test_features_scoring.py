@@ -54,8 +54,7 @@ def featurize(setup, positions, batch_size=4):
 
 
 def test_draws_are_keyed_by_example_not_position():
-    t1, e1, c1, f1 = train_draws([5, 9], 3, 1000, (1, 2, 2), seed=0, model=0, captions=5,
-                                 flip=True)
+    t1, e1, c1, f1 = train_draws([5, 9], 3, 1000, (1, 2, 2), seed=0, model=0, captions=5, flip=True)
     t2, e2, c2, f2 = train_draws([9], 3, 1000, (1, 2, 2), seed=0, model=0, captions=5, flip=True)
     assert torch.equal(c1[1], c2[0]) and torch.equal(f1[1], f2[0])
     t0, e0, _, _ = train_draws([9], 3, 1000, (1, 2, 2), seed=0, model=0)

@@ -14,7 +14,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import REPO, RUN, scores, snakemake, workdir, workflow_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
@@ -29,8 +28,9 @@ def slurm_conf(tmp_path_factory):
         pytest.skip("snakemake-executor-plugin-slurm is not installed (pip install -e '.[slurm]')")
     state = tmp_path_factory.mktemp("slurm")
     env = workflow_env(SLURM_CI_DIR=str(state))
-    proc = subprocess.run(["bash", str(SCRIPT), "start"], capture_output=True, text=True,
-                          timeout=900, env=env)
+    proc = subprocess.run(
+        ["bash", str(SCRIPT), "start"], capture_output=True, text=True, timeout=900, env=env
+    )
     if proc.returncode == 3:
         pytest.skip(f"Slurm cannot be started here: {proc.stderr.strip()}")
     assert proc.returncode == 0, proc.stderr
@@ -40,20 +40,33 @@ def slurm_conf(tmp_path_factory):
 
 
 def squeue(env) -> list[tuple[str, str]]:
-    out = subprocess.run(["squeue", "-h", "-o", "%i|%k"], capture_output=True, text=True,
-                         env=env, timeout=30).stdout
+    out = subprocess.run(
+        ["squeue", "-h", "-o", "%i|%k"], capture_output=True, text=True, env=env, timeout=30
+    ).stdout
     return [tuple(line.split("|", 1)) for line in out.splitlines() if "|" in line]
 
 
-def test_slurm_run_equals_local_and_resumes_after_a_cancelled_job(slurm_conf, local_run,
-                                                                   tmp_path):
+def test_slurm_run_equals_local_and_resumes_after_a_cancelled_job(slurm_conf, local_run, tmp_path):
     cwd = workdir(tmp_path)
     env = workflow_env(SLURM_CONF=slurm_conf)
-    cmd = ["timeout", "-k", "10", "900", sys.executable, "-m", "snakemake", "--profile",
-           "profiles/slurm-ci", "--configfile", "config/test.yaml", "attribution"]
+    cmd = [
+        "timeout",
+        "-k",
+        "10",
+        "900",
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--profile",
+        "profiles/slurm-ci",
+        "--configfile",
+        "config/test.yaml",
+        "attribution",
+    ]
     start = time.time()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     cancelled = None
     deadline = time.time() + 600
     while cancelled is None and time.time() < deadline and proc.poll() is None:
@@ -72,8 +85,9 @@ def test_slurm_run_equals_local_and_resumes_after_a_cancelled_job(slurm_conf, lo
     assert data.exists()
     stamp = data.stat().st_mtime_ns
 
-    snakemake(cwd, "--profile", "profiles/slurm-ci", "attribution", env=env,
-                      cores=False, timeout=1200)
+    snakemake(
+        cwd, "--profile", "profiles/slurm-ci", "attribution", env=env, cores=False, timeout=1200
+    )
     assert data.stat().st_mtime_ns == stamp  # finished work is not redone
     first, second = scores(local_run), scores(cwd)
     assert second.keys() == first.keys()

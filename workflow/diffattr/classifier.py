@@ -22,14 +22,23 @@ class FeatureClassifier(nn.Module):
 
     def __init__(self, channels: int, n_classes: int, width: int = 32, embed_dim: int = 64):
         super().__init__()
-        self.config = {"channels": channels, "n_classes": n_classes, "width": width,
-                       "embed_dim": embed_dim}
+        self.config = {
+            "channels": channels,
+            "n_classes": n_classes,
+            "width": width,
+            "embed_dim": embed_dim,
+        }
         self.body = nn.Sequential(
-            nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(2), nn.Flatten(),
-            nn.Linear(8 * width, embed_dim), nn.ReLU(),
+            nn.Conv2d(channels, width, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(2),
+            nn.Flatten(),
+            nn.Linear(8 * width, embed_dim),
+            nn.ReLU(),
         )
         self.head = nn.Linear(embed_dim, n_classes)
 
@@ -50,7 +59,7 @@ def train_classifier(
     """Train on a seeded (1 − held_out) split; report accuracy on the held-out rest."""
     n = len(images)
     order = numpy_rng(seed, "classifier-split").permutation(n)
-    n_test = int(round(float(cfg.get("held_out", 0.2)) * n))
+    n_test = round(float(cfg.get("held_out", 0.2)) * n)
     test, train = order[:n_test], order[n_test:]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "classifier-init"))
@@ -72,8 +81,13 @@ def train_classifier(
     with torch.no_grad():
         acc_test = (model(x[test]).argmax(1) == y[test]).float().mean().item() if n_test else None
         acc_train = (model(x[train]).argmax(1) == y[train]).float().mean().item()
-    return model, {"held_out_accuracy": acc_test, "train_accuracy": acc_train,
-                   "n_train": len(train), "n_held_out": n_test, "steps": steps}
+    return model, {
+        "held_out_accuracy": acc_test,
+        "train_accuracy": acc_train,
+        "n_train": len(train),
+        "n_held_out": n_test,
+        "steps": steps,
+    }
 
 
 def save_classifier(model: FeatureClassifier, folder: str | Path, info: dict[str, Any]) -> None:
@@ -88,7 +102,6 @@ def load_classifier(folder: str | Path) -> tuple[FeatureClassifier, dict[str, An
     if not (folder / "config.json").exists():
         raise ModelError(f"no classifier in {folder}; run the train_classifier rule")
     info = json.loads((folder / "config.json").read_text())
-    model = FeatureClassifier(info["channels"], info["n_classes"], info["width"],
-                              info["embed_dim"])
+    model = FeatureClassifier(info["channels"], info["n_classes"], info["width"], info["embed_dim"])
     model.load_state_dict(load_file(folder / "model.safetensors"))
     return model.eval(), info

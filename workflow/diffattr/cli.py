@@ -68,7 +68,6 @@ def attribution_steps(spec: int | Sequence[int], timesteps: Sequence[int]) -> li
 
 def cmd_prepare_data(args: argparse.Namespace) -> None:
     from .data import prepare, write_prepared
-
     from .models import resolve_device
 
     cfg = _cfg(args)
@@ -161,8 +160,13 @@ def cmd_sample(args: argparse.Namespace) -> None:
     import torch
 
     from .data import load_prepared
-    from .diffusion import guided_predictor
-    from .diffusion import denoise, inference_timesteps, initial_noise, model_predictor
+    from .diffusion import (
+        denoise,
+        guided_predictor,
+        inference_timesteps,
+        initial_noise,
+        model_predictor,
+    )
     from .models import load_model, resolve_device
     from .seeding import generator
     from .storage import create_h5
@@ -261,6 +265,7 @@ def cmd_featurize_train(args: argparse.Namespace) -> None:
         progress=not args.no_progress,
         conditions=data.extra.get("caption_embeddings"),
         flip=bool(cfg.get("dataset", {}).get("flip", False)),
+        precision=att.get("precision", "fp32"),
     )
     seconds = time.time() - start
     attrs = {
@@ -358,6 +363,7 @@ def cmd_featurize_targets(args: argparse.Namespace) -> None:
             seed,
             bs,
             cond,
+            att.get("precision", "fp32"),
         )[None]
     else:
         for s, t in enumerate(steps):
@@ -372,6 +378,7 @@ def cmd_featurize_targets(args: argparse.Namespace) -> None:
                 seed,
                 bs,
                 cond,
+                att.get("precision", "fp32"),
             )
     attrs = {
         "method": method.name,
@@ -610,12 +617,17 @@ def cmd_train_classifier(args: argparse.Namespace) -> None:
             "set counterfactual.enabled: false"
         )
     n_classes = max(len(data.class_names), int(data.labels.max()) + 1)
-    model, info = train_classifier(data.images, data.labels, n_classes,
-                                   cfg["counterfactual"]["classifier"], int(cfg["seed"]))
+    model, info = train_classifier(
+        data.images, data.labels, n_classes, cfg["counterfactual"]["classifier"], int(cfg["seed"])
+    )
     with atomic_path(args.out) as tmp:
         save_classifier(model, tmp, info)
-    log.info("classifier: held-out accuracy %.3f (%d images), train accuracy %.3f",
-             info["held_out_accuracy"] or float("nan"), info["n_held_out"], info["train_accuracy"])
+    log.info(
+        "classifier: held-out accuracy %.3f (%d images), train accuracy %.3f",
+        info["held_out_accuracy"] or float("nan"),
+        info["n_held_out"],
+        info["train_accuracy"],
+    )
 
 
 def _targets_and_classes(targets_path, classifier):
@@ -645,10 +657,18 @@ def cmd_emergence(args: argparse.Namespace) -> None:
     classifier, _ = load_classifier(args.classifier)
     t = _targets_and_classes(args.targets, classifier)
     steps = t["steps"].tolist()
-    probs, samples = emergence(model_predictor(model), scheduler, int(cfg["targets"]["sampling_steps"]),
-                               torch.from_numpy(t["x_t"]), steps, t["target_ids"].tolist(),
-                               classifier, t["classes"].tolist(), int(cf["samples"]),
-                               int(cfg["seed"]))
+    probs, samples = emergence(
+        model_predictor(model),
+        scheduler,
+        int(cfg["targets"]["sampling_steps"]),
+        torch.from_numpy(t["x_t"]),
+        steps,
+        t["target_ids"].tolist(),
+        classifier,
+        t["classes"].tolist(),
+        int(cf["samples"]),
+        int(cfg["seed"]),
+    )
     decided = [decision_step(probs[:, j], steps) for j in range(probs.shape[1])]
     with create_h5(args.out, {"samples_per_step": int(cf["samples"])}) as f:
         f.create_dataset("probability", data=probs)
@@ -656,9 +676,17 @@ def cmd_emergence(args: argparse.Namespace) -> None:
         f.create_dataset("steps", data=np.asarray(steps))
         f.create_dataset("classes", data=t["classes"])
         f.create_dataset("decision_step", data=np.asarray(decided))
-    rows = [{"target": int(j), "step": int(st), "class": int(t["classes"][j]),
-             "probability": float(probs[s, j]), "decision_step": decided[j]}
-            for s, st in enumerate(steps) for j in range(probs.shape[1])]
+    rows = [
+        {
+            "target": int(j),
+            "step": int(st),
+            "class": int(t["classes"][j]),
+            "probability": float(probs[s, j]),
+            "decision_step": decided[j],
+        }
+        for s, st in enumerate(steps)
+        for j in range(probs.shape[1])
+    ]
     with atomic_path(args.out_csv) as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.4f")
     save(emergence_figure(probs, steps, decided), args.out_figure)
@@ -742,8 +770,9 @@ def cmd_cf_resample(args: argparse.Namespace) -> None:
             }
             group = f.create_group(f"t{target}-s{step}")
             for name, predictor in runs.items():
-                out = resample(x, step, scheduler, sampling_steps, predictor, seed,
-                               int(ids[target]), n_samples)
+                out = resample(
+                    x, step, scheduler, sampling_steps, predictor, seed, int(ids[target]), n_samples
+                )
                 group.create_dataset(name, data=out.numpy())
     log.info("resampled %d (target, step) pairs for case %s", len(pairs), args.case)
 
@@ -775,8 +804,9 @@ def cmd_cf_report(args: argparse.Namespace) -> None:
             for protocol in ("a", "b"):
                 other = torch.from_numpy(group[protocol][()])
                 m = sample_metrics(orig, other, classifier, int(classes[case["target"]]))
-                rows.append({**case, "protocol": protocol, "step_label": label or case["step"],
-                             **m})
+                rows.append(
+                    {**case, "protocol": protocol, "step_label": label or case["step"], **m}
+                )
                 if protocol == "a" and case["target"] == 0:
                     shown.append((case, orig.numpy(), other.numpy()))
     floor_rows = []
@@ -785,8 +815,9 @@ def cmd_cf_report(args: argparse.Namespace) -> None:
             target, step = (int(v[1:]) for v in name.split("-"))
             orig = torch.from_numpy(group["original"][()])
             for protocol in ("a", "b"):
-                m = sample_metrics(orig, torch.from_numpy(group[protocol][()]), classifier,
-                                   int(classes[target]))
+                m = sample_metrics(
+                    orig, torch.from_numpy(group[protocol][()]), classifier, int(classes[target])
+                )
                 floor_rows.append({"target": target, "step": step, "protocol": protocol, **m})
     per_case = pd.DataFrame(rows)
     table = summarize(per_case, pd.DataFrame(floor_rows))
@@ -797,8 +828,10 @@ def cmd_cf_report(args: argparse.Namespace) -> None:
         table.to_csv(tmp, index=False, float_format="%.5f")
     save(counterfactual_metrics_figure(table), args.out_figure_metrics)
     save(counterfactual_samples_figure(shown), args.out_figure_samples)
-    log.info("counterfactual report:\n%s", table[table.protocol == "a"].to_string(
-        index=False, float_format=lambda v: f"{v:.3f}"))
+    log.info(
+        "counterfactual report:\n%s",
+        table[table.protocol == "a"].to_string(index=False, float_format=lambda v: f"{v:.3f}"),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -876,15 +909,49 @@ def _parser() -> argparse.ArgumentParser:
         out_figure=req,
     )
     add("train-classifier", cmd_train_classifier, data=req, out=req)
-    add("emergence", cmd_emergence, model=req, targets=req, classifier=req, out=req,
-        out_csv=req, out_figure=req)
-    add("cf-plan", cmd_cf_plan, data=req, emergence=req, scores={"nargs": "+", **req}, out=req,
-        expected_cases={"type": int, **req})
-    add("cf-resample", cmd_cf_resample, plan=req, case=req, original=req, model=req,
-        targets=req, out=req)
-    add("cf-report", cmd_cf_report, plan=req, samples={"nargs": "+", **req}, floor=req,
-        classifier=req, targets=req, emergence=req, out_csv=req, out_cases=req,
-        out_figure_metrics=req, out_figure_samples=req)
+    add(
+        "emergence",
+        cmd_emergence,
+        model=req,
+        targets=req,
+        classifier=req,
+        out=req,
+        out_csv=req,
+        out_figure=req,
+    )
+    add(
+        "cf-plan",
+        cmd_cf_plan,
+        data=req,
+        emergence=req,
+        scores={"nargs": "+", **req},
+        out=req,
+        expected_cases={"type": int, **req},
+    )
+    add(
+        "cf-resample",
+        cmd_cf_resample,
+        plan=req,
+        case=req,
+        original=req,
+        model=req,
+        targets=req,
+        out=req,
+    )
+    add(
+        "cf-report",
+        cmd_cf_report,
+        plan=req,
+        samples={"nargs": "+", **req},
+        floor=req,
+        classifier=req,
+        targets=req,
+        emergence=req,
+        out_csv=req,
+        out_cases=req,
+        out_figure_metrics=req,
+        out_figure_samples=req,
+    )
     return parser
 
 

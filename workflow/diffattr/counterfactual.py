@@ -44,7 +44,7 @@ class Case:
 
 def removal_size(k: float, n: int) -> int:
     """k as a fraction of the training set (k < 1) or as a count."""
-    size = int(round(k * n)) if k < 1 else int(k)
+    size = round(k * n) if k < 1 else int(k)
     if not 0 < size < n:
         raise ValueError(f"removal size {k} gives {size} of {n} examples")
     return size
@@ -132,7 +132,9 @@ def emergence(
     for s, t in enumerate(steps):
         x = x_t[s][:, None].expand(n_targets, samples, *x_t.shape[2:]).reshape(-1, *x_t.shape[2:])
         gens = [g for j in target_ids for g in resample_generators(seed, int(j), int(t), samples)]
-        final = denoise(x.clone(), scheduler, sampling_steps, predictor, gens, start_at=int(t)).final
+        final = denoise(
+            x.clone(), scheduler, sampling_steps, predictor, gens, start_at=int(t)
+        ).final
         out[s] = final.view(n_targets, samples, *x_t.shape[2:])
         p = classifier.probabilities(final).view(n_targets, samples, -1)
         probs[s] = p[torch.arange(n_targets), :, torch.as_tensor(list(classes))].mean(1).numpy()
@@ -176,28 +178,47 @@ def summarize(cases, floor):
     import pandas as pd
 
     step_label = "step_label"
-    long = cases.melt(id_vars=["method", "target", "step", "k", "protocol", step_label],
-                      value_vars=list(METRICS), var_name="metric")
-    fl = floor.melt(id_vars=["target", "step", "protocol"], value_vars=list(METRICS),
-                    var_name="metric", value_name="floor")
+    long = cases.melt(
+        id_vars=["method", "target", "step", "k", "protocol", step_label],
+        value_vars=list(METRICS),
+        var_name="metric",
+    )
+    fl = floor.melt(
+        id_vars=["target", "step", "protocol"],
+        value_vars=list(METRICS),
+        var_name="metric",
+        value_name="floor",
+    )
     long = long.merge(fl, on=["target", "step", "protocol", "metric"], how="left")
     rand = long[long.method == "random"][["target", "step", "k", "protocol", "metric", "value"]]
-    long = long.merge(rand.rename(columns={"value": "random"}),
-                      on=["target", "step", "k", "protocol", "metric"], how="left")
+    long = long.merge(
+        rand.rename(columns={"value": "random"}),
+        on=["target", "step", "k", "protocol", "metric"],
+        how="left",
+    )
     rows = []
     keys = ["method", step_label, "k", "protocol", "metric"]
     for key, g in long.groupby(keys, sort=True):
         mean, lo, hi = t_interval(g.value.to_numpy())
         d_rand = t_interval((g.value - g.random).to_numpy())
         d_floor = t_interval((g.value - g.floor).to_numpy())
-        rows.append({
-            **dict(zip(keys, key, strict=True)), "mean": mean, "ci_low": lo, "ci_high": hi,
-            "seed_floor": float(g.floor.mean()), "random": float(g.random.mean()),
-            "diff_vs_random": d_rand[0], "diff_vs_random_low": d_rand[1],
-            "diff_vs_random_high": d_rand[2], "diff_vs_floor": d_floor[0],
-            "diff_vs_floor_low": d_floor[1], "diff_vs_floor_high": d_floor[2],
-            "n_targets": int(g.target.nunique()),
-        })
+        rows.append(
+            {
+                **dict(zip(keys, key, strict=True)),
+                "mean": mean,
+                "ci_low": lo,
+                "ci_high": hi,
+                "seed_floor": float(g.floor.mean()),
+                "random": float(g.random.mean()),
+                "diff_vs_random": d_rand[0],
+                "diff_vs_random_low": d_rand[1],
+                "diff_vs_random_high": d_rand[2],
+                "diff_vs_floor": d_floor[0],
+                "diff_vs_floor_low": d_floor[1],
+                "diff_vs_floor_high": d_floor[2],
+                "n_targets": int(g.target.nunique()),
+            }
+        )
     out = pd.DataFrame(rows).rename(columns={step_label: "step"})
     out["counts"] = (out.diff_vs_random_low > 0) & (out.diff_vs_floor_low > 0)
     out.loc[out.method == "random", "counts"] = False

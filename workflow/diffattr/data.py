@@ -14,7 +14,7 @@ import tarfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import h5py
 import numpy as np
@@ -148,12 +148,23 @@ def load_prepared(path: str | Path) -> PreparedData:
 # ---------------------------------------------------------------------------------------------
 # CIFAR-10 (the user's copy of the official archives)
 
-CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                   "ship", "truck"]
+CIFAR10_CLASSES = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+]
 CIFAR_HELP = (
-    "Download the CIFAR-10 binary or python version from https://www.cs.toronto.edu/~kriz/cifar.html "
-    "and set dataset.root to the archive (cifar-10-binary.tar.gz / cifar-10-python.tar.gz) or to "
-    "the folder that holds cifar-10-batches-bin/ or cifar-10-batches-py/"
+    "Download the CIFAR-10 binary or python version from "
+    "https://www.cs.toronto.edu/~kriz/cifar.html and set dataset.root to the archive "
+    "(cifar-10-binary.tar.gz / cifar-10-python.tar.gz) or to the folder that holds "
+    "cifar-10-batches-bin/ or cifar-10-batches-py/"
 )
 
 
@@ -164,13 +175,14 @@ class RestrictedUnpickler(pickle.Unpickler):
     cannot run code.
     """
 
-    ALLOWED = {
+    ALLOWED: ClassVar[set[tuple[str, str]]] = {
         ("numpy.core.multiarray", "_reconstruct"),
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
         ("numpy.core.multiarray", "scalar"),
         ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),  # how protocol-2 pickles store bytes; converts text to bytes only
     }
 
     def find_class(self, module: str, name: str):
@@ -186,10 +198,12 @@ def restricted_load(blob: bytes) -> Any:
 def _cifar_members(root: Path, split: str) -> tuple[str, list[tuple[str, bytes]]]:
     """(format, [(name, bytes)]) of the batch files of ``split`` from a folder or an archive."""
     names = {
-        "binary": ([f"data_batch_{i}.bin" for i in range(1, 6)] if split == "train"
-                   else ["test_batch.bin"]),
-        "python": ([f"data_batch_{i}" for i in range(1, 6)] if split == "train"
-                   else ["test_batch"]),
+        "binary": (
+            [f"data_batch_{i}.bin" for i in range(1, 6)] if split == "train" else ["test_batch.bin"]
+        ),
+        "python": (
+            [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+        ),
     }
     folders = {"binary": "cifar-10-batches-bin", "python": "cifar-10-batches-py"}
     if root.is_file() and tarfile.is_tarfile(root):
@@ -250,8 +264,9 @@ def load_cifar10(cfg: Mapping[str, Any]) -> PreparedData:
 # MS COCO captions, encoded once into latents and text embeddings
 
 COCO_HELP = (
-    "Download COCO 2017 (train2017.zip and annotations_trainval2017.zip from https://cocodataset.org) "
-    "and set dataset.root to the folder holding annotations/captions_<split>.json and <split>/"
+    "Download COCO 2017 (train2017.zip and annotations_trainval2017.zip from "
+    "https://cocodataset.org) and set dataset.root to the folder holding "
+    "annotations/captions_<split>.json and <split>/"
 )
 
 
@@ -266,7 +281,9 @@ def coco_captions(annotations: Path) -> tuple[dict[int, str], dict[int, list[str
         for ann in payload["annotations"]:
             captions.setdefault(int(ann["image_id"]), []).append(str(ann["caption"]).strip())
     except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise DatasetError(f"{annotations} is not a COCO captions file ({err}). {COCO_HELP}") from err
+        raise DatasetError(
+            f"{annotations} is not a COCO captions file ({err}). {COCO_HELP}"
+        ) from err
     return files, captions
 
 
@@ -298,9 +315,11 @@ def load_encoders(cfg: Mapping[str, Any], device: str):
     try:
         vae = AutoencoderKL.from_pretrained(cfg["vae"], subfolder=cfg.get("vae_subfolder", "vae"))
         tokenizer = CLIPTokenizer.from_pretrained(
-            cfg["text_encoder"], subfolder=cfg.get("tokenizer_subfolder", "tokenizer"))
+            cfg["text_encoder"], subfolder=cfg.get("tokenizer_subfolder", "tokenizer")
+        )
         text = CLIPTextModel.from_pretrained(
-            cfg["text_encoder"], subfolder=cfg.get("text_encoder_subfolder", "text_encoder"))
+            cfg["text_encoder"], subfolder=cfg.get("text_encoder_subfolder", "text_encoder")
+        )
     except (OSError, ValueError) as err:
         raise DatasetError(
             f"cannot load the VAE / CLIP text encoder from {cfg.get('vae')!r} / "
@@ -316,8 +335,13 @@ def encode_texts(texts: list[str], tokenizer, text_model, max_length: int, devic
     out = []
     with torch.no_grad():
         for lo in range(0, len(texts), batch):
-            tok = tokenizer(texts[lo : lo + batch], padding="max_length", max_length=max_length,
-                            truncation=True, return_tensors="pt")
+            tok = tokenizer(
+                texts[lo : lo + batch],
+                padding="max_length",
+                max_length=max_length,
+                truncation=True,
+                return_tensors="pt",
+            )
             out.append(text_model(tok.input_ids.to(device)).last_hidden_state.cpu())
     return torch.cat(out).numpy().astype(np.float16)
 
@@ -344,8 +368,9 @@ def load_mscoco(cfg: Mapping[str, Any]) -> PreparedData:
     latents = []
     with torch.no_grad():
         for lo in range(0, len(ids), 64):
-            batch = np.stack([load_square_image(root / split / files[i], size)
-                              for i in ids[lo : lo + 64]])
+            batch = np.stack(
+                [load_square_image(root / split / files[i], size) for i in ids[lo : lo + 64]]
+            )
             dist = vae.encode(torch.from_numpy(batch).to(device)).latent_dist
             latents.append((dist.mean * vae.config.scaling_factor).cpu().numpy())
     caps = [[captions[i][c % len(captions[i])] for c in range(per)] for i in ids]
@@ -378,8 +403,9 @@ def decode_latents(dataset_cfg: Mapping[str, Any], latents: np.ndarray) -> np.nd
     import torch
     from diffusers import AutoencoderKL
 
-    vae = AutoencoderKL.from_pretrained(dataset_cfg["vae"],
-                                        subfolder=dataset_cfg.get("vae_subfolder", "vae")).eval()
+    vae = AutoencoderKL.from_pretrained(
+        dataset_cfg["vae"], subfolder=dataset_cfg.get("vae_subfolder", "vae")
+    ).eval()
     with torch.no_grad():
         z = torch.from_numpy(np.asarray(latents, np.float32)) / vae.config.scaling_factor
         return vae.decode(z).sample.clamp(-1, 1).numpy()

@@ -42,6 +42,7 @@ class TrainConfig:
     ema_decay: float = 0.999
     log_every: int = 100
     checkpoints: tuple[int, ...] = ()
+    precision: str = "fp32"
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> TrainConfig:
@@ -49,6 +50,14 @@ class TrainConfig:
         values = {k: cfg[k] for k in keys if k in cfg}
         values["checkpoints"] = tuple(int(s) for s in values.get("checkpoints", ()))
         return cls(**values)
+
+
+def autocast(device: torch.device, precision: str):
+    """Mixed precision for forward passes (bf16/fp16 autocast); fp32 disables it."""
+    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
+    return torch.autocast(
+        device.type, dtype=dtypes.get(precision, torch.bfloat16), enabled=precision in dtypes
+    )
 
 
 def init_seeded(build: Callable[[], nn.Module], *keys: int | str) -> nn.Module:
@@ -111,8 +120,9 @@ def train(
         if flip:
             mirror = (torch.rand(len(pick), generator=noise_gen) < 0.5).to(device)
             x0 = torch.where(mirror[:, None, None, None], x0.flip(-1), x0)
-        pred = predict_noise(model, add_noise(alphas, x0, t, eps), t, cond)
-        loss = torch.nn.functional.mse_loss(pred, eps)
+        with autocast(device, recipe.precision):
+            pred = predict_noise(model, add_noise(alphas, x0, t, eps), t, cond)
+        loss = torch.nn.functional.mse_loss(pred.float(), eps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

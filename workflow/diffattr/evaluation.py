@@ -143,7 +143,9 @@ def ground_truth(
         eps = target_draws(list(target_ids), key_ts, shape, seed, tag)
         t = torch.tensor(ts).expand(len(target_ids), len(ts))
         c = None if cond is None else torch.from_numpy(cond).float()
-        batch = {k: v.to(device) for k, v in rows_batch(torch.from_numpy(images), t, eps, c).items()}
+        batch = {
+            k: v.to(device) for k, v in rows_batch(torch.from_numpy(images), t, eps, c).items()
+        }
         values = evaluate(model, alphas_cumprod, batch, "loss", chunk)
         return values.view(len(target_ids), len(ts)).mean(1).cpu().numpy()
 

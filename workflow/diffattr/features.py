@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .diffusion import autocast
 from .outputs import Batch, row_outputs
 from .projection import Projector
 from .seeding import generator
@@ -69,9 +70,7 @@ def uniform_timesteps(count: int, num_timesteps: int) -> list[int]:
     return [k * num_timesteps // count for k in range(count)]
 
 
-def rows_batch(
-    x0: Tensor, t: Tensor, eps: Tensor, cond: Tensor | None = None
-) -> dict[str, Tensor]:
+def rows_batch(x0: Tensor, t: Tensor, eps: Tensor, cond: Tensor | None = None) -> dict[str, Tensor]:
     """Flatten (owners, draws, ...) draws into a batch of rows. ``x0`` and ``cond`` are either
     per owner (repeated over draws) or already per draw (owners, draws, ...)."""
     owners, draws = t.shape
@@ -81,8 +80,11 @@ def rows_batch(
             v = v[:, None].expand(owners, draws, *v.shape[1:])
         return v.reshape(-1, *v.shape[2:])
 
-    batch = {"x0": rows(x0, len(eps.shape) - 2), "t": t.reshape(-1),
-             "eps": eps.reshape(-1, *eps.shape[2:])}
+    batch = {
+        "x0": rows(x0, len(eps.shape) - 2),
+        "t": t.reshape(-1),
+        "eps": eps.reshape(-1, *eps.shape[2:]),
+    }
     if cond is not None:
         batch["cond"] = rows(cond, 2)
     return batch
@@ -95,6 +97,7 @@ def project_rows(
     output: str,
     batch: Batch,
     draws: int,
+    precision: str = "fp32",
 ) -> Tensor:
     """Projected gradient features (owners, dim) of owner-summed outputs, in float32."""
     device = next(model.parameters()).device
@@ -103,12 +106,13 @@ def project_rows(
         k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype)
         for k, v in batch.items()
     }
-    row_fn = partial(_row_fn, alphas_cumprod=alphas_cumprod, output=output)
+    row_fn = partial(_row_fn, alphas_cumprod=alphas_cumprod, output=output, precision=precision)
     return projector.project(model, row_fn, batch, draws).float()
 
 
-def _row_fn(model, batch: Batch, alphas_cumprod: Tensor, output: str) -> Tensor:
-    return row_outputs(model, alphas_cumprod, batch, output)
+def _row_fn(model, batch: Batch, alphas_cumprod: Tensor, output: str, precision: str) -> Tensor:
+    with autocast(batch["x0"].device, precision):
+        return row_outputs(model, alphas_cumprod, batch, output)
 
 
 def shard_positions(n: int, batch_size: int, shards: int, shard: int) -> np.ndarray:
@@ -135,6 +139,7 @@ def featurize_training(
     progress: bool = True,
     conditions: np.ndarray | None = None,
     flip: bool = False,
+    precision: str = "fp32",
 ) -> np.ndarray:
     """Features (len(positions), dim) of the training examples at ``positions``.
 
@@ -149,8 +154,9 @@ def featurize_training(
     for lo in tqdm(starts, desc=f"featurize {output}", disable=not progress, mininterval=2):
         pos = positions[lo : lo + batch_size]
         n_caps = 0 if conditions is None else conditions.shape[1]
-        ts, eps, caps, flips = train_draws(ids[pos].tolist(), draws, T, shape, seed, model_index,
-                                           n_caps, flip)
+        ts, eps, caps, flips = train_draws(
+            ids[pos].tolist(), draws, T, shape, seed, model_index, n_caps, flip
+        )
         x0 = torch.from_numpy(images[pos])[:, None].expand(len(pos), draws, *shape)
         x0 = torch.where(flips[..., None, None, None], x0.flip(-1), x0)
         cond = None
@@ -158,7 +164,9 @@ def featurize_training(
             cond = torch.from_numpy(conditions[pos][np.arange(len(pos))[:, None], caps.numpy()])
         batch = rows_batch(x0, ts, eps, None if cond is None else cond.float())
         out[lo : lo + len(pos)] = (
-            project_rows(model, projector, alphas_cumprod, output, batch, draws).cpu().numpy()
+            project_rows(model, projector, alphas_cumprod, output, batch, draws, precision)
+            .cpu()
+            .numpy()
         )
     return out
 
@@ -174,6 +182,7 @@ def featurize_targets(
     seed: int,
     batch_size: int,
     conditions: Tensor | None = None,
+    precision: str = "fp32",
 ) -> np.ndarray:
     """Features (n_targets, dim) of f = Σ_r f(images[j], timesteps[r], ε_r[, c_j]) per target j."""
     shape = tuple(images.shape[1:])
@@ -186,6 +195,8 @@ def featurize_targets(
         cond = None if conditions is None else conditions[lo : lo + len(ids)].float()
         batch = rows_batch(images[lo : lo + len(ids)], ts, eps, cond)
         out[lo : lo + len(ids)] = (
-            project_rows(model, projector, alphas_cumprod, output, batch, draws).cpu().numpy()
+            project_rows(model, projector, alphas_cumprod, output, batch, draws, precision)
+            .cpu()
+            .numpy()
         )
     return out

@@ -157,8 +157,11 @@ def emergence_figure(probs: np.ndarray, steps: Sequence[int], decided: Sequence[
 def counterfactual_metrics_figure(table) -> plt.Figure:
     """Each metric by method (bars: mean over targets with 95% t-intervals), per protocol, with
     the seed floor as a dashed line."""
-    metrics = [("l2", "paired pixel L2"), ("prob_drop", "drop of P(target class)"),
-               ("frechet", "Fréchet distance (classifier features)")]
+    metrics = [
+        ("l2", "paired pixel L2"),
+        ("prob_drop", "drop of P(target class)"),
+        ("frechet", "Fréchet distance (classifier features)"),
+    ]
     protocols = sorted(table.protocol.unique())
     fig, axes = plt.subplots(len(protocols), 3, figsize=(9, 2.6 * len(protocols)), squeeze=False)
     for r, protocol in enumerate(protocols):
@@ -169,9 +172,16 @@ def counterfactual_metrics_figure(table) -> plt.Figure:
             labels = [f"{m}\nk={k} t={s}" for m, k, s in zip(g.method, g.k, g.step, strict=True)]
             xs = np.arange(len(g))
             yerr = np.nan_to_num([g["mean"] - g.ci_low, g.ci_high - g["mean"]])
-            ax.bar(xs, g["mean"], yerr=yerr, capsize=2,
-                   color=["0.6" if m == "random" else "C0" if m == "journey_trak" else "C2"
-                          for m in g.method])
+            ax.bar(
+                xs,
+                g["mean"],
+                yerr=yerr,
+                capsize=2,
+                color=[
+                    "0.6" if m == "random" else "C0" if m == "journey_trak" else "C2"
+                    for m in g.method
+                ],
+            )
             ax.axhline(g.seed_floor.mean(), color="k", ls="--", lw=1, label="seed floor")
             ax.axhline(0, color="0.4", lw=0.6)
             ax.set_xticks(xs, labels, fontsize=5)
@@ -196,7 +206,9 @@ def counterfactual_samples_figure(shown) -> plt.Figure:
             for c in range(n):
                 _show(axes[r, c], other[c])
             axes[r, 0].set_ylabel(f"{case['method']}\n−{case['k']}", fontsize=6)
-        fig.suptitle(f"target {shown[0][0]['target']}, resampled from x_t at t={shown[0][0]['step']}",
-                     fontsize=8)
+        fig.suptitle(
+            f"target {shown[0][0]['target']}, resampled from x_t at t={shown[0][0]['step']}",
+            fontsize=8,
+        )
     fig.tight_layout()
     return fig

@@ -59,8 +59,12 @@ def build_unet(
         if "cross_attention_dim" not in model_cfg:
             raise ConfigError("model.cross_attention_dim is required for a conditional model")
         return UNet2DConditionModel(
-            sample_size=height, in_channels=channels, out_channels=channels,
-            cross_attention_dim=int(model_cfg["cross_attention_dim"]), **kwargs)
+            sample_size=height,
+            in_channels=channels,
+            out_channels=channels,
+            cross_attention_dim=int(model_cfg["cross_attention_dim"]),
+            **kwargs,
+        )
     return UNet2DModel(sample_size=height, in_channels=channels, out_channels=channels, **kwargs)
 
 

@@ -52,7 +52,7 @@ def row_outputs(model: nn.Module, alphas_cumprod: Tensor, batch: Batch, output: 
         raise KeyError(f"unknown model output {output!r}; available: {sorted(OUTPUTS)}")
     x0, t, eps = batch["x0"], batch["t"], batch["eps"]
     pred = predict_noise(model, add_noise(alphas_cumprod, x0, t, eps), t, batch.get("cond"))
-    err = OUTPUTS[output](pred, eps)
+    err = OUTPUTS[output](pred.to(eps.dtype), eps)  # the output in full precision
     if "mask" in batch:
         err = err * batch["mask"]
     return err.flatten(1).mean(1)

@@ -172,7 +172,7 @@ class FactoredProjector(Projector):
         k_in, fan = p_in.shape
 
         def forward_hook(module: nn.Module, inputs: tuple[Tensor, ...], out: Tensor) -> None:
-            x = inputs[0].detach()
+            x = inputs[0].detach().to(p_in.dtype)  # float32 accumulation under autocast
             bias_col = p_in[:, -1] if module.bias is not None else None
             w_in = p_in[:, : fan - int(module.bias is not None)]
             batch = x.shape[0]
@@ -186,6 +186,7 @@ class FactoredProjector(Projector):
                 out.requires_grad_(True)
 
             def backward_hook(g: Tensor) -> None:
+                g = g.to(p_out.dtype)
                 if isinstance(module, nn.Conv2d):
                     d = torch.einsum("bchw,kc->bhwk", g, p_out).reshape(batch, -1, p_out.shape[0])
                 else:
