@@ -3,6 +3,7 @@
 #   make test   - the whole test suite
 #   make lint   - ruff and snakemake --lint
 #   make bench  - featurization and scoring benchmarks
+#   make gpu-smoke - train/featurize the paper-scale models on a GPU (skipped without CUDA)
 #   make report - the HTML report of the last run
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -13,7 +14,7 @@ STAMP := $(VENV)/.installed
 CORES ?= all
 ARGS ?=
 
-.PHONY: run test lint bench report clean-results install
+.PHONY: run test lint bench gpu-smoke report install
 
 install: $(STAMP)
 
@@ -44,3 +45,6 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[bench]" torch==2.13.0
 	$(BIN)/python benchmarks/featurize.py $(ARGS)
 	$(BIN)/python benchmarks/scoring.py
+
+gpu-smoke: $(STAMP)
+	$(BIN)/python benchmarks/gpu_smoke.py $(ARGS)

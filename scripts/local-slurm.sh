@@ -3,30 +3,35 @@
 # start: installs slurmctld/slurmd/munge from the distribution when absent (needs root + apt),
 # writes a private slurm.conf (accounting off) under $SLURM_CI_DIR, starts munged, slurmctld and
 # slurmd, and waits until the node is idle. Prints the SLURM_CONF to export. stop: kills the
-# daemons it started, by their PID files. Exit 3 = Slurm cannot be started here (reason on stderr).
+# daemons it started, by their PID files. Exit 3 = Slurm cannot be set up on this machine (no
+# root, no apt, the install failed: reason on stderr); exit 1 = the daemons failed to start.
+# $SLURM_CI_DIR must be a path the slurm user can reach (not inside a 0700 folder).
 set -euo pipefail
 DIR=${SLURM_CI_DIR:-/tmp/diffattr-slurm}
 CONF=$DIR/slurm.conf
 cmd=${1:-status}
 
-fail() { echo "local-slurm: $*" >&2; exit 3; }
+unavailable() { echo "local-slurm: $*" >&2; exit 3; }
+fail() { echo "local-slurm: $*" >&2; exit 1; }
 
 install() {
   command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v munged >/dev/null \
     && command -v sbatch >/dev/null && return 0
-  [ "$(id -u)" = 0 ] || fail "slurm is not installed and installing it needs root"
-  command -v apt-get >/dev/null || fail "slurm is not installed and apt-get is not available"
+  [ "$(id -u)" = 0 ] || unavailable "slurm is not installed and installing it needs root"
+  command -v apt-get >/dev/null || unavailable "slurm is not installed and apt-get is not available"
   export DEBIAN_FRONTEND=noninteractive
-  timeout 300 apt-get update -qq >/dev/null || fail "apt-get update failed"
+  timeout 300 apt-get update -qq >/dev/null || unavailable "apt-get update failed"
   timeout 600 apt-get install -y -qq slurmctld slurmd slurm-client munge >/dev/null \
-    || fail "apt-get install slurmctld slurmd slurm-client munge failed"
+    || unavailable "apt-get install slurmctld slurmd slurm-client munge failed"
 }
 
 start() {
   install
-  [ "$(id -u)" = 0 ] || fail "starting slurmd needs root"
+  [ "$(id -u)" = 0 ] || unavailable "starting slurmd needs root"
   mkdir -p "$DIR"/{state,spool,log,run} /run/munge
-  chown -R slurm:slurm "$DIR" 2>/dev/null || fail "no slurm user (package postinst did not run)"
+  chmod 755 "$DIR"
+  chown -R slurm:slurm "$DIR" 2>/dev/null || unavailable "no slurm user (package postinst did not run)"
+  runuser -u slurm -- test -w "$DIR/state" || fail "the slurm user cannot write $DIR (a 0700 parent?)"
   chown munge:munge /run/munge
   [ -f /etc/munge/munge.key ] || fail "/etc/munge/munge.key missing"
   local host cpus mem
@@ -60,12 +65,13 @@ PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 CONF
   chown slurm:slurm "$CONF"
   if ! munge -n >/dev/null 2>&1; then
-    runuser -u munge -- /usr/sbin/munged --pid-file=/run/munge/munged.pid 2>/dev/null \
-      || runuser -u munge -- /usr/sbin/munged || fail "munged did not start"
+    # daemons must not hold the caller's stdout/stderr open (a caller reading them would hang)
+    runuser -u munge -- /usr/sbin/munged --pid-file=/run/munge/munged.pid </dev/null >/dev/null 2>&1 \
+      || runuser -u munge -- /usr/sbin/munged </dev/null >/dev/null 2>&1 || fail "munged did not start"
     echo started > "$DIR/run/munged.ours"
   fi
-  /usr/sbin/slurmctld -f "$CONF" || fail "slurmctld did not start (see $DIR/log)"
-  /usr/sbin/slurmd -f "$CONF" || fail "slurmd did not start (see $DIR/log)"
+  /usr/sbin/slurmctld -f "$CONF" </dev/null >/dev/null 2>&1 || fail "slurmctld did not start (see $DIR/log)"
+  /usr/sbin/slurmd -f "$CONF" </dev/null >/dev/null 2>&1 || fail "slurmd did not start (see $DIR/log)"
   for _ in $(seq 120); do
     if SLURM_CONF=$CONF sinfo -h -o %T 2>/dev/null | grep -qx idle; then
       echo "SLURM_CONF=$CONF"

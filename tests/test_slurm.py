@@ -9,6 +9,8 @@ equal the local --cores run's bit for bit.
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -21,13 +23,13 @@ SCRIPT = REPO / "scripts" / "local-slurm.sh"
 
 
 @pytest.fixture(scope="module")
-def slurm_conf(tmp_path_factory):
+def slurm_conf():
     try:
         import snakemake_executor_plugin_slurm  # noqa: F401
     except ImportError:
         pytest.skip("snakemake-executor-plugin-slurm is not installed (pip install -e '.[slurm]')")
-    state = tmp_path_factory.mktemp("slurm")
-    env = workflow_env(SLURM_CI_DIR=str(state))
+    state = f"/tmp/diffattr-slurm-{os.getpid()}"  # reachable by the slurm user
+    env = workflow_env(SLURM_CI_DIR=state)
     proc = subprocess.run(
         ["bash", str(SCRIPT), "start"], capture_output=True, text=True, timeout=900, env=env
     )
@@ -37,6 +39,7 @@ def slurm_conf(tmp_path_factory):
     conf = proc.stdout.strip().splitlines()[-1].split("=", 1)[1]
     yield conf
     subprocess.run(["bash", str(SCRIPT), "stop"], timeout=60, env=env)
+    shutil.rmtree(state, ignore_errors=True)
 
 
 def squeue(env) -> list[tuple[str, str]]:

@@ -67,7 +67,16 @@ def test_killed_run_resumes_to_identical_scores(finished, tmp_path):
     cwd = workdir(tmp_path)
     env = workflow_env()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "config/test.yaml"],
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--cores",
+            "2",
+            "--configfile",
+            "config/test.yaml",
+            "attribution",
+        ],
         cwd=cwd,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -80,7 +89,7 @@ def test_killed_run_resumes_to_identical_scores(finished, tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (cwd / RUN / "scores").exists()
-    snakemake(cwd, "--rerun-incomplete")
+    snakemake(cwd, "--rerun-incomplete", "attribution")
     first, second = scores(finished), scores(cwd)
     assert first.keys() == second.keys() and len(first) == 5
     for method in first:
@@ -95,3 +104,38 @@ def test_schema_rejects_broken_config(tmp_path):
     assert proc.returncode != 0
     text = proc.stdout + proc.stderr
     assert "-4 is less than the minimum of 1" in text
+
+
+def test_lds_and_counterfactual_reports(finished):
+    import pandas as pd
+
+    run = finished / RUN
+    lds = pd.read_csv(run / "reports" / "lds.csv")
+    expected = [
+        "method",
+        "step",
+        "lds",
+        "ci_low",
+        "ci_high",
+        "null_high",
+        "ceiling",
+        "n_targets",
+        "n_subsets",
+        "n_seeds",
+        "lambda",
+    ]
+    assert set(expected) <= set(lds.columns)
+    assert set(lds.method) == {"journey_trak", "trak", "dtrak", "pixel_similarity", "random"}
+    assert (lds.n_subsets == 4).all() and (lds.n_seeds == 2).all()
+    assert lds.lds.between(-1, 1).all() and (lds.ci_low <= lds.ci_high).all()
+    assert set(lds.ground_truth) == {"f_t", "final_loss"}
+    assert (run / "figures" / "lds.png").stat().st_size > 10_000
+    cf = pd.read_csv(run / "reports" / "counterfactual.csv")
+    assert set(cf.method) == {"journey_trak", "pixel_similarity", "random"}
+    assert set(cf.metric) == {"l2", "prob_drop", "frechet"} and set(cf.protocol) == {"a", "b"}
+    assert cf.classifier_accuracy.iloc[0] > 0.8
+    assert not cf.loc[cf.method == "random", "counts"].any()
+    emergence = pd.read_csv(run / "reports" / "emergence.csv")
+    assert emergence.probability.between(0, 1).all()
+    for name in ["counterfactual_metrics.png", "counterfactual_samples.png", "emergence.png"]:
+        assert (run / "figures" / name).exists()

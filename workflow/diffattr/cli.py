@@ -33,12 +33,8 @@ def _setup(args: argparse.Namespace) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def member_name(model_index: int, checkpoint: str) -> str:
-    """Ensemble member id, e.g. ``m0_final`` or ``m1_step-500``."""
-    return f"m{model_index}_{checkpoint}"
-
-
 def parse_member(name: str) -> tuple[int, str]:
+    """``m<index>_<checkpoint>`` (e.g. ``m0_final``, ``m1_step-500``) → (index, checkpoint)."""
     head, _, checkpoint = name.partition("_")
     if not head.startswith("m") or not head[1:].isdigit() or not checkpoint:
         raise ConfigError(f"bad ensemble member name {name!r}; expected m<index>_<checkpoint>")
@@ -465,21 +461,20 @@ def cmd_score(args: argparse.Namespace) -> None:
 
 
 def cmd_figure_attributions(args: argparse.Namespace) -> None:
-    from .data import load_prepared
+    import h5py
+
+    from .data import decode_latents, load_prepared
     from .figures import attribution_grid, save
     from .scoring import read_scores
+    from .storage import atomic_path
 
     cfg = _cfg(args)
     data = load_prepared(args.data)
     result = read_scores(args.scores)
-    import h5py
-
     with h5py.File(args.targets, "r") as f:
         x0_hat = f["x0_hat"][()]
     train_images = data.images
     if data.conditional:  # latents: decode what is shown with the dataset's VAE
-        from .data import decode_latents
-
         top = int(cfg["figures"]["top_k"])
         order = np.argsort(result["scores"], axis=-1)
         shown = np.unique(np.concatenate([order[..., :top].ravel(), order[..., -top:].ravel()]))
@@ -488,11 +483,8 @@ def cmd_figure_attributions(args: argparse.Namespace) -> None:
         train_images[shown] = decoded
         flat = decode_latents(data.config, x0_hat.reshape(-1, *x0_hat.shape[2:]))
         x0_hat = flat.reshape(*x0_hat.shape[:2], *flat.shape[1:])
-    out = Path(args.out)
-    from .storage import atomic_path
-
     n = min(int(cfg["figures"]["n_targets"]), len(result["target_ids"]))
-    with atomic_path(out) as tmp:
+    with atomic_path(args.out) as tmp:
         tmp.mkdir(parents=True)
         for j in range(n):
             fig = attribution_grid(

@@ -176,12 +176,15 @@ class FactoredProjector(Projector):
             bias_col = p_in[:, -1] if module.bias is not None else None
             w_in = p_in[:, : fan - int(module.bias is not None)]
             batch = x.shape[0]
-            if isinstance(module, nn.Conv2d):
-                kernel = w_in.reshape(k_in, *module.weight.shape[1:])
-                a = F.conv2d(x, kernel, bias_col, module.stride, module.padding, module.dilation)
-                a = a.flatten(2).transpose(1, 2)
-            else:
-                a = F.linear(x, w_in, bias_col).reshape(batch, -1, k_in)
+            with torch.autocast(x.device.type, enabled=False):
+                if isinstance(module, nn.Conv2d):
+                    kernel = w_in.reshape(k_in, *module.weight.shape[1:])
+                    a = F.conv2d(
+                        x, kernel, bias_col, module.stride, module.padding, module.dilation
+                    )
+                    a = a.flatten(2).transpose(1, 2)
+                else:
+                    a = F.linear(x, w_in, bias_col).reshape(batch, -1, k_in)
             if not out.requires_grad:
                 out.requires_grad_(True)
 
