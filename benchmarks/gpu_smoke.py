@@ -17,7 +17,6 @@ import sys
 import tempfile
 import time
 import warnings
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -55,12 +54,31 @@ def bench_model(name, cfg, images, cond, device, steps, examples, K):
     conditions = None if cond is None else torch.from_numpy(cond)
     null = None if cond is None else torch.zeros(cond.shape[2:])
     for precision, n in (("bf16", steps), ("fp32", max(20, steps // 5))):
-        recipe = TrainConfig(steps=n, batch_size=128, lr=1e-4, warmup_steps=10, ema_decay=0.9999,
-                             log_every=10**9, precision=precision)
-        train(model, sched, x[:8], TrainConfig(steps=3, batch_size=128), 0, progress=False,
-              conditions=conditions if conditions is None else conditions[:8], null_condition=null)
-        dt = timed(lambda r=recipe: train(model, sched, x, r, 1, progress=False,
-                                          conditions=conditions, null_condition=null), device)
+        recipe = TrainConfig(
+            steps=n,
+            batch_size=128,
+            lr=1e-4,
+            warmup_steps=10,
+            ema_decay=0.9999,
+            log_every=10**9,
+            precision=precision,
+        )
+        train(
+            model,
+            sched,
+            x[:8],
+            TrainConfig(steps=3, batch_size=128),
+            0,
+            progress=False,
+            conditions=conditions if conditions is None else conditions[:8],
+            null_condition=null,
+        )
+        dt = timed(
+            lambda r=recipe: train(
+                model, sched, x, r, 1, progress=False, conditions=conditions, null_condition=null
+            ),
+            device,
+        )
         out[f"train_{precision}_steps_per_s"] = n / dt
         print(f"{name}: train {precision} {n / dt:.2f} steps/s (batch 128)", flush=True)
     model.eval()
@@ -69,32 +87,44 @@ def bench_model(name, cfg, images, cond, device, steps, examples, K):
     B = max(1, 256 // K)  # examples per batch → about 256 rows
     g = torch.Generator().manual_seed(0)
     for precision in ("fp32", "bf16"):
+
         def featurize(precision=precision):
             for lo in range(0, examples, B):
                 rows = B * K
-                batch = {"x0": x[lo % len(x):][:B].repeat_interleave(K, 0)[:rows],
-                         "t": torch.randint(1000, (rows,), generator=g),
-                         "eps": torch.randn(rows, *shape, generator=g)}
+                batch = {
+                    "x0": x[lo % len(x) :][:B].repeat_interleave(K, 0)[:rows],
+                    "t": torch.randint(1000, (rows,), generator=g),
+                    "eps": torch.randn(rows, *shape, generator=g),
+                }
                 if cond is not None:
                     batch["cond"] = conditions[:B, 0].float().repeat_interleave(K, 0)[:rows]
                 project_rows(model, proj, alphas, "loss", batch, K, precision)
+
         featurize()
         out[f"featurize_{precision}_rows_per_s"] = examples * K / timed(featurize, device)
-        print(f"{name}: featurize {precision} {out[f'featurize_{precision}_rows_per_s']:.0f} "
-              f"example·timesteps/s (k={proj.dim})", flush=True)
+        print(
+            f"{name}: featurize {precision} {out[f'featurize_{precision}_rows_per_s']:.0f} "
+            f"example·timesteps/s (k={proj.dim})",
+            flush=True,
+        )
     for q in model.parameters():
         q.requires_grad_(True)
 
     def floor():
-        for lo in range(0, examples, B):
+        for _ in range(0, examples, B):
             rows = B * K
             x0 = x[:B].repeat_interleave(K, 0).to(device)
             t = torch.randint(1000, (rows,), device=device)
             eps = torch.randn_like(x0)
-            c = None if cond is None else conditions[:B, 0].float().repeat_interleave(K, 0).to(device)
+            c = (
+                None
+                if cond is None
+                else conditions[:B, 0].float().repeat_interleave(K, 0).to(device)
+            )
             model.zero_grad(set_to_none=True)
             pred = predict_noise(model, add_noise(alphas, x0, t, eps), t, c)
             torch.nn.functional.mse_loss(pred, eps).backward()
+
     floor()
     out["floor_fp32_rows_per_s"] = examples * K / timed(floor, device)
     return out
@@ -105,7 +135,12 @@ def estimate(cfg: dict, r: dict, n_train: int) -> dict:
     subset models, counterfactual models, at the measured bf16 rates."""
     train_rate = r["train_bf16_steps_per_s"]
     feat_rate = r["featurize_bf16_rows_per_s"]
-    t, a, lds, cf = cfg["train"], cfg["attribution"], cfg.get("lds", {}), cfg.get("counterfactual", {})
+    t, a, lds, cf = (
+        cfg["train"],
+        cfg["attribution"],
+        cfg.get("lds", {}),
+        cfg.get("counterfactual", {}),
+    )
     outputs = 2 if "dtrak" in a["methods"] else 1
     hours = {
         "train": t["ensemble"] * t["steps"] / train_rate / 3600,
@@ -138,22 +173,38 @@ def main() -> None:
     from synthetic import write_cifar_archive
 
     print(f"# {torch.cuda.get_device_name(device)}, torch {torch.__version__}")
-    cfgs = {n: yaml.safe_load((ROOT / "config" / f"{n}.yaml").read_text())
-            for n in ("cifar10", "cifar2", "mscoco")}
+    cfgs = {
+        n: yaml.safe_load((ROOT / "config" / f"{n}.yaml").read_text())
+        for n in ("cifar10", "cifar2", "mscoco")
+    }
     with tempfile.TemporaryDirectory() as tmp:
         archive = write_cifar_archive(Path(tmp) / "cifar-10-binary.tar.gz", "binary", 1024, 16)
         data = prepare({"name": "cifar10", "root": str(archive)})
     print(f"synthetic CIFAR-10 archive read: {data.images.shape}")
-    results = [bench_model("cifar10", cfgs["cifar10"], data.images, None, device,
-                           args.train_steps, args.examples, args.K)]
+    results = [
+        bench_model(
+            "cifar10",
+            cfgs["cifar10"],
+            data.images,
+            None,
+            device,
+            args.train_steps,
+            args.examples,
+            args.K,
+        )
+    ]
     rng = np.random.default_rng(0)
     latents = rng.standard_normal((1024, 4, 16, 16)).astype(np.float32)
     text = rng.standard_normal((1024, 1, 77, 1024)).astype(np.float16)
-    results.append(bench_model("mscoco", cfgs["mscoco"], latents, text, device,
-                               args.train_steps, args.examples, args.K))
+    results.append(
+        bench_model(
+            "mscoco", cfgs["mscoco"], latents, text, device, args.train_steps, args.examples, args.K
+        )
+    )
     for r in results:
-        print(" ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}"
-                       for k, v in r.items()))
+        print(
+            " ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items())
+        )
     sizes = {"cifar10": 50000, "cifar2": 5000, "mscoco": 118287}
     for name, cfg in cfgs.items():
         r = results[1] if name == "mscoco" else results[0]

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # A one-node Slurm on this machine, for tests:  scripts/local-slurm.sh start|stop|status
 # start: installs slurmctld/slurmd/munge from the distribution when absent (needs root + apt),
-# writes a private slurm.conf (accounting off) under $SLURM_CI_DIR, starts munged, slurmctld and
+# writes a one-node /etc/slurm/slurm.conf (accounting off; state under $SLURM_CI_DIR), starts munged, slurmctld and
 # slurmd, and waits until the node is idle. Prints the SLURM_CONF to export. stop: kills the
 # daemons it started, by their PID files. Exit 3 = Slurm cannot be set up on this machine (no
 # root, no apt, the install failed: reason on stderr); exit 1 = the daemons failed to start.
 # $SLURM_CI_DIR must be a path the slurm user can reach (not inside a 0700 folder).
 set -euo pipefail
 DIR=${SLURM_CI_DIR:-/tmp/diffattr-slurm}
-CONF=$DIR/slurm.conf
+# Job steps (srun inside an allocation) read the default config path, so the config lives there;
+# an existing config of another cluster is never overwritten.
+CONF=/etc/slurm/slurm.conf
 cmd=${1:-status}
 
 unavailable() { echo "local-slurm: $*" >&2; exit 3; }
@@ -34,6 +36,10 @@ start() {
   runuser -u slurm -- test -w "$DIR/state" || fail "the slurm user cannot write $DIR (a 0700 parent?)"
   chown munge:munge /run/munge
   [ -f /etc/munge/munge.key ] || fail "/etc/munge/munge.key missing"
+  if [ -f "$CONF" ] && ! grep -q "^ClusterName=diffattrci" "$CONF"; then
+    unavailable "$CONF belongs to another Slurm cluster; not touching it"
+  fi
+  mkdir -p /etc/slurm
   local host cpus mem
   host=$(hostname -s); cpus=$(nproc)
   mem=$(slurmd -C | sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p')

@@ -62,8 +62,7 @@ def test_slurm_run_equals_local_and_resumes_after_a_cancelled_job(slurm_conf, lo
         "snakemake",
         "--profile",
         "profiles/slurm-ci",
-        "--configfile",
-        "config/test.yaml",
+        "--configfile=config/test.yaml",
         "attribution",
     ]
     start = time.time()
