@@ -60,6 +60,9 @@ def run_blockwise(root: Path, block: int) -> dict:
 
 
 def run_oneshot(root: Path) -> dict:
+    import diffattr.scoring  # noqa: F401  (same imports as the blockwise child: same baseline)
+    import torch  # noqa: F401
+
     t0 = time.perf_counter()
     phi = np.concatenate([h5py.File(p)["features"][()] for p in sorted(root.glob("shard*.h5"))])
     phi = phi.astype(np.float64)
@@ -73,6 +76,8 @@ def run_oneshot(root: Path) -> dict:
 
 
 def child(mode: str, root: str, block: int) -> None:
+    import torch  # noqa: F401  (both children carry torch's baseline memory)
+
     result = run_blockwise(Path(root), block) if mode == "blockwise" else run_oneshot(Path(root))
     result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(result))
