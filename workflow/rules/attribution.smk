@@ -8,7 +8,9 @@ rule featurize_train:
     output:
         f"{RUN}/features/train/{{output}}/{{member}}/shard{{shard}}.h5",
     params:
-        cfg=cfg_json("seed", "device", "dataset", "attribution"),
+        cfg=cfg_json(
+            "seed", "device", "dataset", attribution=["K", "batch_size", "projection", "precision"]
+        ),
         shards=len(SHARDS),
     log:
         f"{RUN}/logs/featurize_train/{{output}}-{{member}}-{{shard}}.log",
@@ -30,7 +32,7 @@ rule kernel:
     output:
         f"{RUN}/kernels/{{output}}/{{member}}.h5",
     params:
-        cfg=cfg_json("attribution"),
+        cfg=cfg_json(attribution=["lambda", "block_size"]),
     log:
         f"{RUN}/logs/kernel/{{output}}-{{member}}.log",
     threads: 1
@@ -51,7 +53,9 @@ rule featurize_targets:
     output:
         f"{RUN}/features/targets/{{method}}/{{member}}.h5",
     params:
-        cfg=cfg_json("seed", "device", "attribution"),
+        cfg=cfg_json(
+            "seed", "device", attribution=["K", "R", "batch_size", "projection", "precision"]
+        ),
     log:
         f"{RUN}/logs/featurize_targets/{{method}}-{{member}}.log",
     threads: 1
@@ -72,7 +76,7 @@ rule score:
     output:
         f"{RUN}/scores/{{method}}.h5",
     params:
-        cfg=cfg_json("seed", "attribution"),
+        cfg=cfg_json("seed", attribution=["lambda", "K", "R", "block_size"]),
     log:
         f"{RUN}/logs/score/{{method}}.log",
     threads: 1

@@ -3,7 +3,7 @@ import json
 
 from snakemake.utils import validate
 
-from diffattr.methods import get_method, train_outputs
+from diffattr.methods import get_method
 
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -44,16 +44,30 @@ wildcard_constraints:
     shard=r"\d+",
 
 
-def cfg_json(*sections):
-    """The config sections a rule needs, as JSON (changes to other sections do not rerun it)."""
-    return json.dumps({s: config[s] for s in sections}, sort_keys=True)
+def cfg_json(*sections, **keys):
+    """Config passed to a job as JSON params: whole ``sections`` plus, per keyword, only the
+    listed keys of that section. Snakemake reruns a job when its params change, so each job gets
+    only what it reads (adding a method or a figure option retrains nothing)."""
+    cfg = {s: config[s] for s in sections}
+    cfg.update({s: {k: config[s][k] for k in ks if k in config[s]} for s, ks in keys.items()})
+    return json.dumps(cfg, sort_keys=True)
+
+
+TRAIN_KEYS = ["steps", "batch_size", "lr", "warmup_steps", "ema_decay", "log_every",
+              "checkpoints", "p_uncond", "precision"]
+
+
+def train_cfg(overrides=None):
+    """A model's recipe (not the ensemble size), optionally with overrides (``lds.train``)."""
+    cfg = json.loads(cfg_json("seed", "device", "dataset", "model", "diffusion",
+                              train=TRAIN_KEYS))
+    cfg["train"].update(overrides or {})
+    return json.dumps(cfg, sort_keys=True)
 
 
 def subset_train_cfg():
     """The subset models' recipe: the full-model recipe with ``lds.train`` overrides."""
-    cfg = {k: config[k] for k in ("seed", "device", "dataset", "model", "diffusion")}
-    cfg["train"] = {**config["train"], **LDS["train"]}
-    return json.dumps(cfg, sort_keys=True)
+    return train_cfg(LDS["train"])
 
 
 def model_dir_of(wildcards):

@@ -8,7 +8,7 @@ rule train_classifier:
     output:
         directory(f"{RUN}/classifier"),
     params:
-        cfg=cfg_json("seed", "counterfactual"),
+        cfg=cfg_json("seed", counterfactual=["classifier"]),
     log:
         f"{RUN}/logs/train_classifier.log",
     threads: 1
@@ -42,7 +42,7 @@ rule emergence:
             subcategory="Feature emergence",
         ),
     params:
-        cfg=cfg_json("seed", "targets", "counterfactual"),
+        cfg=cfg_json("seed", "targets", counterfactual=["samples"]),
     log:
         f"{RUN}/logs/emergence.log",
     threads: 1
@@ -65,7 +65,7 @@ rule cf_plan:
     output:
         f"{RUN}/counterfactual/plan.h5",
     params:
-        cfg=cfg_json("seed", "counterfactual"),
+        cfg=cfg_json("seed", counterfactual=["targets", "steps", "methods", "k"]),
         cases=len(CF_CASES),
     log:
         f"{RUN}/logs/cf_plan.log",
@@ -86,7 +86,7 @@ rule train_cf_model:
     output:
         directory(f"{RUN}/counterfactual/models/c{{case}}"),
     params:
-        cfg=cfg_json("seed", "device", "dataset", "model", "diffusion", "train"),
+        cfg=train_cfg(),
     log:
         f"{RUN}/logs/train_cf_model/c{{case}}.log",
     threads: 1
@@ -107,7 +107,7 @@ rule train_cf_floor:
     output:
         directory(f"{RUN}/counterfactual/models/floor"),
     params:
-        cfg=cfg_json("seed", "device", "dataset", "model", "diffusion", "train"),
+        cfg=train_cfg(),
     log:
         f"{RUN}/logs/train_cf_floor.log",
     threads: 1
@@ -132,7 +132,7 @@ rule cf_resample:
     wildcard_constraints:
         name=r"c\d+|floor",
     params:
-        cfg=cfg_json("seed", "targets", "counterfactual"),
+        cfg=cfg_json("seed", "targets", counterfactual=["samples", "delta"]),
     log:
         f"{RUN}/logs/cf_resample/{{name}}.log",
     threads: 1
@@ -177,7 +177,7 @@ rule cf_report:
             subcategory="Counterfactual",
         ),
     params:
-        cfg=cfg_json("seed", "counterfactual"),
+        cfg=cfg_json("seed", counterfactual=["steps"]),
     log:
         f"{RUN}/logs/cf_report.log",
     conda:

@@ -8,7 +8,7 @@ rule lds_subsets:
     output:
         f"{RUN}/lds/subsets.h5",
     params:
-        cfg=cfg_json("seed", "lds"),
+        cfg=cfg_json("seed", lds=["tuning", "reporting", "alpha"]),
     log:
         f"{RUN}/logs/lds_subsets.log",
     conda:
@@ -49,7 +49,7 @@ rule ground_truth:
     output:
         f"{RUN}/lds/ground_truth/s{{subset}}.h5",
     params:
-        cfg=cfg_json("seed", "device", "lds"),
+        cfg=cfg_json("seed", "device", lds=["draws", "final_timesteps", "final_noise"]),
     log:
         f"{RUN}/logs/ground_truth/s{{subset}}.log",
     threads: 1

@@ -23,7 +23,7 @@ rule train_model:
     output:
         directory(f"{RUN}/models/m{{model}}"),
     params:
-        cfg=cfg_json("seed", "device", "dataset", "model", "diffusion", "train"),
+        cfg=train_cfg(),
     log:
         f"{RUN}/logs/train_model/m{{model}}.log",
     threads: 1
@@ -44,7 +44,7 @@ rule sample_targets:
     output:
         f"{RUN}/targets.h5",
     params:
-        cfg=cfg_json("seed", "device", "targets", "attribution"),
+        cfg=cfg_json("seed", "device", "targets", attribution=["steps"]),
     log:
         f"{RUN}/logs/sample_targets.log",
     threads: 1
