@@ -88,6 +88,7 @@ def test_killed_run_resumes_to_identical_scores(finished, tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (cwd / RUN / "scores").exists()
+    snakemake(cwd, "--unlock", "attribution")  # a SIGKILLed Snakemake leaves its lock behind
     snakemake(cwd, "--rerun-incomplete", "attribution")
     first, second = scores(finished), scores(cwd)
     assert first.keys() == second.keys() and len(first) == 5
