@@ -33,7 +33,7 @@ report: $(STAMP)
 	snakemake --report report.html $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q -rs --durations=12 $(ARGS)
 
 lint: $(STAMP)
 	ruff check workflow tests benchmarks
