@@ -181,6 +181,14 @@ class TrakScorer:
     def __init__(self, members: Sequence[tuple[FeatureStore, str, np.ndarray, np.ndarray]]):
         self.members = members
         self._cache: tuple[tuple[int, int, int], list[np.ndarray]] | None = None
+        self._phi: dict[int, np.ndarray] = {}
+
+    def _dual_phi(self, store: FeatureStore) -> np.ndarray:
+        """All of Φ in float64, read once per member (the dual form needs it whole anyway)."""
+        key = id(store)
+        if key not in self._phi:
+            self._phi[key] = store.read(0, store.n).astype(np.float64)
+        return self._phi[key]
 
     def _weights(self, s: int, targets: slice) -> list[np.ndarray]:
         key = (s, targets.start, targets.stop)
@@ -191,7 +199,7 @@ class TrakScorer:
                 if form == "primal":
                     weights.append(matrix @ q)  # A ψ: (k, tb)
                 else:  # dual: (ΦΦᵀ+λI)⁻¹ Φ ψ, all n rows at once (small n only)
-                    weights.append(matrix @ (store.read(0, store.n).astype(np.float64) @ q))
+                    weights.append(matrix @ (self._dual_phi(store) @ q))
             self._cache = (key, weights)
         return self._cache[1]
 
