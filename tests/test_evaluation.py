@@ -14,6 +14,7 @@ from diffattr.evaluation import (
     shared_null,
     spearman_rows,
     split_half_reliability,
+    variance_components,
 )
 from diffattr.features import rows_batch, target_draws
 from diffattr.outputs import evaluate
@@ -86,6 +87,33 @@ def test_split_half_reliability_bounds():
     noise = rng.standard_normal((4, 3, 16))
     assert abs(split_half_reliability(noise)) < 0.6
     assert np.isnan(split_half_reliability(same[:1]))
+
+
+def test_variance_components_recover_known_subset_and_noise_variances():
+    rng = np.random.default_rng(8)
+    seeds, targets, m = 4, 3, 4000
+    subset = 0.5 * rng.standard_normal((1, targets, m))  # σ²_a = 0.25, one per target
+    seed_shift = 100.0 * rng.standard_normal((seeds, 1, 1))  # shared by all subsets: harmless
+    noise = rng.standard_normal((seeds, targets, m))  # σ²_e = 1
+    out = variance_components(subset + seed_shift + noise)
+    assert out["subset_var"] == pytest.approx(0.25, rel=0.1)
+    assert out["noise_var"] == pytest.approx(1.0, rel=0.05)
+    assert out["reliability"] == pytest.approx(0.25 / (0.25 + 1 / seeds), rel=0.1)
+    assert out["seeds_for_half"] == pytest.approx(4.0, rel=0.15)
+    assert out["common_share"] == pytest.approx(1 / targets, abs=0.05)
+    shared = variance_components(np.broadcast_to(subset[:, :1], (seeds, targets, m)) + seed_shift)
+    assert shared["common_share"] == pytest.approx(1.0)
+    assert shared["noise_var"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_variance_components_two_seeds_equal_half_the_difference_variance():
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((2, 5, 30))
+    out = variance_components(x)
+    d = x[0] - x[1]
+    assert out["noise_var"] == pytest.approx(np.mean(d.var(-1, ddof=1) / 2))
+    ms_a = 2 * x.mean(0).var(-1, ddof=1)
+    assert out["subset_var"] == pytest.approx(np.mean((ms_a - d.var(-1, ddof=1) / 2) / 2))
 
 
 def test_ridge_path_equals_explicit_kernel_formula():

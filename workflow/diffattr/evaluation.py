@@ -95,6 +95,40 @@ def split_half_reliability(per_seed: np.ndarray) -> float:
     return 2 * r / (1 + r) if r > 0 else 0.0
 
 
+def variance_components(per_seed: np.ndarray) -> dict:
+    """Why a ground truth is (un)reliable: two-way decomposition per target, pooled over targets.
+
+    ``per_seed`` (seeds S, targets, subsets m). For each target, f_js = μ + a_j + b_s + e_js
+    (subset effect a, seed effect b shared by all subsets — common random numbers —, interaction
+    e). With MS_a = S·Var_j(f̄_j·) and MS_e = Σ e²/((m−1)(S−1)):
+    σ²_a = (MS_a − MS_e)/S, σ²_e = MS_e; the S-seed mean has reliability σ²_a/(σ²_a + σ²_e/S),
+    and reaching reliability ρ takes S_ρ = ρ/(1−ρ)·σ²_e/σ²_a seeds. ``common_share``: the part of
+    the across-subset variance of f̄ that is one component shared by all targets.
+    """
+    seeds, _, m = per_seed.shape
+    if seeds < 2 or m < 3:
+        nan = float("nan")
+        return dict.fromkeys(
+            ["subset_var", "noise_var", "reliability", "seeds_for_half", "common_share"], nan
+        )
+    x = per_seed - per_seed.mean((0, 2), keepdims=True)
+    row = x.mean(0)  # (targets, subsets): the seed average
+    resid = x - row[None] - x.mean(2, keepdims=True)
+    ms_a = seeds * (row**2).sum(-1) / (m - 1)
+    ms_e = (resid**2).sum((0, 2)) / ((m - 1) * (seeds - 1))
+    subset_var = float(np.mean((ms_a - ms_e) / seeds))
+    noise_var = float(np.mean(ms_e))
+    total = subset_var + noise_var / seeds
+    common = row.mean(0)  # (subsets,)
+    return {
+        "subset_var": subset_var,
+        "noise_var": noise_var,
+        "reliability": subset_var / total if total > 0 else float("nan"),
+        "seeds_for_half": noise_var / subset_var if subset_var > 0 else float("inf"),
+        "common_share": float((common**2).sum() / (row**2).sum(-1).mean()),
+    }
+
+
 def ridge_path(phi: np.ndarray, psi: np.ndarray, lambdas: Sequence[float]) -> np.ndarray:
     """Scores Φ(ΦᵀΦ + λ_abs I)⁻¹ψ for several relative ridges at the cost of one SVD.
 
@@ -260,6 +294,11 @@ def lds_table(inputs: dict, cfg: dict):
         [],
         {"methods": {}, "n_tuning": int(tune.sum()), "n_reporting": int(report.sum())},
     )
+    # Diagnostics over all subsets (nothing is tuned on them): where the ground-truth noise is.
+    details["ground_truth_variance"] = {
+        **{str(step): variance_components(per_seed[:, s]) for s, step in enumerate(steps)},
+        "final_loss": variance_components(final_per_seed),
+    }
     lambdas = [float(v) for v in lds_cfg["lambdas"]]
     for method, result in sorted(inputs["scores"].items()):
         attrs = result["attrs"]

@@ -1,6 +1,7 @@
 # Config validation, path naming and input functions: every path of the workflow is named here.
 import json
 
+from snakemake.logging import logger
 from snakemake.utils import validate
 
 from diffattr.methods import get_method
@@ -34,6 +35,12 @@ if CF["enabled"] and config["dataset"]["name"] == "mscoco":
     )
 if CF["enabled"] and CF["targets"] > config["targets"]["n"]:
     raise ValueError("counterfactual.targets exceeds targets.n")
+if LDS["enabled"] and LDS["train"].get("steps", config["train"]["steps"]) != config["train"]["steps"]:
+    # lds.train is merged over config/config.yaml's, so a quick override there is inherited.
+    logger.warning(
+        f"LDS subset models train {LDS['train']['steps']} steps, the full models "
+        f"{config['train']['steps']} (lds.train.steps); set it in your config to change that"
+    )
 
 
 wildcard_constraints:
