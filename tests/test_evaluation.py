@@ -10,7 +10,7 @@ from diffattr.evaluation import (
     lds,
     make_subsets,
     predictions,
-    ridge_path,
+    ridge_predictions,
     shared_null,
     spearman_rows,
     split_half_reliability,
@@ -66,6 +66,30 @@ def test_bootstrap_interval_agrees_with_scipy_for_one_target():
     assert hi == pytest.approx(res.confidence_interval.high, abs=0.05)
 
 
+def test_batched_bootstrap_and_null_equal_one_at_a_time():
+    """The vectorized bootstrap and null give the numbers of the plain loops over lds()."""
+    from diffattr.seeding import numpy_rng
+
+    rng = np.random.default_rng(3)
+    masks = make_subsets(30, 12, 0.5, seed=2)
+    pred = rng.standard_normal((5, 12))
+    truth = pred + rng.standard_normal((5, 12))
+    truth[0] = 1.0  # a constant row: NaN correlation, skipped by the mean
+    ref_rng = numpy_rng(0, "lds-bootstrap")
+    values = []
+    for _ in range(50):
+        r, c = ref_rng.integers(5, size=5), ref_rng.integers(12, size=12)
+        values.append(lds(pred[np.ix_(r, c)], truth[np.ix_(r, c)]))
+    expected = np.nanpercentile(values, [2.5, 97.5])
+    np.testing.assert_allclose(bootstrap_interval(pred, truth, 50, seed=0, chunk=7), expected)
+    null_rng = numpy_rng(0, "lds-null")
+    loop = [
+        lds(np.broadcast_to(predictions(null_rng.standard_normal(30), masks), (5, 12)), truth)
+        for _ in range(20)
+    ]
+    np.testing.assert_allclose(shared_null(masks, truth, 20, seed=0), loop, rtol=1e-12)
+
+
 def test_random_scores_sit_inside_the_shared_null_band():
     rng = np.random.default_rng(4)
     masks = make_subsets(80, 24, 0.5, seed=1)
@@ -116,14 +140,20 @@ def test_variance_components_two_seeds_equal_half_the_difference_variance():
     assert out["subset_var"] == pytest.approx(np.mean((ms_a - d.var(-1, ddof=1) / 2) / 2))
 
 
-def test_ridge_path_equals_explicit_kernel_formula():
+def test_ridge_predictions_equal_explicit_kernel_formula_streamed_in_blocks():
+    """−M Φ(ΦᵀΦ + λ_abs I)⁻¹ψᵀ, with Φ fed in uneven row blocks, for n > k and n < k."""
     rng = np.random.default_rng(6)
     for n, k in [(30, 8), (10, 25)]:
         phi, psi = rng.standard_normal((n, k)), rng.standard_normal((3, k))
-        lam = 0.3
-        lam_abs = lam * np.trace(phi.T @ phi) / k
-        ref = phi @ np.linalg.solve(phi.T @ phi + lam_abs * np.eye(k), psi.T)
-        np.testing.assert_allclose(ridge_path(phi, psi, [lam])[0], ref.T, rtol=1e-8)
+        masks = make_subsets(n, 7, 0.5, seed=1)
+        lambdas = [0.01, 0.3, 10.0]
+        blocks = [(0, phi[:4]), (4, phi[4:9]), (9, phi[9:])]
+        got = ridge_predictions(iter(blocks), psi, lambdas, masks)
+        assert got.shape == (3, 3, 7)
+        for i, lam in enumerate(lambdas):
+            lam_abs = lam * np.trace(phi.T @ phi) / k
+            tau = phi @ np.linalg.solve(phi.T @ phi + lam_abs * np.eye(k), psi.T)  # (n, q)
+            np.testing.assert_allclose(got[i], predictions(tau.T, masks), rtol=1e-7, atol=1e-9)
 
 
 def test_ground_truth_uses_common_random_numbers(scheduler):

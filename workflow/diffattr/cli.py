@@ -28,7 +28,11 @@ def _cfg(args: argparse.Namespace) -> dict[str, Any]:
 
 def _setup(args: argparse.Namespace) -> None:
     import torch
+    from threadpoolctl import threadpool_limits
 
+    # The job's thread budget for torch and for numpy's BLAS (an unlimited BLAS spins on the
+    # cores of the other jobs Snakemake runs beside this one).
+    threadpool_limits(max(1, args.threads))
     torch.set_num_threads(max(1, args.threads))
     torch.use_deterministic_algorithms(True, warn_only=True)
 
@@ -836,7 +840,7 @@ def _parser() -> argparse.ArgumentParser:
     def add(name: str, fn: Callable[[argparse.Namespace], None], **arguments: dict) -> None:
         p = sub.add_parser(name, help=(fn.__doc__ or "").strip().split("\n")[0])
         p.add_argument("--cfg", default="{}", help="JSON object with the config sections needed")
-        p.add_argument("--threads", type=int, default=1, help="torch threads")
+        p.add_argument("--threads", type=int, default=1, help="torch and BLAS threads")
         p.add_argument("--no-progress", action="store_true", help="hide progress bars")
         for flag, kwargs in arguments.items():
             p.add_argument(f"--{flag.replace('_', '-')}", **kwargs)

@@ -14,12 +14,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from scipy.stats import rankdata
 
 from .seeding import numpy_rng
+
+log = logging.getLogger(__name__)
 
 
 def make_subsets(n: int, count: int, alpha: float, seed: int) -> np.ndarray:
@@ -55,16 +58,25 @@ def lds(pred: np.ndarray, truth: np.ndarray) -> float:
 
 
 def bootstrap_interval(
-    pred: np.ndarray, truth: np.ndarray, draws: int, seed: int, level: float = 0.95
+    pred: np.ndarray,
+    truth: np.ndarray,
+    draws: int,
+    seed: int,
+    level: float = 0.95,
+    chunk: int = 256,
 ) -> tuple[float, float]:
-    """Percentile interval of LDS resampling subsets (columns) and targets (rows) jointly."""
+    """Percentile interval of LDS resampling subsets (columns) and targets (rows) jointly.
+
+    Resample b draws rows then columns from one keyed stream; ``chunk`` resamples are ranked
+    at once (the same numbers as one at a time)."""
     rng = numpy_rng(seed, "lds-bootstrap")
     n_t, n_s = pred.shape
+    picks = [(rng.integers(n_t, size=n_t), rng.integers(n_s, size=n_s)) for _ in range(draws)]
     values = np.empty(draws)
-    for b in range(draws):
-        rows = rng.integers(n_t, size=n_t)
-        cols = rng.integers(n_s, size=n_s)
-        values[b] = lds(pred[np.ix_(rows, cols)], truth[np.ix_(rows, cols)])
+    for lo in range(0, draws, chunk):
+        rows = np.stack([r for r, _ in picks[lo : lo + chunk]])[:, :, None]
+        cols = np.stack([c for _, c in picks[lo : lo + chunk]])[:, None, :]
+        values[lo : lo + chunk] = np.nanmean(spearman_rows(pred[rows, cols], truth[rows, cols]), -1)
     lo, hi = np.nanpercentile(values, [50 * (1 - level), 50 * (1 + level)])
     return float(lo), float(hi)
 
@@ -72,12 +84,22 @@ def bootstrap_interval(
 def shared_null(masks: np.ndarray, truth: np.ndarray, draws: int, seed: int) -> np.ndarray:
     """LDS of ``draws`` random score vectors, each shared by all targets."""
     rng = numpy_rng(seed, "lds-null")
-    n_targets = truth.shape[0]
-    out = np.empty(draws)
-    for d in range(draws):
-        pred = predictions(rng.standard_normal(masks.shape[1]), masks)
-        out[d] = lds(np.broadcast_to(pred, (n_targets, len(pred))), truth)
-    return out
+    scores = np.stack([rng.standard_normal(masks.shape[1]) for _ in range(draws)])
+    return _centred_ranks_corr(predictions(scores, masks), truth)
+
+
+def _centred_ranks_corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Mean over rows of ``b`` of the Spearman correlation of each row of ``a`` with them:
+    (d, m), (t, m) → (d,)."""
+
+    def unit(x: np.ndarray) -> np.ndarray:
+        r = rankdata(x, axis=-1)
+        r -= r.mean(-1, keepdims=True)
+        norm = np.sqrt((r**2).sum(-1, keepdims=True))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(norm > 0, r / norm, np.nan)
+
+    return np.nanmean(unit(a) @ unit(b).T, axis=1)
 
 
 def split_half_reliability(per_seed: np.ndarray) -> float:
@@ -129,20 +151,32 @@ def variance_components(per_seed: np.ndarray) -> dict:
     }
 
 
-def ridge_path(phi: np.ndarray, psi: np.ndarray, lambdas: Sequence[float]) -> np.ndarray:
-    """Scores Φ(ΦᵀΦ + λ_abs I)⁻¹ψ for several relative ridges at the cost of one SVD.
+def ridge_predictions(
+    blocks: Iterable[tuple[int, np.ndarray]],
+    psi: np.ndarray,
+    lambdas: Sequence[float],
+    masks: np.ndarray,
+) -> np.ndarray:
+    """LDS predictions −M τ_λ for several relative ridges without forming the (n-sized) scores.
 
-    With Φ = U S Vᵀ: τ = U diag(S/(S² + λ_abs)) Vᵀψ, λ_abs = λ·‖Φ‖²_F / k.
-    ``phi`` (n, k), ``psi`` (q, k) → (len(lambdas), q, n).
+    τ_λ = Φ(ΦᵀΦ + λ_abs I)⁻¹ψᵀ with λ_abs = λ·‖Φ‖²_F / k, so with ΦᵀΦ = V diag(e) Vᵀ:
+    −M τ_λ = −(MΦV) diag(1/(e + λ_abs)) (ψV)ᵀ. Φ arrives as (first row, rows) blocks and is
+    never held whole: memory O(k² + (m + q)·k), one k × k eigendecomposition.
+    ``psi`` (q, k), ``masks`` (m, n) → (len(lambdas), q, m).
     """
-    phi = phi.astype(np.float64)
-    u, s, vt = np.linalg.svd(phi, full_matrices=False)
-    proj = vt @ psi.astype(np.float64).T  # (r, q)
-    scale = (s**2).sum() / phi.shape[1]
-    out = np.empty((len(lambdas), psi.shape[0], phi.shape[0]))
-    for i, lam in enumerate(lambdas):
-        out[i] = (u @ ((s / (s**2 + lam * scale))[:, None] * proj)).T
-    return out
+    k = psi.shape[1]
+    gram = np.zeros((k, k))
+    m_phi = np.zeros((masks.shape[0], k))
+    for lo, block in blocks:
+        block = np.asarray(block, dtype=np.float64)
+        gram += block.T @ block
+        m_phi += masks[:, lo : lo + len(block)].astype(np.float64) @ block
+    e, v = np.linalg.eigh(gram)
+    e = np.clip(e, 0.0, None)
+    scale = e.sum() / k
+    left = psi.astype(np.float64) @ v  # (q, k)
+    right = m_phi @ v  # (m, k)
+    return np.stack([-(left / (e + lam * scale)) @ right.T for lam in lambdas])
 
 
 def ground_truth(
@@ -240,25 +274,40 @@ def load_lds_inputs(
     }
 
 
-def _ensemble_ridge_path(inputs: dict, method: str, attrs: dict, lambdas: Sequence[float]):
+def _member_predictions(
+    inputs: dict, method: str, attrs: dict, lambdas: Sequence[float], block: int = 8192
+) -> np.ndarray:
+    """Predictions of every ensemble member's scores on every subset, for every λ:
+    (members, lambdas, steps, targets, subsets). The ensemble's prediction is their mean
+    (predictions are linear in the scores)."""
     import h5py
 
     from .scoring import FeatureStore
 
-    total = 0.0
+    out = []
     for member in attrs["members"]:
         store = FeatureStore(inputs["train_features"][(attrs["train_output"], member)])
         with h5py.File(inputs["target_features"][(method, member)], "r") as f:
             psi = f["features"][()]  # (steps, targets, k)
         n_steps, n_targets, k = psi.shape
-        path = ridge_path(store.read(0, store.n), psi.reshape(-1, k), lambdas)
-        total = total + path.reshape(len(lambdas), n_steps, n_targets, -1)
-    return np.asarray(total) / len(attrs["members"])  # (lambdas, steps, targets, n)
+        pred = ridge_predictions(store.blocks(block), psi.reshape(-1, k), lambdas, inputs["masks"])
+        out.append(pred.reshape(len(lambdas), n_steps, n_targets, -1))
+    return np.stack(out)
 
 
-def _per_step_lds(scores: np.ndarray, masks: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """scores (steps, targets, n), truth (steps, targets, subsets) → LDS per step."""
-    return np.array([lds(predictions(scores[s], masks), truth[s]) for s in range(len(scores))])
+def _per_step_lds(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """pred, truth (steps, targets, subsets) → LDS per step."""
+    return np.array([lds(pred[s], truth[s]) for s in range(len(pred))])
+
+
+def _tune_lambda(
+    pred: np.ndarray, truth: np.ndarray, tune: np.ndarray, report: np.ndarray
+) -> tuple[int, list[float], list[float]]:
+    """Index of the λ with the best mean LDS over steps on the tuning subsets; the tuning LDS
+    per λ; the reporting LDS per step at that λ. ``pred`` (lambdas, steps, targets, subsets)."""
+    tuned = [float(np.nanmean(_per_step_lds(p[..., tune], truth[..., tune]))) for p in pred]
+    best = int(np.nanargmax(tuned))
+    return best, tuned, _per_step_lds(pred[best][..., report], truth[..., report]).tolist()
 
 
 def lds_table(inputs: dict, cfg: dict):
@@ -302,20 +351,29 @@ def lds_table(inputs: dict, cfg: dict):
     lambdas = [float(v) for v in lds_cfg["lambdas"]]
     for method, result in sorted(inputs["scores"].items()):
         attrs = result["attrs"]
-        variants = [("config", attrs.get("lambda"), result["scores"])]
+        variants = [("config", attrs.get("lambda"), predictions(result["scores"], masks))]
         if "members" in attrs and tune.sum() >= 3 and lambdas:
-            path = _ensemble_ridge_path(inputs, method, attrs, lambdas)
-            tuned = [
-                float(np.nanmean(_per_step_lds(p, masks[tune], truth[..., tune]))) for p in path
-            ]
-            best = int(np.nanargmax(tuned))
-            variants.insert(0, ("tuned", lambdas[best], path[best]))
+            members = _member_predictions(inputs, method, attrs, lambdas)
+            best, tuned, _ = _tune_lambda(members.mean(0), truth, tune, report)
+            variants.insert(0, ("tuned", lambdas[best], members.mean(0)[best]))
+            if best in (0, len(lambdas) - 1) and len(lambdas) > 1:
+                log.warning(
+                    "%s: the tuned λ = %g is at the edge of lds.lambdas; extend the grid",
+                    method,
+                    lambdas[best],
+                )
+            # Ensemble size: the first `size` members, λ re-tuned on the tuning subsets.
+            by_size = {}
+            for size in range(1, len(members) + 1):
+                b, _, reporting = _tune_lambda(members[:size].mean(0), truth, tune, report)
+                by_size[str(size)] = {"lambda": lambdas[b], "reporting_lds": reporting}
             details["methods"][method] = {
                 "lambdas": lambdas,
                 "tuning_lds": tuned,
                 "selected_lambda": lambdas[best],
+                "ensemble_size": by_size,
             }
-        for source, lam, scores in variants:
+        for source, lam, pred in variants:
             for s, step in enumerate(steps):
                 rows.append(
                     _row(
@@ -324,8 +382,7 @@ def lds_table(inputs: dict, cfg: dict):
                         "f_t",
                         source,
                         lam,
-                        scores[s],
-                        masks[report],
+                        pred[s][:, report],
                         truth[s][:, report],
                         step_context[s],
                         lds_cfg,
@@ -339,8 +396,7 @@ def lds_table(inputs: dict, cfg: dict):
                     "final_loss",
                     source,
                     lam,
-                    scores[-1],
-                    masks[report],
+                    pred[-1][:, report],
                     final_truth[:, report],
                     final_context,
                     lds_cfg,
@@ -371,8 +427,7 @@ def lds_table(inputs: dict, cfg: dict):
     return table[cols], details
 
 
-def _row(method, step, gt, source, lam, scores, masks, truth, ctx, lds_cfg, seed) -> dict:
-    pred = predictions(scores, masks)
+def _row(method, step, gt, source, lam, pred, truth, ctx, lds_cfg, seed) -> dict:
     lo, hi = bootstrap_interval(pred, truth, int(lds_cfg["bootstrap"]), seed)
     return {
         "method": method,
