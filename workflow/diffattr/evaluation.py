@@ -41,15 +41,19 @@ def predictions(scores: np.ndarray, masks: np.ndarray) -> np.ndarray:
     return -(scores @ masks.T.astype(scores.dtype))
 
 
+def _unit_ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks along the last axis (ties averaged), centred and scaled to unit norm; NaN rows
+    where all values tie. Spearman correlation = dot product of two such rows."""
+    r = rankdata(x, axis=-1)
+    r -= r.mean(-1, keepdims=True)
+    norm = np.sqrt((r**2).sum(-1, keepdims=True))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(norm > 0, r / norm, np.nan)
+
+
 def spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Spearman correlation of each row of ``a`` with the same row of ``b`` (ties averaged)."""
-    ra = rankdata(a, axis=-1)
-    rb = rankdata(b, axis=-1)
-    ra -= ra.mean(-1, keepdims=True)
-    rb -= rb.mean(-1, keepdims=True)
-    denom = np.sqrt((ra**2).sum(-1) * (rb**2).sum(-1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denom > 0, (ra * rb).sum(-1) / denom, np.nan)
+    return (_unit_ranks(a) * _unit_ranks(b)).sum(-1)
 
 
 def lds(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -85,21 +89,8 @@ def shared_null(masks: np.ndarray, truth: np.ndarray, draws: int, seed: int) -> 
     """LDS of ``draws`` random score vectors, each shared by all targets."""
     rng = numpy_rng(seed, "lds-null")
     scores = np.stack([rng.standard_normal(masks.shape[1]) for _ in range(draws)])
-    return _centred_ranks_corr(predictions(scores, masks), truth)
-
-
-def _centred_ranks_corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Mean over rows of ``b`` of the Spearman correlation of each row of ``a`` with them:
-    (d, m), (t, m) → (d,)."""
-
-    def unit(x: np.ndarray) -> np.ndarray:
-        r = rankdata(x, axis=-1)
-        r -= r.mean(-1, keepdims=True)
-        norm = np.sqrt((r**2).sum(-1, keepdims=True))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(norm > 0, r / norm, np.nan)
-
-    return np.nanmean(unit(a) @ unit(b).T, axis=1)
+    # Spearman of every draw's prediction with every target's truth, averaged over targets.
+    return np.nanmean(_unit_ranks(predictions(scores, masks)) @ _unit_ranks(truth).T, axis=1)
 
 
 def split_half_reliability(per_seed: np.ndarray) -> float:
@@ -354,19 +345,20 @@ def lds_table(inputs: dict, cfg: dict):
         variants = [("config", attrs.get("lambda"), predictions(result["scores"], masks))]
         if "members" in attrs and tune.sum() >= 3 and lambdas:
             members = _member_predictions(inputs, method, attrs, lambdas)
-            best, tuned, _ = _tune_lambda(members.mean(0), truth, tune, report)
-            variants.insert(0, ("tuned", lambdas[best], members.mean(0)[best]))
+            # Ensemble size: the first `size` members, λ re-tuned on the tuning subsets; the
+            # last size is the reported ensemble.
+            by_size = {}
+            for size in range(1, len(members) + 1):
+                ensemble = members[:size].mean(0)
+                best, tuned, reporting = _tune_lambda(ensemble, truth, tune, report)
+                by_size[str(size)] = {"lambda": lambdas[best], "reporting_lds": reporting}
+            variants.insert(0, ("tuned", lambdas[best], ensemble[best]))
             if best in (0, len(lambdas) - 1) and len(lambdas) > 1:
                 log.warning(
                     "%s: the tuned λ = %g is at the edge of lds.lambdas; extend the grid",
                     method,
                     lambdas[best],
                 )
-            # Ensemble size: the first `size` members, λ re-tuned on the tuning subsets.
-            by_size = {}
-            for size in range(1, len(members) + 1):
-                b, _, reporting = _tune_lambda(members[:size].mean(0), truth, tune, report)
-                by_size[str(size)] = {"lambda": lambdas[b], "reporting_lds": reporting}
             details["methods"][method] = {
                 "lambdas": lambdas,
                 "tuning_lds": tuned,
