@@ -5,6 +5,7 @@ import pytest
 import torch
 from conftest import make_unet
 from diffattr.evaluation import (
+    _tune_lambda,
     bootstrap_interval,
     ground_truth,
     lds,
@@ -154,6 +155,40 @@ def test_ridge_predictions_equal_explicit_kernel_formula_streamed_in_blocks():
             lam_abs = lam * np.trace(phi.T @ phi) / k
             tau = phi @ np.linalg.solve(phi.T @ phi + lam_abs * np.eye(k), psi.T)  # (n, q)
             np.testing.assert_allclose(got[i], predictions(tau.T, masks), rtol=1e-7, atol=1e-9)
+
+
+def test_lambda_is_tuned_per_step_on_the_tuning_subsets_only():
+    """Each step takes the λ whose tuning LDS (scipy Spearman, mean over targets) is best there;
+    the reporting subsets never influence the choice; shared mode takes the best mean."""
+    rng = np.random.default_rng(11)
+    n_lam, steps, targets, m = 3, 4, 5, 20
+    pred = rng.standard_normal((n_lam, steps, targets, m))
+    truth = rng.standard_normal((steps, targets, m))
+    tune = np.arange(m) < 8
+    report = ~tune
+
+    def spearman_lds(p, t):
+        return np.mean([stats.spearmanr(a, b).statistic for a, b in zip(p, t, strict=True)])
+
+    tuning = np.array(
+        [
+            [spearman_lds(pred[i, s][:, tune], truth[s][:, tune]) for s in range(steps)]
+            for i in range(n_lam)
+        ]
+    )
+    best, tuned, reporting = _tune_lambda(pred, truth, tune, report, per_step=True)
+    np.testing.assert_allclose(tuned, tuning)
+    np.testing.assert_array_equal(best, tuning.argmax(0))
+    expected = [
+        spearman_lds(pred[b, s][:, report], truth[s][:, report]) for s, b in enumerate(best)
+    ]
+    np.testing.assert_allclose(reporting, expected)
+    # Scrambling the reporting subsets' predictions changes nothing about the choice.
+    scrambled = pred.copy()
+    scrambled[..., report] = rng.standard_normal(scrambled[..., report].shape)
+    assert np.array_equal(_tune_lambda(scrambled, truth, tune, report, True)[0], best)
+    shared, _, _ = _tune_lambda(pred, truth, tune, report, per_step=False)
+    assert (shared == tuning.mean(1).argmax()).all()
 
 
 def test_ground_truth_uses_common_random_numbers(scheduler):

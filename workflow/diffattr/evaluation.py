@@ -292,13 +292,19 @@ def _per_step_lds(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
 
 
 def _tune_lambda(
-    pred: np.ndarray, truth: np.ndarray, tune: np.ndarray, report: np.ndarray
-) -> tuple[int, list[float], list[float]]:
-    """Index of the λ with the best mean LDS over steps on the tuning subsets; the tuning LDS
-    per λ; the reporting LDS per step at that λ. ``pred`` (lambdas, steps, targets, subsets)."""
-    tuned = [float(np.nanmean(_per_step_lds(p[..., tune], truth[..., tune]))) for p in pred]
-    best = int(np.nanargmax(tuned))
-    return best, tuned, _per_step_lds(pred[best][..., report], truth[..., report]).tolist()
+    pred: np.ndarray, truth: np.ndarray, tune: np.ndarray, report: np.ndarray, per_step: bool
+) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """λ chosen on the tuning subsets only: per step (the best tuning LDS at that step) or one λ
+    shared by all steps (the best mean over steps). ``pred`` (lambdas, steps, targets, subsets),
+    ``truth`` (steps, targets, subsets). Returns the chosen λ index per step, the tuning LDS
+    (lambdas, steps) and the reporting LDS per step at the chosen λ."""
+    tuned = np.array([_per_step_lds(p[..., tune], truth[..., tune]) for p in pred])
+    if per_step:
+        best = np.nanargmax(np.nan_to_num(tuned, nan=-np.inf), axis=0)
+    else:
+        best = np.full(tuned.shape[1], int(np.nanargmax(np.nanmean(tuned, axis=1))))
+    chosen = pred[best, np.arange(len(best))]  # (steps, targets, subsets)
+    return best, tuned, _per_step_lds(chosen[..., report], truth[..., report]).tolist()
 
 
 def lds_table(inputs: dict, cfg: dict):
@@ -340,61 +346,68 @@ def lds_table(inputs: dict, cfg: dict):
         "final_loss": variance_components(final_per_seed),
     }
     lambdas = [float(v) for v in lds_cfg["lambdas"]]
+    per_step = lds_cfg.get("lambda_per_step", True)
+    # The final image's loss is tuned and reported like one more step (on the last step's scores).
+    columns = [*(str(step) for step in steps), "final_loss"]
+    all_truth = np.concatenate([truth, final_truth[None]])
+    contexts = [*step_context, final_context]
+
+    def with_final(pred: np.ndarray) -> np.ndarray:
+        """(..., steps, targets, subsets) → (..., steps + 1, ...): the last step's predictions
+        again, scored against the final image's loss."""
+        return np.concatenate([pred, pred[..., -1:, :, :]], axis=-3)
+
     for method, result in sorted(inputs["scores"].items()):
         attrs = result["attrs"]
-        variants = [("config", attrs.get("lambda"), predictions(result["scores"], masks))]
+        config_lam = attrs.get("lambda")
+        fixed = with_final(predictions(result["scores"], masks))
+        variants = [("config", [config_lam] * len(columns), fixed)]
         if "members" in attrs and tune.sum() >= 3 and lambdas:
-            members = _member_predictions(inputs, method, attrs, lambdas)
+            members = with_final(_member_predictions(inputs, method, attrs, lambdas))
             # Ensemble size: the first `size` members, λ re-tuned on the tuning subsets; the
             # last size is the reported ensemble.
             by_size = {}
             for size in range(1, len(members) + 1):
                 ensemble = members[:size].mean(0)
-                best, tuned, reporting = _tune_lambda(ensemble, truth, tune, report)
-                by_size[str(size)] = {"lambda": lambdas[best], "reporting_lds": reporting}
-            variants.insert(0, ("tuned", lambdas[best], ensemble[best]))
-            if best in (0, len(lambdas) - 1) and len(lambdas) > 1:
+                best, tuned, reporting = _tune_lambda(ensemble, all_truth, tune, report, per_step)
+                by_size[str(size)] = {
+                    "lambda": dict(zip(columns, (lambdas[b] for b in best), strict=True)),
+                    "reporting_lds": dict(zip(columns, reporting, strict=True)),
+                }
+            chosen = [lambdas[b] for b in best]
+            variants.insert(0, ("tuned", chosen, ensemble[best, np.arange(len(best))]))
+            edges = [c for c, b in zip(columns, best, strict=True) if b in (0, len(lambdas) - 1)]
+            if edges and len(lambdas) > 1:
                 log.warning(
-                    "%s: the tuned λ = %g is at the edge of lds.lambdas; extend the grid",
+                    "%s: the tuned λ is at the edge of lds.lambdas %s at %s; extend the grid",
                     method,
-                    lambdas[best],
+                    [lambdas[0], lambdas[-1]],
+                    ", ".join(edges),
                 )
             details["methods"][method] = {
                 "lambdas": lambdas,
-                "tuning_lds": tuned,
-                "selected_lambda": lambdas[best],
+                "lambda_per_step": per_step,
+                "tuning_lds": {c: tuned[:, i].tolist() for i, c in enumerate(columns)},
+                "selected_lambda": dict(zip(columns, chosen, strict=True)),
                 "ensemble_size": by_size,
             }
-        for source, lam, pred in variants:
-            for s, step in enumerate(steps):
+        for source, lams, pred in variants:
+            for i, column in enumerate(columns):
+                final = column == "final_loss"
                 rows.append(
                     _row(
                         method,
-                        step,
-                        "f_t",
+                        steps[-1] if final else steps[i],
+                        "final_loss" if final else "f_t",
                         source,
-                        lam,
-                        pred[s][:, report],
-                        truth[s][:, report],
-                        step_context[s],
+                        lams[i],
+                        pred[i][:, report],
+                        all_truth[i][:, report],
+                        contexts[i],
                         lds_cfg,
                         seed,
                     )
                 )
-            rows.append(
-                _row(
-                    method,
-                    steps[-1],
-                    "final_loss",
-                    source,
-                    lam,
-                    pred[-1][:, report],
-                    final_truth[:, report],
-                    final_context,
-                    lds_cfg,
-                    seed,
-                )
-            )
     table = pd.DataFrame(rows)
     table["n_seeds"] = n_seeds
     table["flagged"] = ~(table["reliability"] >= 0.5)
