@@ -10,6 +10,7 @@ from diffattr.evaluation import (
     ground_truth,
     lds,
     make_subsets,
+    memorization_loss,
     predictions,
     ridge_predictions,
     shared_null,
@@ -189,6 +190,35 @@ def test_lambda_is_tuned_per_step_on_the_tuning_subsets_only():
     assert np.array_equal(_tune_lambda(scrambled, truth, tune, report, True)[0], best)
     shared, _, _ = _tune_lambda(pred, truth, tune, report, per_step=False)
     assert (shared == tuning.mean(1).argmax()).all()
+
+
+def test_memorization_loss_is_the_empirical_optimal_denoisers_loss():
+    """Against the posterior computed from Gaussian densities (scipy), and the closed form for a
+    one-image subset (E[x₀ | x_t] is that image)."""
+    rng = np.random.default_rng(4)
+    n, d, q, draws, alpha_bar = 6, 5, 2, 3, 0.3
+    train = rng.uniform(-1, 1, (n, d))
+    x0, eps = rng.uniform(-1, 1, (q, d)), rng.standard_normal((q, draws, d))
+    masks = np.zeros((3, n), dtype=bool)
+    masks[0, :3] = masks[1, 2:] = masks[2, 4] = True
+    got = memorization_loss(train, masks, x0, alpha_bar, eps)
+    a, s = np.sqrt(alpha_bar), np.sqrt(1 - alpha_bar)
+    for j in range(q):
+        for k, mask in enumerate(masks):
+            losses = []
+            for r in range(draws):
+                x_t = a * x0[j] + s * eps[j, r]
+                dens = np.array(
+                    [
+                        stats.multivariate_normal(a * x, (1 - alpha_bar) * np.eye(d)).pdf(x_t)
+                        for x in train[mask]
+                    ]
+                )
+                mean = (dens / dens.sum()) @ train[mask]
+                losses.append(np.mean(((x_t - a * mean) / s - eps[j, r]) ** 2))
+            assert got[j, k] == pytest.approx(np.mean(losses), rel=1e-9)
+    single = ((a * (x0 - train[4]))[:, None] / s + eps - eps) ** 2
+    np.testing.assert_allclose(got[:, 2], single.mean((1, 2)), rtol=1e-9)
 
 
 def test_ground_truth_uses_common_random_numbers(scheduler):

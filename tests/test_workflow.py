@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -130,6 +131,16 @@ def test_lds_and_counterfactual_reports(finished):
     assert lds.lds.between(-1, 1).all() and (lds.ci_low <= lds.ci_high).all()
     assert set(lds.ground_truth) == {"f_t", "final_loss"}
     assert (run / "figures" / "lds.png").stat().st_size > 10_000
+    details = json.loads((run / "reports" / "lds.json").read_text())
+    tuned = lds[lds.lambda_source == "tuned"]
+    for method, info in details["methods"].items():  # λ chosen per step, as the CSV says
+        chosen = tuned[tuned.method == method].set_index(["ground_truth", "step"])["lambda"]
+        for column, lam in info["selected_lambda"].items():
+            key = ("final_loss", lds.step.min()) if column == "final_loss" else ("f_t", int(column))
+            assert chosen[key] == pytest.approx(lam)
+    memo = details["memorization_reference"]
+    assert set(memo) == {str(s) for s in lds.step.unique()}
+    assert all(-1 <= v["spearman"] <= 1 and v["ci_low"] <= v["ci_high"] for v in memo.values())
     cf = pd.read_csv(run / "reports" / "counterfactual.csv")
     assert set(cf.method) == {"journey_trak", "pixel_similarity", "random"}
     assert set(cf.metric) == {"l2", "prob_drop", "frechet"} and set(cf.protocol) == {"a", "b"}

@@ -579,6 +579,51 @@ def cmd_ground_truth(args: argparse.Namespace) -> None:
         f.create_dataset("target_ids", data=np.asarray(target_ids))
 
 
+def cmd_memorization_reference(args: argparse.Namespace) -> None:
+    import h5py
+    from tqdm.auto import tqdm
+
+    from .data import load_prepared
+    from .evaluation import memorization_loss
+    from .features import target_draws
+    from .models import build_scheduler
+    from .storage import create_h5
+
+    cfg = _cfg(args)
+    draws, seed = int(cfg["lds"]["draws"]), int(cfg["seed"])
+    images = load_prepared(args.data).images
+    alphas_cumprod = build_scheduler(cfg.get("diffusion", {})).alphas_cumprod.double().numpy()
+    with h5py.File(args.subsets, "r") as f:
+        masks = f["masks"][()]
+    with h5py.File(args.targets, "r") as f:
+        x0_hat = f["x0_hat"][()]
+        steps, target_ids = f["steps"][()].tolist(), f["target_ids"][()].tolist()
+    shape = tuple(x0_hat.shape[2:])
+    start = time.time()
+    loss = np.empty((len(steps), len(target_ids), len(masks)))
+    for s, t in enumerate(tqdm(steps, desc="memorization reference", disable=args.no_progress)):
+        # The ground truth's draws (common random numbers): the same ε as every subset model.
+        eps = target_draws(target_ids, list(range(draws)), shape, seed, f"gt-draw-{t}")
+        loss[s] = memorization_loss(images, masks, x0_hat[s], alphas_cumprod[t], eps.numpy())
+    attrs = {
+        "draws": draws,
+        "common_random_numbers": True,
+        "output": "loss of the subset's empirical optimal denoiser",
+        "seconds": time.time() - start,
+    }
+    with create_h5(args.out, attrs) as f:
+        f.create_dataset("loss", data=loss)  # (steps, targets, subsets)
+        f.create_dataset("steps", data=np.asarray(steps))
+        f.create_dataset("target_ids", data=np.asarray(target_ids))
+    log.info(
+        "memorization reference: %d steps × %d targets × %d subsets in %.1f s",
+        len(steps),
+        len(target_ids),
+        len(masks),
+        time.time() - start,
+    )
+
+
 def cmd_lds_report(args: argparse.Namespace) -> None:
     from .evaluation import lds_table, load_lds_inputs
     from .figures import lds_figure, save
@@ -586,7 +631,12 @@ def cmd_lds_report(args: argparse.Namespace) -> None:
 
     cfg = _cfg(args)
     inputs = load_lds_inputs(
-        args.subsets, args.ground_truth, args.scores, args.train_features, args.target_features
+        args.subsets,
+        args.ground_truth,
+        args.scores,
+        args.train_features,
+        args.target_features,
+        args.memorization,
     )
     table, details = lds_table(inputs, cfg)
     with atomic_path(args.out_csv) as tmp:
@@ -893,6 +943,14 @@ def _parser() -> argparse.ArgumentParser:
     add("lds-subsets", cmd_lds_subsets, data=req, out=req)
     add("ground-truth", cmd_ground_truth, models={"nargs": "+", **req}, targets=req, out=req)
     add(
+        "memorization-reference",
+        cmd_memorization_reference,
+        data=req,
+        subsets=req,
+        targets=req,
+        out=req,
+    )
+    add(
         "lds-report",
         cmd_lds_report,
         subsets=req,
@@ -900,6 +958,7 @@ def _parser() -> argparse.ArgumentParser:
         scores={"nargs": "+", **req},
         train_features={"nargs": "*", "default": []},
         target_features={"nargs": "*", "default": []},
+        memorization={"default": None},
         out_csv=req,
         out_json=req,
         out_figure=req,

@@ -220,6 +220,38 @@ def ground_truth(
     return f_t, final_loss
 
 
+def memorization_loss(
+    train: np.ndarray, masks: np.ndarray, x0: np.ndarray, alpha_bar: float, eps: np.ndarray
+) -> np.ndarray:
+    """The measurement f_t of the model that memorizes its subset: the empirical optimal denoiser.
+
+    With x_t = √ᾱ x̂₀ + √(1−ᾱ) ε, the optimal ε-predictor for the training distribution uniform
+    on S is ε̂*(x_t) = (x_t − √ᾱ E[x₀ | x_t]) / √(1−ᾱ), E[x₀ | x_t] = Σ_{i∈S} w_i x_i,
+    w = softmax_i(−‖x_t − √ᾱ x_i‖² / 2(1−ᾱ)); the output is mean_r mean((ε̂*(x_t^r) − ε_r)²).
+    No training, no attribution: a reference for how much of the subset models' behaviour is
+    memorization (unconditional; pixel or latent space alike).
+    ``train`` (n, ...), ``masks`` (m, n), ``x0`` (q, ...), ``eps`` (q, R, ...) → (q, m).
+    """
+    q, draws = eps.shape[:2]
+    train = train.reshape(len(train), -1).astype(np.float64)
+    x0 = x0.reshape(q, -1).astype(np.float64)
+    eps = eps.reshape(q, draws, -1).astype(np.float64)
+    a, s = np.sqrt(alpha_bar), np.sqrt(1.0 - alpha_bar)
+    half_sq = 0.5 * alpha_bar * (train**2).sum(1)
+    out = np.empty((q, len(masks)))
+    for j in range(q):
+        x_t = a * x0[j] + s * eps[j]  # (R, d)
+        # −‖x_t − √ᾱ x_i‖² / 2(1−ᾱ) up to a term constant in i (softmax ignores it)
+        logits = (a * x_t @ train.T - half_sq) / (1.0 - alpha_bar)
+        for k, mask in enumerate(masks.astype(bool)):
+            w = logits[:, mask]
+            w = np.exp(w - w.max(1, keepdims=True))
+            w /= w.sum(1, keepdims=True)
+            eps_hat = (x_t - a * (w @ train[mask])) / s
+            out[j, k] = np.mean((eps_hat - eps[j]) ** 2)
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # The LDS report
 
@@ -230,9 +262,11 @@ def load_lds_inputs(
     scores: Sequence[str],
     train_features: Sequence[str],
     target_features: Sequence[str],
+    memorization: str | None = None,
 ) -> dict:
     """Read everything the LDS report needs. Feature paths are grouped by their folders:
-    ``.../train/<output>/<member>/shard<s>.h5`` and ``.../targets/<method>/<member>.h5``."""
+    ``.../train/<output>/<member>/shard<s>.h5`` and ``.../targets/<method>/<member>.h5``;
+    ``memorization``: the optional memorization reference (steps, targets, subsets)."""
     from pathlib import Path
 
     import h5py
@@ -253,7 +287,12 @@ def load_lds_inputs(
     for p in train_features:
         train.setdefault((Path(p).parent.parent.name, Path(p).parent.name), []).append(p)
     targets = {(Path(p).parent.name, Path(p).stem): p for p in target_features}
+    memorized = None
+    if memorization:
+        with h5py.File(memorization, "r") as f:
+            memorized = f["loss"][()]
     return {
+        "memorization": memorized,
         "masks": masks,
         "role": role,
         "f_t": np.stack(f_t),  # (subsets, seeds, steps, targets)
@@ -345,6 +384,22 @@ def lds_table(inputs: dict, cfg: dict):
         **{str(step): variance_components(per_seed[:, s]) for s, step in enumerate(steps)},
         "final_loss": variance_components(final_per_seed),
     }
+    if inputs.get("memorization") is not None:
+        # How far the subset models behave like their subset's empirical optimal denoiser (a
+        # Spearman across reporting subsets like the LDS; not an attribution, nothing tuned).
+        memo = inputs["memorization"]
+        details["memorization_reference"] = {}
+        for s, step in enumerate(steps):
+            lo, hi = bootstrap_interval(
+                memo[s][:, report], truth[s][:, report], int(lds_cfg["bootstrap"]), seed
+            )
+            value = lds(memo[s][:, report], truth[s][:, report])
+            details["memorization_reference"][str(step)] = {
+                "spearman": value,
+                "ci_low": lo,
+                "ci_high": hi,
+            }
+            log.info("memorization reference at t=%d: %.3f [%.3f, %.3f]", step, value, lo, hi)
     lambdas = [float(v) for v in lds_cfg["lambdas"]]
     per_step = lds_cfg.get("lambda_per_step", True)
     # The final image's loss is tuned and reported like one more step (on the last step's scores).

@@ -123,7 +123,11 @@ def subset_models_of(wildcards):
 def lds_report_inputs(wildcards):
     gradient = [get_method(m) for m in GRADIENT_METHODS]
     outs = sorted({m.train_output for m in gradient})
+    memorization = {}
+    if LDS["memorization_reference"]:
+        memorization["memorization"] = f"{RUN}/lds/memorization.h5"
     return {
+        **memorization,
         "subsets": f"{RUN}/lds/subsets.h5",
         "ground_truth": expand(f"{RUN}/lds/ground_truth/s{{j}}.h5", j=LDS_SUBSETS),
         "scores": expand(f"{RUN}/scores/{{method}}.h5", method=METHODS),

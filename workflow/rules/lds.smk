@@ -63,6 +63,28 @@ rule ground_truth:
         " --targets {input.targets} --out {output} --threads {threads} > {log} 2>&1"
 
 
+rule memorization_reference:
+    input:
+        data=f"{RUN}/data.h5",
+        subsets=f"{RUN}/lds/subsets.h5",
+        targets=f"{RUN}/targets.h5",
+    output:
+        f"{RUN}/lds/memorization.h5",
+    params:
+        cfg=cfg_json("seed", "diffusion", lds=["draws"]),
+    log:
+        f"{RUN}/logs/memorization_reference.log",
+    threads: 1
+    conda:
+        ENV
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    shell:
+        "diffattr memorization-reference --cfg {params.cfg:q} --data {input.data}"
+        " --subsets {input.subsets} --targets {input.targets} --out {output} > {log} 2>&1"
+
+
 rule lds_report:
     input:
         unpack(lds_report_inputs),
@@ -82,6 +104,9 @@ rule lds_report:
         ),
     params:
         cfg=cfg_json("seed", "lds"),
+        memorization=lambda wildcards, input: (
+            f"--memorization {input.memorization}" if "memorization" in input.keys() else ""
+        ),
     log:
         f"{RUN}/logs/lds_report.log",
     threads: 1
@@ -94,5 +119,6 @@ rule lds_report:
         "diffattr lds-report --cfg {params.cfg:q} --subsets {input.subsets}"
         " --ground-truth {input.ground_truth} --scores {input.scores}"
         " --train-features {input.train_features} --target-features {input.target_features}"
+        " {params.memorization}"
         " --out-csv {output.csv} --out-json {output.json} --out-figure {output.figure}"
         " > {log} 2>&1"
