@@ -7,10 +7,12 @@ from conftest import make_unet
 from diffattr.evaluation import (
     _tune_lambda,
     bootstrap_interval,
+    bootstrap_lds,
     ground_truth,
     lds,
     make_subsets,
     memorization_loss,
+    paired_margins,
     predictions,
     ridge_predictions,
     shared_null,
@@ -90,6 +92,43 @@ def test_batched_bootstrap_and_null_equal_one_at_a_time():
         for _ in range(20)
     ]
     np.testing.assert_allclose(shared_null(masks, truth, 20, seed=0), loop, rtol=1e-12)
+
+
+def test_paired_margins_use_the_same_resamples_for_both_methods():
+    """margin = LDS difference to the best other method; its interval comes from the difference
+    of the two methods' LDS on identical resamples (so a copy of a method has margin [0, 0])."""
+    import pandas as pd
+
+    rng = np.random.default_rng(8)
+    truth = rng.standard_normal((6, 15))
+    good = truth + 0.5 * rng.standard_normal(truth.shape)
+    preds = {"a": good, "b": good.copy(), "c": rng.standard_normal(truth.shape)}
+    rows, resamples = [], []
+    for method, pred in preds.items():
+        rows.append(
+            {
+                "method": method,
+                "step": 5,
+                "ground_truth": "f_t",
+                "lds": lds(pred, truth),
+                "lambda_source": "none",
+            }
+        )
+        resamples.append(bootstrap_lds(pred, truth, 200, seed=3))
+    rows.append(
+        {"method": "a", "step": 5, "ground_truth": "f_t", "lds": 9.0, "lambda_source": "config"}
+    )  # not compared
+    resamples.append(np.zeros(200))
+    table = pd.DataFrame(rows)
+    paired_margins(table, resamples)
+    assert list(table.margin_over[:3]) == ["b", "a", "a"]
+    assert table.margin[0] == 0 and table.margin_ci_low[0] == table.margin_ci_high[0] == 0
+    diff = resamples[2] - resamples[0]
+    assert table.margin[2] == pytest.approx(lds(preds["c"], truth) - lds(good, truth))
+    assert table.margin_ci_low[2] == pytest.approx(np.percentile(diff, 2.5))
+    assert table.margin_ci_high[2] == pytest.approx(np.percentile(diff, 97.5))
+    assert table.margin_ci_high[2] < 0  # pure noise loses to a good prediction, paired
+    assert np.isnan(table.margin[3])
 
 
 def test_random_scores_sit_inside_the_shared_null_band():

@@ -124,6 +124,9 @@ def test_lds_and_counterfactual_reports(finished):
         "n_subsets",
         "n_seeds",
         "lambda",
+        "margin_over",
+        "margin_ci_low",
+        "margin_ci_high",
     ]
     assert set(expected) <= set(lds.columns)
     assert set(lds.method) == {"journey_trak", "trak", "dtrak", "pixel_similarity", "random"}

@@ -61,18 +61,14 @@ def lds(pred: np.ndarray, truth: np.ndarray) -> float:
     return float(np.nanmean(spearman_rows(pred, truth)))
 
 
-def bootstrap_interval(
-    pred: np.ndarray,
-    truth: np.ndarray,
-    draws: int,
-    seed: int,
-    level: float = 0.95,
-    chunk: int = 256,
-) -> tuple[float, float]:
-    """Percentile interval of LDS resampling subsets (columns) and targets (rows) jointly.
+def bootstrap_lds(
+    pred: np.ndarray, truth: np.ndarray, draws: int, seed: int, chunk: int = 256
+) -> np.ndarray:
+    """LDS of ``draws`` resamples of subsets (columns) and targets (rows), drawn jointly.
 
-    Resample b draws rows then columns from one keyed stream; ``chunk`` resamples are ranked
-    at once (the same numbers as one at a time)."""
+    Resample b draws rows then columns from one keyed stream, so every method of the same shape
+    gets the same resamples and differences between methods are paired. ``chunk`` resamples are
+    ranked at once (the same numbers as one at a time)."""
     rng = numpy_rng(seed, "lds-bootstrap")
     n_t, n_s = pred.shape
     picks = [(rng.integers(n_t, size=n_t), rng.integers(n_s, size=n_s)) for _ in range(draws)]
@@ -81,8 +77,48 @@ def bootstrap_interval(
         rows = np.stack([r for r, _ in picks[lo : lo + chunk]])[:, :, None]
         cols = np.stack([c for _, c in picks[lo : lo + chunk]])[:, None, :]
         values[lo : lo + chunk] = np.nanmean(spearman_rows(pred[rows, cols], truth[rows, cols]), -1)
+    return values
+
+
+def percentile_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     lo, hi = np.nanpercentile(values, [50 * (1 - level), 50 * (1 + level)])
     return float(lo), float(hi)
+
+
+def bootstrap_interval(
+    pred: np.ndarray,
+    truth: np.ndarray,
+    draws: int,
+    seed: int,
+    level: float = 0.95,
+    chunk: int = 256,
+) -> tuple[float, float]:
+    """Percentile interval of LDS resampling subsets and targets jointly (:func:`bootstrap_lds`)."""
+    return percentile_interval(bootstrap_lds(pred, truth, draws, seed, chunk), level)
+
+
+def paired_margins(table, resamples: Sequence[np.ndarray]) -> None:
+    """Add, in place, each row's margin over the best other method at the same step and ground
+    truth (``margin_over``, ``margin`` = LDS difference, ``margin_ci_low/high`` = 95 % interval of
+    the difference over the same bootstrap resamples). Rows with ``lambda_source == config`` are
+    left out of the comparison."""
+    table["margin_over"] = ""
+    for col in ("margin", "margin_ci_low", "margin_ci_high"):
+        table[col] = np.nan
+    compared = table[table.lambda_source != "config"]
+    for _, group in compared.groupby(["ground_truth", "step"]):
+        for i in group.index:
+            others = group.drop(index=i)
+            if others.empty:
+                continue
+            best = others["lds"].idxmax()
+            lo, hi = percentile_interval(resamples[i] - resamples[best])
+            table.loc[i, "margin_over"] = table.at[best, "method"]
+            table.loc[i, ["margin", "margin_ci_low", "margin_ci_high"]] = [
+                table.at[i, "lds"] - table.at[best, "lds"],
+                lo,
+                hi,
+            ]
 
 
 def shared_null(masks: np.ndarray, truth: np.ndarray, draws: int, seed: int) -> np.ndarray:
@@ -463,7 +499,8 @@ def lds_table(inputs: dict, cfg: dict):
                         seed,
                     )
                 )
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame([row for row, _ in rows])
+    paired_margins(table, [values for _, values in rows])
     table["n_seeds"] = n_seeds
     table["flagged"] = ~(table["reliability"] >= 0.5)
     cols = [
@@ -483,13 +520,19 @@ def lds_table(inputs: dict, cfg: dict):
         "n_seeds",
         "lambda",
         "lambda_source",
+        "margin_over",
+        "margin",
+        "margin_ci_low",
+        "margin_ci_high",
     ]
     return table[cols], details
 
 
-def _row(method, step, gt, source, lam, pred, truth, ctx, lds_cfg, seed) -> dict:
-    lo, hi = bootstrap_interval(pred, truth, int(lds_cfg["bootstrap"]), seed)
-    return {
+def _row(method, step, gt, source, lam, pred, truth, ctx, lds_cfg, seed) -> tuple[dict, np.ndarray]:
+    """One CSV row and its bootstrap resamples (kept for the paired margins)."""
+    values = bootstrap_lds(pred, truth, int(lds_cfg["bootstrap"]), seed)
+    lo, hi = percentile_interval(values)
+    row = {
         "method": method,
         "step": int(step),
         "ground_truth": gt,
@@ -502,3 +545,4 @@ def _row(method, step, gt, source, lam, pred, truth, ctx, lds_cfg, seed) -> dict
         "lambda": np.nan if lam is None else float(lam),
         "lambda_source": source if lam is not None else "none",
     }
+    return row, values
