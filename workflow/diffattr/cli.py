@@ -642,7 +642,7 @@ def cmd_lds_report(args: argparse.Namespace) -> None:
     with atomic_path(args.out_csv) as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")
     write_json(args.out_json, details)
-    save(lds_figure(table), args.out_figure)
+    save(lds_figure(table, details.get("memorization_reference")), args.out_figure)
     log.info("LDS report:\n%s", table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 

@@ -81,10 +81,11 @@ def save(fig: plt.Figure, path: str | Path) -> None:
     plt.close(fig)
 
 
-def lds_figure(table) -> plt.Figure:
+def lds_figure(table, memorization: dict | None = None) -> plt.Figure:
     """LDS against step (noisy → clean) for every method, with bootstrap intervals, the shared-
     random-vector null band (5–95%) and the noise ceiling √reliability; steps whose ground truth
-    is unreliable (reliability < 0.5) are shaded. Right: the trajectory-free LDS (final image)."""
+    is unreliable (reliability < 0.5) are shaded; ``memorization`` ({step: {"spearman": ...}}):
+    the memorizing denoiser's correlation with the truth, dotted. Right: the trajectory-free LDS."""
     per_step = table[(table.ground_truth == "f_t") & (table.lambda_source != "config")]
     final = table[(table.ground_truth == "final_loss") & (table.lambda_source != "config")]
     steps = sorted(per_step.step.unique(), reverse=True)
@@ -93,6 +94,9 @@ def lds_figure(table) -> plt.Figure:
     xs = np.arange(len(steps))
     ax.fill_between(xs, ctx.null_low, ctx.null_high, color="0.85", label="null (shared random τ)")
     ax.plot(xs, ctx.ceiling, "k--", lw=1, label="ceiling √reliability")
+    if memorization:
+        memo = [memorization.get(str(step), {}).get("spearman", np.nan) for step in steps]
+        ax.plot(xs, memo, ":", color="0.3", lw=1.2, label="memorizing denoiser (reference)")
     for i, flagged in enumerate(ctx.flagged):
         if flagged:
             ax.axvspan(i - 0.5, i + 0.5, color="tab:red", alpha=0.07, lw=0)
