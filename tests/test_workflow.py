@@ -137,9 +137,12 @@ def test_lds_and_counterfactual_reports(finished):
     details = json.loads((run / "reports" / "lds.json").read_text())
     tuned = lds[lds.lambda_source == "tuned"]
     for method, info in details["methods"].items():  # λ chosen per step, as the CSV says
-        chosen = tuned[tuned.method == method].set_index(["ground_truth", "step"])["lambda"]
+        rows = tuned[tuned.method == method]
+        chosen = rows.set_index(["ground_truth", "step"])["lambda"]
+        final_step = rows[rows.ground_truth == "final_loss"].step.iloc[0]
         for column, lam in info["selected_lambda"].items():
-            key = ("final_loss", lds.step.min()) if column == "final_loss" else ("f_t", int(column))
+            final = column == "final_loss"
+            key = ("final_loss", final_step) if final else ("f_t", int(column))
             assert chosen[key] == pytest.approx(lam)
     memo = details["memorization_reference"]
     assert set(memo) == {str(s) for s in lds.step.unique()}
