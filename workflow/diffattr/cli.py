@@ -584,8 +584,7 @@ def cmd_memorization_reference(args: argparse.Namespace) -> None:
     from tqdm.auto import tqdm
 
     from .data import load_prepared
-    from .evaluation import memorization_loss
-    from .features import target_draws
+    from .evaluation import ground_truth_draws, memorization_loss
     from .models import build_scheduler
     from .storage import create_h5
 
@@ -602,8 +601,7 @@ def cmd_memorization_reference(args: argparse.Namespace) -> None:
     start = time.time()
     loss = np.empty((len(steps), len(target_ids), len(masks)))
     for s, t in enumerate(tqdm(steps, desc="memorization reference", disable=args.no_progress)):
-        # The ground truth's draws (common random numbers): the same ε as every subset model.
-        eps = target_draws(target_ids, list(range(draws)), shape, seed, f"gt-draw-{t}")
+        eps = ground_truth_draws(target_ids, t, draws, shape, seed)
         loss[s] = memorization_loss(images, masks, x0_hat[s], alphas_cumprod[t], eps.numpy())
     attrs = {
         "draws": draws,

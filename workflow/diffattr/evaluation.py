@@ -206,6 +206,14 @@ def ridge_predictions(
     return np.stack([-(left / (e + lam * scale)) @ right.T for lam in lambdas])
 
 
+def ground_truth_draws(target_ids: Sequence[int], t: int, draws: int, shape: tuple, seed: int):
+    """The ground truth's noise at step t, (targets, draws, *shape): the same ε for every subset
+    model and for the memorization reference (common random numbers)."""
+    from .features import target_draws
+
+    return target_draws(list(target_ids), list(range(draws)), shape, seed, f"gt-draw-{t}")
+
+
 def ground_truth(
     model,
     alphas_cumprod,
@@ -234,8 +242,7 @@ def ground_truth(
     device = next(model.parameters()).device
     shape = tuple(x0_hat.shape[2:])
 
-    def mean_loss(images: np.ndarray, ts: list[int], tag: str, key_ts: list[int]) -> np.ndarray:
-        eps = target_draws(list(target_ids), key_ts, shape, seed, tag)
+    def mean_loss(images: np.ndarray, ts: list[int], eps: torch.Tensor) -> np.ndarray:
         t = torch.tensor(ts).expand(len(target_ids), len(ts))
         c = None if cond is None else torch.from_numpy(cond).float()
         batch = {
@@ -246,13 +253,13 @@ def ground_truth(
 
     f_t = np.stack(
         [
-            mean_loss(x0_hat[s], [t] * draws, f"gt-draw-{t}", list(range(draws)))
+            mean_loss(x0_hat[s], [t] * draws, ground_truth_draws(target_ids, t, draws, shape, seed))
             for s, t in enumerate(steps)
         ]
     )
     ts = [t for t in final_timesteps for _ in range(final_noise)]
     keys = [t * final_noise + e for t in final_timesteps for e in range(final_noise)]
-    final_loss = mean_loss(final, ts, "gt-final", keys)
+    final_loss = mean_loss(final, ts, target_draws(list(target_ids), keys, shape, seed, "gt-final"))
     return f_t, final_loss
 
 
