@@ -18,17 +18,13 @@ from __future__ import annotations
 
 import argparse
 import platform
-import sys
 import tempfile
 import time
 import warnings
 from functools import partial
-from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
-
+from diffattr.config import DiffusionConfig, ModelConfig
 from diffattr.models import build_scheduler, build_unet, n_parameters
 from diffattr.outputs import add_noise, predict_noise, row_outputs
 from diffattr.projection import DenseProjector, FactoredProjector
@@ -153,8 +149,8 @@ def trak_rate(model, alphas, batch, k, device, min_seconds, extrapolate) -> tupl
 def bench(name: str, device: torch.device, min_seconds: float, k_in: int, k_out: int) -> dict:
     cfg, shape, rows = MODELS[name]
     torch.manual_seed(0)
-    model = build_unet(cfg, shape).to(device).eval()
-    alphas = build_scheduler({}).alphas_cumprod.to(device)
+    model = build_unet(ModelConfig.from_dict(cfg), shape).to(device).eval()
+    alphas = build_scheduler(DiffusionConfig()).alphas_cumprod.to(device)
     g = torch.Generator().manual_seed(0)
     batch = {
         "x0": torch.randn(rows, *shape, generator=g).to(device),

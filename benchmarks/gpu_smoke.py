@@ -21,14 +21,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "workflow"), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT / "tests")]  # the synthetic CIFAR-10 archive writer of the tests
 warnings.filterwarnings("ignore")
 
+from diffattr.config import DiffusionConfig, RunConfig, TrainConfig, load  # noqa: E402
 from diffattr.data import prepare  # noqa: E402
-from diffattr.diffusion import TrainConfig, train  # noqa: E402
+from diffattr.diffusion import train  # noqa: E402
 from diffattr.features import project_rows  # noqa: E402
 from diffattr.models import build_scheduler, build_unet, n_parameters  # noqa: E402
 from diffattr.outputs import add_noise, predict_noise  # noqa: E402
@@ -46,8 +46,8 @@ def timed(fn, device) -> float:
 def bench_model(name, cfg, images, cond, device, steps, examples, K):
     shape = tuple(images.shape[1:])
     torch.manual_seed(0)
-    model = build_unet(cfg["model"], shape).to(device)
-    sched = build_scheduler({})
+    model = build_unet(cfg.model, shape).to(device)
+    sched = build_scheduler(DiffusionConfig())
     alphas = sched.alphas_cumprod
     out = {"model": name, "params": n_parameters(model)}
     x = torch.from_numpy(images)
@@ -130,29 +130,23 @@ def bench_model(name, cfg, images, cond, device, steps, examples, K):
     return out
 
 
-def estimate(cfg: dict, r: dict, n_train: int) -> dict:
+def estimate(cfg: RunConfig, r: dict, n_train: int) -> dict:
     """GPU-hours: training (models × steps), featurization (members × n × K × outputs), LDS
-    subset models, counterfactual models, at the measured bf16 rates."""
+    subset models, counterfactual models (the plan's case count), at the measured bf16 rates."""
     train_rate = r["train_bf16_steps_per_s"]
     feat_rate = r["featurize_bf16_rows_per_s"]
-    t, a, lds, cf = (
-        cfg["train"],
-        cfg["attribution"],
-        cfg.get("lds", {}),
-        cfg.get("counterfactual", {}),
-    )
-    outputs = 2 if "dtrak" in a["methods"] else 1
+    t, a, lds, cf = cfg.train, cfg.attribution, cfg.lds, cfg.counterfactual
+    outputs = 2 if "dtrak" in a.methods else 1
+    members = t.ensemble * len(a.checkpoints)
     hours = {
-        "train": t["ensemble"] * t["steps"] / train_rate / 3600,
-        "featurize": t["ensemble"] * n_train * a["K"] * outputs / feat_rate / 3600,
+        "train": t.ensemble * t.steps / train_rate / 3600,
+        "featurize": members * n_train * a.K * outputs / feat_rate / 3600,
     }
-    if lds.get("enabled", True):
-        steps = lds.get("train", {}).get("steps", t["steps"])
-        n_models = (lds["tuning"] + lds["reporting"]) * lds["seeds"]
-        hours["lds_models"] = n_models * steps / train_rate / 3600
-    if cf.get("enabled", True):
-        cases = cf["targets"] * len(cf["methods"]) * len(cf["k"]) + 1
-        hours["counterfactual_models"] = cases * t["steps"] / train_rate / 3600
+    if lds.enabled:
+        steps = cfg.for_subset_models().train.steps
+        hours["lds_models"] = lds.n_subsets * lds.seeds * steps / train_rate / 3600
+    if cf.enabled:
+        hours["counterfactual_models"] = (cf.n_cases + 1) * t.steps / train_rate / 3600
     hours["total"] = sum(hours.values())
     return hours
 
@@ -173,8 +167,9 @@ def main() -> None:
     from synthetic import write_cifar_archive
 
     print(f"# {torch.cuda.get_device_name(device)}, torch {torch.__version__}")
+    # As Snakemake reads them: merged over the default config, validated (no data is read).
     cfgs = {
-        n: yaml.safe_load((ROOT / "config" / f"{n}.yaml").read_text())
+        n: load([ROOT / "config" / "config.yaml", ROOT / "config" / f"{n}.yaml"])
         for n in ("cifar10", "cifar2", "mscoco")
     }
     with tempfile.TemporaryDirectory() as tmp:

@@ -4,142 +4,109 @@
 
 Reuses the run's models, targets, subsets and LDS ground truth, recomputes Journey-TRAK features,
 kernels and scores with the dense seeded JL projector of the same dimension as the factored one
-(through the same `diffattr` CLI steps the workflow runs), and prints both LDS tables side by side
+(through the same stages the workflow runs, in process), and prints both LDS tables side by side
 with their bootstrap intervals: the factored one should not be worse than the dense one.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
+import dataclasses
 from pathlib import Path
 
-import h5py
 import pandas as pd
-import yaml
+from diffattr import layout
+from diffattr.artifacts import FeatureStore
+from diffattr.config import RunConfig, load
+from diffattr.stages import STAGES
 
 
-def diffattr(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "diffattr", *args, "--no-progress"], check=True)
+def stage(command: str, cfg: RunConfig, **paths: object) -> None:
+    function, slice_ = STAGES[command]
+    function(RunConfig.from_slice(cfg.slice(slice_)), **paths)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--run", default="results/default")
-    parser.add_argument("--config", default="config/config.yaml")
-    parser.add_argument("--threads", default="2")
+    parser.add_argument("--config", nargs="+", default=["config/config.yaml"])
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    run = Path(args.run)
-    cfg = yaml.safe_load(Path(args.config).read_text())
-    members = sorted(p.stem for p in (run / "kernels" / "loss").glob("*.h5"))
-    with h5py.File(run / "features" / "train" / "loss" / members[0] / "shard0.h5") as f:
-        dim = json.loads(f.attrs["projection"])["dim"]
-    att = {**cfg["attribution"], "projection": {"kind": "dense", "dim": dim}, "shards": 1}
-    att.setdefault("lambda", 0.01)
-    att.setdefault("block_size", 8192)
-    att.setdefault("batch_size", 64)
-    base = {
-        "seed": cfg.get("seed", 0),
-        "device": "cpu",
-        "dataset": cfg["dataset"],
-        "attribution": att,
-    }
-    out = run / "parity-dense"
-    c = json.dumps(base)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    cfg = load(args.config)
+    run = layout.Paths(args.run)
+    members = layout.members(cfg.train.ensemble, cfg.attribution.checkpoints)
+    factored = [
+        run.train_features("loss", m, s) for m in members for s in range(cfg.attribution.shards)
+    ]
+    dim = FeatureStore(factored[: cfg.attribution.shards]).attrs["projection"]["dim"]
+    projection = dataclasses.replace(cfg.attribution.projection, kind="dense", dim=dim)
+    attribution = dataclasses.replace(cfg.attribution, projection=projection, shards=1)
+    dense = dataclasses.replace(cfg, device="cpu", attribution=attribution)
+    out = layout.Paths(f"{args.run}/parity-dense")
     shards, kernels, targets = [], [], []
     for m in members:
-        model = run / "models" / m.split("_")[0]
-        shard = out / "features" / "train" / "loss" / m / "shard0.h5"
+        model = Path(run.model(m.index))
+        shard = Path(out.train_features("loss", m, 0))
         if not shard.exists():
-            diffattr(
+            stage(
                 "featurize-train",
-                "--cfg",
-                c,
-                "--data",
-                str(run / "data.h5"),
-                "--model",
-                str(model),
-                "--member",
-                m,
-                "--output",
-                "loss",
-                "--out",
-                str(shard),
-                "--threads",
-                args.threads,
+                dense,
+                data=Path(run.data),
+                model=model,
+                member=str(m),
+                model_output="loss",
+                shard=0,
+                shards=1,
+                out=shard,
+                progress=False,
             )
-        kernel = out / "kernels" / "loss" / f"{m}.h5"
-        diffattr("kernel", "--cfg", c, "--features", str(shard), "--out", str(kernel))
-        target = out / "features" / "targets" / "journey_trak" / f"{m}.h5"
+        kernel = Path(out.kernel("loss", m))
+        stage("kernel", dense, features=[shard], out=kernel)
+        target = Path(out.target_features("journey_trak", m))
         if not target.exists():
-            diffattr(
+            stage(
                 "featurize-targets",
-                "--cfg",
-                c,
-                "--model",
-                str(model),
-                "--member",
-                m,
-                "--method",
-                "journey_trak",
-                "--targets",
-                str(run / "targets.h5"),
-                "--out",
-                str(target),
-                "--threads",
-                args.threads,
+                dense,
+                model=model,
+                member=str(m),
+                method="journey_trak",
+                targets=Path(run.targets),
+                out=target,
             )
-        shards.append(str(shard))
-        kernels.append(str(kernel))
-        targets.append(str(target))
-    scores = out / "scores" / "journey_trak.h5"
-    diffattr(
+        shards.append(shard)
+        kernels.append(kernel)
+        targets.append(target)
+    scores = Path(out.scores("journey_trak"))
+    stage(
         "score",
-        "--cfg",
-        c,
-        "--method",
-        "journey_trak",
-        "--data",
-        str(run / "data.h5"),
-        "--targets",
-        str(run / "targets.h5"),
-        "--out",
-        str(scores),
-        "--kernels",
-        *kernels,
-        "--target-features",
-        *targets,
-        "--train-features",
-        *shards,
+        dense,
+        method="journey_trak",
+        data=Path(run.data),
+        targets=Path(run.targets),
+        out=scores,
+        kernels=kernels,
+        target_features=targets,
+        train_features=shards,
     )
-    lds_cfg = json.dumps({"seed": cfg.get("seed", 0), "lds": cfg["lds"]})
-    gts = sorted(str(p) for p in (run / "lds" / "ground_truth").glob("s*.h5"))
-    diffattr(
+    ground_truth = [Path(run.ground_truth(j)) for j in range(cfg.lds.n_subsets)]
+    stage(
         "lds-report",
-        "--cfg",
-        lds_cfg,
-        "--subsets",
-        str(run / "lds" / "subsets.h5"),
-        "--ground-truth",
-        *gts,
-        "--scores",
-        str(scores),
-        "--train-features",
-        *shards,
-        "--target-features",
-        *targets,
-        "--out-csv",
-        str(out / "lds.csv"),
-        "--out-json",
-        str(out / "lds.json"),
-        "--out-figure",
-        str(out / "lds.png"),
+        dense,
+        subsets=Path(run.subsets),
+        ground_truth=ground_truth,
+        scores=[scores],
+        train_features=shards,
+        target_features=targets,
+        out_csv=Path(out.report("lds.csv")),
+        out_json=Path(out.report("lds.json")),
+        out_figure=Path(out.figure("lds.png")),
     )
-    dense = pd.read_csv(out / "lds.csv").assign(projection="dense")
-    factored = pd.read_csv(run / "reports" / "lds.csv").assign(projection="factored")
-    both = pd.concat([factored[factored.method == "journey_trak"], dense])
+    dense_table = pd.read_csv(out.report("lds.csv")).assign(projection="dense")
+    factored_table = pd.read_csv(run.report("lds.csv")).assign(projection="factored")
+    both = pd.concat([factored_table[factored_table.method == "journey_trak"], dense_table])
     both = both[both.lambda_source == "tuned"]
     table = both.pivot_table(
         index=["ground_truth", "step"], columns="projection", values=["lds", "ci_low", "ci_high"]

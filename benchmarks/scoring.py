@@ -19,39 +19,37 @@ import tempfile
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
 
 
 def make_features(root: Path, n: int, dim: int, targets: int, shards: int) -> None:
+    from diffattr.artifacts import TargetFeatures, write_feature_shard, write_target_features
+
     rng = np.random.default_rng(0)
     bounds = np.linspace(0, n, shards + 1).astype(int)
     for s in range(shards):
         lo, hi = bounds[s], bounds[s + 1]
-        with h5py.File(root / f"shard{s}.h5", "w") as f:
-            f.create_dataset("features", data=rng.standard_normal((hi - lo, dim), np.float32))
-            f.create_dataset("positions", data=np.arange(lo, hi))
-    with h5py.File(root / "targets.h5", "w") as f:
-        f.create_dataset("features", data=rng.standard_normal((1, targets, dim), np.float32))
+        phi = rng.standard_normal((hi - lo, dim), np.float32)
+        write_feature_shard(root / f"shard{s}.h5", phi, np.arange(lo, hi), np.arange(lo, hi), {})
+    psi = rng.standard_normal((1, targets, dim), np.float32)
+    write_target_features(root / "targets.h5", TargetFeatures(psi, [0], np.arange(targets)))
 
 
 def run_blockwise(root: Path, block: int) -> dict:
-    from diffattr.scoring import FeatureStore, TrakScorer, kernel, write_scores
+    from diffattr.artifacts import FeatureStore, read_target_features, write_scores
+    from diffattr.scoring import TrakScorer, kernel
 
     t0 = time.perf_counter()
     store = FeatureStore(sorted(root.glob("shard*.h5")))
     k = kernel(store, 0.01, block)
-    with h5py.File(root / "targets.h5") as f:
-        psi = f["features"][()]
+    psi = read_target_features(root / "targets.h5").features
     n_targets = psi.shape[1]
     write_scores(
         root / "scores.h5",
         [0],
         np.arange(n_targets),
         np.arange(store.n),
-        TrakScorer([(store, k["form"], k["matrix"], psi)]),
+        TrakScorer([(store, k, psi)]),
         {},
         train_block=block,
         target_block=32,
@@ -62,14 +60,14 @@ def run_blockwise(root: Path, block: int) -> dict:
 def run_oneshot(root: Path) -> dict:
     import diffattr.scoring  # noqa: F401  (same imports as the blockwise child: same baseline)
     import torch  # noqa: F401
+    from diffattr.artifacts import FeatureStore, read_target_features
 
     t0 = time.perf_counter()
-    phi = np.concatenate([h5py.File(p)["features"][()] for p in sorted(root.glob("shard*.h5"))])
-    phi = phi.astype(np.float64)
+    store = FeatureStore(sorted(root.glob("shard*.h5")))
+    phi = store.read(0, store.n).astype(np.float64)  # Φ whole
     xtx = phi.T @ phi
     lam = 0.01 * np.trace(xtx) / phi.shape[1]
-    with h5py.File(root / "targets.h5") as f:
-        psi = f["features"][0].astype(np.float64)
+    psi = read_target_features(root / "targets.h5").features[0].astype(np.float64)
     scores = phi @ np.linalg.solve(xtx + lam * np.eye(len(xtx)), psi.T)
     np.save(root / "oneshot.npy", scores.T.astype(np.float32))
     return {"seconds": time.perf_counter() - t0}
@@ -108,8 +106,9 @@ def main() -> None:
                 check=True,
             )
             results[mode] = json.loads(out.stdout.strip().splitlines()[-1])
-        with h5py.File(root / "scores.h5") as f:
-            blockwise = f["scores"][0]
+        from diffattr.artifacts import read_scores
+
+        blockwise = read_scores(root / "scores.h5").scores[0]
         oneshot = np.load(root / "oneshot.npy")
         err = float(np.abs(blockwise - oneshot).max() / np.abs(oneshot).max())
     print(

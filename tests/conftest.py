@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from diffattr.config import DiffusionConfig, ModelConfig
 from diffattr.models import build_scheduler, build_unet
 from diffattr.outputs import row_outputs
 
@@ -34,12 +35,12 @@ def _threads():
 
 @pytest.fixture
 def scheduler():
-    return build_scheduler({})
+    return build_scheduler(DiffusionConfig())
 
 
 def make_unet(dtype=torch.float64, seed=0):
     torch.manual_seed(seed)
-    return build_unet(TINY_UNET, (1, 8, 8)).to(dtype).eval()
+    return build_unet(ModelConfig.from_dict(TINY_UNET), (1, 8, 8)).to(dtype).eval()
 
 
 @pytest.fixture

@@ -1,27 +1,29 @@
 """LDS machinery against closed forms and scipy."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 from conftest import make_unet
-from diffattr.evaluation import (
-    _tune_lambda,
+from diffattr.features import rows_batch, target_draws
+from diffattr.lds.ground_truth import ground_truth
+from diffattr.lds.memorization import memorization_loss
+from diffattr.lds.report import tune_lambda
+from diffattr.lds.stats import (
     bootstrap_interval,
     bootstrap_lds,
-    ground_truth,
     lds,
-    make_subsets,
-    memorization_loss,
     paired_margins,
     predictions,
-    ridge_predictions,
     shared_null,
     spearman_rows,
     split_half_reliability,
     variance_components,
 )
-from diffattr.features import rows_batch, target_draws
+from diffattr.lds.subsets import make_subsets
 from diffattr.outputs import evaluate
+from diffattr.ridge import ridge_predictions
 from scipy import stats
 
 
@@ -216,7 +218,7 @@ def test_lambda_is_tuned_per_step_on_the_tuning_subsets_only():
             for i in range(n_lam)
         ]
     )
-    best, tuned, reporting = _tune_lambda(pred, truth, tune, report, per_step=True)
+    best, tuned, reporting, _ = dataclasses.astuple(tune_lambda(pred, truth, tune, report, True))
     np.testing.assert_allclose(tuned, tuning)
     np.testing.assert_array_equal(best, tuning.argmax(0))
     expected = [
@@ -226,8 +228,8 @@ def test_lambda_is_tuned_per_step_on_the_tuning_subsets_only():
     # Scrambling the reporting subsets' predictions changes nothing about the choice.
     scrambled = pred.copy()
     scrambled[..., report] = rng.standard_normal(scrambled[..., report].shape)
-    assert np.array_equal(_tune_lambda(scrambled, truth, tune, report, True)[0], best)
-    shared, _, _ = _tune_lambda(pred, truth, tune, report, per_step=False)
+    assert np.array_equal(tune_lambda(scrambled, truth, tune, report, True).best, best)
+    shared = tune_lambda(pred, truth, tune, report, per_column=False).best
     assert (shared == tuning.mean(1).argmax()).all()
 
 

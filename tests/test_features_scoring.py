@@ -5,24 +5,23 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_unet
+from diffattr.artifacts import (
+    SIGN_CONVENTION,
+    FeatureStore,
+    read_scores,
+    write_feature_shard,
+    write_scores,
+)
 from diffattr.features import (
     featurize_targets,
     featurize_training,
     shard_positions,
+    target_draws,
     train_draws,
 )
-from diffattr.methods import SIGN_CONVENTION
-from diffattr.projection import FactoredProjector
-from diffattr.scoring import (
-    FeatureStore,
-    TrakScorer,
-    kernel,
-    pixel_similarity_block,
-    random_block,
-    read_scores,
-    write_scores,
-)
-from diffattr.storage import create_h5
+from diffattr.outputs import row_outputs
+from diffattr.projection import FactoredProjector, IdentityProjector
+from diffattr.scoring import TrakScorer, kernel, pixel_similarity_block, random_block
 
 
 @pytest.fixture
@@ -78,23 +77,40 @@ def test_shard_positions_tile_whole_batches():
     assert all(len(p) % 4 == 0 for p in parts[:-1])
 
 
-def test_target_features_sum_over_draws(setup):
-    model, proj, abar, images, _ = setup
-    x = torch.from_numpy(images[:2])
-    both = featurize_targets(model, proj, abar, "loss", x, [0, 1], [500, 500], seed=0, batch_size=2)
-    alone = featurize_targets(
-        model, proj, abar, "loss", x[1:], [1], [500, 500], seed=0, batch_size=1
+def test_target_features_are_the_gradient_of_the_sum_over_draws(scheduler):
+    """ψ_j = ∇θ Σ_r ℓ(x_j, t_r, ε_r) with ε_r the keyed target draws: against autograd on the
+    explicit sum (exact gradients, float64), and the same per target in any batch."""
+    model = make_unet(torch.float64)
+    abar = scheduler.alphas_cumprod
+    rng = np.random.default_rng(5)
+    x = torch.from_numpy(rng.uniform(-1, 1, (2, 1, 8, 8)))
+    timesteps = [500, 500, 120]
+    psi = featurize_targets(
+        model, IdentityProjector(model), abar, "loss", x, [7, 9], timesteps, seed=0, batch_size=2
     )
-    np.testing.assert_allclose(both[1], alone[0], rtol=1e-4, atol=1e-6)
+    eps = target_draws([7, 9], timesteps, (1, 8, 8), seed=0, tag="target-draw").double()
+    for j in range(2):
+        batch = {
+            "x0": x[j].expand(3, 1, 8, 8),
+            "t": torch.tensor(timesteps),
+            "eps": eps[j],
+        }
+        model.zero_grad()
+        row_outputs(model, abar, batch, "loss").sum().backward()
+        grad = torch.cat([p.grad.flatten() for p in model.parameters()])
+        np.testing.assert_allclose(psi[j], grad.float().numpy(), rtol=1e-4, atol=1e-6)
+    alone = featurize_targets(
+        model, IdentityProjector(model), abar, "loss", x[1:], [9], timesteps, seed=0, batch_size=1
+    )
+    np.testing.assert_allclose(psi[1], alone[0], rtol=1e-5, atol=1e-7)
 
 
 def write_shards(tmp_path, phi, sizes, name="m0_final"):
     paths, lo = [], 0
     for s, size in enumerate(sizes):
         path = tmp_path / name / f"shard{s}.h5"
-        with create_h5(path, {"projection": {"kind": "test"}}) as f:
-            f.create_dataset("features", data=phi[lo : lo + size])
-            f.create_dataset("positions", data=np.arange(lo, lo + size))
+        rows = np.arange(lo, lo + size)
+        write_feature_shard(path, phi[lo : lo + size], rows, rows, {"projection": {"kind": "test"}})
         paths.append(path)
         lo += size
     return FeatureStore(paths[::-1])  # order of the argument list must not matter
@@ -120,8 +136,8 @@ def test_scores_equal_numpy_formula(tmp_path, dim):
     for m, (phi, psi) in enumerate(zip(phis, psis, strict=True)):
         store = write_shards(tmp_path, phi, [12, 10, 8], name=f"m{m}_final")
         k = kernel(store, lam, block_rows=7)
-        assert k["form"] == ("primal" if dim <= n else "dual")
-        members.append((store, k["form"], k["matrix"], psi))
+        assert k.form == ("primal" if dim <= n else "dual")
+        members.append((store, k, psi))
     path = tmp_path / "scores.h5"
     write_scores(
         path,
@@ -136,8 +152,8 @@ def test_scores_equal_numpy_formula(tmp_path, dim):
     got = read_scores(path)
     for s in range(n_steps):
         ref = numpy_scores(phis, [p[s] for p in psis], lam)
-        np.testing.assert_allclose(got["scores"][s], ref.T, rtol=2e-4, atol=1e-5)
-    assert got["attrs"]["sign"] == SIGN_CONVENTION
+        np.testing.assert_allclose(got.scores[s], ref.T, rtol=2e-4, atol=1e-5)
+    assert got.attrs["sign"] == SIGN_CONVENTION
     with h5py.File(path) as f:
         assert f["scores"].chunks[:2] == (1, 1)
 
@@ -148,7 +164,7 @@ def test_blockwise_scores_equal_one_shot(tmp_path):
     psi = rng.standard_normal((1, 9, 8)).astype(np.float32)
     store = write_shards(tmp_path, phi, [50])
     k = kernel(store, 0.1, block_rows=50)
-    member = [(store, k["form"], k["matrix"], psi)]
+    member = [(store, k, psi)]
     for name, tb, ib in [("one.h5", 9, 50), ("blocks.h5", 2, 3)]:
         write_scores(
             tmp_path / name,
@@ -161,7 +177,7 @@ def test_blockwise_scores_equal_one_shot(tmp_path):
             target_block=tb,
         )
     a, b = read_scores(tmp_path / "one.h5"), read_scores(tmp_path / "blocks.h5")
-    np.testing.assert_allclose(a["scores"], b["scores"], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(a.scores, b.scores, rtol=1e-6, atol=1e-7)
 
 
 def test_pixel_similarity_is_cosine_and_random_is_seeded():

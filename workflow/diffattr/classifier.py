@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from .config import ClassifierConfig
 from .errors import ModelError
 from .seeding import derive_seed, generator, numpy_rng
 
@@ -54,20 +55,20 @@ class FeatureClassifier(nn.Module):
 
 
 def train_classifier(
-    images: np.ndarray, labels: np.ndarray, n_classes: int, cfg: dict[str, Any], seed: int
+    images: np.ndarray, labels: np.ndarray, n_classes: int, cfg: ClassifierConfig, seed: int
 ) -> tuple[FeatureClassifier, dict[str, Any]]:
     """Train on a seeded (1 − held_out) split; report accuracy on the held-out rest."""
     n = len(images)
     order = numpy_rng(seed, "classifier-split").permutation(n)
-    n_test = round(float(cfg.get("held_out", 0.2)) * n)
+    n_test = round(cfg.held_out * n)
     test, train = order[:n_test], order[n_test:]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "classifier-init"))
-        model = FeatureClassifier(images.shape[1], n_classes, int(cfg.get("width", 32)))
+        model = FeatureClassifier(images.shape[1], n_classes, cfg.width)
     x, y = torch.from_numpy(images), torch.from_numpy(labels)
-    opt = torch.optim.Adam(model.parameters(), lr=float(cfg.get("lr", 2e-3)))
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     gen = generator(seed, "classifier-batches")
-    steps, batch = int(cfg.get("steps", 1500)), int(cfg.get("batch_size", 128))
+    steps, batch = cfg.steps, cfg.batch_size
     model.train()
     for _ in range(steps):
         pick = torch.from_numpy(train)[torch.randint(len(train), (batch,), generator=gen)]

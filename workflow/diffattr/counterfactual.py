@@ -16,7 +16,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -24,7 +24,9 @@ import torch
 from scipy import linalg
 from torch import Tensor
 
-from .diffusion import Predictor, denoise
+from .config import CounterfactualConfig
+from .diffusion import Predictor, denoise, swapped_predictor
+from .errors import ConfigError
 from .seeding import generator, numpy_rng
 
 
@@ -55,8 +57,66 @@ def top_influencers(scores: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-scores, kind="stable")[:k]
 
 
-def random_removal(n: int, k: int, seed: int, target_id: int, step: int) -> np.ndarray:
-    return np.sort(numpy_rng(seed, "cf-random", target_id, step).choice(n, k, replace=False))
+def random_removal(n: int, k: int, seed: int, target: int, step: int) -> np.ndarray:
+    """k seeded random examples, drawn per (target position, step)."""
+    return np.sort(numpy_rng(seed, "cf-random", target, step).choice(n, k, replace=False))
+
+
+def plan(
+    cf: CounterfactualConfig,
+    n: int,
+    steps: Sequence[int],
+    decision_steps: Sequence[int],
+    score_row: Callable[[str, int, int], np.ndarray],
+    seed: int,
+) -> tuple[list[Case], np.ndarray]:
+    """The counterfactual design: for each of the first ``cf.targets`` targets, each examined
+    step (its decision step, or ``cf.steps``), each method and each removal size, one case that
+    removes that method's top-k influencers (``random``: k seeded examples).
+
+    ``score_row(method, step, target)`` gives a method's scores (n,) at (step, target position).
+    Returns the cases and the keep masks (cases, n): False on the removed examples.
+    """
+    cases, keep = [], []
+    for target in range(cf.targets):
+        examined = [int(decision_steps[target])] if cf.at_emergence else list(cf.steps)
+        for step in examined:
+            if step not in steps:
+                raise ConfigError(f"counterfactual step {step} is not an attribution step {steps}")
+            for method in cf.methods:
+                for k in cf.k:
+                    size = removal_size(float(k), n)
+                    if method == "random":
+                        removed = random_removal(n, size, seed, target, step)
+                    else:
+                        removed = top_influencers(score_row(method, step, target), size)
+                    mask = np.ones(n, dtype=bool)
+                    mask[removed] = False
+                    cases.append(Case(len(cases), method, target, step, size))
+                    keep.append(mask)
+    assert len(cases) == cf.n_cases, "plan enumeration and CounterfactualConfig.n_cases disagree"
+    return cases, np.stack(keep)
+
+
+PROTOCOLS = ("a", "b")
+
+
+def protocol_predictors(
+    original: Predictor, counterfactual: Predictor, step: int, delta: int, timesteps: Sequence[int]
+) -> dict[str, Predictor]:
+    """The runs compared from x_t: ``original``; ``a`` the counterfactual model on the sampler
+    steps in [t − Δ, t] and the original elsewhere (the paper's protocol); ``b`` the
+    counterfactual model for every remaining step."""
+    return {
+        "original": original,
+        "a": swapped_predictor(original, counterfactual, swap_window(step, delta, timesteps)),
+        "b": counterfactual,
+    }
+
+
+def floor_pairs(cases: Sequence[Case]) -> list[tuple[int, int]]:
+    """The (target, step) pairs the seed floor is measured at: every pair some case examines."""
+    return sorted({(c.target, c.step) for c in cases})
 
 
 def resample_generators(seed: int, target_id: int, step: int, samples: int):
@@ -137,7 +197,8 @@ def emergence(
         ).final
         out[s] = final.view(n_targets, samples, *x_t.shape[2:])
         p = classifier.probabilities(final).view(n_targets, samples, -1)
-        probs[s] = p[torch.arange(n_targets), :, torch.as_tensor(list(classes))].mean(1).numpy()
+        picked = p[torch.arange(n_targets), :, torch.as_tensor(list(classes), device=p.device)]
+        probs[s] = picked.mean(1).cpu().numpy()
     return probs, out
 
 
@@ -221,5 +282,4 @@ def summarize(cases, floor):
         )
     out = pd.DataFrame(rows).rename(columns={step_label: "step"})
     out["counts"] = (out.diff_vs_random_low > 0) & (out.diff_vs_floor_low > 0)
-    out.loc[out.method == "random", "counts"] = False
     return out

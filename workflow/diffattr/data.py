@@ -1,8 +1,8 @@
-"""Dataset registry and the prepared-data HDF5 layout.
-
-A dataset is prepared once into ``data.h5``: ``images`` float32 (n, C, H, W) in [-1, 1], ``labels``
-int64 (n,), ``ids`` int64 (n,) stable ids (indices into the original source), plus attributes
-(``dataset``, ``class_names``). Training, featurizing and evaluation read only this file.
+"""Dataset registry and loaders: each dataset becomes ``PreparedData``, written once as
+``data.h5`` (``artifacts.write_data``): ``images`` float32 (n, C, H, W) in [-1, 1], ``labels``
+int64 (n,), ``ids`` int64 (n,) stable ids (indices into the original source). Training,
+featurizing and evaluation read only that file. Loaders receive the ``dataset`` config section
+as a mapping (dataset-specific keys) plus ``device`` (mscoco's encoders).
 """
 
 from __future__ import annotations
@@ -16,11 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-import h5py
 import numpy as np
 
 from .errors import ConfigError, DatasetError
-from .storage import create_h5, read_attrs
 
 
 @dataclass(frozen=True)
@@ -112,37 +110,6 @@ def prepare(cfg: Mapping[str, Any]) -> PreparedData:
     if name not in DATASETS:
         raise ConfigError(f"unknown dataset {name!r}; available: {sorted(DATASETS)}")
     return DATASETS[name](cfg)
-
-
-def write_prepared(data: PreparedData, path: str | Path, config: Mapping[str, Any]) -> None:
-    """Write ``data.h5`` atomically."""
-    attrs = {"dataset": data.name, "class_names": data.class_names, "config": dict(config)}
-    with create_h5(path, attrs) as f:
-        f.create_dataset("images", data=data.images.astype(np.float32))
-        f.create_dataset("labels", data=data.labels)
-        f.create_dataset("ids", data=data.ids)
-        for key, value in data.extra.items():
-            f.create_dataset(key, data=value)
-
-
-def load_prepared(path: str | Path) -> PreparedData:
-    """Read ``data.h5`` written by :func:`write_prepared`."""
-    path = Path(path)
-    if not path.exists():
-        raise DatasetError(f"prepared data {path} does not exist; run the prepare_data rule first")
-    with h5py.File(path, "r") as f:
-        attrs = read_attrs(f)
-        core = {"images", "labels", "ids"}
-        extra = {k: f[k][()] for k in f if k not in core}
-        return PreparedData(
-            images=f["images"][()],
-            labels=f["labels"][()],
-            ids=f["ids"][()],
-            class_names=list(attrs.get("class_names", [])),
-            name=str(attrs.get("dataset", "")),
-            extra=extra,
-            config=dict(attrs.get("config") or {}),
-        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,7 +272,6 @@ def load_square_image(path: Path, size: int) -> np.ndarray:
 def load_encoders(cfg: Mapping[str, Any], device: str):
     """The pretrained VAE and CLIP text encoder named in the config (hub names or local folders),
     through the same ``from_pretrained`` path for real weights and for test-made tiny models."""
-    import torch
     from diffusers import AutoencoderKL
 
     try:
@@ -326,7 +292,7 @@ def load_encoders(cfg: Mapping[str, Any], device: str):
             f"{cfg.get('text_encoder')!r}: {err}. Give a hub name reachable from this machine or a "
             "local folder saved with save_pretrained (subfolders vae/, tokenizer/, text_encoder/)"
         ) from err
-    return vae.to(device).eval(), tokenizer, text.to(device).eval(), torch
+    return vae.to(device).eval(), tokenizer, text.to(device).eval()
 
 
 def encode_texts(texts: list[str], tokenizer, text_model, max_length: int, device, batch=256):
@@ -363,7 +329,7 @@ def load_mscoco(cfg: Mapping[str, Any]) -> PreparedData:
         ids = ids[: int(cfg["limit"])]
     per = int(cfg.get("captions_per_image", 5))
     device = cfg.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
-    vae, tokenizer, text_model, _ = load_encoders(cfg, device)
+    vae, tokenizer, text_model = load_encoders(cfg, device)
     size, length = int(cfg.get("image_size", 128)), int(cfg.get("max_length", 77))
     latents = []
     with torch.no_grad():

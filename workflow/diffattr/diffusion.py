@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from diffusers import DDPMScheduler
@@ -25,31 +24,11 @@ from diffusers.training_utils import EMAModel
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .config import TrainConfig
 from .outputs import add_noise, predict_noise
 from .seeding import derive_seed, generator
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """The training recipe (config section ``train``)."""
-
-    steps: int = 2000
-    batch_size: int = 128
-    lr: float = 3e-3
-    warmup_steps: int = 100
-    ema_decay: float = 0.999
-    log_every: int = 100
-    checkpoints: tuple[int, ...] = ()
-    precision: str = "fp32"
-
-    @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> TrainConfig:
-        keys = cls.__dataclass_fields__
-        values = {k: cfg[k] for k in keys if k in cfg}
-        values["checkpoints"] = tuple(int(s) for s in values.get("checkpoints", ()))
-        return cls(**values)
 
 
 def autocast(device: torch.device, precision: str):
@@ -78,7 +57,6 @@ def train(
     progress: bool = True,
     conditions: Tensor | None = None,
     null_condition: Tensor | None = None,
-    p_uncond: float = 0.1,
     flip: bool = False,
 ) -> list[float]:
     """Train ``model`` in place on ``images[positions]`` with the DDPM loss; return the loss log.
@@ -86,8 +64,8 @@ def train(
     Checkpoints (EMA weights when ``ema_decay`` > 0) are handed to ``on_checkpoint(step, model)``
     at every step in ``recipe.checkpoints`` and at the end (as step ``recipe.steps``).
     Text conditioning: ``conditions`` (n, captions, L, D) holds caption embeddings; each row uses
-    a random caption, replaced by ``null_condition`` with probability ``p_uncond`` (classifier-free
-    guidance). ``flip`` mirrors each row horizontally with probability 1/2.
+    a random caption, replaced by ``null_condition`` with probability ``recipe.p_uncond``
+    (classifier-free guidance). ``flip`` mirrors each row horizontally with probability 1/2.
     """
     device = next(model.parameters()).device
     images = images.to(device)
@@ -114,7 +92,7 @@ def train(
         cond = None
         if conditions is not None:
             cap = torch.randint(conditions.shape[1], (len(pick),), generator=noise_gen)
-            drop = torch.rand(len(pick), generator=noise_gen) < p_uncond
+            drop = torch.rand(len(pick), generator=noise_gen) < recipe.p_uncond
             cond = conditions[pick, cap].to(device=device, dtype=x0.dtype)
             cond[drop.to(device)] = null_condition.to(device=device, dtype=x0.dtype)
         if flip:

@@ -1,6 +1,7 @@
-"""The registry of attribution methods: what each one differentiates and at which image.
+"""The attribution methods: one class each, owning what it differentiates and how it scores.
 
-Gradient methods share the TRAK estimator (see ``scoring``) and differ in their model outputs:
+Gradient methods share the TRAK estimator (``scoring``) and differ in their model outputs and in
+the target image and timesteps of the target output:
 
 - ``journey_trak``: train f = Σ_k ℓ(x_i, t_k, ε_k), K random t; target f_t = Σ_r ℓ(x̂_0^t, t, ε_r).
 - ``dtrak``: the same with D-TRAK's output mean(ε_θ(x_t,t)²) in place of the loss ℓ.
@@ -8,44 +9,147 @@ Gradient methods share the TRAK estimator (see ``scoring``) and differ in their 
   uniformly spaced timesteps (one score vector per target, repeated at every step).
 
 Baselines: ``pixel_similarity`` (cosine of x̂_0^t with each training image) and ``random``.
+
+Adding a method: one class here, one line in ``METHODS``, and its name in the schema's two
+method enums (a test keeps them equal).
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
 
 from .errors import ConfigError
+from .features import uniform_timesteps
+from .scoring import BlockFn, Kernel, TrakScorer, pixel_similarity_block, random_block
 
 
 @dataclass(frozen=True)
-class Method:
-    name: str
-    family: str  # "gradient" (features + kernel), "pixel" or "random"
-    train_output: str | None = None
-    target_output: str | None = None
-    target_image: str = "x0_hat"  # "x0_hat" (per step) or "final" (the same at every step)
-    description: str = ""
+class TargetQuery:
+    """One target output to featurize: ``images`` (targets, ...) at ``timesteps`` (one draw each);
+    its features fill the attribution steps at positions ``step_indices``."""
 
-    @property
-    def uses_gradients(self) -> bool:
-        return self.family == "gradient"
+    step_indices: list[int]
+    images: np.ndarray
+    timesteps: list[int]
+
+
+@dataclass(frozen=True)
+class ScoringInputs:
+    """What scoring reads: training images, the targets, and per ensemble member (gradient
+    methods) its training-feature store, kernel and target features (steps, targets, k)."""
+
+    train_images: np.ndarray
+    steps: list[int]
+    target_ids: np.ndarray
+    x0_hat: np.ndarray
+    seed: int
+    members: Sequence[tuple[Any, Kernel, np.ndarray]] = ()
+
+
+class Method(ABC):
+    """An attribution method: a name, a description and a scorer."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    target_image: ClassVar[str] = "x0_hat"  # "x0_hat" (per step) or "final" (same at every step)
+    uses_gradients: ClassVar[bool] = False
+    train_output: ClassVar[str | None] = None
+
+    @abstractmethod
+    def scorer(self, inputs: ScoringInputs) -> BlockFn:
+        """Blocks of scores τ (positive: supports the target)."""
+
+    def attributes(self) -> dict[str, Any]:
+        """What the score file records about the method."""
+        return {
+            "method": self.name,
+            "description": self.description,
+            "target_image": self.target_image,
+        }
+
+
+class GradientMethod(Method):
+    """TRAK estimator on projected gradients of ``train_output`` and ``target_output``."""
+
+    uses_gradients = True
+    train_output: ClassVar[str]
+    target_output: ClassVar[str]
+
+    @abstractmethod
+    def target_queries(
+        self, x0_hat: np.ndarray, final: np.ndarray, steps: Sequence[int], K: int, R: int, T: int
+    ) -> list[TargetQuery]:
+        """The target outputs whose gradients are ψ, per attribution step."""
+
+    def scorer(self, inputs: ScoringInputs) -> BlockFn:
+        return TrakScorer(inputs.members)
+
+    def attributes(self) -> dict[str, Any]:
+        return {
+            **super().attributes(),
+            "train_output": self.train_output,
+            "target_output": self.target_output,
+        }
+
+
+class PerStepGradient(GradientMethod):
+    """f_t = Σ_r output(x̂_0^t, t, ε_r): R draws at the attribution step itself."""
+
+    def target_queries(self, x0_hat, final, steps, K, R, T):
+        return [TargetQuery([s], x0_hat[s], [t] * R) for s, t in enumerate(steps)]
+
+
+class JourneyTrak(PerStepGradient):
+    name = "journey_trak"
+    description = "Journey-TRAK (per step)"
+    train_output = "loss"
+    target_output = "loss"
+
+
+class DTrak(PerStepGradient):
+    name = "dtrak"
+    description = "D-TRAK, per step"
+    train_output = "square_norm"
+    target_output = "square_norm"
+
+
+class Trak(GradientMethod):
+    """The final image's loss at K uniformly spaced timesteps: the same ψ at every step."""
+
+    name = "trak"
+    description = "TRAK on the final image"
+    target_image = "final"
+    train_output = "loss"
+    target_output = "loss"
+
+    def target_queries(self, x0_hat, final, steps, K, R, T):
+        return [TargetQuery(list(range(len(steps))), final, uniform_timesteps(K, T))]
+
+
+class PixelSimilarity(Method):
+    name = "pixel_similarity"
+    description = "cosine similarity of x̂_0^t to x_i"
+
+    def scorer(self, inputs: ScoringInputs) -> BlockFn:
+        return pixel_similarity_block(inputs.train_images, inputs.x0_hat)
+
+
+class RandomScores(Method):
+    name = "random"
+    description = "seeded Gaussian scores (the floor)"
+
+    def scorer(self, inputs: ScoringInputs) -> BlockFn:
+        return random_block(inputs.seed, inputs.steps, inputs.target_ids, len(inputs.train_images))
 
 
 METHODS: dict[str, Method] = {
-    m.name: m
-    for m in (
-        Method("journey_trak", "gradient", "loss", "loss", "x0_hat", "Journey-TRAK (per step)"),
-        Method("dtrak", "gradient", "square_norm", "square_norm", "x0_hat", "D-TRAK, per step"),
-        Method("trak", "gradient", "loss", "loss", "final", "TRAK on the final image"),
-        Method("pixel_similarity", "pixel", description="cosine similarity of x̂_0^t to x_i"),
-        Method("random", "random", description="seeded Gaussian scores (the floor)"),
-    )
+    m.name: m for m in (JourneyTrak(), DTrak(), Trak(), PixelSimilarity(), RandomScores())
 }
-
-SIGN_CONVENTION = (
-    "tau[i] > 0: including training example i lowers the target's output f_t, i.e. supports the "
-    "generated image (positive influencer); tau[i] < 0: negative influencer"
-)
 
 
 def get_method(name: str) -> Method:
@@ -54,7 +158,8 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
-def train_outputs(methods: list[str]) -> list[str]:
-    """The distinct training-feature outputs that ``methods`` need (each featurized once)."""
-    outs = [get_method(m).train_output for m in methods]
-    return sorted({o for o in outs if o is not None})
+def gradient_method(name: str) -> GradientMethod:
+    method = get_method(name)
+    if not isinstance(method, GradientMethod):
+        raise ConfigError(f"{name} does not use gradient features")
+    return method

@@ -6,14 +6,14 @@ scheduler config; ``<checkpoint>`` is ``final`` or ``step-<n>``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
 from pathlib import Path
-from typing import Any
 
 import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel, UNet2DModel
 from diffusers.utils import logging as diffusers_logging
 
+from .config import DiffusionConfig, ModelConfig
 from .errors import ConfigError, ModelError
 
 diffusers_logging.set_verbosity_error()
@@ -40,43 +40,45 @@ def resolve_device(name: str | None = "auto") -> torch.device:
 
 
 def build_unet(
-    model_cfg: Mapping[str, Any], image_shape: tuple[int, int, int]
+    model_cfg: ModelConfig, image_shape: tuple[int, int, int]
 ) -> UNet2DModel | UNet2DConditionModel:
     """A ``UNet2DModel`` for images of ``image_shape`` = (C, H, W) sized by ``model_cfg``, or a
     text-conditioned ``UNet2DConditionModel`` (cross-attention) when ``conditional`` is set."""
     channels, height, width = image_shape
     if height != width:
         raise ConfigError(f"square images expected, got {height}×{width}")
-    kwargs = {k: model_cfg[k] for k in UNET_KEYS if k in model_cfg}
-    if len(kwargs.get("down_block_types", ())) != len(kwargs.get("block_out_channels", ())):
+    # Unset keys (None) are left to diffusers' own defaults.
+    given = {k: getattr(model_cfg, k) for k in UNET_KEYS}
+    kwargs = {k: list(v) if isinstance(v, tuple) else v for k, v in given.items() if v is not None}
+    if len(model_cfg.down_block_types) != len(model_cfg.block_out_channels):
         raise ConfigError("model.down_block_types and model.block_out_channels differ in length")
-    downsamples = 2 ** (len(kwargs.get("block_out_channels", (1,))) - 1)
+    downsamples = 2 ** (len(model_cfg.block_out_channels) - 1)
     if height % downsamples:
         raise ConfigError(
             f"image size {height} is not divisible by {downsamples}; use fewer model blocks"
         )
-    if model_cfg.get("conditional"):
-        if "cross_attention_dim" not in model_cfg:
+    if model_cfg.conditional:
+        if model_cfg.cross_attention_dim is None:
             raise ConfigError("model.cross_attention_dim is required for a conditional model")
         return UNet2DConditionModel(
             sample_size=height,
             in_channels=channels,
             out_channels=channels,
-            cross_attention_dim=int(model_cfg["cross_attention_dim"]),
+            cross_attention_dim=model_cfg.cross_attention_dim,
             **kwargs,
         )
     return UNet2DModel(sample_size=height, in_channels=channels, out_channels=channels, **kwargs)
 
 
-def build_scheduler(diffusion_cfg: Mapping[str, Any]) -> DDPMScheduler:
-    """The DDPM scheduler: linear β, ε-prediction (diffusers defaults unless configured)."""
+def build_scheduler(diffusion_cfg: DiffusionConfig) -> DDPMScheduler:
+    """The DDPM scheduler: linear β, ε-prediction."""
     return DDPMScheduler(
-        num_train_timesteps=int(diffusion_cfg.get("num_train_timesteps", 1000)),
-        beta_start=float(diffusion_cfg.get("beta_start", 1e-4)),
-        beta_end=float(diffusion_cfg.get("beta_end", 0.02)),
+        num_train_timesteps=diffusion_cfg.num_train_timesteps,
+        beta_start=diffusion_cfg.beta_start,
+        beta_end=diffusion_cfg.beta_end,
         beta_schedule="linear",
         prediction_type="epsilon",
-        clip_sample=bool(diffusion_cfg.get("clip_sample", True)),
+        clip_sample=diffusion_cfg.clip_sample,
         variance_type="fixed_small",
     )
 
@@ -93,25 +95,19 @@ def save_model(model: UNet2DModel, scheduler: DDPMScheduler, folder: str | Path)
 
 
 def load_model(
-    folder: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+    folder: str | Path, device: torch.device | str, dtype: torch.dtype = torch.float32
 ) -> tuple[UNet2DModel, DDPMScheduler]:
-    """Load a model saved by :func:`save_model`, in eval mode."""
+    """Load a model saved by :func:`save_model` onto ``device`` (required: a job's configured
+    device must reach every model it runs), in eval mode."""
     folder = Path(folder)
     if not (folder / "config.json").exists():
         raise ModelError(
             f"no model in {folder} (config.json missing); train it with the train_model rule "
             "or point the config at a folder written by save_pretrained"
         )
-    import json
-
     kind = json.loads((folder / "config.json").read_text()).get("_class_name")
     cls = UNet2DConditionModel if kind == "UNet2DConditionModel" else UNet2DModel
     model = cls.from_pretrained(folder, low_cpu_mem_usage=False, torch_dtype=dtype)
     model = model.to(device=device).eval()
     scheduler = DDPMScheduler.from_pretrained(folder)
     return model, scheduler
-
-
-def checkpoint_folder(model_dir: str | Path, checkpoint: str) -> Path:
-    """Folder of one checkpoint (``final`` or ``step-<n>``) of a trained model."""
-    return Path(model_dir) / checkpoint

@@ -1,12 +1,12 @@
 """Model-output functions f whose parameter-gradients are the attribution features.
 
-A *row* is one (image, timestep, noise[, condition, mask]) draw. Each output maps a batch of rows
+A *row* is one (image, timestep, noise[, condition]) draw. Each output maps a batch of rows
 to one scalar per row; an example's (or target's) output is the sum over its rows:
 
-- ``loss``        ℓ = mean(M ⊙ (ε_θ(x_t, t) − ε)²)   (Journey-TRAK, TRAK; the DDPM loss)
-- ``square_norm`` ℓ = mean(M ⊙ ε_θ(x_t, t)²)         (D-TRAK's L_square; no target noise)
+- ``loss``        ℓ = mean((ε_θ(x_t, t) − ε)²)   (Journey-TRAK, TRAK; the DDPM loss)
+- ``square_norm`` ℓ = mean(ε_θ(x_t, t)²)         (D-TRAK's L_square; no target noise)
 
-with x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε and M a spatial mask (all ones unless patch-level attribution).
+with x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε.
 """
 
 from __future__ import annotations
@@ -47,14 +47,12 @@ def predict_noise(model: nn.Module, x_t: Tensor, t: Tensor, cond: Tensor | None 
 
 
 def row_outputs(model: nn.Module, alphas_cumprod: Tensor, batch: Batch, output: str) -> Tensor:
-    """One scalar per row of ``batch`` (``x0``, ``t``, ``eps``; optional ``cond``, ``mask``)."""
+    """One scalar per row of ``batch`` (``x0``, ``t``, ``eps``; optional ``cond``)."""
     if output not in OUTPUTS:
         raise KeyError(f"unknown model output {output!r}; available: {sorted(OUTPUTS)}")
     x0, t, eps = batch["x0"], batch["t"], batch["eps"]
     pred = predict_noise(model, add_noise(alphas_cumprod, x0, t, eps), t, batch.get("cond"))
     err = OUTPUTS[output](pred.to(eps.dtype), eps)  # the output in full precision
-    if "mask" in batch:
-        err = err * batch["mask"]
     return err.flatten(1).mean(1)
 
 

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
+from .config import ProjectionConfig
 from .errors import ConfigError
 from .seeding import generator
 
@@ -292,13 +293,13 @@ class DenseProjector(IdentityProjector):
         return exact @ self.matrix.to(exact.dtype)
 
 
-def make_projector(cfg: Mapping[str, Any], model: nn.Module, *keys: int | str) -> Projector:
-    """Build the configured projector (``projection`` config section) for one ensemble member."""
-    kind = cfg.get("kind", "factored")
+def make_projector(cfg: ProjectionConfig, model: nn.Module, *keys: int | str) -> Projector:
+    """Build the configured projector for one ensemble member; ``keys`` seed its matrices."""
+    kind = cfg.kind
     if kind == "factored":
-        return FactoredProjector(model, int(cfg.get("k_in", 8)), int(cfg.get("k_out", 8)), *keys)
+        return FactoredProjector(model, cfg.k_in, cfg.k_out, *keys)
     if kind == "dense":
-        return DenseProjector(model, int(cfg.get("dim", 2048)), *keys)
+        return DenseProjector(model, cfg.dim, *keys)
     if kind == "identity":
         return IdentityProjector(model)
     raise ConfigError(f"unknown projection.kind {kind!r}; use factored, dense or identity")

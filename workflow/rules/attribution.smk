@@ -3,17 +3,15 @@
 
 rule featurize_train:
     input:
-        data=f"{RUN}/data.h5",
+        data=P.data,
         model=model_dir_of,
     output:
-        f"{RUN}/features/train/{{output}}/{{member}}/shard{{shard}}.h5",
+        P.train_features("{output}", "{member}", "{shard}"),
     params:
-        cfg=cfg_json(
-            "seed", "device", "dataset", attribution=["K", "batch_size", "projection", "precision"]
-        ),
+        cfg=cfg_json("featurize_train"),
         shards=len(SHARDS),
     log:
-        f"{RUN}/logs/featurize_train/{{output}}-{{member}}-{{shard}}.log",
+        P.log("featurize_train", "{output}-{member}-{shard}"),
     threads: 1
     conda:
         ENV
@@ -22,7 +20,7 @@ rule featurize_train:
         runtime=120,
     shell:
         "diffattr featurize-train --cfg {params.cfg:q} --data {input.data} --model {input.model}"
-        " --member {wildcards.member} --output {wildcards.output} --shard {wildcards.shard}"
+        " --member {wildcards.member} --model-output {wildcards.output} --shard {wildcards.shard}"
         " --shards {params.shards} --out {output} --threads {threads} > {log} 2>&1"
 
 
@@ -30,11 +28,11 @@ rule kernel:
     input:
         shards_of_kernel,
     output:
-        f"{RUN}/kernels/{{output}}/{{member}}.h5",
+        P.kernel("{output}", "{member}"),
     params:
-        cfg=cfg_json(attribution=["lambda", "block_size"]),
+        cfg=cfg_json("kernel"),
     log:
-        f"{RUN}/logs/kernel/{{output}}-{{member}}.log",
+        P.log("kernel", "{output}-{member}"),
     threads: 1
     conda:
         ENV
@@ -48,16 +46,14 @@ rule kernel:
 
 rule featurize_targets:
     input:
-        targets=f"{RUN}/targets.h5",
+        targets=P.targets,
         model=model_dir_of,
     output:
-        f"{RUN}/features/targets/{{method}}/{{member}}.h5",
+        P.target_features("{method}", "{member}"),
     params:
-        cfg=cfg_json(
-            "seed", "device", attribution=["K", "R", "batch_size", "projection", "precision"]
-        ),
+        cfg=cfg_json("featurize_targets"),
     log:
-        f"{RUN}/logs/featurize_targets/{{method}}-{{member}}.log",
+        P.log("featurize_targets", "{method}-{member}"),
     threads: 1
     conda:
         ENV
@@ -74,11 +70,11 @@ rule score:
     input:
         unpack(score_inputs),
     output:
-        f"{RUN}/scores/{{method}}.h5",
+        P.scores("{method}"),
     params:
-        cfg=cfg_json("seed", attribution=["lambda", "K", "R", "block_size"]),
+        cfg=cfg_json("score"),
     log:
-        f"{RUN}/logs/score/{{method}}.log",
+        P.log("score", "{method}"),
     threads: 1
     conda:
         ENV
@@ -95,21 +91,21 @@ rule score:
 
 rule figure_attributions:
     input:
-        scores=f"{RUN}/scores/{{method}}.h5",
-        targets=f"{RUN}/targets.h5",
-        data=f"{RUN}/data.h5",
+        scores=P.scores("{method}"),
+        targets=P.targets,
+        data=P.data,
     output:
         report(
-            directory(f"{RUN}/figures/attributions/{{method}}"),
+            directory(P.attribution_figures("{method}")),
             patterns=["{name}.png"],
             caption="../report/attributions.rst",
             category="Attributions",
             subcategory="{method}",
         ),
     params:
-        cfg=cfg_json("figures"),
+        cfg=cfg_json("figure_attributions"),
     log:
-        f"{RUN}/logs/figure_attributions/{{method}}.log",
+        P.log("figure_attributions", "{method}"),
     conda:
         ENV
     resources:

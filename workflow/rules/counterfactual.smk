@@ -4,13 +4,13 @@
 
 rule train_classifier:
     input:
-        f"{RUN}/data.h5",
+        P.data,
     output:
-        directory(f"{RUN}/classifier"),
+        directory(P.classifier),
     params:
-        cfg=cfg_json("seed", counterfactual=["classifier"]),
+        cfg=cfg_json("train_classifier"),
     log:
-        f"{RUN}/logs/train_classifier.log",
+        P.log("train_classifier"),
     threads: 1
     conda:
         ENV
@@ -24,27 +24,27 @@ rule train_classifier:
 
 rule emergence:
     input:
-        model=f"{RUN}/models/m0",
-        targets=f"{RUN}/targets.h5",
-        classifier=f"{RUN}/classifier",
+        model=P.model(0),
+        targets=P.targets,
+        classifier=P.classifier,
     output:
-        h5=f"{RUN}/counterfactual/emergence.h5",
+        h5=P.emergence,
         csv=report(
-            f"{RUN}/reports/emergence.csv",
+            P.report("emergence.csv"),
             caption="../report/emergence.rst",
             category="Evaluation",
             subcategory="Feature emergence",
         ),
         figure=report(
-            f"{RUN}/figures/emergence.png",
+            P.figure("emergence.png"),
             caption="../report/emergence.rst",
             category="Evaluation",
             subcategory="Feature emergence",
         ),
     params:
-        cfg=cfg_json("seed", "targets", counterfactual=["samples"]),
+        cfg=cfg_json("emergence"),
     log:
-        f"{RUN}/logs/emergence.log",
+        P.log("emergence"),
     threads: 1
     conda:
         ENV
@@ -59,16 +59,15 @@ rule emergence:
 
 rule cf_plan:
     input:
-        data=f"{RUN}/data.h5",
-        emergence=f"{RUN}/counterfactual/emergence.h5",
-        scores=expand(f"{RUN}/scores/{{method}}.h5", method=CF_SCORED or METHODS[:1]),
+        data=P.data,
+        emergence=P.emergence,
+        scores=[P.scores(m) for m in CF.scored_methods],
     output:
-        f"{RUN}/counterfactual/plan.h5",
+        P.plan,
     params:
-        cfg=cfg_json("seed", counterfactual=["targets", "steps", "methods", "k"]),
-        cases=len(CF_CASES),
+        cfg=cfg_json("cf_plan"),
     log:
-        f"{RUN}/logs/cf_plan.log",
+        P.log("cf_plan"),
     conda:
         ENV
     resources:
@@ -76,19 +75,19 @@ rule cf_plan:
         runtime=10,
     shell:
         "diffattr cf-plan --cfg {params.cfg:q} --data {input.data} --emergence {input.emergence}"
-        " --scores {input.scores} --expected-cases {params.cases} --out {output} > {log} 2>&1"
+        " --scores {input.scores} --out {output} > {log} 2>&1"
 
 
 rule train_cf_model:
     input:
-        data=f"{RUN}/data.h5",
-        plan=f"{RUN}/counterfactual/plan.h5",
+        data=P.data,
+        plan=P.plan,
     output:
-        directory(f"{RUN}/counterfactual/models/c{{case}}"),
+        directory(P.cf_model("c{case}")),
     params:
-        cfg=train_cfg(),
+        cfg=cfg_json("train"),
     log:
-        f"{RUN}/logs/train_cf_model/c{{case}}.log",
+        P.log("train_cf_model", "c{case}"),
     threads: 1
     conda:
         ENV
@@ -96,20 +95,20 @@ rule train_cf_model:
         mem_mb=4000,
         runtime=120,
     shell:
-        "diffattr train --cfg {params.cfg:q} --data {input.data} --out {output}"
-        " --keep {input.plan}:keep:{wildcards.case} --seed-tag model-0"
-        " --threads {threads} --no-progress > {log} 2>&1"
+        "diffattr train-counterfactual --cfg {params.cfg:q} --data {input.data} --out {output}"
+        " --plan {input.plan} --case {wildcards.case} --threads {threads} --no-progress"
+        " > {log} 2>&1"
 
 
 rule train_cf_floor:
     input:
-        f"{RUN}/data.h5",
+        P.data,
     output:
-        directory(f"{RUN}/counterfactual/models/floor"),
+        directory(P.cf_model(FLOOR)),
     params:
-        cfg=train_cfg(),
+        cfg=cfg_json("train"),
     log:
-        f"{RUN}/logs/train_cf_floor.log",
+        P.log("train_cf_floor"),
     threads: 1
     conda:
         ENV
@@ -117,24 +116,24 @@ rule train_cf_floor:
         mem_mb=4000,
         runtime=120,
     shell:
-        "diffattr train --cfg {params.cfg:q} --data {input} --out {output}"
-        " --seed-tag model-0-reseed --threads {threads} --no-progress > {log} 2>&1"
+        "diffattr train-floor --cfg {params.cfg:q} --data {input} --out {output}"
+        " --threads {threads} --no-progress > {log} 2>&1"
 
 
 rule cf_resample:
     input:
-        plan=f"{RUN}/counterfactual/plan.h5",
-        original=f"{RUN}/models/m0",
-        model=f"{RUN}/counterfactual/models/{{name}}",
-        targets=f"{RUN}/targets.h5",
+        plan=P.plan,
+        original=P.model(0),
+        model=P.cf_model("{name}"),
+        targets=P.targets,
     output:
-        f"{RUN}/counterfactual/samples/{{name}}.h5",
+        P.cf_samples("{name}"),
     wildcard_constraints:
-        name=r"c\d+|floor",
+        name=rf"c\d+|{FLOOR}",
     params:
-        cfg=cfg_json("seed", "targets", counterfactual=["samples", "delta"]),
+        cfg=cfg_json("cf_resample"),
     log:
-        f"{RUN}/logs/cf_resample/{{name}}.log",
+        P.log("cf_resample", "{name}"),
     threads: 1
     conda:
         ENV
@@ -150,36 +149,35 @@ rule cf_resample:
 
 rule cf_report:
     input:
-        plan=f"{RUN}/counterfactual/plan.h5",
-        samples=expand(f"{RUN}/counterfactual/samples/c{{case}}.h5", case=CF_CASES),
-        floor=f"{RUN}/counterfactual/samples/floor.h5",
-        classifier=f"{RUN}/classifier",
-        targets=f"{RUN}/targets.h5",
-        emergence=f"{RUN}/counterfactual/emergence.h5",
+        plan=P.plan,
+        samples=[P.cf_samples(c) for c in CF_CASES],
+        floor=P.cf_samples(FLOOR),
+        classifier=P.classifier,
+        emergence=P.emergence,
     output:
         csv=report(
-            f"{RUN}/reports/counterfactual.csv",
+            P.report("counterfactual.csv"),
             caption="../report/counterfactual.rst",
             category="Evaluation",
             subcategory="Counterfactual",
         ),
-        cases=f"{RUN}/reports/counterfactual_cases.csv",
+        cases=P.report("counterfactual_cases.csv"),
         metrics=report(
-            f"{RUN}/figures/counterfactual_metrics.png",
+            P.figure("counterfactual_metrics.png"),
             caption="../report/counterfactual.rst",
             category="Evaluation",
             subcategory="Counterfactual",
         ),
         samples=report(
-            f"{RUN}/figures/counterfactual_samples.png",
+            P.figure("counterfactual_samples.png"),
             caption="../report/counterfactual.rst",
             category="Evaluation",
             subcategory="Counterfactual",
         ),
     params:
-        cfg=cfg_json("seed", counterfactual=["steps"]),
+        cfg=cfg_json("cf_report"),
     log:
-        f"{RUN}/logs/cf_report.log",
+        P.log("cf_report"),
     conda:
         ENV
     resources:
@@ -187,7 +185,7 @@ rule cf_report:
         runtime=30,
     shell:
         "diffattr cf-report --cfg {params.cfg:q} --plan {input.plan} --samples {input.samples}"
-        " --floor {input.floor} --classifier {input.classifier} --targets {input.targets}"
+        " --floor {input.floor} --classifier {input.classifier}"
         " --emergence {input.emergence} --out-csv {output.csv} --out-cases {output.cases}"
         " --out-figure-metrics {output.metrics} --out-figure-samples {output.samples}"
         " > {log} 2>&1"

@@ -4,13 +4,13 @@
 
 rule lds_subsets:
     input:
-        f"{RUN}/data.h5",
+        P.data,
     output:
-        f"{RUN}/lds/subsets.h5",
+        P.subsets,
     params:
-        cfg=cfg_json("seed", lds=["tuning", "reporting", "alpha"]),
+        cfg=cfg_json("lds_subsets"),
     log:
-        f"{RUN}/logs/lds_subsets.log",
+        P.log("lds_subsets"),
     conda:
         ENV
     resources:
@@ -22,14 +22,14 @@ rule lds_subsets:
 
 rule train_subset_model:
     input:
-        data=f"{RUN}/data.h5",
-        subsets=f"{RUN}/lds/subsets.h5",
+        data=P.data,
+        subsets=P.subsets,
     output:
-        directory(f"{RUN}/lds/models/s{{subset}}-r{{seed}}"),
+        directory(P.subset_model("{subset}", "{seed}")),
     params:
         cfg=subset_train_cfg(),
     log:
-        f"{RUN}/logs/train_subset_model/s{{subset}}-r{{seed}}.log",
+        P.log("train_subset_model", "s{subset}-r{seed}"),
     threads: 1
     conda:
         ENV
@@ -37,21 +37,21 @@ rule train_subset_model:
         mem_mb=4000,
         runtime=120,
     shell:
-        "diffattr train --cfg {params.cfg:q} --data {input.data} --out {output}"
-        " --keep {input.subsets}:masks:{wildcards.subset} --seed-tag lds-seed-{wildcards.seed}"
+        "diffattr train-subset --cfg {params.cfg:q} --data {input.data} --out {output}"
+        " --subsets {input.subsets} --subset {wildcards.subset} --seed-index {wildcards.seed}"
         " --threads {threads} --no-progress > {log} 2>&1"
 
 
 rule ground_truth:
     input:
         models=subset_models_of,
-        targets=f"{RUN}/targets.h5",
+        targets=P.targets,
     output:
-        f"{RUN}/lds/ground_truth/s{{subset}}.h5",
+        P.ground_truth("{subset}"),
     params:
-        cfg=cfg_json("seed", "device", lds=["draws", "final_timesteps", "final_noise"]),
+        cfg=cfg_json("ground_truth"),
     log:
-        f"{RUN}/logs/ground_truth/s{{subset}}.log",
+        P.log("ground_truth", "s{subset}"),
     threads: 1
     conda:
         ENV
@@ -65,15 +65,15 @@ rule ground_truth:
 
 rule memorization_reference:
     input:
-        data=f"{RUN}/data.h5",
-        subsets=f"{RUN}/lds/subsets.h5",
-        targets=f"{RUN}/targets.h5",
+        data=P.data,
+        subsets=P.subsets,
+        targets=P.targets,
     output:
-        f"{RUN}/lds/memorization.h5",
+        P.memorization,
     params:
-        cfg=cfg_json("seed", "diffusion", lds=["draws"]),
+        cfg=cfg_json("memorization_reference"),
     log:
-        f"{RUN}/logs/memorization_reference.log",
+        P.log("memorization_reference"),
     threads: 1
     conda:
         ENV
@@ -82,7 +82,8 @@ rule memorization_reference:
         runtime=60,
     shell:
         "diffattr memorization-reference --cfg {params.cfg:q} --data {input.data}"
-        " --subsets {input.subsets} --targets {input.targets} --out {output} > {log} 2>&1"
+        " --subsets {input.subsets} --targets {input.targets} --out {output} --no-progress"
+        " > {log} 2>&1"
 
 
 rule lds_report:
@@ -90,25 +91,25 @@ rule lds_report:
         unpack(lds_report_inputs),
     output:
         csv=report(
-            f"{RUN}/reports/lds.csv",
+            P.report("lds.csv"),
             caption="../report/lds.rst",
             category="Evaluation",
             subcategory="LDS",
         ),
-        json=f"{RUN}/reports/lds.json",
+        json=P.report("lds.json"),
         figure=report(
-            f"{RUN}/figures/lds.png",
+            P.figure("lds.png"),
             caption="../report/lds.rst",
             category="Evaluation",
             subcategory="LDS",
         ),
     params:
-        cfg=cfg_json("seed", "lds"),
+        cfg=cfg_json("lds_report"),
         memorization=lambda wildcards, input: (
             f"--memorization {input.memorization}" if "memorization" in input.keys() else ""
         ),
     log:
-        f"{RUN}/logs/lds_report.log",
+        P.log("lds_report"),
     threads: 1
     conda:
         ENV

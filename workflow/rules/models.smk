@@ -3,11 +3,11 @@
 
 rule prepare_data:
     output:
-        f"{RUN}/data.h5",
+        P.data,
     params:
-        cfg=cfg_json("dataset", "device"),
+        cfg=cfg_json("prepare_data"),
     log:
-        f"{RUN}/logs/prepare_data.log",
+        P.log("prepare_data"),
     conda:
         ENV
     resources:
@@ -19,13 +19,13 @@ rule prepare_data:
 
 rule train_model:
     input:
-        f"{RUN}/data.h5",
+        P.data,
     output:
-        directory(f"{RUN}/models/m{{model}}"),
+        directory(P.model("{model}")),
     params:
-        cfg=train_cfg(),
+        cfg=cfg_json("train"),
     log:
-        f"{RUN}/logs/train_model/m{{model}}.log",
+        P.log("train_model", "m{model}"),
     threads: 1
     conda:
         ENV
@@ -34,19 +34,19 @@ rule train_model:
         runtime=120,
     shell:
         "diffattr train --cfg {params.cfg:q} --data {input} --out {output}"
-        " --seed-tag model-{wildcards.model} --threads {threads} > {log} 2>&1"
+        " --model {wildcards.model} --threads {threads} > {log} 2>&1"
 
 
 rule sample_targets:
     input:
-        model=f"{RUN}/models/m0",
-        data=f"{RUN}/data.h5",
+        model=P.model(0),
+        data=P.data,
     output:
-        f"{RUN}/targets.h5",
+        P.targets,
     params:
-        cfg=cfg_json("seed", "device", "targets", attribution=["steps"]),
+        cfg=cfg_json("sample"),
     log:
-        f"{RUN}/logs/sample_targets.log",
+        P.log("sample_targets"),
     threads: 1
     conda:
         ENV
@@ -55,5 +55,4 @@ rule sample_targets:
         runtime=60,
     shell:
         "diffattr sample --cfg {params.cfg:q} --model {input.model}/final --data {input.data}"
-        " --out {output}"
-        " --threads {threads} > {log} 2>&1"
+        " --out {output} --threads {threads} > {log} 2>&1"

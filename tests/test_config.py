@@ -1,0 +1,254 @@
+"""The typed config: one home for defaults, round trips through job slices, cross-field checks
+at build time, and the contracts between the Slurm profile, the rules and the stages."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import re
+import typing
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from diffattr import config_doc
+from diffattr.config import (
+    SLICES,
+    AttributionConfig,
+    LdsConfig,
+    RunConfig,
+    Section,
+    TrainConfig,
+    attribution_steps,
+    load,
+    schema,
+)
+from diffattr.errors import ConfigError
+from diffattr.methods import METHODS
+from diffattr.stages import STAGES
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT = REPO / "config" / "config.yaml"
+TEST = REPO / "config" / "test.yaml"
+
+
+def sections(cls=RunConfig, props=None, path=""):
+    """(dataclass, schema properties, dotted path) for every section, recursively."""
+    props = schema()["properties"] if props is None else props
+    yield cls, props, path
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if isinstance(hint, type) and issubclass(hint, Section):
+            key = cls.key(f.name)
+            yield from sections(hint, props[key]["properties"], f"{path}{key}.")
+
+
+def test_schema_defaults_equal_dataclass_defaults_and_keys_agree():
+    checked = 0
+    for cls, props, path in sections():
+        fields = {cls.key(f.name): f for f in dataclasses.fields(cls)}
+        assert set(fields) == set(props), (path, set(fields) ^ set(props))
+        for key, prop in props.items():
+            f = fields[key]
+            if f.default_factory is not dataclasses.MISSING:
+                code = f.default_factory()
+                code = code.to_dict() if isinstance(code, Section) else code
+            else:
+                code = f.default
+            if "default" in prop:
+                expected = prop["default"]
+                value = list(code) if isinstance(code, tuple) else code
+                if prop.get("type") == "object" and "properties" in prop and prop["default"] == {}:
+                    continue  # a nested section: its own fields are checked one by one
+                assert value == expected, f"{path}{key}: dataclass {code!r} ≠ schema {expected!r}"
+            else:  # required in the schema, or None (unset) in code
+                assert code in (dataclasses.MISSING, None), f"{path}{key} has a code-only default"
+            checked += 1
+    assert checked >= 90
+
+
+def test_config_readme_tables_are_generated_from_the_schema():
+    text = config_doc.README.read_text()
+    assert config_doc.rendered(text) == text, "run python -m diffattr.config_doc"
+    for _, props, path in sections():
+        within = path.partition(".")[2]  # rows name keys relative to their section
+        for key, prop in props.items():
+            if path or prop.get("type") != "object":  # sections are headings
+                assert f"| `{within}{key}` |" in text, f"{path}{key} undocumented"
+
+
+def test_method_enums_in_the_schema_are_the_registry():
+    props = schema()["properties"]
+    enums = [
+        props["attribution"]["properties"]["methods"]["items"]["enum"],
+        props["counterfactual"]["properties"]["methods"]["items"]["enum"],
+    ]
+    for enum in enums:
+        assert sorted(enum) == sorted(METHODS)
+    assert sorted(AttributionConfig().methods) == sorted(METHODS)
+
+
+def test_default_and_test_configs_round_trip_through_every_slice():
+    cfg = load([DEFAULT, TEST])
+    assert cfg.run == "test" and cfg.train.steps == 150 and cfg.train.batch_size == 64
+    assert cfg.attribution.lambda_ == 0.01 and cfg.lds.train == {"steps": 60}
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg
+    for stage in SLICES:
+        part = RunConfig.from_slice(cfg.slice(stage))
+        for section, keys in SLICES[stage].items():
+            whole = getattr(cfg, section)
+            if keys is None:
+                assert getattr(part, section) == whole
+            else:
+                for key in keys:
+                    name = "lambda_" if key == "lambda" else key
+                    assert getattr(getattr(part, section), name) == getattr(whole, name)
+
+
+def test_a_key_outside_the_slice_raises_naming_it():
+    cfg = load([DEFAULT, TEST])
+    kernel = RunConfig.from_slice(cfg.slice("kernel"))
+    assert kernel.attribution.lambda_ == 0.01
+    with pytest.raises(ConfigError, match=r"attribution\.K is not passed"):
+        _ = kernel.attribution.K
+    with pytest.raises(ConfigError, match=r"config key device is not passed"):
+        _ = kernel.device
+    with pytest.raises(ConfigError, match=r"config key lambda is not passed|attribution\.lambda"):
+        _ = RunConfig.from_slice(cfg.slice("featurize_train")).attribution.lambda_
+
+
+def test_subset_recipe_overrides_only_what_lds_train_names():
+    cfg = load([DEFAULT, TEST])
+    subset = cfg.for_subset_models()
+    assert subset.train.steps == 60
+    assert subset.train == dataclasses.replace(cfg.train, steps=60)
+    assert '"steps": 60' in subset.slice("train") and '"ensemble"' not in subset.slice("train")
+
+
+def base() -> dict:
+    return yaml.safe_load(DEFAULT.read_text())
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda c: c["lds"]["train"].update(stpes=3), r"lds\.train.*stpes"),
+        (lambda c: c["attribution"].update(K=-4), r"attribution\.K: -4 is less than"),
+        (lambda c: c["attribution"].update(methods=["journey_trak"]), r"\['pixel_similarity'\]"),
+        (lambda c: c["attribution"].update(methods=["dtrak"]), r"\['journey_trak', 'pixel_simil"),
+        (lambda c: c["counterfactual"].update(targets=99), r"counterfactual\.targets \(99\)"),
+        (lambda c: c["counterfactual"].update(steps=[123]), r"\[123\] are not attribution"),
+        (
+            lambda c: c.update(targets={"sampling_steps": 100}, attribution={"steps": [995]}),
+            r"\[995\] are not visited by a 100-step sampler",
+        ),
+        (lambda c: c["targets"].update(sampling_steps=2000), r"exceeds diffusion"),
+        (lambda c: c["model"].update(conditional=True), r"cross_attention_dim is required"),
+    ],
+)
+def test_cross_field_and_schema_errors_name_the_key(change, message):
+    values = base()
+    change(values)
+    with pytest.raises(ConfigError, match=message):
+        RunConfig.from_dict(values)
+
+
+def test_mscoco_with_counterfactual_is_refused():
+    values = base()
+    values["dataset"] = {"name": "mscoco", "root": "x", "vae": "v", "text_encoder": "t"}
+    with pytest.raises(ConfigError, match="mscoco has none"):
+        RunConfig.from_dict(values)
+    values["counterfactual"] = {"enabled": False}
+    assert RunConfig.from_dict(values).dataset.name == "mscoco"
+
+
+def test_lds_train_step_mismatch_warns():
+    cfg = load([DEFAULT])
+    assert "lds.train.steps" in cfg.warnings()[0]
+    values = base()
+    values["lds"]["train"] = {}
+    assert RunConfig.from_dict(values).warnings() == []
+
+
+def test_attribution_steps():
+    timesteps = list(range(950, -1, -50))  # a 20-step sampler
+    assert attribution_steps(3, timesteps) == [650, 350, 0]
+    assert attribution_steps(1, timesteps) == [0]
+    assert attribution_steps(20, timesteps) == timesteps
+    assert attribution_steps([0, 500, 500], timesteps) == [500, 0]
+    with pytest.raises(ConfigError, match="between 1 and 20"):
+        attribution_steps(21, timesteps)
+    cfg = load([DEFAULT, TEST])
+    assert cfg.attribution_steps() == [660, 340, 0]  # 50 steps of 1000: 980, 960, …, 0
+
+
+def test_counterfactual_case_count():
+    cfg = load([DEFAULT])
+    assert cfg.counterfactual.n_cases == 3 * 1 * 3 * 1
+    cf = dataclasses.replace(cfg.counterfactual, steps=(500, 0), k=(0.1, 0.2))
+    assert cf.n_cases == 3 * 2 * 3 * 2 and cf.scored_methods == ("journey_trak", "pixel_similarity")
+
+
+def test_typed_sections_have_no_silent_defaults_for_required_keys():
+    with pytest.raises(ConfigError, match=r"train\.steps is required"):
+        TrainConfig.from_dict({"batch_size": 3})
+    assert LdsConfig().n_subsets == 12
+
+
+# ---------------------------------------------------------------------------------------------
+# Rules ↔ profile ↔ stages: every job the Slurm profile gives a GPU resolves the device
+
+
+def gpu_rules() -> list[str]:
+    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    return sorted(r for r, res in profile["set-resources"].items() if res.get("gpu"))
+
+
+def rule_commands() -> dict[str, tuple[str, str]]:
+    """rule → (config slice, diffattr subcommand), read from the rule files."""
+    out = {}
+    for path in (REPO / "workflow" / "rules").glob("*.smk"):
+        for block in re.split(r"\nrule ", path.read_text())[1:]:
+            name = block.split(":")[0]
+            slice_ = re.search(r'cfg=(?:cfg_json\("(\w+)"\)|(subset_train_cfg)\(\))', block)
+            command = re.search(r'"diffattr ([\w-]+) ', block)
+            if slice_ and command:
+                out[name] = (slice_[1] or "train", command[1])
+    return out
+
+
+def test_every_gpu_rule_exists_and_its_slice_carries_the_device():
+    commands = rule_commands()
+    assert len(commands) >= 20
+    for rule in gpu_rules():
+        assert rule in commands, f"profiles/slurm gives unknown rule {rule} a GPU"
+        slice_, command = commands[rule]
+        assert "device" in SLICES[slice_], rule
+        assert STAGES[command][1] == slice_, f"{rule}: rule slice ≠ the stage's slice"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("rule", gpu_rules())
+def test_gpu_stages_resolve_the_configured_device_first(rule, tmp_path):
+    """With device: cuda on a CPU-only machine, each GPU stage stops at once naming CUDA, before
+    it reads any input: so the configured device reaches the code that runs the model."""
+    slice_, command = rule_commands()[rule]
+    stage = STAGES[command][0]
+    cfg = dataclasses.replace(load([DEFAULT, TEST]), device="cuda")
+    hints = typing.get_type_hints(stage)
+    kwargs = {}
+    for param in list(inspect.signature(stage).parameters.values())[1:]:
+        if param.default is not inspect.Parameter.empty:
+            continue
+        hint = hints[param.name]
+        kwargs[param.name] = {int: 0, str: "c0"}.get(hint, tmp_path / "missing")
+        if typing.get_origin(hint) is list:
+            kwargs[param.name] = [tmp_path / "missing"]
+        if param.name == "member":
+            kwargs[param.name] = "m0_final"
+        if param.name == "method":
+            kwargs[param.name] = "journey_trak"
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        stage(RunConfig.from_slice(cfg.slice(slice_)), **kwargs)

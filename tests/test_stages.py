@@ -1,0 +1,474 @@
+"""The application layer on tiny in-memory artefacts: the counterfactual plan and protocols, score
+assembly per method, the LDS report's variants, and retraining that shares the full model's
+randomness."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import TINY_UNET
+from diffattr import diffusion, layout
+from diffattr.artifacts import (
+    Scores,
+    Subsets,
+    TargetFeatures,
+    Targets,
+    read_scores,
+    write_data,
+    write_feature_shard,
+    write_plan,
+    write_subsets,
+    write_target_features,
+    write_targets,
+)
+from diffattr.config import RunConfig, load
+from diffattr.counterfactual import Case, plan, protocol_predictors, top_influencers
+from diffattr.data import PreparedData
+from diffattr.errors import ConfigError
+from diffattr.lds.report import LdsInputs, lds_table
+from diffattr.lds.stats import lds, predictions
+from diffattr.models import load_model
+from diffattr.ridge import ridge_predictions
+from diffattr.stages import STAGES
+
+REPO = Path(__file__).resolve().parents[1]
+RNG = np.random.default_rng(0)
+
+
+def config(**sections) -> RunConfig:
+    cfg = load([REPO / "config" / "config.yaml", REPO / "config" / "test.yaml"])
+    return dataclasses.replace(cfg, **sections)
+
+
+# ---------------------------------------------------------------------------------------------
+# Counterfactual design
+
+
+def test_plan_removes_each_methods_top_k_at_the_decision_step():
+    cf = config().counterfactual  # 2 targets at emergence, 3 methods, k = 0.1
+    n, steps = 50, [660, 340, 0]
+    rows = {m: RNG.standard_normal((3, 2, n)) for m in ("journey_trak", "pixel_similarity")}
+    seen = []
+
+    def score_row(method, step, target):
+        seen.append((method, step, target))
+        return rows[method][steps.index(step), target]
+
+    cases, keep = plan(cf, n, steps, [340, 0], score_row, seed=0)
+    assert len(cases) == cf.n_cases == 6 and keep.shape == (6, n)
+    assert [c.step for c in cases] == [340] * 3 + [0] * 3  # each target at its decision step
+    assert [c.index for c in cases] == list(range(6))
+    for case, mask in zip(cases, keep, strict=True):
+        removed = np.flatnonzero(~mask)
+        assert case.k == 5 == len(removed)
+        if case.method == "random":
+            again = plan(cf, n, steps, [340, 0], score_row, seed=0)[1][case.index]
+            other_seed = plan(cf, n, steps, [340, 0], score_row, seed=1)[1][case.index]
+            assert np.array_equal(again, mask) and not np.array_equal(other_seed, mask)
+        else:
+            row = rows[case.method][steps.index(case.step), case.target]
+            assert set(removed) == set(np.argsort(row)[-5:])  # the 5 largest scores
+            assert row[removed].min() > row[mask].max()
+    assert sorted(set(seen)) == [
+        ("journey_trak", 0, 1),
+        ("journey_trak", 340, 0),
+        ("pixel_similarity", 0, 1),
+        ("pixel_similarity", 340, 0),
+    ]
+
+
+def test_plan_with_listed_steps_and_a_step_outside_the_attribution_steps():
+    cf = dataclasses.replace(config().counterfactual, steps=(660, 0), k=(0.1, 3))
+    cases, keep = plan(cf, 40, [660, 340, 0], [0, 0], lambda m, s, t: np.arange(40.0), 0)
+    assert len(cases) == cf.n_cases == 2 * 2 * 3 * 2
+    assert {c.k for c in cases} == {4, 3} and {c.step for c in cases} == {660, 0}
+    top = [c for c in cases if c.method == "journey_trak" and c.k == 3]
+    assert all(np.flatnonzero(~keep[c.index]).tolist() == [37, 38, 39] for c in top)
+    bad = dataclasses.replace(cf, steps=(500,))
+    with pytest.raises(ConfigError, match="500 is not an attribution step"):
+        plan(bad, 40, [660, 340, 0], [0, 0], lambda m, s, t: np.arange(40.0), 0)
+
+
+def test_top_influencers_break_ties_by_index():
+    assert top_influencers(np.array([1.0, 3.0, 3.0, 0.0, 3.0]), 2).tolist() == [1, 2]
+
+
+def test_protocol_windows_use_the_counterfactual_model_only_where_they_say():
+    timesteps = [900, 700, 500, 450, 400, 300, 0]
+    calls = []
+
+    def tagged(tag):
+        def predict(x, t):
+            calls.append((tag, t))
+            return x
+
+        return predict
+
+    runs = protocol_predictors(tagged("orig"), tagged("cf"), 500, 100, timesteps)
+    for name, predictor in runs.items():
+        calls.clear()
+        for t in timesteps[2:]:  # resampling starts at the examined step t = 500
+            predictor(None, t)
+        used = {t for tag, t in calls if tag == "cf"}
+        expected = {"original": set(), "a": {500, 450, 400}, "b": {500, 450, 400, 300, 0}}
+        assert used == expected[name], name
+
+
+# ---------------------------------------------------------------------------------------------
+# Score assembly per method, through the score stage on tiny files
+
+
+def write_inputs(tmp: Path, n=30, dim=6, members=2):
+    data = PreparedData(
+        images=RNG.uniform(-1, 1, (n, 1, 4, 4)).astype(np.float32),
+        labels=np.arange(n) % 3,
+        ids=np.arange(100, 100 + n),
+        class_names=["a", "b", "c"],
+        name="toy",
+    )
+    p = layout.Paths(str(tmp))
+    write_data(p.data, data, {"name": "toy"})
+    steps = [500, 0]
+    targets = Targets(
+        final=RNG.standard_normal((3, 1, 4, 4)).astype(np.float32),
+        x_t=RNG.standard_normal((2, 3, 1, 4, 4)).astype(np.float32),
+        x0_hat=RNG.standard_normal((2, 3, 1, 4, 4)).astype(np.float32),
+        steps=steps,
+        target_ids=np.arange(3),
+    )
+    write_targets(p.targets, targets)
+    phis, psis, paths = [], [], {"kernels": [], "target_features": [], "train_features": []}
+    for m in range(members):
+        member = layout.Member(m, "final")
+        phi = RNG.standard_normal((n, dim)).astype(np.float32)
+        psi = RNG.standard_normal((2, 3, dim)).astype(np.float32)
+        for s, (lo, hi) in enumerate([(0, 16), (16, n)]):
+            path = p.train_features("loss", member, s)
+            write_feature_shard(path, phi[lo:hi], np.arange(lo, hi), data.ids[lo:hi], {})
+            paths["train_features"].append(Path(path))
+        write_target_features(
+            p.target_features("journey_trak", member), TargetFeatures(psi, steps, np.arange(3))
+        )
+        paths["target_features"].append(Path(p.target_features("journey_trak", member)))
+        paths["kernels"].append(Path(p.kernel("loss", member)))
+        phis.append(phi)
+        psis.append(psi)
+    for kernel_path, member in zip(paths["kernels"], range(members), strict=True):
+        shards = [s for s in paths["train_features"] if f"/m{member}_final/" in str(s)]
+        run_stage("kernel", config(), features=shards, out=kernel_path)
+    return p, data, targets, phis, psis, paths
+
+
+def run_stage(command: str, cfg: RunConfig, **kwargs) -> None:
+    stage, slice_ = STAGES[command]
+    stage(RunConfig.from_slice(cfg.slice(slice_)), **kwargs)
+
+
+def test_score_stage_assembles_each_method(tmp_path):
+    cfg = config()
+    p, data, targets, phis, psis, paths = write_inputs(tmp_path)
+    lam = cfg.attribution.lambda_
+    expected = 0
+    for phi, psi in zip(phis, psis, strict=True):  # τ = (1/M) Σ_m Φ_m (Φ_mᵀΦ_m + λ_abs I)⁻¹ ψ_m
+        phi = phi.astype(np.float64)
+        xtx = phi.T @ phi
+        inverse = np.linalg.inv(xtx + lam * np.trace(xtx) / phi.shape[1] * np.eye(len(xtx)))
+        expected = expected + np.einsum("nk,kl,stl->stn", phi, inverse, psi.astype(np.float64))
+    expected /= 2
+    for method in ["journey_trak", "pixel_similarity", "random"]:
+        out = tmp_path / f"{method}.h5"
+        gradient = method == "journey_trak"
+        run_stage(
+            "score",
+            cfg,
+            method=method,
+            data=Path(p.data),
+            targets=Path(p.targets),
+            out=out,
+            kernels=paths["kernels"] if gradient else [],
+            target_features=paths["target_features"] if gradient else [],
+            train_features=paths["train_features"][::-1] if gradient else [],  # any order
+        )
+        scores = read_scores(out)
+        assert scores.scores.shape == (2, 3, 30) and scores.method == method
+        assert np.array_equal(scores.train_ids, data.ids) and scores.steps == [500, 0]
+        assert scores.attrs["config"]["attribution"]["lambda"] == lam
+        if gradient:
+            np.testing.assert_allclose(scores.scores, expected, rtol=1e-4, atol=1e-5)
+            assert scores.attrs["members"] == ["m0_final", "m1_final"]
+            assert len(scores.attrs["lambda_abs"]) == 2 and scores.attrs["train_output"] == "loss"
+        elif method == "pixel_similarity":
+            t = targets.x0_hat.reshape(2, 3, -1)
+            x = data.images.reshape(30, -1)
+            cos = t @ x.T / np.linalg.norm(t, axis=2)[..., None] / np.linalg.norm(x, axis=1)
+            np.testing.assert_allclose(scores.scores, cos, rtol=1e-5)
+        else:
+            assert scores.attrs["target_image"] == "x0_hat"
+            assert not np.array_equal(scores.scores[0], scores.scores[1])  # per (step, target)
+
+
+def test_score_stage_refuses_a_kernel_without_its_target_features(tmp_path):
+    cfg = config()
+    p, _, _, _, _, paths = write_inputs(tmp_path)
+    with pytest.raises(ConfigError, match="no matching target features"):
+        run_stage(
+            "score",
+            cfg,
+            method="journey_trak",
+            data=Path(p.data),
+            targets=Path(p.targets),
+            out=tmp_path / "s.h5",
+            kernels=paths["kernels"],
+            target_features=paths["target_features"][:1],
+            train_features=paths["train_features"],
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# The LDS report's variants
+
+
+def lds_case(members=2, n=40, k=5, steps=2, targets=6, subsets=12, seeds=2):
+    """Truth made linear in hidden scores, plus noise; gradient members whose ridge scores
+    correlate with the hidden scores."""
+    masks = np.zeros((subsets, n), bool)
+    for j in range(subsets):
+        masks[j, RNG.choice(n, n // 2, replace=False)] = True
+    role = np.array(["tuning"] * 4 + ["reporting"] * (subsets - 4))
+    phis = [RNG.standard_normal((n, k)) for _ in range(members)]
+    psis = [RNG.standard_normal((steps, targets, k)) for _ in range(members)]
+    hidden = np.mean([np.einsum("nk,stk->stn", f, p) for f, p in zip(phis, psis, strict=True)], 0)
+    clean = predictions(hidden, masks)  # (steps, targets, subsets): f_t falls with support
+    f_t = clean[None] + 0.3 * RNG.standard_normal((seeds, steps, targets, subsets))
+    final = clean[-1][None] + 0.3 * RNG.standard_normal((seeds, targets, subsets))
+
+    class Store:
+        def __init__(self, phi):
+            self.phi, self.n, self.dim = phi, *phi.shape
+
+        def blocks(self, rows):
+            for lo in range(0, self.n, rows):
+                yield lo, self.phi[lo : lo + rows]
+
+    step_values = [*range((steps - 1) * 100, 0, -100), 0]
+    scores = {
+        "journey_trak": Scores(
+            hidden.astype(np.float32),
+            step_values,
+            np.arange(targets),
+            np.arange(n),
+            {
+                "method": "journey_trak",
+                "lambda": 0.01,
+                "members": [f"m{m}_final" for m in range(members)],
+            },
+        ),
+        "random": Scores(
+            RNG.standard_normal((steps, targets, n)).astype(np.float32),
+            step_values,
+            np.arange(targets),
+            np.arange(n),
+            {"method": "random"},
+        ),
+    }
+    inputs = LdsInputs(
+        masks=masks,
+        role=role,
+        f_t=np.moveaxis(f_t, -1, 0),  # (subsets, seeds, steps, targets)
+        final_loss=np.moveaxis(final, -1, 0),
+        steps=step_values,
+        scores=scores,
+        members={"journey_trak": [(Store(f), p) for f, p in zip(phis, psis, strict=True)]},
+    )
+    return inputs, truth_mean(f_t, final)
+
+
+def truth_mean(f_t, final):
+    return np.concatenate([f_t.mean(0), final.mean(0)[None]])  # (columns, targets, subsets)
+
+
+def test_lds_table_tuned_config_final_and_ensemble_rows():
+    inputs, truth = lds_case()
+    cfg = dataclasses.replace(
+        config().lds, lambdas=(0.001, 1.0, 1000.0), bootstrap=40, null_draws=30
+    )
+    table, details = lds_table(inputs, cfg, seed=0)
+    jt = table[table.method == "journey_trak"]
+    assert set(jt.lambda_source) == {"tuned", "config"} and set(jt.ground_truth) == {
+        "f_t",
+        "final_loss",
+    }
+    assert (table[table.method == "random"].lambda_source == "none").all()
+    assert (jt[jt.lambda_source == "config"]["lambda"] == 0.01).all()
+    final = jt[jt.ground_truth == "final_loss"]
+    assert (final.step == inputs.steps[-1]).all()  # the last step's scores, against the final loss
+    info = details["methods"]["journey_trak"]
+    assert set(info["ensemble_size"]) == {"1", "2"}
+    assert info["ensemble_size"]["2"]["lambda"] == info["selected_lambda"]
+    report = inputs.role == "reporting"
+    tune = ~report
+    columns = [str(s) for s in inputs.steps] + ["final_loss"]
+    for i, column in enumerate(columns):  # recompute one tuned row by hand
+        lam = info["selected_lambda"][column]
+        s = min(i, len(inputs.steps) - 1)
+        members = [
+            ridge_predictions(store.blocks(7), psi[s], [lam], inputs.masks)[0]
+            for store, psi in inputs.members["journey_trak"]
+        ]
+        pred = np.mean(members, 0)
+        row = jt[(jt.lambda_source == "tuned")].iloc[i]
+        assert row["lds"] == pytest.approx(lds(pred[:, report], truth[i][:, report]))
+        tuning = [
+            lds(
+                np.mean(
+                    [
+                        ridge_predictions(st.blocks(7), ps[s], [g], inputs.masks)[0]
+                        for st, ps in inputs.members["journey_trak"]
+                    ],
+                    0,
+                )[:, tune],
+                truth[i][:, tune],
+            )
+            for g in cfg.lambdas
+        ]
+        assert lam == cfg.lambdas[int(np.argmax(tuning))]  # chosen on the tuning subsets only
+        assert row["lds"] > 0.5  # the truth is linear in these scores
+    shared = lds_table(inputs, dataclasses.replace(cfg, lambda_per_step=False), seed=0)[1]
+    assert len(set(shared["methods"]["journey_trak"]["selected_lambda"].values())) == 1
+    assert table.columns.tolist()[:4] == ["method", "step", "ground_truth", "lds"]
+    assert isinstance(table, pd.DataFrame) and not table.lds.isna().any()
+
+
+# ---------------------------------------------------------------------------------------------
+# Retraining shares the full model's randomness
+
+
+def tiny_config(tmp_path: Path) -> RunConfig:
+    cfg = config()
+    model = dataclasses.replace(
+        cfg.model,
+        block_out_channels=tuple(TINY_UNET["block_out_channels"]),
+        down_block_types=tuple(TINY_UNET["down_block_types"]),
+        up_block_types=tuple(TINY_UNET["up_block_types"]),
+        norm_num_groups=TINY_UNET["norm_num_groups"],
+    )
+    train = dataclasses.replace(cfg.train, steps=4, batch_size=8, warmup_steps=1, log_every=2)
+    return dataclasses.replace(cfg, model=model, train=train)
+
+
+def test_counterfactual_model_on_unchanged_data_is_full_model_0_bit_for_bit(tmp_path):
+    cfg = tiny_config(tmp_path)
+    data = PreparedData(
+        images=RNG.uniform(-1, 1, (12, 1, 8, 8)).astype(np.float32),
+        labels=np.arange(12) % 2,
+        ids=np.arange(12),
+        class_names=["a", "b"],
+        name="toy",
+    )
+    write_data(tmp_path / "d.h5", data, {})
+    keep = np.ones((2, 12), bool)
+    keep[1, [0, 5]] = False
+    cases = [Case(0, "random", 0, 0, 0), Case(1, "random", 0, 0, 2)]
+    write_plan(tmp_path / "plan.h5", layout_plan(cases, keep))
+    common = {"data": tmp_path / "d.h5", "progress": False}
+    run_stage("train", cfg, model=0, out=tmp_path / "m0", **common)
+    run_stage(
+        "train-counterfactual",
+        cfg,
+        plan=tmp_path / "plan.h5",
+        case=0,
+        out=tmp_path / "c0",
+        **common,
+    )
+    run_stage(
+        "train-counterfactual",
+        cfg,
+        plan=tmp_path / "plan.h5",
+        case=1,
+        out=tmp_path / "c1",
+        **common,
+    )
+    run_stage("train-floor", cfg, out=tmp_path / "floor", **common)
+
+    def weights(name):
+        return load_model(layout.checkpoint(tmp_path / name), "cpu")[0].state_dict()
+
+    full, same, removed, floor = (weights(n) for n in ["m0", "c0", "c1", "floor"])
+    assert all(torch.equal(full[k], same[k]) for k in full)
+    assert not all(torch.equal(full[k], removed[k]) for k in full)
+    assert not all(torch.equal(full[k], floor[k]) for k in full)
+
+
+def layout_plan(cases, keep):
+    from diffattr.artifacts import Plan
+
+    return Plan(cases, keep)
+
+
+def test_a_subset_model_sees_the_same_timesteps_and_noise_as_the_full_model(monkeypatch, tmp_path):
+    """Training on a subset with the same seed draws the same (t, ε) at every step: only the
+    images differ (the property LDS and counterfactual retraining rest on)."""
+    cfg = tiny_config(tmp_path)
+    images = torch.rand(20, 1, 8, 8) * 2 - 1
+    seen = []
+    original = diffusion.add_noise
+
+    def recording(alphas_cumprod, x0, t, eps):
+        seen[-1].append((x0.clone(), t.clone(), eps.clone()))
+        return original(alphas_cumprod, x0, t, eps)
+
+    monkeypatch.setattr(diffusion, "add_noise", recording)
+    from diffattr.models import build_scheduler, build_unet
+
+    for positions in (None, torch.arange(0, 20, 2)):
+        seen.append([])
+        model = build_unet(cfg.model, (1, 8, 8))
+        diffusion.train(
+            model,
+            build_scheduler(cfg.diffusion),
+            images,
+            cfg.train,
+            seed=3,
+            positions=positions,
+            progress=False,
+        )
+    full, subset = seen
+    assert len(full) == len(subset) == cfg.train.steps
+    for (x_a, t_a, e_a), (x_b, t_b, e_b) in zip(full, subset, strict=True):
+        assert torch.equal(t_a, t_b) and torch.equal(e_a, e_b)
+        assert not torch.equal(x_a, x_b)
+    subset_images = {tuple(x.flatten().tolist()) for step in subset for x in step[0]}
+    allowed = {tuple(images[i].flatten().tolist()) for i in range(0, 20, 2)}
+    assert subset_images <= allowed
+
+
+def test_subset_stage_trains_on_the_masked_examples(tmp_path):
+    cfg = tiny_config(tmp_path)
+    data = PreparedData(
+        images=RNG.uniform(-1, 1, (10, 1, 8, 8)).astype(np.float32),
+        labels=np.zeros(10, int),
+        ids=np.arange(10),
+        class_names=["a"],
+        name="toy",
+    )
+    write_data(tmp_path / "d.h5", data, {})
+    masks = np.zeros((2, 10), bool)
+    masks[1, [1, 3, 4]] = True
+    write_subsets(tmp_path / "s.h5", Subsets(masks, np.array(["tuning", "reporting"]), data.ids))
+    run_stage(
+        "train-subset",
+        cfg,
+        data=tmp_path / "d.h5",
+        subsets=tmp_path / "s.h5",
+        subset=1,
+        seed_index=0,
+        out=tmp_path / "s1",
+        progress=False,
+    )
+    log = (tmp_path / "s1" / "train_log.json").read_text()
+    assert '"n_train": 3' in log and '"seed_tag": "lds-seed-0"' in log

@@ -1,0 +1,474 @@
+"""One reader and one writer per HDF5 artefact of a run: every h5py call and dataset name is here.
+
+Each artefact is a small dataclass; ``write_*`` writes it atomically (``storage.create_h5``) with
+provenance attributes, ``read_*`` gives it back. Score files are written block by block and read
+lazily one (step, target) row at a time (``ScoreFile``), so they scale past memory.
+
+| artefact | datasets |
+|---|---|
+| prepared data | ``images`` (n, C, H, W), ``labels``, ``ids`` (+ dataset-specific arrays) |
+| targets | ``final`` (q, C, H, W); ``x_t``, ``x0_hat`` (steps, q, C, H, W); ``steps``,
+  ``target_ids``; conditional: ``cond``, ``prompts`` |
+| feature shard | ``features`` (rows, k), ``positions``, ``train_ids`` |
+| kernel | ``matrix`` ((ΦᵀΦ+λI)⁻¹ or its dual) |
+| target features | ``features`` (steps, q, k), ``steps``, ``target_ids`` |
+| scores | ``scores`` float32 (steps, q, n) chunked per row, ``steps``, ``target_ids``,
+  ``train_ids`` |
+| LDS subsets | ``masks`` (subsets, n) bool, ``role`` (tuning/reporting), ``train_ids`` |
+| ground truth | ``f_t`` (seeds, steps, q), ``final_loss`` (seeds, q), ``steps``, ``target_ids`` |
+| memorization reference | ``loss`` (steps, q, subsets), ``steps``, ``target_ids`` |
+| emergence | ``probability`` (steps, q), ``samples``, ``steps``, ``classes``, ``decision_step`` |
+| counterfactual plan | ``keep`` (cases, n) bool; the cases in the ``cases`` attribute |
+| resampled case | one group ``t<target>-s<step>`` per pair with ``original``, ``a``, ``b`` |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from .counterfactual import Case
+from .data import PreparedData
+from .errors import DatasetError
+from .layout import parse_sample_group, sample_group
+from .scoring import BlockFn, Kernel
+from .storage import create_h5, read_attrs
+
+SIGN_CONVENTION = (
+    "tau[i] > 0: including training example i lowers the target's output f_t, i.e. supports the "
+    "generated image (positive influencer); tau[i] < 0: negative influencer"
+)
+
+# ---------------------------------------------------------------------------------------------
+# Prepared data
+
+
+def write_data(path: str | Path, data: PreparedData, config: Mapping[str, Any]) -> None:
+    """Write ``data.h5``."""
+    attrs = {"dataset": data.name, "class_names": data.class_names, "config": dict(config)}
+    with create_h5(path, attrs) as f:
+        f.create_dataset("images", data=data.images.astype(np.float32))
+        f.create_dataset("labels", data=data.labels)
+        f.create_dataset("ids", data=data.ids)
+        for key, value in data.extra.items():
+            f.create_dataset(key, data=value)
+
+
+def read_data(path: str | Path) -> PreparedData:
+    """Read ``data.h5`` written by :func:`write_data`."""
+    path = Path(path)
+    if not path.exists():
+        raise DatasetError(f"prepared data {path} does not exist; run the prepare_data rule first")
+    with h5py.File(path, "r") as f:
+        attrs = read_attrs(f)
+        core = {"images", "labels", "ids"}
+        return PreparedData(
+            images=f["images"][()],
+            labels=f["labels"][()],
+            ids=f["ids"][()],
+            class_names=list(attrs.get("class_names", [])),
+            name=str(attrs.get("dataset", "")),
+            extra={k: f[k][()] for k in f if k not in core},
+            config=dict(attrs.get("config") or {}),
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Targets
+
+
+@dataclass(frozen=True)
+class Targets:
+    """Generated targets and their trajectories at the attribution steps (noisy → clean)."""
+
+    final: np.ndarray  # (q, C, H, W)
+    x_t: np.ndarray  # (steps, q, C, H, W)
+    x0_hat: np.ndarray  # (steps, q, C, H, W)
+    steps: list[int]
+    target_ids: np.ndarray  # (q,)
+    cond: np.ndarray | None = None  # (q, L, D) caption embeddings of text-conditioned targets
+    prompts: list[str] | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(self.target_ids)
+
+
+def write_targets(path: str | Path, targets: Targets) -> None:
+    with create_h5(path, targets.attrs) as f:
+        f.create_dataset("target_ids", data=np.asarray(targets.target_ids))
+        f.create_dataset("steps", data=np.asarray(targets.steps))
+        f.create_dataset("final", data=targets.final)
+        f.create_dataset("x_t", data=targets.x_t)
+        f.create_dataset("x0_hat", data=targets.x0_hat)
+        if targets.cond is not None:
+            f.create_dataset("cond", data=targets.cond.astype(np.float16))
+            prompts = [p.encode("utf-8") for p in targets.prompts or []]
+            f.create_dataset("prompts", data=np.array(prompts, dtype="S"))
+
+
+def read_targets(path: str | Path) -> Targets:
+    with h5py.File(path, "r") as f:
+        conditional = "cond" in f
+        return Targets(
+            final=f["final"][()],
+            x_t=f["x_t"][()],
+            x0_hat=f["x0_hat"][()],
+            steps=f["steps"][()].tolist(),
+            target_ids=f["target_ids"][()],
+            cond=f["cond"][()] if conditional else None,
+            prompts=[p.decode("utf-8") for p in f["prompts"][()]] if conditional else None,
+            attrs=read_attrs(f),
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Training features: shards of one member, read as one matrix in blocks
+
+
+def write_feature_shard(
+    path: str | Path,
+    features: np.ndarray,
+    positions: np.ndarray,
+    train_ids: np.ndarray,
+    attrs: Mapping[str, Any],
+) -> None:
+    with create_h5(path, attrs) as f:
+        f.create_dataset("features", data=features)
+        f.create_dataset("positions", data=positions)
+        f.create_dataset("train_ids", data=train_ids)
+
+
+class FeatureStore:
+    """A feature matrix Φ (n, k) stored as shard files (``features`` at ``positions``), read in
+    blocks of rows. The shards may be given in any order; they must tile rows 0..n−1."""
+
+    def __init__(self, paths: Sequence[str | Path]):
+        if not paths:
+            raise ValueError("no feature shards given")
+        shards = []
+        for path in paths:
+            with h5py.File(path, "r") as f:
+                pos = f["positions"][()]
+                shards.append(
+                    (int(pos[0]) if len(pos) else 0, len(pos), Path(path), f["features"].shape[1])
+                )
+                self.attrs = read_attrs(f)
+        shards.sort()
+        self.shards = [(Path(p), lo, lo + size) for lo, size, p, _ in shards]
+        self.dim = shards[0][3]
+        expected = 0
+        for path, lo, hi in self.shards:
+            if lo != expected:
+                raise ValueError(f"feature shards do not tile the training set (gap before {path})")
+            expected = hi
+        self.n = expected
+
+    def blocks(self, rows: int) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield (first row, block) pairs of at most ``rows`` rows, in order."""
+        for path, lo, hi in self.shards:
+            with h5py.File(path, "r") as f:
+                data = f["features"]
+                for a in range(0, hi - lo, rows):
+                    yield lo + a, data[a : min(a + rows, hi - lo)]
+
+    def read(self, lo: int, hi: int) -> np.ndarray:
+        """Rows [lo, hi) (may span shards)."""
+        parts = []
+        for path, s_lo, s_hi in self.shards:
+            a, b = max(lo, s_lo), min(hi, s_hi)
+            if a < b:
+                with h5py.File(path, "r") as f:
+                    parts.append(f["features"][a - s_lo : b - s_lo])
+        return np.concatenate(parts) if parts else np.empty((0, self.dim), np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Kernels and target features
+
+
+def write_kernel(path: str | Path, kernel: Kernel) -> None:
+    attrs = {**kernel.attrs, "form": kernel.form, "lambda_abs": kernel.lambda_abs}
+    with create_h5(path, attrs) as f:
+        f.create_dataset("matrix", data=kernel.matrix)
+
+
+def read_kernel(path: str | Path) -> Kernel:
+    with h5py.File(path, "r") as f:
+        attrs = read_attrs(f)
+        return Kernel(attrs["form"], f["matrix"][()], attrs["lambda_abs"], attrs)
+
+
+@dataclass(frozen=True)
+class TargetFeatures:
+    """Projected target gradients ψ of one member: (steps, targets, k)."""
+
+    features: np.ndarray
+    steps: list[int]
+    target_ids: np.ndarray
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+def write_target_features(path: str | Path, value: TargetFeatures) -> None:
+    with create_h5(path, value.attrs) as f:
+        f.create_dataset("features", data=value.features)
+        f.create_dataset("steps", data=np.asarray(value.steps))
+        f.create_dataset("target_ids", data=value.target_ids)
+
+
+def read_target_features(path: str | Path) -> TargetFeatures:
+    with h5py.File(path, "r") as f:
+        return TargetFeatures(
+            f["features"][()], f["steps"][()].tolist(), f["target_ids"][()], read_attrs(f)
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Scores
+
+
+def write_scores(
+    path: str | Path,
+    steps: Sequence[int],
+    target_ids: np.ndarray,
+    train_ids: np.ndarray,
+    block_fn: BlockFn,
+    attrs: Mapping[str, Any],
+    train_block: int = 8192,
+    target_block: int = 256,
+) -> None:
+    """Write a score file, computing it block by block with ``block_fn``."""
+    n_steps, n_targets, n_train = len(steps), len(target_ids), len(train_ids)
+    chunk = (1, 1, max(1, min(n_train, 65536)))
+    with create_h5(path, {"sign": SIGN_CONVENTION, **attrs}) as f:
+        f.create_dataset("steps", data=np.asarray(steps, dtype=np.int64))
+        f.create_dataset("target_ids", data=np.asarray(target_ids, dtype=np.int64))
+        f.create_dataset("train_ids", data=np.asarray(train_ids, dtype=np.int64))
+        scores = f.create_dataset("scores", (n_steps, n_targets, n_train), np.float32, chunks=chunk)
+        for s in range(n_steps):
+            for t_lo in range(0, n_targets, target_block):
+                targets = slice(t_lo, min(t_lo + target_block, n_targets))
+                for i_lo in range(0, n_train, train_block):
+                    train = slice(i_lo, min(i_lo + train_block, n_train))
+                    scores[s, targets, train] = block_fn(s, targets, train)
+
+
+@dataclass(frozen=True)
+class Scores:
+    """A whole score file in memory: ``scores`` (steps, targets, n_train)."""
+
+    scores: np.ndarray
+    steps: list[int]
+    target_ids: np.ndarray
+    train_ids: np.ndarray
+    attrs: dict[str, Any]
+
+    @property
+    def method(self) -> str:
+        return str(self.attrs["method"])
+
+
+def read_scores(path: str | Path) -> Scores:
+    """Load a whole score file (reports over all rows; use :class:`ScoreFile` for single rows)."""
+    with ScoreFile(path) as f:
+        return Scores(f.all(), f.steps, f.target_ids, f.train_ids, f.attrs)
+
+
+class ScoreFile:
+    """A score file opened for lazy row access: ``row(step, target)`` reads one chunk."""
+
+    def __init__(self, path: str | Path):
+        self._file = h5py.File(path, "r")
+        self.steps: list[int] = self._file["steps"][()].tolist()
+        self.target_ids = self._file["target_ids"][()]
+        self.train_ids = self._file["train_ids"][()]
+        self.attrs = read_attrs(self._file)
+
+    def row(self, step: int, target: int) -> np.ndarray:
+        """Scores (n_train,) of target position ``target`` at timestep ``step``."""
+        return self._file["scores"][self.steps.index(step), target]
+
+    def all(self) -> np.ndarray:
+        return self._file["scores"][()]
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> ScoreFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# LDS
+
+
+@dataclass(frozen=True)
+class Subsets:
+    """LDS subsets: ``masks`` (subsets, n); ``role`` says which tune λ and which are reported."""
+
+    masks: np.ndarray
+    role: np.ndarray  # "tuning" | "reporting" per subset
+    train_ids: np.ndarray
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def kept_positions(self, subset: int) -> np.ndarray:
+        return np.flatnonzero(self.masks[subset])
+
+
+def write_subsets(path: str | Path, value: Subsets) -> None:
+    with create_h5(path, value.attrs) as f:
+        f.create_dataset("masks", data=value.masks)
+        f.create_dataset("role", data=value.role.astype("S9"))
+        f.create_dataset("train_ids", data=value.train_ids)
+
+
+def read_subsets(path: str | Path) -> Subsets:
+    with h5py.File(path, "r") as f:
+        role = np.array([r.decode() for r in f["role"][()]])
+        return Subsets(f["masks"][()], role, f["train_ids"][()], read_attrs(f))
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """f_t (seeds, steps, targets) and the final image's loss (seeds, targets) of one subset."""
+
+    f_t: np.ndarray
+    final_loss: np.ndarray
+    steps: list[int]
+    target_ids: np.ndarray
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+def write_ground_truth(path: str | Path, value: GroundTruth) -> None:
+    with create_h5(path, value.attrs) as f:
+        f.create_dataset("f_t", data=value.f_t)
+        f.create_dataset("final_loss", data=value.final_loss)
+        f.create_dataset("steps", data=np.asarray(value.steps))
+        f.create_dataset("target_ids", data=np.asarray(value.target_ids))
+
+
+def read_ground_truth(path: str | Path) -> GroundTruth:
+    with h5py.File(path, "r") as f:
+        return GroundTruth(
+            f["f_t"][()],
+            f["final_loss"][()],
+            f["steps"][()].tolist(),
+            f["target_ids"][()],
+            read_attrs(f),
+        )
+
+
+@dataclass(frozen=True)
+class Memorization:
+    """f_t of every subset's empirical optimal denoiser: ``loss`` (steps, targets, subsets)."""
+
+    loss: np.ndarray
+    steps: list[int]
+    target_ids: np.ndarray
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+def write_memorization(path: str | Path, value: Memorization) -> None:
+    with create_h5(path, value.attrs) as f:
+        f.create_dataset("loss", data=value.loss)
+        f.create_dataset("steps", data=np.asarray(value.steps))
+        f.create_dataset("target_ids", data=np.asarray(value.target_ids))
+
+
+def read_memorization(path: str | Path) -> Memorization:
+    with h5py.File(path, "r") as f:
+        return Memorization(
+            f["loss"][()], f["steps"][()].tolist(), f["target_ids"][()], read_attrs(f)
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Counterfactual
+
+
+@dataclass(frozen=True)
+class Emergence:
+    """P(final class) along each trajectory, its samples, and each target's decision step."""
+
+    probability: np.ndarray  # (steps, targets)
+    samples: np.ndarray  # (steps, targets, S, C, H, W)
+    steps: list[int]
+    classes: np.ndarray  # (targets,) the final image's class
+    decision_step: np.ndarray  # (targets,)
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+def write_emergence(path: str | Path, value: Emergence) -> None:
+    with create_h5(path, value.attrs) as f:
+        f.create_dataset("probability", data=value.probability)
+        f.create_dataset("samples", data=value.samples)
+        f.create_dataset("steps", data=np.asarray(value.steps))
+        f.create_dataset("classes", data=value.classes)
+        f.create_dataset("decision_step", data=value.decision_step)
+
+
+def read_emergence(path: str | Path) -> Emergence:
+    with h5py.File(path, "r") as f:
+        return Emergence(
+            f["probability"][()],
+            f["samples"][()],
+            f["steps"][()].tolist(),
+            f["classes"][()],
+            f["decision_step"][()],
+            read_attrs(f),
+        )
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Counterfactual cases and, per case, the training examples kept (``keep`` (cases, n))."""
+
+    cases: list[Case]
+    keep: np.ndarray
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def kept_positions(self, case: int) -> np.ndarray:
+        return np.flatnonzero(self.keep[case])
+
+
+def write_plan(path: str | Path, value: Plan) -> None:
+    attrs = {**value.attrs, "cases": [c.as_dict() for c in value.cases]}
+    with create_h5(path, attrs) as f:
+        f.create_dataset("keep", data=value.keep)
+
+
+def read_plan(path: str | Path) -> Plan:
+    with h5py.File(path, "r") as f:
+        attrs = read_attrs(f)
+        return Plan([Case(**c) for c in attrs["cases"]], f["keep"][()], attrs)
+
+
+Runs = dict[str, np.ndarray]  # "original", "a", "b" → samples (S, C, H, W)
+
+
+def write_resampled(
+    path: str | Path, samples: Mapping[tuple[int, int], Runs], attrs: Mapping[str, Any]
+) -> None:
+    """Samples of p(·|x_t) per (target position, step), one group each."""
+    with create_h5(path, attrs) as f:
+        for (target, step), runs in samples.items():
+            group = f.create_group(sample_group(target, step))
+            for name, values in runs.items():
+                group.create_dataset(name, data=values)
+
+
+def read_resampled(path: str | Path) -> dict[tuple[int, int], Runs]:
+    with h5py.File(path, "r") as f:
+        return {
+            parse_sample_group(name): {k: v[()] for k, v in group.items()}
+            for name, group in f.items()
+        }

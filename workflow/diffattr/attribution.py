@@ -1,0 +1,126 @@
+"""Attribution in process (the ``TRAKer`` of this project): featurize training data, featurize
+targets, build kernels and score, for use from the workflow's stages, benchmarks and notebooks.
+
+    attributor = Attributor(model, scheduler, Member(0, "final"), AttributionConfig(), seed=0)
+    phi = attributor.featurize_train("loss", data, np.arange(data.n))     # (n, k)
+    psi = attributor.featurize_targets(get_method("journey_trak"), targets)  # (steps, q, k)
+    kernel = attributor.kernel(store)               # store: Φ readable in blocks (FeatureStore)
+    block = scorer(get_method("journey_trak"), data, targets, 0, [(store, kernel, psi)])
+
+A member's projector is seeded by (seed, "projector", model index, checkpoint), so every job
+that featurizes one member (training shards, targets) projects with the same matrices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from diffusers import DDPMScheduler
+from torch import nn
+
+from .artifacts import Targets
+from .config import AttributionConfig
+from .data import PreparedData
+from .features import featurize_targets, featurize_training
+from .layout import Member
+from .methods import GradientMethod, Method, ScoringInputs
+from .projection import Projector, make_projector
+from .scoring import BlockFn, Kernel, RowBlocks, kernel
+
+
+class Attributor:
+    """One ensemble member's features and kernel under the configured projection and draws."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        scheduler: DDPMScheduler,
+        member: Member,
+        settings: AttributionConfig,
+        seed: int,
+    ):
+        self.model, self.scheduler, self.member = model, scheduler, member
+        self.settings, self.seed = settings, seed
+        self.projector: Projector = make_projector(
+            settings.projection, model, seed, "projector", member.index, member.checkpoint
+        )
+
+    def featurize_train(
+        self,
+        output: str,
+        data: PreparedData,
+        positions: np.ndarray,
+        flip: bool = False,
+        progress: bool = False,
+    ) -> np.ndarray:
+        """φ_i = Pᵀ∇θ Σ_k output(x_i, t_k, ε_k) for the examples at ``positions`` (whole
+        batches)."""
+        return featurize_training(
+            self.model,
+            self.projector,
+            self.scheduler.alphas_cumprod,
+            output,
+            data.images,
+            data.ids,
+            positions,
+            self.settings.K,
+            self.settings.batch_size,
+            self.seed,
+            self.member.index,
+            progress=progress,
+            conditions=data.extra.get("caption_embeddings"),
+            flip=flip,
+            precision=self.settings.precision,
+        )
+
+    def featurize_targets(self, method: GradientMethod, targets: Targets) -> np.ndarray:
+        """ψ (steps, targets, k): the method's target output at every attribution step."""
+        s = self.settings
+        T = len(self.scheduler.alphas_cumprod)
+        cond = None if targets.cond is None else torch.from_numpy(targets.cond).float()
+        out = np.empty((len(targets.steps), targets.n, self.projector.dim), dtype=np.float32)
+        for query in method.target_queries(
+            targets.x0_hat, targets.final, targets.steps, s.K, s.R, T
+        ):
+            out[query.step_indices] = featurize_targets(
+                self.model,
+                self.projector,
+                self.scheduler.alphas_cumprod,
+                method.target_output,
+                torch.from_numpy(query.images),
+                targets.target_ids.tolist(),
+                query.timesteps,
+                self.seed,
+                s.batch_size,
+                cond,
+                s.precision,
+            )
+        return out
+
+    def kernel(self, features: RowBlocks) -> Kernel:
+        """(ΦᵀΦ + λ_abs I)⁻¹ (or its dual) with the configured scale-free λ."""
+        return kernel(features, self.settings.lambda_, self.settings.block_size)
+
+
+def scorer(
+    method: Method,
+    data: PreparedData,
+    targets: Targets,
+    seed: int,
+    members: Sequence[tuple[RowBlocks, Kernel, np.ndarray]] = (),
+) -> BlockFn:
+    """Blocks of the method's scores (steps, targets, n_train); gradient methods need, per
+    ensemble member, its training features, kernel and target features."""
+    if method.uses_gradients and not members:
+        raise ValueError(f"{method.name} needs ensemble members (features and kernels)")
+    inputs = ScoringInputs(
+        train_images=data.images,
+        steps=targets.steps,
+        target_ids=targets.target_ids,
+        x0_hat=targets.x0_hat,
+        seed=seed,
+        members=members,
+    )
+    return method.scorer(inputs)

@@ -1,0 +1,535 @@
+"""The typed experiment configuration: one frozen dataclass per schema section, and ``RunConfig``.
+
+The JSON schema (``workflow/schemas/config.schema.yaml``) says what is valid; these dataclasses
+are the only home of the defaults in code (a test keeps schema default == dataclass default, and
+``config/README.md``'s tables are generated from the schema). ``RunConfig.from_dict`` validates a
+whole config with the schema and then runs the cross-field checks, so a dry run catches them.
+
+Each workflow job receives only the keys it reads (``RunConfig.slice(stage)``, the table
+``SLICES``): Snakemake reruns a job when its parameters change, so adding a method or a figure
+option retrains nothing. A job rebuilds its slice with ``RunConfig.from_slice``; a key its slice
+does not carry reads as an error naming the key, never as a silent default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any, ClassVar, Literal, get_args, get_origin, get_type_hints
+
+from .errors import ConfigError
+
+SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+
+
+class _NotPassed:
+    def __repr__(self) -> str:
+        return "<not passed to this job>"
+
+
+NOT_PASSED: Any = _NotPassed()
+
+
+class Section:
+    """A frozen config section. Reading a field that the job's slice did not carry raises."""
+
+    path: ClassVar[str] = ""
+    renamed: ClassVar[dict[str, str]] = {}  # field name → config key (``lambda_`` → ``lambda``)
+
+    def __getattribute__(self, name: str) -> Any:
+        value = object.__getattribute__(self, name)
+        if value is NOT_PASSED:
+            key = f"{type(self).path}.{name}".lstrip(".").rstrip("_")
+            raise ConfigError(
+                f"config key {key} is not passed to this job; add it to the job's slice in "
+                "diffattr.config.SLICES"
+            )
+        return value
+
+    @classmethod
+    def key(cls, name: str) -> str:
+        return cls.renamed.get(name, name)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], partial: bool = False):
+        """Build from a config mapping. ``partial``: fields absent from ``values`` are not
+        passed (a job's slice) instead of taking their defaults."""
+        hints = get_type_hints(cls)
+        known = {cls.key(f.name) for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown config keys {unknown} in {cls.path or 'the top level'}")
+        kwargs: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            key = cls.key(f.name)
+            if key in values:
+                kwargs[f.name] = _convert(hints[f.name], values[key], partial)
+            elif partial:
+                kwargs[f.name] = NOT_PASSED
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"config key {cls.path}.{key} is required".replace(" .", " "))
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready values under config keys (fields not passed are left out; unset
+        ones are None)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = object.__getattribute__(self, f.name)
+            if value is NOT_PASSED:
+                continue
+            out[type(self).key(f.name)] = _plain(value)
+        return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Section):
+        return value.to_dict()
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _convert(hint: Any, value: Any, partial: bool) -> Any:
+    """Config value → field value: nested sections built, lists frozen as tuples."""
+    options = get_args(hint) if get_origin(hint) is not None else (hint,)
+    for option in options:
+        if isinstance(option, type) and issubclass(option, Section) and isinstance(value, Mapping):
+            return option.from_dict(value, partial)
+    if isinstance(value, list):
+        return tuple(value)
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections
+
+
+@dataclass(frozen=True)
+class DatasetConfig(Section):
+    """Which data, how it is read and (mscoco) encoded. Loaders receive it as a mapping."""
+
+    path: ClassVar[str] = "dataset"
+    name: str
+    root: str | None = None
+    split: str | None = None  # None: the dataset's training split
+    classes: tuple[int, ...] | None = None
+    per_class: int | None = None
+    flip: bool = False
+    limit: int | None = None
+    image_size: int = 128
+    captions_per_image: int = 5
+    max_length: int = 77
+    vae: str | None = None
+    vae_subfolder: str = "vae"
+    text_encoder: str | None = None
+    tokenizer_subfolder: str = "tokenizer"
+    text_encoder_subfolder: str = "text_encoder"
+    prompts: tuple[str, ...] | None = None
+    val_prompts: int | None = None
+
+    @property
+    def has_labels(self) -> bool:
+        """Class labels exist (counterfactual retraining measures a class probability)."""
+        return self.name != "mscoco"
+
+    def loader_options(self) -> dict[str, Any]:
+        """The keys the dataset's loader reads (unset ones left out, so loaders use theirs)."""
+        return {k: v for k, v in self.to_dict().items() if v is not None}
+
+
+@dataclass(frozen=True)
+class ModelConfig(Section):
+    """The diffusers UNet's architecture."""
+
+    path: ClassVar[str] = "model"
+    block_out_channels: tuple[int, ...]
+    down_block_types: tuple[str, ...]
+    up_block_types: tuple[str, ...]
+    layers_per_block: int = 1
+    norm_num_groups: int = 8
+    attention_head_dim: int | None = None  # None: diffusers' own default
+    dropout: float = 0.0
+    conditional: bool = False
+    cross_attention_dim: int | None = None
+
+
+@dataclass(frozen=True)
+class DiffusionConfig(Section):
+    """The DDPM noise schedule."""
+
+    path: ClassVar[str] = "diffusion"
+    num_train_timesteps: int = 1000
+    beta_start: float = 0.0001
+    beta_end: float = 0.02
+    clip_sample: bool = True
+
+
+@dataclass(frozen=True)
+class TrainConfig(Section):
+    """The training recipe of every model (full, subset, counterfactual) plus the ensemble size."""
+
+    path: ClassVar[str] = "train"
+    RECIPE: ClassVar[tuple[str, ...]] = (
+        "steps",
+        "batch_size",
+        "lr",
+        "warmup_steps",
+        "ema_decay",
+        "log_every",
+        "checkpoints",
+        "p_uncond",
+        "precision",
+    )
+    steps: int
+    ensemble: int = 3
+    batch_size: int = 128
+    lr: float = 0.003
+    warmup_steps: int = 100
+    ema_decay: float = 0.999
+    log_every: int = 100
+    checkpoints: tuple[int, ...] = ()
+    p_uncond: float = 0.1
+    precision: Literal["fp32", "bf16"] = "fp32"
+
+
+@dataclass(frozen=True)
+class TargetsConfig(Section):
+    """The generated targets."""
+
+    path: ClassVar[str] = "targets"
+    n: int = 16
+    sampling_steps: int = 1000
+    guidance_scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class ProjectionConfig(Section):
+    """The random projection of gradients."""
+
+    path: ClassVar[str] = "attribution.projection"
+    kind: Literal["factored", "dense", "identity"] = "factored"
+    k_in: int = 8
+    k_out: int = 8
+    dim: int = 2048
+
+
+ALL_METHODS = ("journey_trak", "trak", "dtrak", "pixel_similarity", "random")
+
+
+@dataclass(frozen=True)
+class AttributionConfig(Section):
+    """Which methods score which steps, and the TRAK estimator's settings."""
+
+    path: ClassVar[str] = "attribution"
+    renamed: ClassVar[dict[str, str]] = {"lambda_": "lambda"}
+    methods: tuple[str, ...] = ALL_METHODS
+    steps: int | tuple[int, ...] = 10
+    checkpoints: tuple[str, ...] = ("final",)
+    K: int = 10
+    R: int = 20
+    shards: int = 2
+    batch_size: int = 64
+    lambda_: float = 0.01
+    block_size: int = 8192
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    projection: ProjectionConfig = field(default_factory=ProjectionConfig)
+
+
+@dataclass(frozen=True)
+class LdsConfig(Section):
+    """The linear datamodeling score."""
+
+    path: ClassVar[str] = "lds"
+    enabled: bool = True
+    tuning: int = 4
+    reporting: int = 8
+    alpha: float = 0.5
+    seeds: int = 2
+    train: Mapping[str, Any] = field(default_factory=dict)  # overrides of the train recipe
+    draws: int = 64
+    final_timesteps: int = 100
+    final_noise: int = 2
+    null_draws: int = 200
+    bootstrap: int = 500
+    lambdas: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0)
+    lambda_per_step: bool = True
+    memorization_reference: bool = False
+
+    @property
+    def n_subsets(self) -> int:
+        return self.tuning + self.reporting
+
+
+@dataclass(frozen=True)
+class ClassifierConfig(Section):
+    """The feature classifier of the counterfactual evaluation."""
+
+    path: ClassVar[str] = "counterfactual.classifier"
+    steps: int = 1500
+    width: int = 32
+    held_out: float = 0.2
+    lr: float = 0.002
+    batch_size: int = 128
+
+
+@dataclass(frozen=True)
+class CounterfactualConfig(Section):
+    """Counterfactual retraining without the top influencers."""
+
+    path: ClassVar[str] = "counterfactual"
+    enabled: bool = True
+    targets: int = 3
+    steps: str | tuple[int, ...] = "emergence"
+    methods: tuple[str, ...] = ("journey_trak", "pixel_similarity", "random")
+    k: tuple[float, ...] = (0.1,)
+    delta: int = 100
+    samples: int = 16
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+
+    @property
+    def at_emergence(self) -> bool:
+        """Each target is examined at its own decision step."""
+        return self.steps == "emergence"
+
+    @property
+    def n_cases(self) -> int:
+        """Counterfactual models: targets × steps × methods × removal sizes."""
+        steps = 1 if self.at_emergence else len(self.steps)
+        return self.targets * steps * len(self.methods) * len(self.k)
+
+    @property
+    def scored_methods(self) -> tuple[str, ...]:
+        """The removal rules that read score files (all but ``random``)."""
+        return tuple(m for m in self.methods if m != "random")
+
+
+@dataclass(frozen=True)
+class FiguresConfig(Section):
+    """The attribution figures."""
+
+    path: ClassVar[str] = "figures"
+    n_targets: int = 4
+    top_k: int = 4
+
+
+@dataclass(frozen=True)
+class RunConfig(Section):
+    """A whole experiment."""
+
+    dataset: DatasetConfig
+    model: ModelConfig
+    train: TrainConfig
+    run: str = "default"
+    seed: int = 0
+    device: str = "auto"
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    targets: TargetsConfig = field(default_factory=TargetsConfig)
+    attribution: AttributionConfig = field(default_factory=AttributionConfig)
+    lds: LdsConfig = field(default_factory=LdsConfig)
+    counterfactual: CounterfactualConfig = field(default_factory=CounterfactualConfig)
+    figures: FiguresConfig = field(default_factory=FiguresConfig)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], partial: bool = False) -> RunConfig:
+        """A whole config: schema-validated, typed, cross-checked (``partial``: see Section)."""
+        if partial:
+            return super().from_dict(values, partial=True)
+        validate(values)
+        config = super().from_dict(values)
+        config.check()
+        return config
+
+    @classmethod
+    def from_slice(cls, text: str) -> RunConfig:
+        """A job's slice (the JSON of :meth:`slice`): keys it does not carry are not passed."""
+        return cls.from_dict(json.loads(text) if text else {}, partial=True)
+
+    def slice(self, stage: str) -> str:
+        """The JSON of the keys ``stage`` reads (``SLICES``), sorted for stable rerun triggers."""
+        if stage not in SLICES:
+            raise ConfigError(f"no config slice for stage {stage!r}; add it to SLICES")
+        whole = self.to_dict()
+        out: dict[str, Any] = {}
+        for section, keys in SLICES[stage].items():
+            value = whole[section]
+            out[section] = value if keys is None else {k: value[k] for k in keys if k in value}
+        return json.dumps(out, sort_keys=True)
+
+    def for_subset_models(self) -> RunConfig:
+        """The config whose train recipe is the LDS subset models' (``lds.train`` overrides)."""
+        recipe = self.train.to_dict() | dict(self.lds.train)
+        return dataclasses.replace(self, train=TrainConfig.from_dict(recipe))
+
+    # -- cross-field checks ---------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Checks that span sections; each raises a ConfigError naming the keys and the fix."""
+        self.attribution_steps()
+        cf = self.counterfactual
+        if cf.enabled:
+            missing = sorted(set(cf.scored_methods) - set(self.attribution.methods))
+            if missing:
+                raise ConfigError(
+                    f"counterfactual.methods {missing} have no scores: add them to "
+                    "attribution.methods"
+                )
+            if not self.dataset.has_labels:
+                raise ConfigError(
+                    f"counterfactual retraining needs class labels; {self.dataset.name} has "
+                    "none: set counterfactual.enabled: false"
+                )
+            if cf.targets > self.targets.n:
+                raise ConfigError(
+                    f"counterfactual.targets ({cf.targets}) exceeds targets.n ({self.targets.n})"
+                )
+            if not cf.at_emergence:
+                outside = sorted(set(cf.steps) - set(self.attribution_steps()), reverse=True)
+                if outside:
+                    raise ConfigError(
+                        f"counterfactual.steps {outside} are not attribution steps "
+                        f"{self.attribution_steps()}; choose among those"
+                    )
+        if self.model.conditional and self.model.cross_attention_dim is None:
+            raise ConfigError("model.cross_attention_dim is required when model.conditional")
+
+    def warnings(self) -> list[str]:
+        """Legal but probably unintended settings, shown when the workflow starts."""
+        subset_steps = self.lds.train.get("steps", self.train.steps)
+        if self.lds.enabled and subset_steps != self.train.steps:
+            # lds.train is merged over config/config.yaml's, so a quick override there is inherited.
+            return [
+                f"LDS subset models train {subset_steps} steps, the full models "
+                f"{self.train.steps} (lds.train.steps); set it in your config to change that"
+            ]
+        return []
+
+    def attribution_steps(self) -> list[int]:
+        """The attributed sampler timesteps, noisy → clean (see :func:`attribution_steps`)."""
+        return attribution_steps(
+            self.attribution.steps,
+            sampler_timesteps(self.diffusion.num_train_timesteps, self.targets.sampling_steps),
+        )
+
+
+def sampler_timesteps(num_train_timesteps: int, sampling_steps: int) -> list[int]:
+    """The timesteps a ``sampling_steps``-step DDPM sampler visits, noisy → clean (diffusers)."""
+    from diffusers import DDPMScheduler
+
+    scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps)
+    if sampling_steps > num_train_timesteps:
+        raise ConfigError(
+            f"targets.sampling_steps ({sampling_steps}) exceeds diffusion.num_train_timesteps "
+            f"({num_train_timesteps})"
+        )
+    scheduler.set_timesteps(sampling_steps)
+    return [int(t) for t in scheduler.timesteps]
+
+
+def attribution_steps(spec: int | Sequence[int], timesteps: Sequence[int]) -> list[int]:
+    """Attribution timesteps (noisy → clean). An int n picks n evenly spaced sampler timesteps
+    ending with the last one; a list is checked against the sampler's timesteps."""
+    timesteps = list(timesteps)
+    if isinstance(spec, int):
+        if not 1 <= spec <= len(timesteps):
+            raise ConfigError(f"attribution.steps must be between 1 and {len(timesteps)}")
+        idx = sorted({len(timesteps) - 1 - round(i * len(timesteps) / spec) for i in range(spec)})
+        return [timesteps[i] for i in idx]
+    missing = [t for t in spec if t not in timesteps]
+    if missing:
+        raise ConfigError(
+            f"attribution.steps {missing} are not visited by a {len(timesteps)}-step sampler; "
+            f"choose from its timesteps (e.g. {timesteps[:3]} … {timesteps[-3:]})"
+        )
+    return sorted(set(spec), reverse=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# What each job reads: section → None (all of it) or the keys it reads.
+
+_MODEL_RUN = {"seed": None, "device": None}
+SLICES: dict[str, dict[str, tuple[str, ...] | None]] = {
+    "prepare_data": {"device": None, "dataset": None},
+    "train": {
+        **_MODEL_RUN,
+        "dataset": None,
+        "model": None,
+        "diffusion": None,
+        "train": TrainConfig.RECIPE,
+    },
+    "sample": {**_MODEL_RUN, "targets": None, "attribution": ("steps",)},
+    "featurize_train": {
+        **_MODEL_RUN,
+        "dataset": None,
+        "attribution": ("K", "batch_size", "projection", "precision"),
+    },
+    "kernel": {"attribution": ("lambda", "block_size")},
+    "featurize_targets": {
+        **_MODEL_RUN,
+        "attribution": ("K", "R", "batch_size", "projection", "precision"),
+    },
+    "score": {"seed": None, "attribution": ("lambda", "K", "R", "block_size")},
+    "figure_attributions": {"figures": None},
+    "lds_subsets": {"seed": None, "lds": ("tuning", "reporting", "alpha")},
+    "ground_truth": {**_MODEL_RUN, "lds": ("draws", "final_timesteps", "final_noise")},
+    "memorization_reference": {"seed": None, "diffusion": None, "lds": ("draws",)},
+    "lds_report": {"seed": None, "lds": None},
+    "train_classifier": {"seed": None, "counterfactual": ("classifier",)},
+    "emergence": {**_MODEL_RUN, "targets": None, "counterfactual": ("samples",)},
+    "cf_plan": {"seed": None, "counterfactual": ("targets", "steps", "methods", "k")},
+    "cf_resample": {**_MODEL_RUN, "targets": None, "counterfactual": ("samples", "delta")},
+    "cf_report": {"seed": None, "counterfactual": ("steps",)},
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Schema
+
+
+@cache
+def schema() -> dict[str, Any]:
+    import yaml
+
+    return yaml.safe_load(SCHEMA.read_text())
+
+
+def validate(values: Mapping[str, Any]) -> None:
+    """Validate a config mapping against the JSON schema; one line naming the key on failure.
+    A null value means unset (as if the key were absent)."""
+    import jsonschema
+
+    try:
+        jsonschema.validate(_without_nulls(values), schema(), cls=jsonschema.Draft202012Validator)
+    except jsonschema.ValidationError as err:
+        where = ".".join(str(p) for p in err.absolute_path) or "the top level"
+        raise ConfigError(f"invalid config at {where}: {err.message}") from None
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    return _plain(value)
+
+
+def load(paths: Sequence[str | Path]) -> RunConfig:
+    """A RunConfig from YAML files merged left to right (as Snakemake merges --configfile)."""
+    import yaml
+
+    merged: dict[str, Any] = {}
+    for path in paths:
+        merged = _merge(merged, yaml.safe_load(Path(path).read_text()) or {})
+    return RunConfig.from_dict(merged)
+
+
+def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        both = isinstance(value, Mapping) and isinstance(out.get(key), Mapping)
+        out[key] = _merge(out[key], value) if both else value
+    return out

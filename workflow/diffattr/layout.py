@@ -1,0 +1,237 @@
+"""Where every artefact of a run lives, the names inside those paths, and the seed tags.
+
+``Paths(run)`` names every file and folder of ``results/<run>/``; the Snakemake rules build their
+inputs and outputs from it (with ``{wildcard}`` strings in place of values), and the package reads
+structure back only through the parsers here. The seed tags are the contract that makes retraining
+comparisons valid: a counterfactual model reuses full model 0's randomness stream, so removing
+examples is the only difference, while the seed floor retrains the full data with another stream.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ConfigError
+
+# ---------------------------------------------------------------------------------------------
+# Names
+
+
+@dataclass(frozen=True, order=True)
+class Member:
+    """An ensemble member: checkpoint ``checkpoint`` (``final``, ``step-<n>``) of full model i."""
+
+    index: int
+    checkpoint: str
+
+    PATTERN = r"m\d+_(final|step-\d+)"
+
+    def __str__(self) -> str:
+        return f"m{self.index}_{self.checkpoint}"
+
+    @classmethod
+    def parse(cls, name: str) -> Member:
+        """``m<index>_<checkpoint>`` (e.g. ``m0_final``, ``m1_step-500``) → Member."""
+        if not re.fullmatch(cls.PATTERN, name):
+            raise ConfigError(f"bad ensemble member name {name!r}; expected m<index>_<checkpoint>")
+        head, _, checkpoint = name.partition("_")
+        return cls(int(head[1:]), checkpoint)
+
+
+def members(ensemble: int, checkpoints: tuple[str, ...] | list[str]) -> list[Member]:
+    """Every (model, checkpoint) of the ensemble, model-major."""
+    return [Member(i, c) for i in range(ensemble) for c in checkpoints]
+
+
+def case_name(index: int) -> str:
+    """A counterfactual case's name (``c<index>``)."""
+    return f"c{index}"
+
+
+FLOOR = "floor"  # the seed-floor model's name beside the cases
+FINAL = "final"  # the checkpoint saved at the end of training
+
+
+def checkpoint_name(step: int, total: int) -> str:
+    """A checkpoint folder's name: ``final`` after the last step, ``step-<n>`` before."""
+    return FINAL if step == total else f"step-{step}"
+
+
+def checkpoint(model_dir: str | Path, name: str = FINAL) -> Path:
+    """The folder of one checkpoint of a trained model."""
+    return Path(model_dir) / name
+
+
+def parse_case(name: str) -> int:
+    if not re.fullmatch(r"c\d+", name):
+        raise ConfigError(f"bad counterfactual case name {name!r}; expected c<index>")
+    return int(name[1:])
+
+
+def sample_group(target: int, step: int) -> str:
+    """The group of a resampled-case file holding the samples of (target position, step)."""
+    return f"t{target}-s{step}"
+
+
+def parse_sample_group(name: str) -> tuple[int, int]:
+    match = re.fullmatch(r"t(\d+)-s(\d+)", name)
+    if not match:
+        raise ConfigError(f"bad sample group {name!r}; expected t<target>-s<step>")
+    return int(match[1]), int(match[2])
+
+
+# ---------------------------------------------------------------------------------------------
+# Seed tags: what makes two trainings share (or not share) their randomness
+
+
+def full_model_seed(index: int | str) -> str:
+    """Full ensemble model i."""
+    return f"model-{index}"
+
+
+def subset_model_seed(seed: int | str) -> str:
+    """LDS subset models: training seed r is shared by every subset (common random numbers)."""
+    return f"lds-seed-{seed}"
+
+
+def counterfactual_seed() -> str:
+    """Counterfactual models reuse full model 0's stream: the data is the only difference."""
+    return full_model_seed(0)
+
+
+def floor_seed() -> str:
+    """The seed floor: full data, another stream (how far p(·|x_t) moves for no data reason)."""
+    return "model-0-reseed"
+
+
+# ---------------------------------------------------------------------------------------------
+# Paths
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Every path of one run. Arguments may be values or ``"{wildcard}"`` strings (rules)."""
+
+    run: str
+
+    @property
+    def data(self) -> str:
+        return f"{self.run}/data.h5"
+
+    def model(self, index: int | str) -> str:
+        """Full model i: a folder of checkpoints ``final``, ``step-<n>``."""
+        return f"{self.run}/models/m{index}"
+
+    def model_of_member(self, member: str) -> str:
+        return self.model(Member.parse(member).index)
+
+    @property
+    def targets(self) -> str:
+        return f"{self.run}/targets.h5"
+
+    def train_features(self, output: str, member: str | Member, shard: int | str) -> str:
+        return f"{self.run}/features/train/{output}/{member}/shard{shard}.h5"
+
+    def kernel(self, output: str, member: str | Member) -> str:
+        return f"{self.run}/kernels/{output}/{member}.h5"
+
+    def target_features(self, method: str, member: str | Member) -> str:
+        return f"{self.run}/features/targets/{method}/{member}.h5"
+
+    def scores(self, method: str) -> str:
+        return f"{self.run}/scores/{method}.h5"
+
+    def attribution_figures(self, method: str) -> str:
+        return f"{self.run}/figures/attributions/{method}"
+
+    # LDS
+    @property
+    def subsets(self) -> str:
+        return f"{self.run}/lds/subsets.h5"
+
+    def subset_model(self, subset: int | str, seed: int | str) -> str:
+        return f"{self.run}/lds/models/s{subset}-r{seed}"
+
+    def ground_truth(self, subset: int | str) -> str:
+        return f"{self.run}/lds/ground_truth/s{subset}.h5"
+
+    @property
+    def memorization(self) -> str:
+        return f"{self.run}/lds/memorization.h5"
+
+    # Counterfactual
+    @property
+    def classifier(self) -> str:
+        return f"{self.run}/classifier"
+
+    @property
+    def emergence(self) -> str:
+        return f"{self.run}/counterfactual/emergence.h5"
+
+    @property
+    def plan(self) -> str:
+        return f"{self.run}/counterfactual/plan.h5"
+
+    def cf_model(self, name: str) -> str:
+        """A counterfactual model (``c<i>``) or the seed floor (``floor``)."""
+        return f"{self.run}/counterfactual/models/{name}"
+
+    def cf_samples(self, name: str) -> str:
+        return f"{self.run}/counterfactual/samples/{name}.h5"
+
+    # Reports, figures, logs
+    def report(self, name: str) -> str:
+        return f"{self.run}/reports/{name}"
+
+    def figure(self, name: str) -> str:
+        return f"{self.run}/figures/{name}"
+
+    def log(self, rule: str, name: str | None = None) -> str:
+        return (
+            f"{self.run}/logs/{rule}.log" if name is None else f"{self.run}/logs/{rule}/{name}.log"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsers: the only place that reads structure back out of a path
+
+
+def parse_train_features(path: str | Path) -> tuple[str, Member, int]:
+    """``…/features/train/<output>/<member>/shard<s>.h5`` → (output, member, shard)."""
+    path = Path(path)
+    match = re.fullmatch(r"shard(\d+)\.h5", path.name)
+    if not match:
+        raise ConfigError(
+            f"{path} is not a training-feature shard (…/<output>/<member>/shard<s>.h5)"
+        )
+    return path.parent.parent.name, Member.parse(path.parent.name), int(match[1])
+
+
+def parse_kernel(path: str | Path) -> tuple[str, Member]:
+    """``…/kernels/<output>/<member>.h5`` → (output, member)."""
+    path = Path(path)
+    return path.parent.name, Member.parse(path.stem)
+
+
+def parse_target_features(path: str | Path) -> tuple[str, Member]:
+    """``…/features/targets/<method>/<member>.h5`` → (method, member)."""
+    path = Path(path)
+    return path.parent.name, Member.parse(path.stem)
+
+
+def parse_ground_truth(path: str | Path) -> int:
+    """``…/lds/ground_truth/s<j>.h5`` → subset j."""
+    match = re.fullmatch(r"s(\d+)\.h5", Path(path).name)
+    if not match:
+        raise ConfigError(f"{path} is not a ground-truth file (…/ground_truth/s<j>.h5)")
+    return int(match[1])
+
+
+def parse_cf_samples(path: str | Path) -> str:
+    """``…/counterfactual/samples/<name>.h5`` → ``c<i>`` or ``floor``."""
+    name = Path(path).stem
+    if name != FLOOR:
+        parse_case(name)
+    return name

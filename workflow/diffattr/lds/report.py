@@ -1,0 +1,291 @@
+"""The LDS report: per (method, step) on the reporting subsets, λ tuned on the tuning subsets.
+
+Rows come in two variants per method: ``tuned`` (gradient methods: λ from ``lds.lambdas`` chosen
+on the tuning subsets, per step or shared, for the whole ensemble) and ``config`` (the stored
+scores, computed with ``attribution.lambda``). The final image's loss (the trajectory-free ground
+truth) is tuned and reported like one more step, on the last attribution step's scores.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..artifacts import Scores
+from ..config import LdsConfig
+from ..ridge import ridge_predictions
+from ..scoring import RowBlocks
+from .stats import (
+    bootstrap_interval,
+    bootstrap_lds,
+    lds,
+    paired_margins,
+    percentile_interval,
+    predictions,
+    shared_null,
+    split_half_reliability,
+    variance_components,
+)
+from .subsets import REPORTING, TUNING
+
+log = logging.getLogger(__name__)
+
+COLUMNS = [
+    "method",
+    "step",
+    "ground_truth",
+    "lds",
+    "ci_low",
+    "ci_high",
+    "null_low",
+    "null_high",
+    "ceiling",
+    "reliability",
+    "flagged",
+    "n_targets",
+    "n_subsets",
+    "n_seeds",
+    "lambda",
+    "lambda_source",
+    "margin_over",
+    "margin",
+    "margin_ci_low",
+    "margin_ci_high",
+]
+FINAL = "final_loss"
+
+
+@dataclass(frozen=True)
+class LdsInputs:
+    """Everything the report reads.
+
+    ``f_t`` (subsets, seeds, steps, targets) and ``final_loss`` (subsets, seeds, targets): the
+    ground truth; ``members[method]``: per ensemble member of a gradient method (in the order of
+    its score file's ``members``), its training features Φ and target features ψ (steps, targets,
+    k); ``memorization`` (steps, targets, subsets) or None.
+    """
+
+    masks: np.ndarray
+    role: np.ndarray
+    f_t: np.ndarray
+    final_loss: np.ndarray
+    steps: list[int]
+    scores: dict[str, Scores]
+    members: dict[str, list[tuple[RowBlocks, np.ndarray]]] = field(default_factory=dict)
+    memorization: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Truth:
+    """The ground truth per column (each step, then the final image's loss): the seed average
+    (columns, targets, subsets), per seed, and the null/ceiling context of each column."""
+
+    columns: list[str]
+    values: np.ndarray
+    per_seed: list[np.ndarray]  # per column: (seeds, targets, subsets)
+    context: list[dict[str, float]]
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """λ chosen on the tuning subsets: index into the grid per column, the tuning LDS
+    (lambdas, columns), the reporting LDS per column, and the chosen predictions
+    (columns, targets, subsets)."""
+
+    best: np.ndarray
+    tuning_lds: np.ndarray
+    reporting_lds: list[float]
+    chosen: np.ndarray
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way of scoring a method: its λ per column and predictions (columns, targets, subsets)."""
+
+    source: str  # "tuned" or "config"
+    lambdas: list[float | None]
+    predictions: np.ndarray
+
+
+def lds_table(inputs: LdsInputs, cfg: LdsConfig, seed: int) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The LDS table (``COLUMNS``) and the details for ``lds.json``."""
+    tune, report = inputs.role == TUNING, inputs.role == REPORTING
+    truth = measure_truth(inputs, report, cfg.null_draws, seed)
+    details: dict[str, Any] = {
+        "methods": {},
+        "n_tuning": int(tune.sum()),
+        "n_reporting": int(report.sum()),
+        # Diagnostics over all subsets (nothing is tuned on them): where the ground-truth noise is.
+        "ground_truth_variance": {
+            c: variance_components(s) for c, s in zip(truth.columns, truth.per_seed, strict=True)
+        },
+    }
+    if inputs.memorization is not None:
+        details["memorization_reference"] = memorization_reference(
+            inputs, truth, report, cfg.bootstrap, seed
+        )
+    lambdas = [float(v) for v in cfg.lambdas]
+    rows: list[dict[str, Any]] = []
+    resamples: list[np.ndarray] = []
+    for method, result in sorted(inputs.scores.items()):
+        config_lambda = result.attrs.get("lambda")
+        variants = [
+            Variant(
+                "config",
+                [config_lambda] * len(truth.columns),
+                with_final(predictions(result.scores, inputs.masks)),
+            )
+        ]
+        if method in inputs.members and tune.sum() >= 3 and lambdas:
+            members = with_final(member_predictions(inputs.members[method], lambdas, inputs.masks))
+            by_size = [
+                tune_lambda(members[:size].mean(0), truth.values, tune, report, cfg.lambda_per_step)
+                for size in range(1, len(members) + 1)
+            ]
+            tuned = by_size[-1]  # the whole ensemble is the one reported
+            chosen = [lambdas[b] for b in tuned.best]
+            variants.insert(0, Variant("tuned", chosen, tuned.chosen))
+            warn_at_grid_edge(method, lambdas, tuned.best, truth.columns)
+            details["methods"][method] = {
+                "lambdas": lambdas,
+                "lambda_per_step": cfg.lambda_per_step,
+                "tuning_lds": {
+                    c: tuned.tuning_lds[:, i].tolist() for i, c in enumerate(truth.columns)
+                },
+                "selected_lambda": dict(zip(truth.columns, chosen, strict=True)),
+                "ensemble_size": {
+                    str(size): {
+                        "lambda": {
+                            c: lambdas[b] for c, b in zip(truth.columns, t.best, strict=True)
+                        },
+                        "reporting_lds": dict(zip(truth.columns, t.reporting_lds, strict=True)),
+                    }
+                    for size, t in enumerate(by_size, start=1)
+                },
+            }
+        for variant in variants:
+            for i, column in enumerate(truth.columns):
+                pred, values = variant.predictions[i][:, report], truth.values[i][:, report]
+                samples = bootstrap_lds(pred, values, cfg.bootstrap, seed)
+                lo, hi = percentile_interval(samples)
+                lam = variant.lambdas[i]
+                rows.append(
+                    {
+                        "method": method,
+                        "step": inputs.steps[-1] if column == FINAL else int(column),
+                        "ground_truth": FINAL if column == FINAL else "f_t",
+                        "lds": lds(pred, values),
+                        "ci_low": lo,
+                        "ci_high": hi,
+                        **truth.context[i],
+                        "n_targets": values.shape[0],
+                        "n_subsets": values.shape[1],
+                        "lambda": np.nan if lam is None else float(lam),
+                        "lambda_source": variant.source if lam is not None else "none",
+                    }
+                )
+                resamples.append(samples)
+    table = pd.DataFrame(rows)
+    paired_margins(table, resamples)
+    table["n_seeds"] = inputs.f_t.shape[1]
+    table["flagged"] = ~(table["reliability"] >= 0.5)
+    return table[COLUMNS], details
+
+
+def measure_truth(inputs: LdsInputs, report: np.ndarray, null_draws: int, seed: int) -> Truth:
+    """Seed-averaged ground truth per column, with the null band and ceiling on the reporting
+    subsets (the ceiling is √ of the split-half reliability over training seeds)."""
+    per_seed = np.moveaxis(inputs.f_t, 0, -1)  # (seeds, steps, targets, subsets)
+    final = np.moveaxis(inputs.final_loss, 0, -1)  # (seeds, targets, subsets)
+    seeds = [per_seed[:, s] for s in range(len(inputs.steps))] + [final]
+    values = np.stack([s.mean(0) for s in seeds])
+    context = []
+    for column, column_seeds in zip(values, seeds, strict=True):
+        null = shared_null(inputs.masks[report], column[:, report], null_draws, seed)
+        rel = split_half_reliability(column_seeds[..., report])
+        context.append(
+            {
+                "null_low": float(np.percentile(null, 5)),
+                "null_high": float(np.percentile(null, 95)),
+                "reliability": rel,
+                "ceiling": float(np.sqrt(rel)) if rel >= 0 else float("nan"),
+            }
+        )
+    return Truth([*(str(s) for s in inputs.steps), FINAL], values, seeds, context)
+
+
+def memorization_reference(
+    inputs: LdsInputs, truth: Truth, report: np.ndarray, bootstrap: int, seed: int
+) -> dict[str, dict[str, float]]:
+    """How far the subset models behave like their subset's empirical optimal denoiser (a
+    Spearman across reporting subsets like the LDS; not an attribution, nothing tuned)."""
+    out = {}
+    for s, step in enumerate(inputs.steps):
+        memo, values = inputs.memorization[s][:, report], truth.values[s][:, report]
+        lo, hi = bootstrap_interval(memo, values, bootstrap, seed)
+        value = lds(memo, values)
+        out[str(step)] = {"spearman": value, "ci_low": lo, "ci_high": hi}
+        log.info("memorization reference at t=%d: %.3f [%.3f, %.3f]", step, value, lo, hi)
+    return out
+
+
+def with_final(pred: np.ndarray) -> np.ndarray:
+    """(..., steps, targets, subsets) → (..., steps + 1, ...): the last step's predictions
+    again, scored against the final image's loss."""
+    return np.concatenate([pred, pred[..., -1:, :, :]], axis=-3)
+
+
+def member_predictions(
+    members: Sequence[tuple[RowBlocks, np.ndarray]],
+    lambdas: Sequence[float],
+    masks: np.ndarray,
+    block: int = 8192,
+) -> np.ndarray:
+    """Predictions of every ensemble member's scores on every subset, for every λ:
+    (members, lambdas, steps, targets, subsets). The ensemble's prediction is their mean
+    (predictions are linear in the scores)."""
+    out = []
+    for store, psi in members:
+        n_steps, n_targets, k = psi.shape
+        pred = ridge_predictions(store.blocks(block), psi.reshape(-1, k), lambdas, masks)
+        out.append(pred.reshape(len(lambdas), n_steps, n_targets, -1))
+    return np.stack(out)
+
+
+def per_column_lds(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """pred, truth (columns, targets, subsets) → LDS per column."""
+    return np.array([lds(pred[c], truth[c]) for c in range(len(pred))])
+
+
+def tune_lambda(
+    pred: np.ndarray, truth: np.ndarray, tune: np.ndarray, report: np.ndarray, per_column: bool
+) -> Tuning:
+    """λ chosen on the tuning subsets only: per column (the best tuning LDS there) or one λ
+    shared by all columns (the best mean). ``pred`` (lambdas, columns, targets, subsets),
+    ``truth`` (columns, targets, subsets)."""
+    tuning = np.array([per_column_lds(p[..., tune], truth[..., tune]) for p in pred])
+    if per_column:
+        best = np.nanargmax(np.nan_to_num(tuning, nan=-np.inf), axis=0)
+    else:
+        best = np.full(tuning.shape[1], int(np.nanargmax(np.nanmean(tuning, axis=1))))
+    chosen = pred[best, np.arange(len(best))]  # (columns, targets, subsets)
+    reporting = per_column_lds(chosen[..., report], truth[..., report]).tolist()
+    return Tuning(best, tuning, reporting, chosen)
+
+
+def warn_at_grid_edge(
+    method: str, lambdas: Sequence[float], best: np.ndarray, columns: Sequence[str]
+) -> None:
+    edges = [c for c, b in zip(columns, best, strict=True) if b in (0, len(lambdas) - 1)]
+    if edges and len(lambdas) > 1:
+        log.warning(
+            "%s: the tuned λ is at the edge of lds.lambdas %s at %s; extend the grid",
+            method,
+            [lambdas[0], lambdas[-1]],
+            ", ".join(edges),
+        )

@@ -1,0 +1,191 @@
+"""Stages: prepare the data, train models (full, LDS subset, counterfactual, seed floor), sample
+targets with their trajectories."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import layout
+from ..artifacts import Targets, read_data, read_plan, read_subsets, write_data, write_targets
+from ..config import RunConfig, attribution_steps
+from ..data import prepare
+from ..diffusion import (
+    denoise,
+    guided_predictor,
+    inference_timesteps,
+    init_seeded,
+    initial_noise,
+    model_predictor,
+    train,
+)
+from ..errors import ConfigError
+from ..models import (
+    build_scheduler,
+    build_unet,
+    load_model,
+    n_parameters,
+    resolve_device,
+    save_model,
+)
+from ..seeding import derive_seed, generator
+from ..storage import atomic_path, write_json
+
+log = logging.getLogger("diffattr")
+
+
+def prepare_data(cfg: RunConfig, *, out: Path) -> None:
+    """Load the configured dataset (encoding mscoco once) into data.h5."""
+    device = str(resolve_device(cfg.device))
+    data = prepare({**cfg.dataset.loader_options(), "device": device})
+    write_data(out, data, cfg.dataset.to_dict())
+    log.info("prepared %s: %d images of shape %s", data.name, data.n, data.shape)
+
+
+def train_model(
+    cfg: RunConfig, *, data: Path, out: Path, model: int, progress: bool = True
+) -> None:
+    """Train full ensemble model i on all examples."""
+    _train(
+        cfg, resolve_device(cfg.device), data, out, layout.full_model_seed(model), None, progress
+    )
+
+
+def train_subset_model(
+    cfg: RunConfig,
+    *,
+    data: Path,
+    subsets: Path,
+    subset: int,
+    seed_index: int,
+    out: Path,
+    progress: bool = True,
+) -> None:
+    """Train an LDS subset model: subset j's examples with training seed r (shared by subsets)."""
+    device = resolve_device(cfg.device)
+    kept = read_subsets(subsets).kept_positions(subset)
+    _train(cfg, device, data, out, layout.subset_model_seed(seed_index), kept, progress)
+
+
+def train_cf_model(
+    cfg: RunConfig, *, data: Path, plan: Path, case: int, out: Path, progress: bool = True
+) -> None:
+    """Train a counterfactual model: model 0's seed without the case's removed examples."""
+    device = resolve_device(cfg.device)
+    kept = read_plan(plan).kept_positions(case)
+    _train(cfg, device, data, out, layout.counterfactual_seed(), kept, progress)
+
+
+def train_cf_floor(cfg: RunConfig, *, data: Path, out: Path, progress: bool = True) -> None:
+    """Train the seed floor: all examples with another seed than model 0."""
+    _train(cfg, resolve_device(cfg.device), data, out, layout.floor_seed(), None, progress)
+
+
+def _train(
+    cfg: RunConfig,
+    device: torch.device,
+    data_path: Path,
+    out: Path,
+    seed_tag: str,
+    kept: np.ndarray | None,
+    progress: bool,
+) -> None:
+    data = read_data(data_path)
+    if kept is not None and len(kept) and kept.max() >= data.n:
+        raise ConfigError(f"kept positions reach {kept.max()}, but {data_path} has {data.n} rows")
+    seed = derive_seed(cfg.seed, seed_tag)
+    recipe = cfg.train
+    model = init_seeded(lambda: build_unet(cfg.model, data.shape), seed, "init").to(device)
+    scheduler = build_scheduler(cfg.diffusion)
+    positions = None if kept is None else torch.from_numpy(kept)
+    n_train = data.n if positions is None else len(positions)
+    log.info(
+        "training %s: %d parameters on %d examples, seed tag %s",
+        out,
+        n_parameters(model),
+        n_train,
+        seed_tag,
+    )
+    start = time.time()
+    with atomic_path(out) as tmp:
+
+        def on_checkpoint(step: int, weights: torch.nn.Module) -> None:
+            save_model(
+                weights,
+                scheduler,
+                layout.checkpoint(tmp, layout.checkpoint_name(step, recipe.steps)),
+            )
+
+        conditions = null = None
+        if data.conditional:
+            conditions = torch.from_numpy(data.extra["caption_embeddings"])
+            null = torch.from_numpy(data.extra["null_embedding"])
+        losses = train(
+            model,
+            scheduler,
+            torch.from_numpy(data.images),
+            recipe,
+            seed,
+            positions=positions,
+            on_checkpoint=on_checkpoint,
+            progress=progress,
+            conditions=conditions,
+            null_condition=null,
+            flip=cfg.dataset.flip,
+        )
+        write_json(
+            tmp / "train_log.json",
+            {
+                "seed_tag": seed_tag,
+                "seed": seed,
+                "losses": losses,
+                "log_every": recipe.log_every,
+                "n_train": n_train,
+                "n_parameters": n_parameters(model),
+                "seconds": time.time() - start,
+            },
+        )
+    log.info("trained in %.1f s, final loss %.5f", time.time() - start, losses[-1])
+
+
+def sample(cfg: RunConfig, *, model: Path, data: Path, out: Path, progress: bool = True) -> None:
+    """Sample the targets from model 0, recording x_t and x̂_0^t at the attribution steps."""
+    device = resolve_device(cfg.device)
+    unet, scheduler = load_model(model, device)
+    n, sampling_steps = cfg.targets.n, cfg.targets.sampling_steps
+    steps = attribution_steps(cfg.attribution.steps, inference_timesteps(scheduler, sampling_steps))
+    gens = [generator(cfg.seed, "sample", j) for j in range(n)]
+    shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
+    x = initial_noise(shape, gens).to(device)
+    prepared = read_data(data)
+    cond, prompts = None, None
+    predictor = model_predictor(unet)
+    if prepared.conditional:  # target j is generated from prompt j mod P, with guidance
+        pool = prepared.extra["prompt_embeddings"]
+        cond = torch.from_numpy(pool[np.arange(n) % len(pool)]).float().to(device)
+        prompts = [prepared.extra["prompts"][j % len(pool)] for j in range(n)]
+        null = torch.from_numpy(prepared.extra["null_embedding"]).float().to(device)[None]
+        predictor = guided_predictor(unet, cond, null, cfg.targets.guidance_scale)
+    traj = denoise(x, scheduler, sampling_steps, predictor, gens, record=steps, progress=progress)
+    targets = Targets(
+        final=traj.final.cpu().numpy(),
+        x_t=traj.x_t.cpu().numpy(),
+        x0_hat=traj.x0_hat.cpu().numpy(),
+        steps=traj.steps,
+        target_ids=np.arange(n),
+        cond=None if cond is None else cond.cpu().numpy(),
+        prompts=None if prompts is None else [p.decode() for p in prompts],
+        attrs={
+            "seed": cfg.seed,
+            "sampling_steps": sampling_steps,
+            "model": str(model),
+            "config": cfg.targets.to_dict(),
+            "x0_hat": "pred_original_sample of DDPMScheduler.step",
+        },
+    )
+    write_targets(out, targets)
+    log.info("sampled %d targets, recorded steps %s", n, traj.steps)
