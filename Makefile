@@ -1,6 +1,7 @@
 # Entry points. Each installs what it needs into a project-local virtual environment (.venv).
 #   make run    - the default workflow (config/config.yaml) on all cores
 #   make test   - the whole test suite
+#   make test-fast - the tests that run no workflow (about a minute)
 #   make lint   - ruff and snakemake --lint
 #   make bench  - featurization and scoring benchmarks
 #   make gpu-smoke - train/featurize the paper-scale models on a GPU (skipped without CUDA)
@@ -14,7 +15,7 @@ STAMP := $(VENV)/.installed
 CORES ?= all
 ARGS ?=
 
-.PHONY: run test lint bench gpu-smoke report install
+.PHONY: run test test-fast lint bench gpu-smoke report install
 
 install: $(STAMP)
 
@@ -35,9 +36,12 @@ report: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -rs --durations=12 $(ARGS)
 
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -rs -m "not slow and not slurm" $(ARGS)
+
 lint: $(STAMP)
-	ruff check workflow tests benchmarks
-	ruff format --check workflow tests benchmarks
+	ruff check workflow tests benchmarks scripts
+	ruff format --check workflow tests benchmarks scripts
 	snakemake --lint
 	snakemake --lint --configfile config/test.yaml
 

@@ -1,9 +1,14 @@
 """diffattr: step-by-step data attribution for diffusion models.
 
 Modules, bottom to top (no module imports one above it; none imports snakemake):
-``seeding``, ``storage``, ``errors`` → ``data``, ``models``, ``projection``, ``methods`` →
-``outputs``, ``diffusion``, ``scoring``, ``figures``, ``classifier`` → ``features``,
-``evaluation``, ``counterfactual`` → ``cli``.
+
+- foundations: ``seeding``, ``storage``, ``errors``, ``config``, ``layout``, ``ridge``
+- models and data: ``data``, ``models``, ``projection``, ``outputs``
+- algorithms: ``diffusion``, ``scoring``, ``features``, ``classifier``, ``figures``,
+  ``counterfactual``, ``lds`` (``stats``, ``subsets``, ``ground_truth``, ``memorization``,
+  ``report``)
+- application: ``methods``, ``artifacts``, ``attribution`` (the facade), ``stages``
+- adapters: ``cli``, ``config_doc``
 """
 
 __version__ = "0.1.0"

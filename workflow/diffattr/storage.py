@@ -1,4 +1,4 @@
-"""HDF5 layouts, atomic writes and provenance metadata.
+"""Atomic writes and provenance metadata (the HDF5 layouts themselves are in ``artifacts``).
 
 Every output is written under a temporary name beside its final path and moved into place with
 ``os.replace`` only when complete, so a killed job never leaves a file that looks finished.

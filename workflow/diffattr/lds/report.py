@@ -11,12 +11,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from ..artifacts import Scores
 from ..config import LdsConfig
 from ..ridge import ridge_predictions
 from ..scoring import RowBlocks
@@ -32,6 +31,9 @@ from .stats import (
     variance_components,
 )
 from .subsets import REPORTING, TUNING
+
+if TYPE_CHECKING:  # the codec sits above this module; only its type is used here
+    from ..artifacts import Scores
 
 log = logging.getLogger(__name__)
 
