@@ -97,14 +97,22 @@ def test_killed_run_resumes_to_identical_scores(finished, tmp_path):
         assert np.array_equal(first[method], second[method]), method
 
 
-def test_schema_rejects_broken_config(tmp_path):
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("K: 4", "K: -4", "-4 is less than the minimum of 1"),  # the schema
+        ("  targets: 2\n", "  targets: 7\n", "counterfactual.targets (7) exceeds targets.n (3)"),
+    ],
+)
+def test_dry_run_rejects_broken_config(tmp_path, old, new, message):
+    """Schema and cross-field checks stop a dry run, before any job, with one named key."""
     cwd = workdir(tmp_path)
-    bad = (cwd / "config" / "test.yaml").read_text().replace("K: 4", "K: -4")
-    (cwd / "config" / "test.yaml").write_text(bad)
+    text = (cwd / "config" / "test.yaml").read_text()
+    assert old in text
+    (cwd / "config" / "test.yaml").write_text(text.replace(old, new))
     proc = snakemake(cwd, "-n", check=False)
     assert proc.returncode != 0
-    text = proc.stdout + proc.stderr
-    assert "-4 is less than the minimum of 1" in text
+    assert message in proc.stdout + proc.stderr
 
 
 def test_lds_and_counterfactual_reports(finished):

@@ -54,5 +54,5 @@ rule sample_targets:
         mem_mb=4000,
         runtime=60,
     shell:
-        "diffattr sample --cfg {params.cfg:q} --model {input.model}/final --data {input.data}"
+        "diffattr sample --cfg {params.cfg:q} --model {input.model} --data {input.data}"
         " --out {output} --threads {threads} > {log} 2>&1"

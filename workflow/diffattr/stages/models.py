@@ -155,7 +155,7 @@ def _train(
 def sample(cfg: RunConfig, *, model: Path, data: Path, out: Path, progress: bool = True) -> None:
     """Sample the targets from model 0, recording x_t and x̂_0^t at the attribution steps."""
     device = resolve_device(cfg.device)
-    unet, scheduler = load_model(model, device)
+    unet, scheduler = load_model(layout.checkpoint(model), device)
     n, sampling_steps = cfg.targets.n, cfg.targets.sampling_steps
     steps = attribution_steps(cfg.attribution.steps, inference_timesteps(scheduler, sampling_steps))
     gens = [generator(cfg.seed, "sample", j) for j in range(n)]
@@ -182,7 +182,7 @@ def sample(cfg: RunConfig, *, model: Path, data: Path, out: Path, progress: bool
         attrs={
             "seed": cfg.seed,
             "sampling_steps": sampling_steps,
-            "model": str(model),
+            "model": str(layout.checkpoint(model)),
             "config": cfg.targets.to_dict(),
             "x0_hat": "pred_original_sample of DDPMScheduler.step",
         },
