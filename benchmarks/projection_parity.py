@@ -23,7 +23,7 @@ from diffattr.stages import STAGES
 
 def stage(command: str, cfg: RunConfig, **paths: object) -> None:
     function, slice_ = STAGES[command]
-    function(RunConfig.from_slice(cfg.slice(slice_)), **paths)
+    function(RunConfig.from_slice(cfg.slice(slice_), slice_), **paths)
 
 
 def main() -> None:

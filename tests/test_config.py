@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 import re
 import typing
 from pathlib import Path
@@ -24,6 +25,7 @@ from diffattr.config import (
     load,
     schema,
 )
+from diffattr.config import merge as config_merge
 from diffattr.errors import ConfigError
 from diffattr.methods import METHODS
 from diffattr.stages import STAGES
@@ -87,7 +89,19 @@ def test_method_enums_in_the_schema_are_the_registry():
     ]
     for enum in enums:
         assert sorted(enum) == sorted(METHODS)
-    assert sorted(AttributionConfig().methods) == sorted(METHODS)
+    assert set(AttributionConfig().methods) <= set(METHODS)
+
+
+def test_lds_train_overrides_exactly_the_train_recipe():
+    props = schema()["properties"]
+    overrides = props["lds"]["properties"]["train"]
+    recipe = props["train"]["properties"]
+    assert overrides["additionalProperties"] is False
+    assert set(overrides["properties"]) == set(TrainConfig.RECIPE) == set(recipe) - {"ensemble"}
+    for key, prop in overrides["properties"].items():
+        assert "default" not in prop, f"lds.train.{key} must not default (it overrides train)"
+        same = {k: v for k, v in recipe[key].items() if k not in ("default", "description")}
+        assert {k: v for k, v in prop.items() if k != "description"} == same, key
 
 
 def test_default_and_test_configs_round_trip_through_every_slice():
@@ -96,7 +110,7 @@ def test_default_and_test_configs_round_trip_through_every_slice():
     assert cfg.attribution.lambda_ == 0.01 and cfg.lds.train == {"steps": 60}
     assert RunConfig.from_dict(cfg.to_dict()) == cfg
     for stage in SLICES:
-        part = RunConfig.from_slice(cfg.slice(stage))
+        part = RunConfig.from_slice(cfg.slice(stage), stage)
         for section, keys in SLICES[stage].items():
             whole = getattr(cfg, section)
             if keys is None:
@@ -107,16 +121,41 @@ def test_default_and_test_configs_round_trip_through_every_slice():
                     assert getattr(getattr(part, section), name) == getattr(whole, name)
 
 
+@pytest.mark.parametrize("extra", [None, "test.yaml", "digits-lds.yaml", "cifar10.yaml"])
+def test_slices_equal_the_keys_of_snakemakes_validated_config(extra):
+    """A job's params are exactly the keys it reads of the config Snakemake validated (defaults
+    filled, unset optional keys absent): upgrading the layer reruns nothing."""
+    from snakemake.utils import validate as snakemake_validate
+
+    paths = [DEFAULT] + ([REPO / "config" / extra] if extra else [])
+    raw = {}
+    for path in paths:
+        raw = config_merge(raw, yaml.safe_load(path.read_text()))
+    validated = yaml.safe_load(yaml.safe_dump(raw))
+    snakemake_validate(validated, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
+    typed = RunConfig.from_dict(raw)
+    for stage, spec in SLICES.items():
+        expected = {
+            s: validated[s]
+            if keys is None
+            else {k: validated[s][k] for k in keys if k in validated[s]}
+            for s, keys in spec.items()
+        }
+        assert json.loads(typed.slice(stage)) == expected, stage
+
+
 def test_a_key_outside_the_slice_raises_naming_it():
     cfg = load([DEFAULT, TEST])
-    kernel = RunConfig.from_slice(cfg.slice("kernel"))
+    kernel = RunConfig.from_slice(cfg.slice("kernel"), "kernel")
     assert kernel.attribution.lambda_ == 0.01
     with pytest.raises(ConfigError, match=r"attribution\.K is not passed"):
         _ = kernel.attribution.K
     with pytest.raises(ConfigError, match=r"config key device is not passed"):
         _ = kernel.device
     with pytest.raises(ConfigError, match=r"config key lambda is not passed|attribution\.lambda"):
-        _ = RunConfig.from_slice(cfg.slice("featurize_train")).attribution.lambda_
+        _ = RunConfig.from_slice(
+            cfg.slice("featurize_train"), "featurize_train"
+        ).attribution.lambda_
 
 
 def test_subset_recipe_overrides_only_what_lds_train_names():
@@ -233,7 +272,8 @@ def test_every_gpu_rule_exists_and_its_slice_carries_the_device():
 @pytest.mark.parametrize("rule", gpu_rules())
 def test_gpu_stages_resolve_the_configured_device_first(rule, tmp_path):
     """With device: cuda on a CPU-only machine, each GPU stage stops at once naming CUDA, before
-    it reads any input: so the configured device reaches the code that runs the model."""
+    it reads any input: every GPU stage resolves the configured device (load_model requires it,
+    so the models it loads go there)."""
     slice_, command = rule_commands()[rule]
     stage = STAGES[command][0]
     cfg = dataclasses.replace(load([DEFAULT, TEST]), device="cuda")
@@ -251,4 +291,4 @@ def test_gpu_stages_resolve_the_configured_device_first(rule, tmp_path):
         if param.name == "method":
             kwargs[param.name] = "journey_trak"
     with pytest.raises(ConfigError, match="CUDA is not available"):
-        stage(RunConfig.from_slice(cfg.slice(slice_)), **kwargs)
+        stage(RunConfig.from_slice(cfg.slice(slice_), slice_), **kwargs)

@@ -166,7 +166,7 @@ def write_inputs(tmp: Path, n=30, dim=6, members=2):
 
 def run_stage(command: str, cfg: RunConfig, **kwargs) -> None:
     stage, slice_ = STAGES[command]
-    stage(RunConfig.from_slice(cfg.slice(slice_)), **kwargs)
+    stage(RunConfig.from_slice(cfg.slice(slice_), slice_), **kwargs)
 
 
 def test_score_stage_assembles_each_method(tmp_path):
@@ -376,7 +376,7 @@ def test_counterfactual_model_on_unchanged_data_is_full_model_0_bit_for_bit(tmp_
     cases = [Case(0, "random", 0, 0, 0), Case(1, "random", 0, 0, 2)]
     write_plan(tmp_path / "plan.h5", layout_plan(cases, keep))
     common = {"data": tmp_path / "d.h5", "progress": False}
-    run_stage("train", cfg, model=0, out=tmp_path / "m0", **common)
+    run_stage("train", cfg, model_index=0, out=tmp_path / "m0", **common)
     run_stage(
         "train-counterfactual",
         cfg,
@@ -472,3 +472,51 @@ def test_subset_stage_trains_on_the_masked_examples(tmp_path):
     )
     log = (tmp_path / "s1" / "train_log.json").read_text()
     assert '"n_train": 3' in log and '"seed_tag": "lds-seed-0"' in log
+
+
+def test_each_gradient_methods_target_features(scheduler):
+    """trak: the final image at K uniform timesteps, the same ψ at every step; journey_trak and
+    dtrak: x̂₀ᵗ at t with R draws, of the loss and of D-TRAK's square norm respectively."""
+    from conftest import make_unet
+    from diffattr.attribution import Attributor
+    from diffattr.features import featurize_targets, uniform_timesteps
+    from diffattr.layout import Member
+    from diffattr.methods import METHODS
+
+    model = make_unet(torch.float32)
+    settings = dataclasses.replace(config().attribution, K=3, R=2, batch_size=2)
+    attributor = Attributor(model, scheduler, Member(1, "final"), settings, seed=0)
+    targets = Targets(
+        final=RNG.uniform(-1, 1, (2, 1, 8, 8)).astype(np.float32),
+        x_t=np.zeros((2, 2, 1, 8, 8), np.float32),
+        x0_hat=RNG.uniform(-1, 1, (2, 2, 1, 8, 8)).astype(np.float32),
+        steps=[600, 200],
+        target_ids=np.array([4, 9]),
+    )
+    abar, proj = scheduler.alphas_cumprod, attributor.projector
+
+    def direct(images, output, timesteps):
+        return featurize_targets(
+            model, proj, abar, output, torch.from_numpy(images), [4, 9], timesteps, 0, 2
+        )
+
+    trak = attributor.featurize_targets(METHODS["trak"], targets)
+    expected = direct(targets.final, "loss", uniform_timesteps(3, 1000))
+    assert np.array_equal(trak[0], expected) and np.array_equal(trak[1], expected)
+    for name, output in [("journey_trak", "loss"), ("dtrak", "square_norm")]:
+        psi = attributor.featurize_targets(METHODS[name], targets)
+        for s, t in enumerate(targets.steps):
+            assert np.array_equal(psi[s], direct(targets.x0_hat[s], output, [t, t])), (name, t)
+    assert not np.array_equal(
+        attributor.featurize_targets(METHODS["journey_trak"], targets),
+        attributor.featurize_targets(METHODS["dtrak"], targets),
+    )
+
+
+def test_lds_table_without_enough_tuning_subsets_reports_the_stored_scores_only():
+    inputs, _ = lds_case()
+    inputs = dataclasses.replace(inputs, role=np.array(["tuning"] * 2 + ["reporting"] * 10))
+    cfg = dataclasses.replace(config().lds, bootstrap=20, null_draws=20)
+    table, details = lds_table(inputs, cfg, seed=0)
+    assert set(table.lambda_source) == {"config", "none"} and details["methods"] == {}
+    assert (table.n_subsets == 10).all() and details["n_tuning"] == 2

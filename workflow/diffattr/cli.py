@@ -25,16 +25,69 @@ from .stages import STAGES
 log = logging.getLogger("diffattr")
 
 
+# One help line per option name (options mean the same in every subcommand).
+HELP = {
+    "data": "prepared data (data.h5)",
+    "out": "output file or folder (written atomically)",
+    "model": "a trained model's folder (its checkpoints final, step-<n> inside)",
+    "model_index": "index i of the full ensemble model (seed tag model-<i>)",
+    "member": "ensemble member m<index>_<checkpoint>, e.g. m0_final",
+    "model_output": "model output differentiated: loss or square_norm",
+    "method": "attribution method (diffattr.methods.METHODS)",
+    "shard": "shard index (0-based) of the training set",
+    "shards": "number of shards the training set is split into",
+    "targets": "targets with trajectories (targets.h5)",
+    "features": "training-feature shards of one member",
+    "kernels": "kernels, one per ensemble member",
+    "target_features": "target features, one per ensemble member",
+    "train_features": "training-feature shards of every member",
+    "scores": "score files",
+    "subsets": "LDS subsets (lds/subsets.h5)",
+    "subset": "LDS subset index",
+    "seed_index": "training seed r of the subset models (seed tag lds-seed-<r>)",
+    "models": "subset models' folders (one per training seed)",
+    "ground_truth": "ground-truth files, one per subset",
+    "memorization": "memorization reference (optional)",
+    "classifier": "the feature classifier's folder",
+    "emergence": "feature emergence (emergence.h5)",
+    "plan": "counterfactual plan (plan.h5)",
+    "case": "counterfactual case: index (train-counterfactual) or c<i>/floor (cf-resample)",
+    "original": "the original model's folder (full model 0)",
+    "samples": "resampled-case files",
+    "floor": "the seed floor's resampled file",
+    "out_csv": "output CSV",
+    "out_json": "output JSON",
+    "out_cases": "output CSV of every case",
+    "out_figure": "output figure (PNG)",
+    "out_figure_metrics": "output figure of the metrics (PNG)",
+    "out_figure_samples": "output figure of paired samples (PNG)",
+}
+
+
 def _option(parser: argparse.ArgumentParser, name: str, hint: object, default: object) -> None:
     flag = f"--{name.replace('_', '-')}"
     optional = default is not inspect.Parameter.empty
     args = typing.get_args(hint)
     if typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args:
         hint = next(a for a in args if a is not type(None))
-    if typing.get_origin(hint) is list:
-        parser.add_argument(flag, nargs="*", type=Path, default=[], metavar="PATH")
+    if typing.get_origin(hint) in (list, Sequence):
+        nargs = "*" if optional else "+"
+        parser.add_argument(
+            flag,
+            nargs=nargs,
+            type=Path,
+            default=[],
+            required=not optional,
+            metavar="PATH",
+            help=HELP.get(name),
+        )
     elif hint is bool:  # progress bars (on unless --no-progress)
-        parser.add_argument(f"--no-{name.replace('_', '-')}", dest=name, action="store_false")
+        parser.add_argument(
+            f"--no-{name.replace('_', '-')}",
+            dest=name,
+            action="store_false",
+            help="hide progress bars",
+        )
     else:
         kind = Path if hint is Path else hint
         parser.add_argument(
@@ -42,7 +95,8 @@ def _option(parser: argparse.ArgumentParser, name: str, hint: object, default: o
             type=kind,
             required=not optional,
             default=None if not optional else default,
-            metavar="PATH" if kind is Path else None,
+            metavar="PATH" if kind is Path else kind.__name__.upper(),
+            help=HELP.get(name),
         )
 
 
@@ -57,7 +111,14 @@ def _parser() -> argparse.ArgumentParser:
         config.add_argument(
             "--cfg", default="", help="the JSON config slice a workflow rule passes"
         )
-        config.add_argument("--configfile", nargs="+", type=Path, help="YAML config file(s)")
+        config.add_argument(
+            "--configfile",
+            nargs="+",
+            type=Path,
+            metavar="YAML",
+            help="config files merged left to right (put config/config.yaml first to merge "
+            "like the workflow)",
+        )
         p.add_argument("--threads", type=int, default=1, help="torch and BLAS threads")
         hints = typing.get_type_hints(stage)
         for param in list(inspect.signature(stage).parameters.values())[1:]:
@@ -88,10 +149,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     text, files = args.pop("cfg"), args.pop("configfile")
     _setup(args.pop("threads"))
     try:
-        if files:
-            cfg = RunConfig.from_slice(load(files).slice(STAGES[command][1]))
-        else:
-            cfg = RunConfig.from_slice(text)
+        slice_ = STAGES[command][1]
+        cfg = RunConfig.from_slice(load(files).slice(slice_) if files else text, slice_)
         stage(cfg, **args)
     except DiffattrError as err:
         print(f"diffattr {command}: error: {err}", file=sys.stderr)

@@ -50,6 +50,14 @@ class Section:
             )
         return value
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.to_dict()!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self.to_dict() == other.to_dict()  # type: ignore[attr-defined]
+
+    __hash__ = None  # type: ignore[assignment]
+
     @classmethod
     def key(cls, name: str) -> str:
         return cls.renamed.get(name, name)
@@ -57,7 +65,7 @@ class Section:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], partial: bool = False):
         """Build from a config mapping. ``partial``: fields absent from ``values`` are not
-        passed (a job's slice) instead of taking their defaults."""
+        passed (a job's slice) instead of taking their defaults; nested sections are whole."""
         hints = get_type_hints(cls)
         known = {cls.key(f.name) for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
@@ -67,7 +75,7 @@ class Section:
         for f in dataclasses.fields(cls):
             key = cls.key(f.name)
             if key in values:
-                kwargs[f.name] = _convert(hints[f.name], values[key], partial)
+                kwargs[f.name] = _convert(hints[f.name], values[key])
             elif partial:
                 kwargs[f.name] = NOT_PASSED
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
@@ -96,12 +104,19 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _convert(hint: Any, value: Any, partial: bool) -> Any:
-    """Config value → field value: nested sections built, lists frozen as tuples."""
+def _section_type(hint: Any) -> type[Section] | None:
     options = get_args(hint) if get_origin(hint) is not None else (hint,)
     for option in options:
-        if isinstance(option, type) and issubclass(option, Section) and isinstance(value, Mapping):
-            return option.from_dict(value, partial)
+        if isinstance(option, type) and issubclass(option, Section):
+            return option
+    return None
+
+
+def _convert(hint: Any, value: Any) -> Any:
+    """Config value → field value: nested sections built (whole), lists frozen as tuples."""
+    section = _section_type(hint)
+    if section is not None and isinstance(value, Mapping):
+        return section.from_dict(value)
     if isinstance(value, list):
         return tuple(value)
     return value
@@ -111,7 +126,7 @@ def _convert(hint: Any, value: Any, partial: bool) -> Any:
 # Sections
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class DatasetConfig(Section):
     """Which data, how it is read and (mscoco) encoded. Loaders receive it as a mapping."""
 
@@ -139,12 +154,8 @@ class DatasetConfig(Section):
         """Class labels exist (counterfactual retraining measures a class probability)."""
         return self.name != "mscoco"
 
-    def loader_options(self) -> dict[str, Any]:
-        """The keys the dataset's loader reads (unset ones left out, so loaders use theirs)."""
-        return {k: v for k, v in self.to_dict().items() if v is not None}
 
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class ModelConfig(Section):
     """The diffusers UNet's architecture."""
 
@@ -160,7 +171,7 @@ class ModelConfig(Section):
     cross_attention_dim: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class DiffusionConfig(Section):
     """The DDPM noise schedule."""
 
@@ -171,7 +182,7 @@ class DiffusionConfig(Section):
     clip_sample: bool = True
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class TrainConfig(Section):
     """The training recipe of every model (full, subset, counterfactual) plus the ensemble size."""
 
@@ -199,7 +210,7 @@ class TrainConfig(Section):
     precision: Literal["fp32", "bf16"] = "fp32"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class TargetsConfig(Section):
     """The generated targets."""
 
@@ -209,7 +220,7 @@ class TargetsConfig(Section):
     guidance_scale: float = 1.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class ProjectionConfig(Section):
     """The random projection of gradients."""
 
@@ -223,7 +234,7 @@ class ProjectionConfig(Section):
 ALL_METHODS = ("journey_trak", "trak", "dtrak", "pixel_similarity", "random")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class AttributionConfig(Section):
     """Which methods score which steps, and the TRAK estimator's settings."""
 
@@ -242,7 +253,7 @@ class AttributionConfig(Section):
     projection: ProjectionConfig = field(default_factory=ProjectionConfig)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class LdsConfig(Section):
     """The linear datamodeling score."""
 
@@ -267,7 +278,7 @@ class LdsConfig(Section):
         return self.tuning + self.reporting
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class ClassifierConfig(Section):
     """The feature classifier of the counterfactual evaluation."""
 
@@ -279,7 +290,7 @@ class ClassifierConfig(Section):
     batch_size: int = 128
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class CounterfactualConfig(Section):
     """Counterfactual retraining without the top influencers."""
 
@@ -310,7 +321,7 @@ class CounterfactualConfig(Section):
         return tuple(m for m in self.methods if m != "random")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class FiguresConfig(Section):
     """The attribution figures."""
 
@@ -319,7 +330,7 @@ class FiguresConfig(Section):
     top_k: int = 4
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class RunConfig(Section):
     """A whole experiment."""
 
@@ -337,29 +348,53 @@ class RunConfig(Section):
     figures: FiguresConfig = field(default_factory=FiguresConfig)
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any], partial: bool = False) -> RunConfig:
-        """A whole config: schema-validated, typed, cross-checked (``partial``: see Section)."""
-        if partial:
-            return super().from_dict(values, partial=True)
+    def from_dict(cls, values: Mapping[str, Any]) -> RunConfig:  # type: ignore[override]
+        """A whole config: schema-validated, typed, cross-checked."""
         validate(values)
         config = super().from_dict(values)
         config.check()
         return config
 
     @classmethod
-    def from_slice(cls, text: str) -> RunConfig:
-        """A job's slice (the JSON of :meth:`slice`): keys it does not carry are not passed."""
-        return cls.from_dict(json.loads(text) if text else {}, partial=True)
+    def from_slice(cls, text: str, stage: str) -> RunConfig:
+        """A job's config from its slice (the JSON of :meth:`slice`): sections the stage reads
+        whole take their defaults for absent keys; sections and keys outside the slice are not
+        passed (reading them raises)."""
+        spec = _slice_spec(stage)
+        try:
+            values = json.loads(text) if text else {}
+        except json.JSONDecodeError as err:
+            message = f"--cfg is not JSON ({err}); pass a rule's slice or --configfile"
+            raise ConfigError(message) from None
+        unknown = sorted(set(values) - set(spec))
+        if unknown:
+            raise ConfigError(f"{stage} does not read config sections {unknown}")
+        hints = get_type_hints(cls)
+        kwargs: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in values:
+                kwargs[f.name] = NOT_PASSED
+                continue
+            section = _section_type(hints[f.name])
+            if section is None:
+                kwargs[f.name] = _convert(hints[f.name], values[f.name])
+            else:
+                kwargs[f.name] = section.from_dict(values[f.name], partial=spec[f.name] is not None)
+        return cls(**kwargs)
 
     def slice(self, stage: str) -> str:
-        """The JSON of the keys ``stage`` reads (``SLICES``), sorted for stable rerun triggers."""
-        if stage not in SLICES:
-            raise ConfigError(f"no config slice for stage {stage!r}; add it to SLICES")
-        whole = self.to_dict()
+        """The JSON of the keys ``stage`` reads (``SLICES``), sorted for stable rerun triggers.
+        Unset optional keys (None, no schema default) are left out, as Snakemake's validated
+        config leaves them out."""
+        whole = _without_unset(self.to_dict(), schema())
         out: dict[str, Any] = {}
-        for section, keys in SLICES[stage].items():
-            value = whole[section]
-            out[section] = value if keys is None else {k: value[k] for k in keys if k in value}
+        for section, keys in _slice_spec(stage).items():
+            value = whole.get(section)
+            if keys is None:
+                if value is not None:
+                    out[section] = value
+            else:
+                out[section] = {k: value[k] for k in keys if k in value}
         return json.dumps(out, sort_keys=True)
 
     def for_subset_models(self) -> RunConfig:
@@ -372,6 +407,14 @@ class RunConfig(Section):
     def check(self) -> None:
         """Checks that span sections; each raises a ConfigError naming the keys and the fix."""
         self.attribution_steps()
+        saved = set(self.train.checkpoints) - {self.train.steps}  # the last step is `final`
+        for name in self.attribution.checkpoints:
+            if name != "final" and int(name.removeprefix("step-")) not in saved:
+                raise ConfigError(
+                    f"attribution.checkpoints names {name}, which training does not save: add "
+                    f"its step to train.checkpoints (below train.steps = {self.train.steps}; "
+                    "the last step is the checkpoint `final`)"
+                )
         cf = self.counterfactual
         if cf.enabled:
             missing = sorted(set(cf.scored_methods) - set(self.attribution.methods))
@@ -416,6 +459,25 @@ class RunConfig(Section):
             self.attribution.steps,
             sampler_timesteps(self.diffusion.num_train_timesteps, self.targets.sampling_steps),
         )
+
+
+def _slice_spec(stage: str) -> dict[str, tuple[str, ...] | None]:
+    if stage not in SLICES:
+        raise ConfigError(f"no config slice for stage {stage!r}; add it to diffattr.config.SLICES")
+    return SLICES[stage]
+
+
+def _without_unset(values: dict[str, Any], node: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` without the None of keys that have no schema default (recursively)."""
+    props = node.get("properties", {})
+    out = {}
+    for key, value in values.items():
+        prop = props.get(key, {})
+        if value is None and "default" not in prop:
+            continue
+        nested = isinstance(value, dict) and "properties" in prop
+        out[key] = _without_unset(value, prop) if nested else value
+    return out
 
 
 def sampler_timesteps(num_train_timesteps: int, sampling_steps: int) -> list[int]:
@@ -523,13 +585,13 @@ def load(paths: Sequence[str | Path]) -> RunConfig:
 
     merged: dict[str, Any] = {}
     for path in paths:
-        merged = _merge(merged, yaml.safe_load(Path(path).read_text()) or {})
+        merged = merge(merged, yaml.safe_load(Path(path).read_text()) or {})
     return RunConfig.from_dict(merged)
 
 
-def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in over.items():
         both = isinstance(value, Mapping) and isinstance(out.get(key), Mapping)
-        out[key] = _merge(out[key], value) if both else value
+        out[key] = merge(out[key], value) if both else value
     return out

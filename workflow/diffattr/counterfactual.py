@@ -94,7 +94,8 @@ def plan(
                     mask[removed] = False
                     cases.append(Case(len(cases), method, target, step, size))
                     keep.append(mask)
-    assert len(cases) == cf.n_cases, "plan enumeration and CounterfactualConfig.n_cases disagree"
+    if len(cases) != cf.n_cases:  # the workflow made cf.n_cases jobs
+        raise ConfigError(f"planned {len(cases)} cases, the workflow expects {cf.n_cases}")
     return cases, np.stack(keep)
 
 
@@ -180,25 +181,31 @@ def emergence(
     classes: Sequence[int],
     samples: int,
     seed: int,
+    batch: int = 512,
 ) -> tuple[np.ndarray, Tensor]:
     """P(final class) among S samples of p(·|x_t) per (step, target), and the samples themselves.
 
     ``x_t`` is (n_steps, n_targets, C, H, W); returns probabilities (n_steps, n_targets) and
-    samples (n_steps, n_targets, S, C, H, W).
+    samples (n_steps, n_targets, S, C, H, W). Targets are denoised a few at a time (about
+    ``batch`` images at once; every image has its own noise stream, so chunks change nothing).
     """
     n_steps, n_targets = x_t.shape[:2]
+    shape = x_t.shape[2:]
     probs = np.zeros((n_steps, n_targets))
-    out = torch.empty(n_steps, n_targets, samples, *x_t.shape[2:])
+    out = torch.empty(n_steps, n_targets, samples, *shape)
+    per_chunk = max(1, batch // samples)
     for s, t in enumerate(steps):
-        x = x_t[s][:, None].expand(n_targets, samples, *x_t.shape[2:]).reshape(-1, *x_t.shape[2:])
-        gens = [g for j in target_ids for g in resample_generators(seed, int(j), int(t), samples)]
-        final = denoise(
-            x.clone(), scheduler, sampling_steps, predictor, gens, start_at=int(t)
-        ).final
-        out[s] = final.view(n_targets, samples, *x_t.shape[2:])
-        p = classifier.probabilities(final).view(n_targets, samples, -1)
-        picked = p[torch.arange(n_targets), :, torch.as_tensor(list(classes), device=p.device)]
-        probs[s] = picked.mean(1).cpu().numpy()
+        for lo in range(0, n_targets, per_chunk):
+            ids, cls = target_ids[lo : lo + per_chunk], list(classes[lo : lo + per_chunk])
+            x = x_t[s, lo : lo + len(ids), None].expand(len(ids), samples, *shape)
+            gens = [g for j in ids for g in resample_generators(seed, int(j), int(t), samples)]
+            start = x.reshape(-1, *shape).clone()
+            run = denoise(start, scheduler, sampling_steps, predictor, gens, start_at=int(t))
+            final = run.final
+            out[s, lo : lo + len(ids)] = final.view(len(ids), samples, *shape).cpu()
+            p = classifier.probabilities(final).view(len(ids), samples, -1)
+            picked = p[torch.arange(len(ids)), :, torch.as_tensor(cls, device=p.device)]
+            probs[s, lo : lo + len(ids)] = picked.mean(1).cpu().numpy()
     return probs, out
 
 

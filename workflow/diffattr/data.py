@@ -2,7 +2,8 @@
 ``data.h5`` (``artifacts.write_data``): ``images`` float32 (n, C, H, W) in [-1, 1], ``labels``
 int64 (n,), ``ids`` int64 (n,) stable ids (indices into the original source). Training,
 featurizing and evaluation read only that file. Loaders receive the ``dataset`` config section
-as a mapping (dataset-specific keys) plus ``device`` (mscoco's encoders).
+as a mapping (every key, defaults filled by ``DatasetConfig``) plus ``device`` (mscoco's
+encoders).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .config import DatasetConfig
 from .errors import ConfigError, DatasetError
 
 
@@ -105,11 +107,14 @@ def load_digits(cfg: Mapping[str, Any]) -> PreparedData:
 
 
 def prepare(cfg: Mapping[str, Any]) -> PreparedData:
-    """Load the configured dataset through the registry."""
+    """Load the configured dataset through the registry. ``cfg``: the ``dataset`` section (keys
+    left out take DatasetConfig's defaults) plus an optional ``device`` for encoders. Loaders
+    receive every key; ``split`` None means the dataset's training split."""
     name = cfg.get("name")
     if name not in DATASETS:
         raise ConfigError(f"unknown dataset {name!r}; available: {sorted(DATASETS)}")
-    return DATASETS[name](cfg)
+    options = DatasetConfig.from_dict({k: v for k, v in cfg.items() if k != "device"})
+    return DATASETS[name]({**options.to_dict(), "device": cfg.get("device")})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,7 +221,7 @@ def load_cifar10(cfg: Mapping[str, Any]) -> PreparedData:
     classes [1, 7], 2500 each: automobile + horse, the D-TRAK benchmark)."""
     if not cfg.get("root"):
         raise ConfigError(f"dataset.root is required for cifar10. {CIFAR_HELP}")
-    images, labels = read_cifar10(cfg["root"], cfg.get("split", "train"))
+    images, labels = read_cifar10(cfg["root"], cfg["split"] or "train")
     keep = select_classes(labels, cfg.get("classes"), cfg.get("per_class"))
     return PreparedData(
         images=images[keep].astype(np.float32) / 127.5 - 1.0,
@@ -279,12 +284,12 @@ def load_encoders(cfg: Mapping[str, Any], device: str):
     except ImportError as err:
         raise ConfigError("mscoco needs transformers: pip install -e '.[coco]'") from err
     try:
-        vae = AutoencoderKL.from_pretrained(cfg["vae"], subfolder=cfg.get("vae_subfolder", "vae"))
+        vae = AutoencoderKL.from_pretrained(cfg["vae"], subfolder=cfg["vae_subfolder"])
         tokenizer = CLIPTokenizer.from_pretrained(
-            cfg["text_encoder"], subfolder=cfg.get("tokenizer_subfolder", "tokenizer")
+            cfg["text_encoder"], subfolder=cfg["tokenizer_subfolder"]
         )
         text = CLIPTextModel.from_pretrained(
-            cfg["text_encoder"], subfolder=cfg.get("text_encoder_subfolder", "text_encoder")
+            cfg["text_encoder"], subfolder=cfg["text_encoder_subfolder"]
         )
     except (OSError, ValueError) as err:
         raise DatasetError(
@@ -322,15 +327,15 @@ def load_mscoco(cfg: Mapping[str, Any]) -> PreparedData:
     from .seeding import numpy_rng
 
     root = Path(cfg.get("root") or "")
-    split = cfg.get("split", "train2017")
+    split = cfg["split"] or "train2017"
     files, captions = coco_captions(root / "annotations" / f"captions_{split}.json")
     ids = sorted(i for i in files if captions.get(i))
     if cfg.get("limit"):
         ids = ids[: int(cfg["limit"])]
-    per = int(cfg.get("captions_per_image", 5))
+    per = cfg["captions_per_image"]
     device = cfg.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
     vae, tokenizer, text_model = load_encoders(cfg, device)
-    size, length = int(cfg.get("image_size", 128)), int(cfg.get("max_length", 77))
+    size, length = cfg["image_size"], cfg["max_length"]
     latents = []
     with torch.no_grad():
         for lo in range(0, len(ids), 64):
@@ -370,7 +375,7 @@ def decode_latents(dataset_cfg: Mapping[str, Any], latents: np.ndarray) -> np.nd
     from diffusers import AutoencoderKL
 
     vae = AutoencoderKL.from_pretrained(
-        dataset_cfg["vae"], subfolder=dataset_cfg.get("vae_subfolder", "vae")
+        dataset_cfg["vae"], subfolder=DatasetConfig.from_dict(dataset_cfg).vae_subfolder
     ).eval()
     with torch.no_grad():
         z = torch.from_numpy(np.asarray(latents, np.float32)) / vae.config.scaling_factor

@@ -11,7 +11,8 @@ the target image and timesteps of the target output:
 Baselines: ``pixel_similarity`` (cosine of x̂_0^t with each training image) and ``random``.
 
 Adding a method: one class here, one line in ``METHODS``, and its name in the schema's two
-method enums (a test keeps them equal).
+method enums (a test keeps them equal to the registry); add it to the default of
+``attribution.methods`` (schema and ``config.AttributionConfig``) to run it by default.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 # Config validation and the run's paths. Paths come from diffattr.layout, the config slices each
-# job receives from diffattr.config (SLICES), the seed tags live in the package's stages.
+# job receives from diffattr.config (SLICES); the seed tags (diffattr.layout) are applied by the
+# package's training stages.
 from snakemake.logging import logger
 from snakemake.utils import validate
 

@@ -34,7 +34,7 @@ rule train_model:
         runtime=120,
     shell:
         "diffattr train --cfg {params.cfg:q} --data {input} --out {output}"
-        " --model {wildcards.model} --threads {threads} > {log} 2>&1"
+        " --model-index {wildcards.model} --threads {threads} > {log} 2>&1"
 
 
 rule sample_targets:

@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -133,9 +134,9 @@ def score(
     data: Path,
     targets: Path,
     out: Path,
-    kernels: list[Path],
-    target_features: list[Path],
-    train_features: list[Path],
+    kernels: Sequence[Path] = (),
+    target_features: Sequence[Path] = (),
+    train_features: Sequence[Path] = (),
 ) -> None:
     """Score every training example for every (step, target): the method's score file."""
     chosen = get_method(method)
@@ -184,9 +185,9 @@ def score(
 
 def ensemble_members(
     train_output: str,
-    kernels: list[Path],
-    target_features: list[Path],
-    train_features: list[Path],
+    kernels: Sequence[Path],
+    target_features: Sequence[Path],
+    train_features: Sequence[Path],
 ) -> dict[Member, tuple[FeatureStore, Kernel, np.ndarray]]:
     """Per member, in the order of ``kernels``: (training features, kernel, target features)."""
     shards: dict[Member, list[Path]] = defaultdict(list)

@@ -4,6 +4,7 @@ paired resampling of each case (and of the seed floor), the report."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -122,7 +123,9 @@ def emergence_stage(
     log.info("decision steps per target: %s", decided)
 
 
-def cf_plan(cfg: RunConfig, *, data: Path, emergence: Path, scores: list[Path], out: Path) -> None:
+def cf_plan(
+    cfg: RunConfig, *, data: Path, emergence: Path, out: Path, scores: Sequence[Path] = ()
+) -> None:
     """Plan the counterfactual models: per (target, step, method, k), the examples removed."""
     cf = cfg.counterfactual
     n = read_data(data).n
@@ -223,9 +226,8 @@ def cf_report(
             other = torch.from_numpy(runs[protocol])
             metrics = sample_metrics(original, other, reader, int(classes[case.target]))
             step_label = label or case.step
-            rows.append(
-                {**case.as_dict(), "protocol": protocol, "step_label": step_label, **metrics}
-            )
+            fields = dict(sorted(case.as_dict().items()))  # case columns by name, as always
+            rows.append({**fields, "protocol": protocol, "step_label": step_label, **metrics})
             if protocol == "a" and case.target == 0:
                 shown.append((case.as_dict(), original.numpy(), other.numpy()))
     floor_rows = []

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -126,11 +127,11 @@ def lds_report(
     subsets: Path,
     ground_truth: list[Path],
     scores: list[Path],
-    train_features: list[Path],
-    target_features: list[Path],
     out_csv: Path,
     out_json: Path,
     out_figure: Path,
+    train_features: Sequence[Path] = (),
+    target_features: Sequence[Path] = (),
     memorization: Path | None = None,
 ) -> None:
     """LDS per (method, step) with λ tuned on the tuning subsets: CSV, JSON details, figure."""
@@ -147,10 +148,10 @@ def lds_report(
 
 def lds_inputs(
     subsets: Path,
-    ground_truth: list[Path],
-    scores: list[Path],
-    train_features: list[Path],
-    target_features: list[Path],
+    ground_truth: Sequence[Path],
+    scores: Sequence[Path],
+    train_features: Sequence[Path],
+    target_features: Sequence[Path],
     memorization: Path | None = None,
 ) -> LdsInputs:
     """Read what the report needs; ensemble members in the order of each score file's members."""

@@ -41,18 +41,17 @@ log = logging.getLogger("diffattr")
 def prepare_data(cfg: RunConfig, *, out: Path) -> None:
     """Load the configured dataset (encoding mscoco once) into data.h5."""
     device = str(resolve_device(cfg.device))
-    data = prepare({**cfg.dataset.loader_options(), "device": device})
+    data = prepare({**cfg.dataset.to_dict(), "device": device})
     write_data(out, data, cfg.dataset.to_dict())
     log.info("prepared %s: %d images of shape %s", data.name, data.n, data.shape)
 
 
 def train_model(
-    cfg: RunConfig, *, data: Path, out: Path, model: int, progress: bool = True
+    cfg: RunConfig, *, data: Path, out: Path, model_index: int, progress: bool = True
 ) -> None:
     """Train full ensemble model i on all examples."""
-    _train(
-        cfg, resolve_device(cfg.device), data, out, layout.full_model_seed(model), None, progress
-    )
+    seed_tag = layout.full_model_seed(model_index)
+    _train(cfg, resolve_device(cfg.device), data, out, seed_tag, None, progress)
 
 
 def train_subset_model(
@@ -67,8 +66,8 @@ def train_subset_model(
 ) -> None:
     """Train an LDS subset model: subset j's examples with training seed r (shared by subsets)."""
     device = resolve_device(cfg.device)
-    kept = read_subsets(subsets).kept_positions(subset)
-    _train(cfg, device, data, out, layout.subset_model_seed(seed_index), kept, progress)
+    keep = read_subsets(subsets).masks[subset]
+    _train(cfg, device, data, out, layout.subset_model_seed(seed_index), keep, progress)
 
 
 def train_cf_model(
@@ -76,8 +75,8 @@ def train_cf_model(
 ) -> None:
     """Train a counterfactual model: model 0's seed without the case's removed examples."""
     device = resolve_device(cfg.device)
-    kept = read_plan(plan).kept_positions(case)
-    _train(cfg, device, data, out, layout.counterfactual_seed(), kept, progress)
+    keep = read_plan(plan).keep[case]
+    _train(cfg, device, data, out, layout.counterfactual_seed(), keep, progress)
 
 
 def train_cf_floor(cfg: RunConfig, *, data: Path, out: Path, progress: bool = True) -> None:
@@ -91,17 +90,18 @@ def _train(
     data_path: Path,
     out: Path,
     seed_tag: str,
-    kept: np.ndarray | None,
+    keep: np.ndarray | None,
     progress: bool,
 ) -> None:
+    """Train on the examples where ``keep`` (n,) is True (all when None)."""
     data = read_data(data_path)
-    if kept is not None and len(kept) and kept.max() >= data.n:
-        raise ConfigError(f"kept positions reach {kept.max()}, but {data_path} has {data.n} rows")
+    if keep is not None and keep.shape != (data.n,):
+        raise ConfigError(f"a keep mask of shape {keep.shape} for the {data.n} rows of {data_path}")
     seed = derive_seed(cfg.seed, seed_tag)
     recipe = cfg.train
     model = init_seeded(lambda: build_unet(cfg.model, data.shape), seed, "init").to(device)
     scheduler = build_scheduler(cfg.diffusion)
-    positions = None if kept is None else torch.from_numpy(kept)
+    positions = None if keep is None else torch.from_numpy(np.flatnonzero(keep))
     n_train = data.n if positions is None else len(positions)
     log.info(
         "training %s: %d parameters on %d examples, seed tag %s",

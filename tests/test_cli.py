@@ -1,0 +1,57 @@
+"""The command line: one subcommand per stage, every option explained, errors in one line."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+
+import pytest
+from diffattr.cli import HELP, _parser
+from diffattr.stages import STAGES
+
+
+def test_every_subcommand_and_option_has_a_help_line():
+    parser = _parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert set(sub.choices) == set(STAGES)
+    for name, (stage, _) in STAGES.items():
+        assert (stage.__doc__ or "").strip(), f"{name}: its stage needs a docstring"
+        for param in list(inspect.signature(stage).parameters)[1:]:
+            assert param == "progress" or param in HELP, f"{name} --{param} has no help"
+        for action in sub.choices[name]._actions:
+            assert action.help, f"{name} {action.option_strings} has no help"
+
+
+def test_required_lists_are_required_and_optional_lists_may_be_empty(capsys):
+    parser = _parser()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["kernel", "--out", "k.h5"])  # --features is required
+    assert "--features" in capsys.readouterr().err
+    args = parser.parse_args(
+        ["score", "--method", "random", "--data", "d", "--targets", "t", "--out", "s"]
+    )
+    assert args.kernels == []
+
+
+def test_config_errors_end_in_one_line(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "diffattr",
+            "kernel",
+            "--cfg",
+            "{not json",
+            "--features",
+            "x.h5",
+            "--out",
+            str(tmp_path / "k.h5"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("diffattr kernel: error: --cfg is not JSON")
+    assert "Traceback" not in proc.stderr
