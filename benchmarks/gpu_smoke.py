@@ -21,12 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests")]  # the synthetic CIFAR-10 archive writer of the tests
 warnings.filterwarnings("ignore")
 
-from diffattr.config import DiffusionConfig, RunConfig, TrainConfig, load  # noqa: E402
+from diffattr.config import DiffusionConfig, RunConfig, TrainConfig, merge  # noqa: E402
 from diffattr.data import prepare  # noqa: E402
 from diffattr.diffusion import train  # noqa: E402
 from diffattr.features import project_rows  # noqa: E402
@@ -168,10 +169,16 @@ def main() -> None:
 
     print(f"# {torch.cuda.get_device_name(device)}, torch {torch.__version__}")
     # As Snakemake reads them: merged over the default config, validated (no data is read).
-    cfgs = {
-        n: load([ROOT / "config" / "config.yaml", ROOT / "config" / f"{n}.yaml"])
-        for n in ("cifar10", "cifar2", "mscoco")
-    }
+    cfgs = {}
+    for n in ("cifar10", "cifar2", "mscoco"):
+        values = merge(
+            *(
+                yaml.safe_load((ROOT / "config" / f).read_text())
+                for f in ("config.yaml", f"{n}.yaml")
+            )
+        )
+        values["dataset"]["root"] = str(ROOT)  # (the data is not read here)
+        cfgs[n] = RunConfig.from_dict(values)
     with tempfile.TemporaryDirectory() as tmp:
         archive = write_cifar_archive(Path(tmp) / "cifar-10-binary.tar.gz", "binary", 1024, 16)
         data = prepare({"name": "cifar10", "root": str(archive)})

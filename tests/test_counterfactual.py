@@ -25,6 +25,7 @@ from diffattr.counterfactual import (
 )
 from diffattr.data import prepare
 from diffattr.diffusion import inference_timesteps, model_predictor, swapped_predictor
+from diffattr.errors import ConfigError
 from scipy import linalg
 
 
@@ -38,7 +39,7 @@ def test_removal_sets_are_the_top_k_and_seeded():
     other_target = random_removal(100, 10, 0, 4, 500)
     assert not np.array_equal(random_removal(100, 10, 0, 3, 500), other_target)
     assert removal_size(0.1, 1797) == 180 and removal_size(25, 1797) == 25
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="removes 2000 of 1797"):
         removal_size(2000, 1797)
 
 

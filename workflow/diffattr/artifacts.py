@@ -24,6 +24,7 @@ lazily one (step, target) row at a time (``ScoreFile``), so they scale past memo
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,8 +35,8 @@ import numpy as np
 
 from .counterfactual import Case
 from .data import PreparedData
-from .errors import DatasetError
-from .layout import parse_sample_group, sample_group
+from .errors import ArtifactError, DatasetError
+from .layout import parse_sample_group, remake_hint, sample_group
 from .scoring import BlockFn, Kernel
 from .storage import create_h5, read_attrs
 
@@ -44,12 +45,49 @@ SIGN_CONVENTION = (
     "generated image (positive influencer); tau[i] < 0: negative influencer"
 )
 
+
+@contextlib.contextmanager
+def _reading(path: str | Path) -> Iterator[h5py.File]:
+    """Open a result for reading; a missing, truncated or foreign file is one ArtifactError
+    naming it and how to remake it (also when a dataset turns out missing or unreadable)."""
+    path = Path(path)
+    if not path.exists():
+        raise ArtifactError(f"{path} does not exist; run the workflow to make it")
+    try:
+        f = h5py.File(path, "r")
+    except OSError:
+        raise ArtifactError(
+            f"{path} is not a readable HDF5 file (truncated or corrupt); {remake_hint(path)}"
+        ) from None
+    try:
+        with f:
+            yield f
+    except (KeyError, OSError) as err:
+        raise ArtifactError(
+            f"{path} is incomplete or not the file expected ({err}); {remake_hint(path)}"
+        ) from None
+
+
+def _finite(path: str | Path, **arrays: np.ndarray | None) -> None:
+    """Refuse to write NaN or ±inf: a diverged model or broken input upstream."""
+    for name, array in arrays.items():
+        if array is not None and np.issubdtype(np.asarray(array).dtype, np.floating):
+            bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+            if bad:
+                raise ArtifactError(
+                    f"refusing to write {path}: {bad} of {np.size(array)} values of {name} are "
+                    "not finite; an input upstream is broken (a diverged model? check the "
+                    "training logs) and has to be remade first"
+                )
+
+
 # ---------------------------------------------------------------------------------------------
 # Prepared data
 
 
 def write_data(path: str | Path, data: PreparedData, config: Mapping[str, Any]) -> None:
     """Write ``data.h5``."""
+    _finite(path, images=data.images)
     attrs = {"dataset": data.name, "class_names": data.class_names, "config": dict(config)}
     with create_h5(path, attrs) as f:
         f.create_dataset("images", data=data.images.astype(np.float32))
@@ -64,7 +102,7 @@ def read_data(path: str | Path) -> PreparedData:
     path = Path(path)
     if not path.exists():
         raise DatasetError(f"prepared data {path} does not exist; run the prepare_data rule first")
-    with h5py.File(path, "r") as f:
+    with _reading(path) as f:
         attrs = read_attrs(f)
         core = {"images", "labels", "ids"}
         return PreparedData(
@@ -101,6 +139,7 @@ class Targets:
 
 
 def write_targets(path: str | Path, targets: Targets) -> None:
+    _finite(path, final=targets.final, x_t=targets.x_t, x0_hat=targets.x0_hat)
     with create_h5(path, targets.attrs) as f:
         f.create_dataset("target_ids", data=np.asarray(targets.target_ids))
         f.create_dataset("steps", data=np.asarray(targets.steps))
@@ -114,7 +153,7 @@ def write_targets(path: str | Path, targets: Targets) -> None:
 
 
 def read_targets(path: str | Path) -> Targets:
-    with h5py.File(path, "r") as f:
+    with _reading(path) as f:
         conditional = "cond" in f
         return Targets(
             final=f["final"][()],
@@ -139,6 +178,7 @@ def write_feature_shard(
     train_ids: np.ndarray,
     attrs: Mapping[str, Any],
 ) -> None:
+    _finite(path, features=features)
     with create_h5(path, attrs) as f:
         f.create_dataset("features", data=features)
         f.create_dataset("positions", data=positions)
@@ -154,7 +194,7 @@ class FeatureStore:
             raise ValueError("no feature shards given")
         shards = []
         for path in paths:
-            with h5py.File(path, "r") as f:
+            with _reading(path) as f:
                 pos = f["positions"][()]
                 shards.append(
                     (int(pos[0]) if len(pos) else 0, len(pos), Path(path), f["features"].shape[1])
@@ -173,7 +213,7 @@ class FeatureStore:
     def blocks(self, rows: int) -> Iterator[tuple[int, np.ndarray]]:
         """Yield (first row, block) pairs of at most ``rows`` rows, in order."""
         for path, lo, hi in self.shards:
-            with h5py.File(path, "r") as f:
+            with _reading(path) as f:
                 data = f["features"]
                 for a in range(0, hi - lo, rows):
                     yield lo + a, data[a : min(a + rows, hi - lo)]
@@ -184,7 +224,7 @@ class FeatureStore:
         for path, s_lo, s_hi in self.shards:
             a, b = max(lo, s_lo), min(hi, s_hi)
             if a < b:
-                with h5py.File(path, "r") as f:
+                with _reading(path) as f:
                     parts.append(f["features"][a - s_lo : b - s_lo])
         return np.concatenate(parts) if parts else np.empty((0, self.dim), np.float32)
 
@@ -194,13 +234,14 @@ class FeatureStore:
 
 
 def write_kernel(path: str | Path, kernel: Kernel) -> None:
+    _finite(path, matrix=kernel.matrix)
     attrs = {**kernel.attrs, "form": kernel.form, "lambda_abs": kernel.lambda_abs}
     with create_h5(path, attrs) as f:
         f.create_dataset("matrix", data=kernel.matrix)
 
 
 def read_kernel(path: str | Path) -> Kernel:
-    with h5py.File(path, "r") as f:
+    with _reading(path) as f:
         attrs = read_attrs(f)
         return Kernel(attrs["form"], f["matrix"][()], attrs["lambda_abs"], attrs)
 
@@ -216,6 +257,7 @@ class TargetFeatures:
 
 
 def write_target_features(path: str | Path, value: TargetFeatures) -> None:
+    _finite(path, features=value.features)
     with create_h5(path, value.attrs) as f:
         f.create_dataset("features", data=value.features)
         f.create_dataset("steps", data=np.asarray(value.steps))
@@ -223,7 +265,7 @@ def write_target_features(path: str | Path, value: TargetFeatures) -> None:
 
 
 def read_target_features(path: str | Path) -> TargetFeatures:
-    with h5py.File(path, "r") as f:
+    with _reading(path) as f:
         return TargetFeatures(
             f["features"][()], f["steps"][()].tolist(), f["target_ids"][()], read_attrs(f)
         )
@@ -256,7 +298,9 @@ def write_scores(
                 targets = slice(t_lo, min(t_lo + target_block, n_targets))
                 for i_lo in range(0, n_train, train_block):
                     train = slice(i_lo, min(i_lo + train_block, n_train))
-                    scores[s, targets, train] = block_fn(s, targets, train)
+                    block = block_fn(s, targets, train)
+                    _finite(path, scores=block)
+                    scores[s, targets, train] = block
 
 
 @dataclass(frozen=True)
@@ -284,11 +328,13 @@ class ScoreFile:
     """A score file opened for lazy row access: ``row(step, target)`` reads one chunk."""
 
     def __init__(self, path: str | Path):
+        with _reading(path) as f:  # checks the file and its index datasets
+            self.steps: list[int] = f["steps"][()].tolist()
+            self.target_ids = f["target_ids"][()]
+            self.train_ids = f["train_ids"][()]
+            self.attrs = read_attrs(f)
+            f["scores"].shape  # noqa: B018  (the scores exist)
         self._file = h5py.File(path, "r")
-        self.steps: list[int] = self._file["steps"][()].tolist()
-        self.target_ids = self._file["target_ids"][()]
-        self.train_ids = self._file["train_ids"][()]
-        self.attrs = read_attrs(self._file)
 
     def row(self, step: int, target: int) -> np.ndarray:
         """Scores (n_train,) of target position ``target`` at timestep ``step``."""
@@ -332,7 +378,7 @@ def write_subsets(path: str | Path, value: Subsets) -> None:
 
 
 def read_subsets(path: str | Path) -> Subsets:
-    with h5py.File(path, "r") as f:
+    with _reading(path) as f:
         role = np.array([r.decode() for r in f["role"][()]])
         return Subsets(f["masks"][()], role, f["train_ids"][()], read_attrs(f))
 
@@ -349,6 +395,7 @@ class GroundTruth:
 
 
 def write_ground_truth(path: str | Path, value: GroundTruth) -> None:
+    _finite(path, f_t=value.f_t, final_loss=value.final_loss)
     with create_h5(path, value.attrs) as f:
         f.create_dataset("f_t", data=value.f_t)
         f.create_dataset("final_loss", data=value.final_loss)
@@ -357,7 +404,7 @@ def write_ground_truth(path: str | Path, value: GroundTruth) -> None:
 
 
 def read_ground_truth(path: str | Path) -> GroundTruth:
-    with h5py.File(path, "r") as f:
+    with _reading(path) as f:
         return GroundTruth(
             f["f_t"][()],
             f["final_loss"][()],
@@ -378,6 +425,7 @@ class Memorization:
 
 
 def write_memorization(path: str | Path, value: Memorization) -> None:
+    _finite(path, loss=value.loss)
     with create_h5(path, value.attrs) as f:
         f.create_dataset("loss", data=value.loss)
         f.create_dataset("steps", data=np.asarray(value.steps))
@@ -385,7 +433,7 @@ def write_memorization(path: str | Path, value: Memorization) -> None:
 
 
 def read_memorization(path: str | Path) -> Memorization:
-    with h5py.File(path, "r") as f:
+    with _reading(path) as f:
         return Memorization(
             f["loss"][()], f["steps"][()].tolist(), f["target_ids"][()], read_attrs(f)
         )
@@ -408,6 +456,7 @@ class Emergence:
 
 
 def write_emergence(path: str | Path, value: Emergence) -> None:
+    _finite(path, probability=value.probability, samples=value.samples)
     with create_h5(path, value.attrs) as f:
         f.create_dataset("probability", data=value.probability)
         f.create_dataset("samples", data=value.samples)
@@ -417,7 +466,7 @@ def write_emergence(path: str | Path, value: Emergence) -> None:
 
 
 def read_emergence(path: str | Path) -> Emergence:
-    with h5py.File(path, "r") as f:
+    with _reading(path) as f:
         return Emergence(
             f["probability"][()],
             f["samples"][()],
@@ -447,7 +496,7 @@ def write_plan(path: str | Path, value: Plan) -> None:
 
 
 def read_plan(path: str | Path) -> Plan:
-    with h5py.File(path, "r") as f:
+    with _reading(path) as f:
         attrs = read_attrs(f)
         return Plan([Case(**c) for c in attrs["cases"]], f["keep"][()], attrs)
 
@@ -459,6 +508,8 @@ def write_resampled(
     path: str | Path, samples: Mapping[tuple[int, int], Runs], attrs: Mapping[str, Any]
 ) -> None:
     """Samples of p(·|x_t) per (target position, step), one group each."""
+    for runs in samples.values():
+        _finite(path, **runs)
     with create_h5(path, attrs) as f:
         for (target, step), runs in samples.items():
             group = f.create_group(sample_group(target, step))
@@ -467,7 +518,7 @@ def write_resampled(
 
 
 def read_resampled(path: str | Path) -> dict[tuple[int, int], Runs]:
-    with h5py.File(path, "r") as f:
+    with _reading(path) as f:
         return {
             parse_sample_group(name): {k: v[()] for k, v in group.items()}
             for name, group in f.items()

@@ -155,6 +155,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     except DiffattrError as err:
         print(f"diffattr {command}: error: {err}", file=sys.stderr)
         sys.exit(2)
+    except OSError as err:  # unwritable folder, disk full, …: the system's words, one line
+        where = f": {err.filename}" if err.filename else ""
+        print(f"diffattr {command}: error: {err.strerror or err}{where}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -439,6 +439,12 @@ class RunConfig(Section):
                         f"counterfactual.steps {outside} are not attribution steps "
                         f"{self.attribution_steps()}; choose among those"
                     )
+        root = self.dataset.root
+        if self.dataset.name in ("cifar10", "mscoco") and root and not Path(root).exists():
+            raise ConfigError(
+                f"dataset.root {root} does not exist: {self.dataset.name} reads your copy of the "
+                "data from there (config/README.md, dataset.root)"
+            )
         if self.model.conditional and self.model.cross_attention_dim is None:
             raise ConfigError("model.cross_attention_dim is required when model.conditional")
 
@@ -515,13 +521,12 @@ def attribution_steps(spec: int | Sequence[int], timesteps: Sequence[int]) -> li
 # ---------------------------------------------------------------------------------------------
 # What each job reads: section → None (all of it) or the keys it reads.
 
-_MODEL_RUN = {"seed": None, "device": None}
+_MODEL_RUN = {"seed": None, "device": None, "model": None}  # jobs that load models check them
 SLICES: dict[str, dict[str, tuple[str, ...] | None]] = {
     "prepare_data": {"device": None, "dataset": None},
     "train": {
         **_MODEL_RUN,
         "dataset": None,
-        "model": None,
         "diffusion": None,
         "train": TrainConfig.RECIPE,
     },
@@ -566,11 +571,27 @@ def validate(values: Mapping[str, Any]) -> None:
     A null value means unset (as if the key were absent)."""
     import jsonschema
 
+    _check_keys(values, schema(), "")
     try:
         jsonschema.validate(_without_nulls(values), schema(), cls=jsonschema.Draft202012Validator)
     except jsonschema.ValidationError as err:
         where = ".".join(str(p) for p in err.absolute_path) or "the top level"
         raise ConfigError(f"invalid config at {where}: {err.message}") from None
+
+
+def _check_keys(values: Any, node: Mapping[str, Any], where: str) -> None:
+    """Unknown keys, one line each with the closest valid key (before the schema's own message)."""
+    import difflib
+
+    props = node.get("properties")
+    if not isinstance(values, Mapping) or props is None:
+        return
+    for key, value in values.items():
+        if key not in props:
+            close = difflib.get_close_matches(str(key), list(props), n=1)
+            hint = f"; did you mean {where}{close[0]}?" if close else f"; valid: {sorted(props)}"
+            raise ConfigError(f"unknown config key {where}{key}{hint}")
+        _check_keys(value, props[key], f"{where}{key}.")
 
 
 def _without_nulls(value: Any) -> Any:

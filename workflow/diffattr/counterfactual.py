@@ -48,7 +48,10 @@ def removal_size(k: float, n: int) -> int:
     """k as a fraction of the training set (k < 1) or as a count."""
     size = round(k * n) if k < 1 else int(k)
     if not 0 < size < n:
-        raise ValueError(f"removal size {k} gives {size} of {n} examples")
+        raise ConfigError(
+            f"counterfactual.k {k:g} removes {size} of {n} training examples; choose a fraction "
+            "below 1 or a count between 1 and n − 1"
+        )
     return size
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .config import TrainConfig
+from .errors import ModelError
 from .outputs import add_noise, predict_noise
 from .seeding import derive_seed, generator
 
@@ -107,7 +109,14 @@ def train(
         sched.step()
         if ema is not None:
             ema.step(model.parameters())
-        running += loss.item()
+        value = loss.item()
+        if not math.isfinite(value):
+            lr = sched.get_last_lr()[0]
+            raise ModelError(
+                f"training diverged at step {step}: loss {value} (lr {lr:.3g}); lower train.lr "
+                "(or check the data); no checkpoint was kept"
+            )
+        running += value
         if step % recipe.log_every == 0 or step == recipe.steps:
             n = (step - 1) % recipe.log_every + 1
             losses.append(running / n)

@@ -15,3 +15,8 @@ class DatasetError(DiffattrError):
 
 class ModelError(DiffattrError):
     """A model or checkpoint is missing or does not match the configuration."""
+
+
+class ArtifactError(DiffattrError):
+    """A result file is missing, unreadable, inconsistent with its neighbours or non-finite: the
+    message names the file and how to make it again."""

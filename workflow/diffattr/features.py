@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .diffusion import autocast
+from .errors import ConfigError
 from .outputs import Batch, row_outputs
 from .projection import Projector
 from .seeding import generator
@@ -118,7 +119,7 @@ def _row_fn(model, batch: Batch, alphas_cumprod: Tensor, output: str, precision:
 def shard_positions(n: int, batch_size: int, shards: int, shard: int) -> np.ndarray:
     """Positions of shard ``shard`` of ``shards``: a contiguous run of whole batches."""
     if not 0 <= shard < shards:
-        raise ValueError(f"shard {shard} out of range for {shards} shards")
+        raise ConfigError(f"shard {shard} out of range for {shards} shards (0 … {shards - 1})")
     n_batches = -(-n // batch_size)
     lo, hi = shard * n_batches // shards, (shard + 1) * n_batches // shards
     return np.arange(lo * batch_size, min(hi * batch_size, n))

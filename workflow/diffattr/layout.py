@@ -229,6 +229,36 @@ def parse_ground_truth(path: str | Path) -> int:
     return int(match[1])
 
 
+_RULES = [  # (path pattern within a run, the rule that makes it)
+    (r"data\.h5", "prepare_data"),
+    (r"targets\.h5", "sample_targets"),
+    (r"features/train/.+\.h5", "featurize_train"),
+    (r"features/targets/.+\.h5", "featurize_targets"),
+    (r"kernels/.+\.h5", "kernel"),
+    (r"scores/.+\.h5", "score"),
+    (r"models/m\d+(/.*)?", "train_model"),
+    (r"lds/subsets\.h5", "lds_subsets"),
+    (r"lds/models/.+", "train_subset_model"),
+    (r"lds/ground_truth/.+\.h5", "ground_truth"),
+    (r"lds/memorization\.h5", "memorization_reference"),
+    (r"classifier(/.*)?", "train_classifier"),
+    (r"counterfactual/emergence\.h5", "emergence"),
+    (r"counterfactual/plan\.h5", "cf_plan"),
+    (r"counterfactual/models/floor(/.*)?", "train_cf_floor"),
+    (r"counterfactual/models/c\d+(/.*)?", "train_cf_model"),
+    (r"counterfactual/samples/.+\.h5", "cf_resample"),
+]
+
+
+def remake_hint(path: str | Path) -> str:
+    """How to make a broken result again: delete it and rerun (naming the rule that makes it)."""
+    text = Path(path).as_posix()
+    for pattern, rule in _RULES:
+        if re.search(rf"(^|/){pattern}$", text):
+            return f"delete it and run the workflow again to remake it (rule {rule})"
+    return "delete it and make it again"
+
+
 def parse_cf_samples(path: str | Path) -> str:
     """``…/counterfactual/samples/<name>.h5`` → ``c<i>`` or ``floor``."""
     name = Path(path).stem

@@ -95,19 +95,53 @@ def save_model(model: UNet2DModel, scheduler: DDPMScheduler, folder: str | Path)
 
 
 def load_model(
-    folder: str | Path, device: torch.device | str, dtype: torch.dtype = torch.float32
+    folder: str | Path,
+    device: torch.device | str,
+    expected: ModelConfig | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[UNet2DModel, DDPMScheduler]:
     """Load a model saved by :func:`save_model` onto ``device`` (required: a job's configured
-    device must reach every model it runs), in eval mode."""
+    device must reach every model it runs), in eval mode. With ``expected``, a checkpoint of
+    another architecture is refused before its weights are read."""
     folder = Path(folder)
     if not (folder / "config.json").exists():
         raise ModelError(
             f"no model in {folder} (config.json missing); train it with the train_model rule "
             "or point the config at a folder written by save_pretrained"
         )
-    kind = json.loads((folder / "config.json").read_text()).get("_class_name")
-    cls = UNet2DConditionModel if kind == "UNet2DConditionModel" else UNet2DModel
-    model = cls.from_pretrained(folder, low_cpu_mem_usage=False, torch_dtype=dtype)
-    model = model.to(device=device).eval()
-    scheduler = DDPMScheduler.from_pretrained(folder)
-    return model, scheduler
+    try:
+        saved = json.loads((folder / "config.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ModelError(f"{folder}/config.json is not JSON; delete {folder} and retrain") from None
+    if expected is not None:
+        check_architecture(folder, saved, expected)
+    conditional = saved.get("_class_name") == "UNet2DConditionModel"
+    cls = UNet2DConditionModel if conditional else UNet2DModel
+    try:
+        model = cls.from_pretrained(folder, low_cpu_mem_usage=False, torch_dtype=dtype)
+        scheduler = DDPMScheduler.from_pretrained(folder)
+    except (OSError, ValueError, RuntimeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelError(
+            f"cannot load the checkpoint {folder}: its weights do not match its config.json or "
+            f"are truncated ({first[:160]}); delete {folder} and retrain"
+        ) from None
+    return model.to(device=device).eval(), scheduler
+
+
+def check_architecture(folder: Path, saved: dict, expected: ModelConfig) -> None:
+    """The checkpoint's config.json agrees with the configured model (keys set in the config)."""
+    conditional = saved.get("_class_name") == "UNet2DConditionModel"
+    differ = ["conditional"] if conditional != expected.conditional else []
+    for key in UNET_KEYS:
+        want = getattr(expected, key)
+        if want is not None and key in saved:
+            have = saved[key]
+            if (list(want) if isinstance(want, tuple) else want) != have:
+                differ.append(f"{key} {have} ≠ {list(want) if isinstance(want, tuple) else want}")
+    if differ:
+        raise ModelError(
+            f"the checkpoint {folder} is not the configured model ({'; '.join(differ)}): "
+            f"delete {folder.parent if folder.name.startswith(('final', 'step-')) else folder} "
+            "to retrain it, or set model: as it was trained"
+        )

@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import Tensor, nn
 
+from .errors import ConfigError
+
 Batch = Mapping[str, Tensor]
 
 
@@ -49,7 +51,7 @@ def predict_noise(model: nn.Module, x_t: Tensor, t: Tensor, cond: Tensor | None 
 def row_outputs(model: nn.Module, alphas_cumprod: Tensor, batch: Batch, output: str) -> Tensor:
     """One scalar per row of ``batch`` (``x0``, ``t``, ``eps``; optional ``cond``)."""
     if output not in OUTPUTS:
-        raise KeyError(f"unknown model output {output!r}; available: {sorted(OUTPUTS)}")
+        raise ConfigError(f"unknown model output {output!r}; available: {sorted(OUTPUTS)}")
     x0, t, eps = batch["x0"], batch["t"], batch["eps"]
     pred = predict_noise(model, add_noise(alphas_cumprod, x0, t, eps), t, batch.get("cond"))
     err = OUTPUTS[output](pred.to(eps.dtype), eps)  # the output in full precision

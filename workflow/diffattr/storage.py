@@ -8,6 +8,7 @@ HDF5 files carry their meaning in attributes; dicts and lists are stored as JSON
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -37,8 +38,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in final.parent.glob(f".{glob.escape(final.name)}.partial-*"):
+        _remove(stale)  # left by a killed job that wrote this output before
     tmp = final.with_name(f".{final.name}.partial-{os.getpid()}")
-    _remove(tmp)
     try:
         yield tmp
     except BaseException:

@@ -9,9 +9,8 @@ from diffattr.layout import FLOOR, Member, Paths, case_name, members
 from diffattr.methods import get_method
 
 
-validate(config, schema="../schemas/config.schema.yaml")
-
-RUN_CONFIG = RunConfig.from_dict(config)  # typed; cross-field checks run here (dry runs too)
+RUN_CONFIG = RunConfig.from_dict(config)  # one line per problem; cross-field checks (dry runs too)
+validate(config, schema="../schemas/config.schema.yaml")  # Snakemake's own check, defaults filled
 for _warning in RUN_CONFIG.warnings():
     logger.warning(_warning)
 

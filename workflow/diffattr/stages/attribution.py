@@ -45,7 +45,8 @@ log = logging.getLogger("diffattr")
 def _attributor(cfg: RunConfig, model_dir: Path, member: str) -> Attributor:
     device = resolve_device(cfg.device)
     parsed = Member.parse(member)
-    model, scheduler = load_model(layout.checkpoint(model_dir, parsed.checkpoint), device)
+    folder = layout.checkpoint(model_dir, parsed.checkpoint)
+    model, scheduler = load_model(folder, device, cfg.model)
     return Attributor(model, scheduler, parsed, cfg.attribution, cfg.seed)
 
 

@@ -80,7 +80,7 @@ def emergence_stage(
 ) -> None:
     """P(final class) of samples from p(·|x_t) along each trajectory, and the decision steps."""
     device = resolve_device(cfg.device)
-    unet, scheduler = load_model(layout.checkpoint(model), device)
+    unet, scheduler = load_model(layout.checkpoint(model), device, cfg.model)
     reader, _ = load_classifier(classifier)
     reader = reader.to(device)
     stored = read_targets(targets)
@@ -165,8 +165,8 @@ def cf_resample(
     device = resolve_device(cfg.device)
     cf = cfg.counterfactual
     sampling_steps = cfg.targets.sampling_steps
-    original_model, scheduler = load_model(layout.checkpoint(original), device)
-    other_model, _ = load_model(layout.checkpoint(model), device)
+    original_model, scheduler = load_model(layout.checkpoint(original), device, cfg.model)
+    other_model, _ = load_model(layout.checkpoint(model), device, cfg.model)
     cases = read_plan(plan).cases
     stored = read_targets(targets)
     if case == layout.FLOOR:

@@ -30,6 +30,7 @@ from ..artifacts import (
     write_subsets,
 )
 from ..config import RunConfig
+from ..errors import ArtifactError
 from ..features import uniform_timesteps
 from ..figures import lds_figure, save
 from ..lds.ground_truth import ground_truth as measure_ground_truth
@@ -61,7 +62,7 @@ def ground_truth(cfg: RunConfig, *, models: list[Path], targets: Path, out: Path
     stored = read_targets(targets)
     f_t, final_loss = [], []
     for folder in models:
-        model, scheduler = load_model(layout.checkpoint(folder), device)
+        model, scheduler = load_model(layout.checkpoint(folder), device, cfg.model)
         timesteps = uniform_timesteps(lds.final_timesteps, len(scheduler.alphas_cumprod))
         per_step, final = measure_ground_truth(
             model,
@@ -174,6 +175,18 @@ def lds_inputs(
         for method, result in results.items()
         if "members" in result.attrs
     }
+    check_consistent(subsets, split, ground_truth, truths, scores, list(results.values()))
+    for method, stores in members.items():
+        for store, features in stores:
+            if store.n != len(split.train_ids) or features.shape[:2] != truths[0].f_t.shape[1:]:
+                raise ArtifactError(
+                    f"the features of {method} do not match the subsets and ground truth "
+                    f"({store.n} examples, ψ {features.shape[:2]}); remake them"
+                )
+    memorized = None if memorization is None else read_memorization(memorization).loss
+    expected = (len(truths[0].steps), len(truths[0].target_ids), len(split.masks))
+    if memorized is not None and memorized.shape != expected:
+        raise ArtifactError(f"{memorization} has shape {memorized.shape}, expected {expected}")
     return LdsInputs(
         masks=split.masks,
         role=split.role,
@@ -182,5 +195,23 @@ def lds_inputs(
         steps=truths[0].steps,
         scores=results,
         members=members,
-        memorization=None if memorization is None else read_memorization(memorization).loss,
+        memorization=memorized,
     )
+
+
+def check_consistent(subsets_path, split, truth_paths, truths, score_paths, results) -> None:
+    """Steps, target ids and training ids agree across subsets, ground truth and scores."""
+    first, first_path = truths[0], sorted(truth_paths, key=layout.parse_ground_truth)[0]
+    for path, truth in zip(sorted(truth_paths, key=layout.parse_ground_truth), truths, strict=True):
+        if truth.steps != first.steps or not np.array_equal(truth.target_ids, first.target_ids):
+            raise ArtifactError(f"{path} and {first_path} measure other steps or targets")
+    for path, result in zip(score_paths, results, strict=True):
+        if result.steps != first.steps or not np.array_equal(result.target_ids, first.target_ids):
+            raise ArtifactError(
+                f"{path} scores steps {result.steps} of targets {result.target_ids.tolist()}, the "
+                f"ground truth {first_path} steps {first.steps} of {first.target_ids.tolist()}"
+            )
+        if not np.array_equal(result.train_ids, split.train_ids):
+            raise ArtifactError(f"{path} and {subsets_path} index different training examples")
+    if split.masks.shape[1] != len(split.train_ids):
+        raise ArtifactError(f"{subsets_path}: masks and train_ids differ in length")

@@ -155,7 +155,7 @@ def _train(
 def sample(cfg: RunConfig, *, model: Path, data: Path, out: Path, progress: bool = True) -> None:
     """Sample the targets from model 0, recording x_t and x̂_0^t at the attribution steps."""
     device = resolve_device(cfg.device)
-    unet, scheduler = load_model(layout.checkpoint(model), device)
+    unet, scheduler = load_model(layout.checkpoint(model), device, cfg.model)
     n, sampling_steps = cfg.targets.n, cfg.targets.sampling_steps
     steps = attribution_steps(cfg.attribution.steps, inference_timesteps(scheduler, sampling_steps))
     gens = [generator(cfg.seed, "sample", j) for j in range(n)]

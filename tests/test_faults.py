@@ -1,0 +1,308 @@
+"""Faults a user meets end in one clear line, and nothing wrong or half-made is kept.
+
+Each case asserts the error type and the one line that names the problem and the fix, and that
+the output it would have written does not exist (nor a partial file beside it)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import TINY_UNET
+from diffattr import layout
+from diffattr.artifacts import (
+    FeatureStore,
+    Targets,
+    read_data,
+    read_scores,
+    read_targets,
+    write_data,
+    write_feature_shard,
+    write_scores,
+    write_targets,
+)
+from diffattr.config import ModelConfig, RunConfig, load
+from diffattr.counterfactual import plan
+from diffattr.data import PreparedData
+from diffattr.diffusion import train
+from diffattr.errors import ArtifactError, ConfigError, ModelError
+from diffattr.features import shard_positions
+from diffattr.models import build_scheduler, build_unet, load_model, save_model
+from diffattr.outputs import row_outputs
+from diffattr.storage import atomic_path
+
+REPO = Path(__file__).resolve().parents[1]
+RNG = np.random.default_rng(0)
+
+
+def nothing_left(path: Path) -> bool:
+    return not path.exists() and not list(path.parent.glob(f".{path.name}.partial-*"))
+
+
+def tiny_data(n=12) -> PreparedData:
+    return PreparedData(
+        images=RNG.uniform(-1, 1, (n, 1, 8, 8)).astype(np.float32),
+        labels=np.arange(n) % 2,
+        ids=np.arange(n),
+        class_names=["a", "b"],
+        name="toy",
+    )
+
+
+def targets(**change) -> Targets:
+    values = {
+        "final": RNG.standard_normal((2, 1, 8, 8)).astype(np.float32),
+        "x_t": RNG.standard_normal((1, 2, 1, 8, 8)).astype(np.float32),
+        "x0_hat": RNG.standard_normal((1, 2, 1, 8, 8)).astype(np.float32),
+        "steps": [0],
+        "target_ids": np.arange(2),
+    }
+    return Targets(**{**values, **change})
+
+
+# ---------------------------------------------------------------------------------------------
+# Divergence and non-finite results
+
+
+def test_training_stops_at_the_first_non_finite_loss(scheduler):
+    cfg = load([REPO / "config" / "config.yaml", REPO / "config" / "test.yaml"])
+    recipe = dataclasses.replace(cfg.train, steps=30, lr=1e6, warmup_steps=0, batch_size=8)
+    torch.manual_seed(0)
+    model = build_unet(ModelConfig.from_dict(TINY_UNET), (1, 8, 8))
+    saved = []
+    with pytest.raises(ModelError, match=r"training diverged at step \d+: loss (nan|inf).*lr"):
+        train(
+            model,
+            scheduler,
+            torch.rand(16, 1, 8, 8) * 2 - 1,
+            recipe,
+            0,
+            progress=False,
+            on_checkpoint=lambda step, m: saved.append(step),
+        )
+    assert saved == []  # nothing was handed out to be saved
+
+
+@pytest.mark.parametrize("field", ["final", "x_t", "x0_hat"])
+def test_non_finite_targets_are_refused(tmp_path, field):
+    bad = getattr(targets(), field).copy()
+    bad.flat[3] = np.nan
+    out = tmp_path / "targets.h5"
+    with pytest.raises(ArtifactError, match=rf"1 of \d+ values of {field} are not finite"):
+        write_targets(out, targets(**{field: bad}))
+    assert nothing_left(out)
+
+
+def test_non_finite_features_and_scores_are_refused(tmp_path):
+    phi = RNG.standard_normal((4, 3)).astype(np.float32)
+    phi[1, 2] = np.inf
+    out = tmp_path / "shard0.h5"
+    with pytest.raises(ArtifactError, match="values of features are not finite"):
+        write_feature_shard(out, phi, np.arange(4), np.arange(4), {})
+    assert nothing_left(out)
+
+    def block(s, t, i):
+        values = np.ones((t.stop - t.start, i.stop - i.start), np.float32)
+        values[0, 0] = np.nan if i.start >= 4 else 1.0  # the second block goes bad
+        return values
+
+    out = tmp_path / "scores.h5"
+    with pytest.raises(ArtifactError, match="values of scores are not finite"):
+        write_scores(out, [0], np.arange(2), np.arange(8), block, {}, train_block=4)
+    assert nothing_left(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Corrupt, truncated, foreign and missing artefacts
+
+
+def truncate(path: Path, keep: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def test_truncated_data_names_the_file_and_the_rule(tmp_path):
+    path = tmp_path / "run" / "data.h5"
+    write_data(path, tiny_data(), {})
+    truncate(path)
+    with pytest.raises(ArtifactError, match=r"data\.h5 is not a readable HDF5 file.*prepare_data"):
+        read_data(path)
+
+
+def test_truncated_feature_shard_names_the_rule(tmp_path):
+    path = Path(layout.Paths(str(tmp_path)).train_features("loss", "m0_final", 0))
+    write_feature_shard(path, np.ones((6, 3), np.float32), np.arange(6), np.arange(6), {})
+    truncate(path, 0.3)
+    with pytest.raises(ArtifactError, match=r"truncated or corrupt.*rule featurize_train"):
+        FeatureStore([path])
+
+
+def test_a_foreign_hdf5_file_is_named_not_a_keyerror(tmp_path):
+    path = tmp_path / "run" / "targets.h5"
+    write_data(path, tiny_data(), {})  # a valid HDF5 file of another kind
+    with pytest.raises(ArtifactError, match=r"targets\.h5 is incomplete.*rule sample_targets"):
+        read_targets(path)
+
+
+def test_a_missing_input_says_so(tmp_path):
+    with pytest.raises(ArtifactError, match=r"scores\.h5 does not exist; run the workflow"):
+        read_scores(tmp_path / "scores.h5")
+
+
+def saved_model(folder: Path, cfg: dict) -> None:
+    torch.manual_seed(0)
+    save_model(
+        build_unet(ModelConfig.from_dict(cfg), (1, 8, 8)),
+        build_scheduler(
+            RunConfig.from_dict(
+                yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+            ).diffusion
+        ),
+        folder,
+    )
+
+
+def test_a_checkpoint_of_another_architecture_is_refused(tmp_path):
+    saved_model(tmp_path / "m1" / "final", {**TINY_UNET, "block_out_channels": [8, 16]})
+    configured = ModelConfig.from_dict({**TINY_UNET, "block_out_channels": [16, 24]})
+    with pytest.raises(
+        ModelError,
+        match=r"not the configured model \(block_out_channels "
+        r"\[8, 16\] ≠ \[16, 24\]\).*delete .*m1",
+    ):
+        load_model(tmp_path / "m1" / "final", "cpu", configured)
+    model, _ = load_model(
+        tmp_path / "m1" / "final",
+        "cpu",
+        ModelConfig.from_dict({**TINY_UNET, "block_out_channels": [8, 16]}),
+    )
+    assert model is not None
+
+
+def test_weights_that_disagree_with_config_json_are_one_line(tmp_path):
+    folder = tmp_path / "m0" / "final"
+    saved_model(folder, TINY_UNET)
+    config = json.loads((folder / "config.json").read_text())
+    config["block_out_channels"] = [16, 32]
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelError, match=r"weights do not match its config\.json") as err:
+        load_model(folder, "cpu")
+    assert "\n" not in str(err.value) and len(str(err.value)) < 400
+
+
+def test_truncated_safetensors_are_one_line(tmp_path):
+    folder = tmp_path / "m0" / "final"
+    saved_model(folder, TINY_UNET)
+    truncate(folder / "diffusion_pytorch_model.safetensors", 0.5)
+    with pytest.raises(ModelError, match="cannot load the checkpoint"):
+        load_model(folder, "cpu")
+
+
+def test_stale_partials_of_a_killed_job_are_removed_on_rerun(tmp_path):
+    out = tmp_path / "scores.h5"
+    stale = tmp_path / ".scores.h5.partial-99999"
+    stale.write_text("half")
+    (tmp_path / ".other.h5.partial-99999").write_text("not ours")
+    with atomic_path(out) as tmp:
+        tmp.write_text("done")
+    assert out.read_text() == "done" and not stale.exists()
+    assert (tmp_path / ".other.h5.partial-99999").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad configuration, named before anything runs
+
+
+def default() -> dict:
+    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda c: c.update(atribution=c.pop("attribution")),
+            "unknown config key atribution; did you mean attribution?",
+        ),
+        (
+            lambda c: c["lds"]["train"].update(stpes=1),
+            "unknown config key lds.train.stpes; did you mean lds.train.steps?",
+        ),
+        (lambda c: c["lds"]["train"].update(lr=-1), "lds.train.lr: -1 is less than or equal"),
+        (
+            lambda c: c.update(dataset={"name": "cifar10", "root": "nowhere/cifar.tar.gz"}),
+            "dataset.root nowhere/cifar.tar.gz does not exist",
+        ),
+        (
+            lambda c: c["attribution"].update(checkpoints=["step-500"]),
+            "attribution.checkpoints names step-500, which training does not save",
+        ),
+    ],
+)
+def test_bad_config_is_one_line(change, message):
+    values = default()
+    change(values)
+    with pytest.raises(ConfigError) as err:
+        RunConfig.from_dict(values)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_removing_more_examples_than_exist_is_named():
+    cf = dataclasses.replace(load([REPO / "config" / "config.yaml"]).counterfactual, k=(50,))
+    with pytest.raises(ConfigError, match=r"counterfactual\.k 50 removes 50 of 40"):
+        plan(cf, 40, [0], [0, 0, 0], lambda m, s, t: np.zeros(40), 0)
+
+
+def test_a_shard_out_of_range_and_an_unknown_output_are_config_errors(scheduler):
+    with pytest.raises(ConfigError, match=r"shard 3 out of range for 2 shards"):
+        shard_positions(10, 4, 2, 3)
+    batch = {
+        "x0": torch.zeros(1, 1, 8, 8),
+        "t": torch.zeros(1, dtype=torch.long),
+        "eps": torch.zeros(1, 1, 8, 8),
+    }
+    with pytest.raises(ConfigError, match="unknown model output 'lose'"):
+        row_outputs(None, scheduler.alphas_cumprod, batch, "lose")
+
+
+# ---------------------------------------------------------------------------------------------
+# The CLI: exit status 2 and one line, no traceback
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "diffattr", *args], capture_output=True, text=True)
+
+
+def assert_one_line(proc: subprocess.CompletedProcess, command: str, text: str) -> None:
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"diffattr {command}: error:") and text in last, last
+
+
+def test_cli_missing_input_and_unwritable_output(tmp_path):
+    slice_ = load([REPO / "config" / "config.yaml"]).slice("kernel")
+    proc = cli(
+        "kernel",
+        "--cfg",
+        slice_,
+        "--features",
+        str(tmp_path / "nope.h5"),
+        "--out",
+        str(tmp_path / "k.h5"),
+    )
+    assert_one_line(proc, "kernel", "nope.h5 does not exist")
+    shard = tmp_path / "shard0.h5"
+    write_feature_shard(shard, np.eye(3, dtype=np.float32), np.arange(3), np.arange(3), {})
+    proc = cli(
+        "kernel", "--cfg", slice_, "--features", str(shard), "--out", str(shard / "k.h5")
+    )  # a folder that cannot be made: a file is in the way
+    assert_one_line(proc, "kernel", "shard0.h5")
