@@ -124,7 +124,7 @@ def test_default_and_test_configs_round_trip_through_every_slice():
 @pytest.mark.parametrize("extra", [None, "test.yaml", "digits-lds.yaml", "cifar10.yaml"])
 def test_slices_equal_the_keys_of_snakemakes_validated_config(extra, tmp_path):
     """A job's params are exactly the keys it reads of the config Snakemake validated (defaults
-    filled, unset optional keys absent): upgrading the layer reruns nothing."""
+    filled, unset optional keys absent), so rerun triggers follow the config, nothing else."""
     from snakemake.utils import validate as snakemake_validate
 
     paths = [DEFAULT] + ([REPO / "config" / extra] if extra else [])
