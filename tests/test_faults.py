@@ -306,3 +306,39 @@ def test_cli_missing_input_and_unwritable_output(tmp_path):
         "kernel", "--cfg", slice_, "--features", str(shard), "--out", str(shard / "k.h5")
     )  # a folder that cannot be made: a file is in the way
     assert_one_line(proc, "kernel", "shard0.h5")
+
+
+def test_a_truncated_cifar_archive_says_corrupt(tmp_path):
+    from diffattr.data import read_cifar10
+    from diffattr.errors import DatasetError
+    from synthetic import write_cifar_archive
+
+    archive = write_cifar_archive(tmp_path / "cifar-10-binary.tar.gz", "binary")
+    truncate(archive, 0.6)
+    with pytest.raises(DatasetError, match=r"corrupt or truncated archive.*download it again"):
+        read_cifar10(archive)
+
+
+class _Payload:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch pwned",))
+
+
+def test_a_cifar_batch_that_carries_code_is_named_and_not_run(tmp_path, monkeypatch):
+    import pickle
+
+    from diffattr.data import read_cifar10
+    from diffattr.errors import DatasetError
+
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    plain = {b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1]}
+    for i in range(1, 6):
+        batch = {b"data": _Payload(), b"labels": [0]} if i == 3 else plain
+        (folder / f"data_batch_{i}").write_bytes(pickle.dumps(batch, protocol=2))
+    with pytest.raises(DatasetError, match=r"data_batch_3 in .* is not a plain CIFAR-10 batch"):
+        read_cifar10(tmp_path)
+    assert not (tmp_path / "pwned").exists()

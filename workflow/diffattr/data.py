@@ -178,12 +178,18 @@ def _cifar_members(root: Path, split: str) -> tuple[str, list[tuple[str, bytes]]
         ),
     }
     folders = {"binary": "cifar-10-batches-bin", "python": "cifar-10-batches-py"}
-    if root.is_file() and tarfile.is_tarfile(root):
-        with tarfile.open(root) as tar:
-            members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
-            for fmt, wanted in names.items():
-                if all(w in members for w in wanted):
-                    return fmt, [(w, tar.extractfile(members[w]).read()) for w in wanted]
+    if root.is_file():
+        try:
+            with tarfile.open(root) as tar:
+                members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
+                for fmt, wanted in names.items():
+                    if all(w in members for w in wanted):
+                        return fmt, [(w, tar.extractfile(members[w]).read()) for w in wanted]
+        except (tarfile.TarError, EOFError, OSError) as err:
+            raise DatasetError(
+                f"{root} is a corrupt or truncated archive ({type(err).__name__}); download it "
+                f"again. {CIFAR_HELP}"
+            ) from None
         raise DatasetError(f"{root} holds no CIFAR-10 {split} batches. {CIFAR_HELP}")
     for fmt, wanted in names.items():
         for folder in (root / folders[fmt], root):
@@ -207,7 +213,10 @@ def read_cifar10(root: str | Path, split: str = "train") -> tuple[np.ndarray, np
             labels.append(rec[:, 0].astype(np.int64))
             images.append(rec[:, 1:].reshape(-1, 3, 32, 32))
         else:
-            batch = restricted_load(blob)
+            try:
+                batch = restricted_load(blob)
+            except (pickle.UnpicklingError, EOFError, ValueError) as err:
+                raise DatasetError(f"{name} in {root} is not a plain CIFAR-10 batch: {err}") from None
             if not isinstance(batch, dict) or b"data" not in batch:
                 raise DatasetError(f"{name} is not a CIFAR-10 python batch")
             images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
