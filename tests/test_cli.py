@@ -7,14 +7,14 @@ import subprocess
 import sys
 
 import pytest
-from diffattr.cli import HELP, _parser
+from diffattr.cli import COMMANDS, HELP, _parser
 from diffattr.stages import STAGES
 
 
 def test_every_subcommand_and_option_has_a_help_line():
     parser = _parser()
     sub = next(a for a in parser._actions if a.dest == "command")
-    assert set(sub.choices) == set(STAGES)
+    assert set(sub.choices) == set(STAGES) | set(COMMANDS)
     for name, (stage, _) in STAGES.items():
         assert (stage.__doc__ or "").strip(), f"{name}: its stage needs a docstring"
         for param in list(inspect.signature(stage).parameters)[1:]:

@@ -12,7 +12,7 @@ LAYERS = {  # bottom (0) to top; the same table as diffattr/__init__.py
     0: {"__init__", "seeding", "storage", "errors", "config", "layout", "ridge"},
     1: {"data", "models", "projection", "outputs"},
     2: {"diffusion", "scoring", "features", "classifier", "figures", "counterfactual", "lds"},
-    3: {"methods", "artifacts", "attribution", "stages"},
+    3: {"methods", "artifacts", "attribution", "results", "stages"},
     4: {"cli", "config_doc", "__main__"},
 }
 LEVEL = {name: level for level, names in LAYERS.items() for name in names}

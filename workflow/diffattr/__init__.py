@@ -7,7 +7,8 @@ Modules, bottom to top (no module imports one above it; none imports snakemake):
 - algorithms: ``diffusion``, ``scoring``, ``features``, ``classifier``, ``figures``,
   ``counterfactual``, ``lds`` (``stats``, ``subsets``, ``ground_truth``, ``memorization``,
   ``report``)
-- application: ``methods``, ``artifacts``, ``attribution`` (the facade), ``stages``
+- application: ``methods``, ``artifacts``, ``attribution`` (the facade), ``results`` (a
+  finished run as a library), ``stages``
 - adapters: ``cli``, ``config_doc``
 """
 

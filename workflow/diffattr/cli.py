@@ -20,7 +20,10 @@ from pathlib import Path
 from . import __version__
 from .config import RunConfig, load
 from .errors import DiffattrError
+from .results import top
 from .stages import STAGES
+
+COMMANDS = {"top": top}  # commands for users, beside the workflow's stages
 
 log = logging.getLogger("diffattr")
 
@@ -61,11 +64,17 @@ HELP = {
     "out_figure": "output figure (PNG)",
     "out_figure_metrics": "output figure of the metrics (PNG)",
     "out_figure_samples": "output figure of paired samples (PNG)",
+    "run": "a run's results folder, e.g. results/default",
+    "target": "target id",
+    "step": "attribution timestep t (one of the run's steps)",
+    "k": "how many positive and negative influencers",
+    "figure": "also draw them into this PNG",
 }
 
 
 def _option(parser: argparse.ArgumentParser, name: str, hint: object, default: object) -> None:
     flag = f"--{name.replace('_', '-')}"
+    flags = [flag, f"-{name}"] if len(name) == 1 else [flag]
     optional = default is not inspect.Parameter.empty
     args = typing.get_args(hint)
     if typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args:
@@ -91,7 +100,7 @@ def _option(parser: argparse.ArgumentParser, name: str, hint: object, default: o
     else:
         kind = Path if hint is Path else hint
         parser.add_argument(
-            flag,
+            *flags,
             type=kind,
             required=not optional,
             default=None if not optional else default,
@@ -104,7 +113,13 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="diffattr", description=__doc__)
     parser.add_argument("--version", action="version", version=f"diffattr {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (stage, _) in STAGES.items():
+    for name, command in COMMANDS.items():  # for users: no config needed
+        p = sub.add_parser(name, help=command.__doc__.strip().split("\n")[0])
+        hints = typing.get_type_hints(command)
+        for param in inspect.signature(command).parameters.values():
+            _option(p, param.name, hints[param.name], param.default)
+        p.set_defaults(stage=command)
+    for name, (stage, _) in STAGES.items():  # the workflow's steps
         summary = (stage.__doc__ or "").strip().split("\n")[0]
         p = sub.add_parser(name, help=summary, description=stage.__doc__)
         config = p.add_mutually_exclusive_group()
@@ -146,9 +161,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         datefmt="%H:%M:%S",
     )
     command, stage = args.pop("command"), args.pop("stage")
-    text, files = args.pop("cfg"), args.pop("configfile")
-    _setup(args.pop("threads"))
     try:
+        if command in COMMANDS:
+            stage(**args)
+            return
+        text, files = args.pop("cfg"), args.pop("configfile")
+        _setup(args.pop("threads"))
         slice_ = STAGES[command][1]
         cfg = RunConfig.from_slice(load(files).slice(slice_) if files else text, slice_)
         stage(cfg, **args)

@@ -216,7 +216,8 @@ def read_cifar10(root: str | Path, split: str = "train") -> tuple[np.ndarray, np
             try:
                 batch = restricted_load(blob)
             except (pickle.UnpicklingError, EOFError, ValueError) as err:
-                raise DatasetError(f"{name} in {root} is not a plain CIFAR-10 batch: {err}") from None
+                message = f"{name} in {root} is not a plain CIFAR-10 batch: {err}"
+                raise DatasetError(message) from None
             if not isinstance(batch, dict) or b"data" not in batch:
                 raise DatasetError(f"{name} is not a CIFAR-10 python batch")
             images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))

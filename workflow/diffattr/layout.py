@@ -221,6 +221,11 @@ def parse_target_features(path: str | Path) -> tuple[str, Member]:
     return path.parent.name, Member.parse(path.stem)
 
 
+def parse_scores(path: str | Path) -> str:
+    """``…/scores/<method>.h5`` → method."""
+    return Path(path).stem
+
+
 def parse_ground_truth(path: str | Path) -> int:
     """``…/lds/ground_truth/s<j>.h5`` → subset j."""
     match = re.fullmatch(r"s(\d+)\.h5", Path(path).name)

@@ -1,0 +1,134 @@
+"""A finished run as a library: labelled scores, top influencers, the rows to read; `top`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from diffattr.artifacts import Targets, write_data, write_scores, write_targets
+from diffattr.data import PreparedData
+from diffattr.errors import ArtifactError, ConfigError
+from diffattr.layout import Paths
+from diffattr.results import Run
+
+RNG = np.random.default_rng(0)
+
+
+@pytest.fixture
+def run(tmp_path):
+    p = Paths(str(tmp_path / "results" / "toy"))
+    ids = np.array([3, 5, 8, 13, 21, 34])
+    write_data(
+        p.data,
+        PreparedData(
+            images=RNG.uniform(-1, 1, (6, 1, 4, 4)).astype(np.float32),
+            labels=np.array([0, 1, 1, 0, 2, 2]),
+            ids=ids,
+            class_names=["a", "b", "c"],
+            name="toy",
+        ),
+        {},
+    )
+    write_targets(
+        p.targets,
+        Targets(
+            final=np.zeros((2, 1, 4, 4), np.float32),
+            x_t=np.zeros((2, 2, 1, 4, 4), np.float32),
+            x0_hat=RNG.uniform(-1, 1, (2, 2, 1, 4, 4)).astype(np.float32),
+            steps=[500, 0],
+            target_ids=np.array([0, 1]),
+        ),
+    )
+    tau = RNG.standard_normal((2, 2, 6)).astype(np.float32)
+    write_scores(
+        p.scores("journey_trak"),
+        [500, 0],
+        np.array([0, 1]),
+        ids,
+        lambda s, t, i: tau[s, t, i],
+        {"method": "journey_trak"},
+    )
+    table = pd.DataFrame(
+        [
+            {"method": "journey_trak", "step": 500, "lambda_source": "tuned", "lds": 0.5},
+            {"method": "journey_trak", "step": 500, "lambda_source": "config", "lds": 0.1},
+            {"method": "random", "step": 500, "lambda_source": "none", "lds": 0.0},
+        ]
+    )
+    (tmp_path / "results" / "toy" / "reports").mkdir()
+    table.to_csv(p.report("lds.csv"), index=False)
+    return Run(p.run), tau, ids
+
+
+def test_scores_are_labelled_by_step_target_and_training_example(run):
+    results, tau, ids = run
+    scores = results.scores("journey_trak")
+    assert scores.dims == ("step", "target", "train")
+    assert scores.step.values.tolist() == [500, 0] and scores.train.values.tolist() == ids.tolist()
+    assert scores.label.values.tolist() == [0, 1, 1, 0, 2, 2]
+    np.testing.assert_array_equal(scores.sel(step=0, target=1).values, tau[1, 1])
+    assert float(scores.sel(step=500, target=0, train=13)) == tau[0, 0, 3]
+    assert results.methods() == ["journey_trak"]
+
+
+def test_top_lists_the_strongest_positive_and_negative_influencers(run):
+    results, tau, ids = run
+    table = results.top("journey_trak", target=1, step=500, k=2)
+    row = tau[0, 1]
+    assert table.columns.tolist() == ["rank", "sign", "train_id", "position", "label", "score"]
+    plus, minus = table[table.sign == "+"], table[table.sign == "−"]
+    assert plus.position.tolist() == np.argsort(-row)[:2].tolist()
+    assert minus.position.tolist() == np.argsort(row)[:2].tolist()
+    assert plus.train_id.tolist() == ids[plus.position].tolist()
+    assert np.allclose(plus.score, row[plus.position]) and plus.score.is_monotonic_decreasing
+    assert plus["rank"].tolist() == [1, 2] == minus["rank"].tolist()
+    with pytest.raises(
+        ConfigError, match=r"step 300 is not an attribution step; choose \[500, 0\]"
+    ):
+        results.top("journey_trak", target=1, step=300)
+    with pytest.raises(ConfigError, match="no target 7"):
+        results.top("journey_trak", target=7, step=500)
+    with pytest.raises(ArtifactError, match=r"no scores of 'dtrak'.*\['journey_trak'\]"):
+        results.top("dtrak", target=1, step=500)
+
+
+def test_the_lds_rows_to_read_drop_the_untuned_lambda(run):
+    results, _, _ = run
+    table = results.lds()
+    assert table.lambda_source.tolist() == ["tuned", "none"]
+
+
+def test_diffattr_top_prints_the_table_and_draws_it(run, tmp_path):
+    results, tau, ids = run
+    figure = tmp_path / "top.png"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "diffattr",
+            "top",
+            "--run",
+            str(results.folder),
+            "--method",
+            "journey_trak",
+            "--target",
+            "0",
+            "--step",
+            "0",
+            "-k",
+            "2",
+            "--figure",
+            str(figure),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].split() == ["rank", "sign", "train_id", "position", "label", "score"]
+    best = int(np.argmax(tau[1, 0]))
+    assert lines[1].split()[:3] == ["1", "+", str(ids[best])]
+    assert len(lines) == 5 and figure.stat().st_size > 1000

@@ -1,0 +1,146 @@
+"""A finished run as a library: scores as labelled arrays, top influencers as tables, the reports
+with the row to read chosen for you.
+
+    from diffattr.results import Run
+
+    run = Run("results/default")
+    tau = run.scores("journey_trak")                  # xarray (step, target, train), labelled
+    run.top("journey_trak", target=3, step=300, k=10) # the 10 strongest + and − influencers
+    run.lds()                                         # the LDS rows to read
+
+Axes: ``step`` holds timesteps t (noisy → clean, as sampled), ``target`` target ids, ``train``
+training-example ids (with their ``label`` and ``position``, the row of ``data.h5`` and of
+``run.data.images``). Sign: a positive score supports the target (its removal raises f_t).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .artifacts import ScoreFile, Targets, read_data, read_scores, read_targets
+from .data import PreparedData
+from .errors import ArtifactError, ConfigError
+from .layout import Paths, parse_scores
+
+
+class Run:
+    """The results folder of one run (``results/<run>``)."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise ArtifactError(f"no run at {self.folder}; run the workflow first")
+        self.paths = Paths(str(self.folder))
+
+    @cached_property
+    def data(self) -> PreparedData:
+        return read_data(self.paths.data)
+
+    @cached_property
+    def targets(self) -> Targets:
+        return read_targets(self.paths.targets)
+
+    def methods(self) -> list[str]:
+        """Methods with a score file."""
+        folder = Path(self.paths.scores("any")).parent
+        return sorted(parse_scores(p) for p in folder.glob("*.h5"))
+
+    def _score_path(self, method: str) -> Path:
+        path = Path(self.paths.scores(method))
+        if not path.exists():
+            raise ArtifactError(f"no scores of {method!r} in {self.folder}; have {self.methods()}")
+        return path
+
+    def scores(self, method: str):
+        """Scores τ of every (step, target, training example) as an ``xarray.DataArray``."""
+        import xarray as xr
+
+        result = read_scores(self._score_path(method))
+        labels = self.data.labels[np.searchsorted(self.data.ids, result.train_ids)]
+        return xr.DataArray(
+            result.scores,
+            dims=("step", "target", "train"),
+            coords={
+                "step": result.steps,
+                "target": result.target_ids,
+                "train": result.train_ids,
+                "label": ("train", labels),
+                "position": ("train", np.arange(len(result.train_ids))),
+            },
+            name=method,
+            attrs={k: str(v) for k, v in result.attrs.items()},
+        )
+
+    def top(self, method: str, target: int, step: int, k: int = 10) -> pd.DataFrame:
+        """The ``k`` strongest positive and ``k`` strongest negative influencers of target id
+        ``target`` at timestep ``step``: columns rank, sign, train_id, position, label, score
+        (the images are ``run.data.images[df.position]``)."""
+        with ScoreFile(self._score_path(method)) as scores:
+            if step not in scores.steps:
+                raise ConfigError(f"step {step} is not an attribution step; choose {scores.steps}")
+            where = np.flatnonzero(scores.target_ids == target)
+            if not len(where):
+                raise ConfigError(f"no target {target}; targets are {scores.target_ids.tolist()}")
+            row = scores.row(step, int(where[0]))
+            train_ids = scores.train_ids
+        order = np.argsort(-row, kind="stable")
+        picks = [("+", i) for i in order[:k]] + [("−", i) for i in order[::-1][:k]]
+        positions = np.searchsorted(self.data.ids, train_ids)
+        return pd.DataFrame(
+            [
+                {
+                    "rank": r % k + 1,
+                    "sign": sign,
+                    "train_id": int(train_ids[i]),
+                    "position": int(positions[i]),
+                    "label": int(self.data.labels[positions[i]]),
+                    "score": float(row[i]),
+                }
+                for r, (sign, i) in enumerate(picks)
+            ]
+        )
+
+    def lds(self) -> pd.DataFrame:
+        """The LDS rows to read: λ tuned on the tuning subsets (gradient methods) and the
+        methods without λ; the rows scored with the config λ of the score files are dropped."""
+        table = pd.read_csv(self.paths.report("lds.csv"))
+        return table[table.lambda_source != "config"].reset_index(drop=True)
+
+    def counterfactual(self) -> pd.DataFrame:
+        """The counterfactual report (one row per method, step, k, protocol and metric)."""
+        return pd.read_csv(self.paths.report("counterfactual.csv"))
+
+
+def top(
+    *,
+    run: Path,
+    method: str,
+    target: int,
+    step: int,
+    k: int = 10,
+    figure: Path | None = None,
+) -> None:
+    """Print the top positive and negative influencers of one target at one step."""
+    results = Run(run)
+    table = results.top(method, target, step, k)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    if figure is not None:
+        from .figures import attribution_grid, save
+
+        tau = results.scores(method).sel(step=step, target=target).values
+        s = results.targets.steps.index(step)
+        j = int(np.flatnonzero(results.targets.target_ids == target)[0])
+        fig = attribution_grid(
+            results.targets.x0_hat[s : s + 1, j],
+            [step],
+            tau[None],
+            results.data.images,
+            results.data.labels,
+            k,
+            f"{method}: target {target}, t = {step}",
+        )
+        save(fig, figure)
