@@ -180,6 +180,12 @@ def test_kernel_target_features_and_scores_round_trip(tmp_path):
     scores = read_scores(tmp_path / "s.h5")
     assert np.array_equal(scores.scores, full) and scores.method == "toy"
     assert "positive influencer" in scores.attrs["sign"]
+    import h5py
+
+    with h5py.File(tmp_path / "s.h5") as f:  # named axes for plain h5py, h5netcdf, xarray
+        dims = f["scores"].dims
+        assert [d.label for d in dims] == ["step", "target", "train"]
+        assert [d[0].name for d in dims] == ["/steps", "/target_ids", "/train_ids"]
     with ScoreFile(tmp_path / "s.h5") as f:
         assert np.array_equal(f.row(0, 2), full[1, 2])
         assert np.array_equal(f.train_ids, np.arange(7) + 50)

@@ -293,6 +293,12 @@ def write_scores(
         f.create_dataset("target_ids", data=np.asarray(target_ids, dtype=np.int64))
         f.create_dataset("train_ids", data=np.asarray(train_ids, dtype=np.int64))
         scores = f.create_dataset("scores", (n_steps, n_targets, n_train), np.float32, chunks=chunk)
+        for axis, (name, index) in enumerate(
+            [("step", "steps"), ("target", "target_ids"), ("train", "train_ids")]
+        ):
+            f[index].make_scale(name)  # dimension scales: readers see named, labelled axes
+            scores.dims[axis].attach_scale(f[index])
+            scores.dims[axis].label = name
         for s in range(n_steps):
             for t_lo in range(0, n_targets, target_block):
                 targets = slice(t_lo, min(t_lo + target_block, n_targets))
