@@ -43,7 +43,8 @@ class Section:
     def __getattribute__(self, name: str) -> Any:
         value = object.__getattribute__(self, name)
         if value is NOT_PASSED:
-            key = f"{type(self).path}.{name}".lstrip(".").rstrip("_")
+            key = type(self).key(name)
+            key = f"{type(self).path}.{key}" if type(self).path else key
             raise ConfigError(
                 f"config key {key} is not passed to this job; add it to the job's slice in "
                 "diffattr.config.SLICES"
@@ -79,7 +80,8 @@ class Section:
             elif partial:
                 kwargs[f.name] = NOT_PASSED
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ConfigError(f"config key {cls.path}.{key} is required".replace(" .", " "))
+                name = f"{cls.path}.{key}" if cls.path else key
+                raise ConfigError(f"config key {name} is required")
         return cls(**kwargs)
 
     def to_dict(self) -> dict[str, Any]:
