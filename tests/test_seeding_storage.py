@@ -53,3 +53,40 @@ def test_h5_attributes_roundtrip(tmp_path):
     assert attrs["none"] is None
     assert attrs["package"] == "diffattr"
     assert "package_version" in attrs
+
+
+def test_no_two_seed_key_sequences_of_the_package_can_collide():
+    """derive_seed(a, b) == derive_seed(a, b, 0) (SeedSequence pads with zeros), so keys of one
+    purpose must always have the same length. Every call site in the package names its purpose
+    with a string as the second key: each purpose is used with one number of keys, and the
+    purposes hash to distinct words (checked here over the package's source)."""
+    import ast
+    from pathlib import Path
+
+    from diffattr.seeding import _as_word
+
+    package = Path(__file__).resolve().parents[1] / "workflow" / "diffattr"
+    arities: dict[str, set[int]] = {}
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "id", "") in {"generator", "numpy_rng", "derive_seed"}
+            ):
+                continue
+            args = node.args
+            if any(isinstance(a, ast.Starred) for a in args) or len(args) < 2:
+                continue  # forwarding helpers (*keys): init_seeded, gaussian; not followed here
+            tag = args[1]
+            if isinstance(tag, ast.Constant) and isinstance(tag.value, str):
+                name = tag.value
+            elif isinstance(tag, ast.JoinedStr):
+                name = "".join(v.value for v in tag.values if isinstance(v, ast.Constant)) + "*"
+            else:
+                name = f"<{ast.unparse(tag)}>"  # a variable tag (e.g. target_draws' tag)
+            arities.setdefault(name, set()).add(len(args))
+    assert len(arities) >= 12, sorted(arities)
+    ambiguous = {tag: sizes for tag, sizes in arities.items() if len(sizes) > 1}
+    assert not ambiguous, ambiguous
+    literal = [t for t in arities if not t.startswith("<") and not t.endswith("*")]
+    assert len({_as_word(t) for t in literal}) == len(literal)
