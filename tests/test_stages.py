@@ -520,3 +520,26 @@ def test_lds_table_without_enough_tuning_subsets_reports_the_stored_scores_only(
     table, details = lds_table(inputs, cfg, seed=0)
     assert set(table.lambda_source) == {"config", "none"} and details["methods"] == {}
     assert (table.n_subsets == 10).all() and details["n_tuning"] == 2
+
+
+def test_a_shard_overwritten_after_its_kernel_is_refused(tmp_path):
+    """Same size, other values: scores and the LDS report would change silently."""
+    from diffattr.errors import ArtifactError
+
+    cfg = config()
+    p, data, _, phis, _, paths = write_inputs(tmp_path)
+    shard = paths["train_features"][1]  # member 0, shard 1
+    write_feature_shard(shard, phis[0][16:] * 2, np.arange(16, 30), data.ids[16:], {})
+    with pytest.raises(ArtifactError, match=r"shard1\.h5 changed after .*m0_final\.h5 was made"):
+        run_stage(
+            "score",
+            cfg,
+            method="journey_trak",
+            data=Path(p.data),
+            targets=Path(p.targets),
+            out=tmp_path / "s.h5",
+            kernels=paths["kernels"],
+            target_features=paths["target_features"],
+            train_features=paths["train_features"],
+        )
+    assert not (tmp_path / "s.h5").exists()

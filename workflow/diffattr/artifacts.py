@@ -38,7 +38,7 @@ from .data import PreparedData
 from .errors import ArtifactError, DatasetError
 from .layout import parse_sample_group, remake_hint, sample_group
 from .scoring import BlockFn, Kernel
-from .storage import create_h5, read_attrs
+from .storage import create_h5, file_digest, read_attrs
 
 SIGN_CONVENTION = (
     "tau[i] > 0: including training example i lowers the target's output f_t, i.e. supports the "
@@ -209,6 +209,22 @@ class FeatureStore:
                 raise ValueError(f"feature shards do not tile the training set (gap before {path})")
             expected = hi
         self.n = expected
+
+    def digests(self) -> dict[str, str]:
+        """sha256 of each shard file, by file name (recorded by the kernel made from them)."""
+        return {path.name: file_digest(path) for path, _, _ in self.shards}
+
+    def check_unchanged_since(self, recorded: Mapping[str, str] | None, made: str | Path) -> None:
+        """The shards are the bytes ``made`` (a kernel, a score file) was computed from, by the
+        digests it recorded (None: made before digests were recorded, not checked)."""
+        if recorded is None:
+            return
+        for name, digest in self.digests().items():
+            if recorded.get(name) != digest:
+                path = next(p for p, _, _ in self.shards if p.name == name)
+                raise ArtifactError(
+                    f"{path} changed after {made} was made from it; {remake_hint(made)}"
+                )
 
     def blocks(self, rows: int) -> Iterator[tuple[int, np.ndarray]]:
         """Yield (first row, block) pairs of at most ``rows`` rows, in order."""

@@ -97,6 +97,15 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot store {type(value).__name__} in an HDF5 attribute")
 
 
+def file_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """sha256 of a file's bytes (streamed)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def config_hash(cfg: Mapping[str, Any]) -> str:
     """Short sha256 of a config section's canonical JSON."""
     text = json.dumps(cfg, sort_keys=True, default=_json_default)

@@ -104,6 +104,7 @@ def kernel(cfg: RunConfig, *, features: list[Path], out: Path) -> None:
         "n_train": store.n,
         "dim": store.dim,
         "features": [str(p) for p in features],
+        "feature_digests": store.digests(),
     }
     write_kernel(out, dataclasses.replace(result, attrs=attrs))
     log.info("%s kernel %d×%d, λ_abs %.4g", result.form, *result.matrix.shape, result.lambda_abs)
@@ -163,6 +164,9 @@ def score(
                 "K": cfg.attribution.K,
                 "R": cfg.attribution.R,
                 "projection": first_store.attrs.get("projection"),
+                "feature_digests": {
+                    str(m): k.attrs.get("feature_digests") for m, (_, k, _) in members.items()
+                },
             }
         )
     block_fn = scorer(chosen, prepared, stored, cfg.seed, list(members.values()))
@@ -202,11 +206,9 @@ def ensemble_members(
         output, member = layout.parse_kernel(path)
         if output != train_output or member not in psi or not shards[member]:
             raise ConfigError(f"kernel {path} has no matching target features or training shards")
-        members[member] = (
-            FeatureStore(shards[member]),
-            read_kernel(path),
-            read_target_features(psi[member]).features,
-        )
+        store, kernel_ = FeatureStore(shards[member]), read_kernel(path)
+        store.check_unchanged_since(kernel_.attrs.get("feature_digests"), path)
+        members[member] = (store, kernel_, read_target_features(psi[member]).features)
     return members
 
 

@@ -163,18 +163,21 @@ def lds_inputs(
         output, member, _ = layout.parse_train_features(path)
         shards[output, member].append(path)
     psi = {layout.parse_target_features(p): p for p in target_features}
-    results = {r.method: r for r in map(read_scores, scores)}
-    members = {
-        method: [
-            (
-                FeatureStore(shards[result.attrs["train_output"], layout.Member.parse(m)]),
-                read_target_features(psi[method, layout.Member.parse(m)]).features,
-            )
-            for m in result.attrs["members"]
-        ]
-        for method, result in results.items()
-        if "members" in result.attrs
-    }
+    results, score_path = {}, {}
+    for path in scores:
+        result = read_scores(path)
+        results[result.method], score_path[result.method] = result, path
+    members = {}
+    for method, result in results.items():
+        if "members" not in result.attrs:
+            continue
+        members[method] = []
+        recorded = result.attrs.get("feature_digests") or {}
+        for m in result.attrs["members"]:
+            member = layout.Member.parse(m)
+            store = FeatureStore(shards[result.attrs["train_output"], member])
+            store.check_unchanged_since(recorded.get(m), score_path[method])
+            members[method].append((store, read_target_features(psi[method, member]).features))
     check_consistent(subsets, split, ground_truth, truths, scores, list(results.values()))
     for method, stores in members.items():
         for store, features in stores:
