@@ -18,11 +18,12 @@ import pandas as pd
 from diffattr import layout
 from diffattr.artifacts import FeatureStore
 from diffattr.config import RunConfig, load
-from diffattr.stages import STAGES
+from diffattr.stages import load as load_stage
+from diffattr.stages import slice_of
 
 
 def stage(command: str, cfg: RunConfig, **paths: object) -> None:
-    function, slice_ = STAGES[command]
+    function, slice_ = load_stage(command), slice_of(command)
     function(RunConfig.from_slice(cfg.slice(slice_), slice_), **paths)
 
 

@@ -9,13 +9,15 @@ import sys
 import pytest
 from diffattr.cli import COMMANDS, HELP, _parser
 from diffattr.stages import STAGES
+from diffattr.stages import load as load_stage
 
 
 def test_every_subcommand_and_option_has_a_help_line():
     parser = _parser()
     sub = next(a for a in parser._actions if a.dest == "command")
     assert set(sub.choices) == set(STAGES) | set(COMMANDS)
-    for name, (stage, _) in STAGES.items():
+    for name in STAGES:
+        stage = load_stage(name)
         assert (stage.__doc__ or "").strip(), f"{name}: its stage needs a docstring"
         for param in list(inspect.signature(stage).parameters)[1:]:
             assert param == "progress" or param in HELP, f"{name} --{param} has no help"
@@ -55,3 +57,15 @@ def test_config_errors_end_in_one_line(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert lines[-1].startswith("diffattr kernel: error: --cfg is not JSON")
     assert "Traceback" not in proc.stderr
+
+
+def test_a_light_job_imports_neither_torch_nor_diffusers():
+    """A kernel, score or report job starts without the model libraries (seconds per job)."""
+    code = (
+        "import sys; from diffattr.cli import _parser; _parser('kernel'); "
+        "from diffattr.stages import load; [load(c) for c in ('kernel', 'score', "
+        "'figure-attributions', 'lds-subsets', 'lds-report')]; "
+        "print(sorted(m for m in ('torch', 'diffusers') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -23,12 +23,14 @@ from diffattr.config import (
     TrainConfig,
     attribution_steps,
     load,
+    sampler_timesteps,
     schema,
 )
 from diffattr.config import merge as config_merge
 from diffattr.errors import ConfigError
 from diffattr.methods import METHODS
-from diffattr.stages import STAGES
+from diffattr.stages import load as load_stage
+from diffattr.stages import slice_of
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = REPO / "config" / "config.yaml"
@@ -225,6 +227,15 @@ def test_attribution_steps():
     assert cfg.attribution_steps() == [660, 340, 0]  # 50 steps of 1000: 980, 960, …, 0
 
 
+@pytest.mark.parametrize(("T", "n"), [(1000, 1000), (1000, 50), (1000, 3), (1000, 7), (10, 10)])
+def test_sampler_timesteps_equal_diffusers(T, n):
+    from diffusers import DDPMScheduler
+
+    scheduler = DDPMScheduler(num_train_timesteps=T)
+    scheduler.set_timesteps(n)
+    assert sampler_timesteps(T, n) == [int(t) for t in scheduler.timesteps]
+
+
 def test_counterfactual_case_count():
     cfg = load([DEFAULT])
     assert cfg.counterfactual.n_cases == 3 * 1 * 3 * 1
@@ -267,7 +278,7 @@ def test_every_gpu_rule_exists_and_its_slice_carries_the_device():
         assert rule in commands, f"profiles/slurm gives unknown rule {rule} a GPU"
         slice_, command = commands[rule]
         assert "device" in SLICES[slice_], rule
-        assert STAGES[command][1] == slice_, f"{rule}: rule slice ≠ the stage's slice"
+        assert slice_of(command) == slice_, f"{rule}: rule slice ≠ the stage's slice"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
@@ -277,7 +288,7 @@ def test_gpu_stages_resolve_the_configured_device_first(rule, tmp_path):
     it reads any input: every GPU stage resolves the configured device (load_model requires it,
     so the models it loads go there)."""
     slice_, command = rule_commands()[rule]
-    stage = STAGES[command][0]
+    stage = load_stage(command)
     cfg = dataclasses.replace(load([DEFAULT, TEST]), device="cuda")
     hints = typing.get_type_hints(stage)
     kwargs = {}

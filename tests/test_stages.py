@@ -34,7 +34,8 @@ from diffattr.lds.report import LdsInputs, lds_table
 from diffattr.lds.stats import lds, predictions
 from diffattr.models import load_model
 from diffattr.ridge import ridge_predictions
-from diffattr.stages import STAGES
+from diffattr.stages import load as load_stage
+from diffattr.stages import slice_of
 
 REPO = Path(__file__).resolve().parents[1]
 RNG = np.random.default_rng(0)
@@ -165,7 +166,7 @@ def write_inputs(tmp: Path, n=30, dim=6, members=2):
 
 
 def run_stage(command: str, cfg: RunConfig, **kwargs) -> None:
-    stage, slice_ = STAGES[command]
+    stage, slice_ = load_stage(command), slice_of(command)
     stage(RunConfig.from_slice(cfg.slice(slice_), slice_), **kwargs)
 
 

@@ -33,10 +33,9 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .counterfactual import Case
 from .data import PreparedData
 from .errors import ArtifactError, DatasetError
-from .layout import parse_sample_group, remake_hint, sample_group
+from .layout import Case, parse_sample_group, remake_hint, sample_group
 from .scoring import BlockFn, Kernel
 from .storage import create_h5, file_digest, read_attrs
 

@@ -25,7 +25,8 @@ from .config import AttributionConfig
 from .data import PreparedData
 from .features import featurize_targets, featurize_training
 from .layout import Member
-from .methods import GradientMethod, Method, ScoringInputs
+from .methods import GradientMethod, Method
+from .methods import scorer as scores_of
 from .projection import Projector, make_projector
 from .scoring import BlockFn, Kernel, RowBlocks, kernel
 
@@ -111,16 +112,7 @@ def scorer(
     seed: int,
     members: Sequence[tuple[RowBlocks, Kernel, np.ndarray]] = (),
 ) -> BlockFn:
-    """Blocks of the method's scores (steps, targets, n_train); gradient methods need, per
-    ensemble member, its training features, kernel and target features."""
-    if method.uses_gradients and not members:
-        raise ValueError(f"{method.name} needs ensemble members (features and kernels)")
-    inputs = ScoringInputs(
-        train_images=data.images,
-        steps=targets.steps,
-        target_ids=targets.target_ids,
-        x0_hat=targets.x0_hat,
-        seed=seed,
-        members=members,
+    """Blocks of the method's scores for the targets (see ``methods.scorer``)."""
+    return scores_of(
+        method, data.images, targets.x0_hat, targets.steps, targets.target_ids, seed, members
     )
-    return method.scorer(inputs)

@@ -18,10 +18,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .config import RunConfig, load
+from .config import RunConfig
+from .config import load as load_config
 from .errors import DiffattrError
 from .results import top
-from .stages import STAGES
+from .stages import STAGES, slice_of
+from .stages import load as load_stage
 
 COMMANDS = {"top": top}  # commands for users, beside the workflow's stages
 
@@ -109,7 +111,9 @@ def _option(parser: argparse.ArgumentParser, name: str, hint: object, default: o
         )
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``only``, just that subcommand gets its options (its stage module is the
+    only one imported, so a light job starts fast)."""
     parser = argparse.ArgumentParser(prog="diffattr", description=__doc__)
     parser.add_argument("--version", action="version", version=f"diffattr {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -119,7 +123,11 @@ def _parser() -> argparse.ArgumentParser:
         for param in inspect.signature(command).parameters.values():
             _option(p, param.name, hints[param.name], param.default)
         p.set_defaults(stage=command)
-    for name, (stage, _) in STAGES.items():  # the workflow's steps
+    for name in STAGES:  # the workflow's steps
+        if only is not None and name != only:
+            sub.add_parser(name)
+            continue
+        stage = load_stage(name)
         summary = (stage.__doc__ or "").strip().split("\n")[0]
         p = sub.add_parser(name, help=summary, description=stage.__doc__)
         config = p.add_mutually_exclusive_group()
@@ -154,7 +162,9 @@ def _setup(threads: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = vars(_parser().parse_args(argv))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    only = argv[0] if argv and argv[0] in STAGES else None
+    args = vars(_parser(only).parse_args(argv))
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
@@ -167,8 +177,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             return
         text, files = args.pop("cfg"), args.pop("configfile")
         _setup(args.pop("threads"))
-        slice_ = STAGES[command][1]
-        cfg = RunConfig.from_slice(load(files).slice(slice_) if files else text, slice_)
+        slice_ = slice_of(command)
+        cfg = RunConfig.from_slice(load_config(files).slice(slice_) if files else text, slice_)
         stage(cfg, **args)
     except DiffattrError as err:
         print(f"diffattr {command}: error: {err}", file=sys.stderr)

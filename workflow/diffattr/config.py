@@ -489,17 +489,16 @@ def _without_unset(values: dict[str, Any], node: Mapping[str, Any]) -> dict[str,
 
 
 def sampler_timesteps(num_train_timesteps: int, sampling_steps: int) -> list[int]:
-    """The timesteps a ``sampling_steps``-step DDPM sampler visits, noisy → clean (diffusers)."""
-    from diffusers import DDPMScheduler
-
-    scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps)
+    """The timesteps a ``sampling_steps``-step DDPM sampler visits, noisy → clean: diffusers'
+    "leading" spacing k·⌊T/n⌋ (a test keeps it equal to ``DDPMScheduler.set_timesteps``; the
+    workflow checks configs without importing diffusers)."""
     if sampling_steps > num_train_timesteps:
         raise ConfigError(
             f"targets.sampling_steps ({sampling_steps}) exceeds diffusion.num_train_timesteps "
             f"({num_train_timesteps})"
         )
-    scheduler.set_timesteps(sampling_steps)
-    return [int(t) for t in scheduler.timesteps]
+    ratio = num_train_timesteps // sampling_steps
+    return [k * ratio for k in reversed(range(sampling_steps))]
 
 
 def attribution_steps(spec: int | Sequence[int], timesteps: Sequence[int]) -> list[int]:

@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -27,21 +26,8 @@ from torch import Tensor
 from .config import CounterfactualConfig
 from .diffusion import Predictor, denoise, swapped_predictor
 from .errors import ConfigError
+from .layout import Case
 from .seeding import generator, numpy_rng
-
-
-@dataclass(frozen=True)
-class Case:
-    """One counterfactual model: remove ``k`` examples chosen by ``method`` for (target, step)."""
-
-    index: int
-    method: str
-    target: int  # position in targets.h5
-    step: int  # timestep t (resolved from the emergence analysis when configured so)
-    k: int
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def removal_size(k: float, n: int) -> int:

@@ -10,7 +10,7 @@ examples is the only difference, while the seed floor retrains the full data wit
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .errors import ConfigError
@@ -43,6 +43,20 @@ class Member:
 def members(ensemble: int, checkpoints: tuple[str, ...] | list[str]) -> list[Member]:
     """Every (model, checkpoint) of the ensemble, model-major."""
     return [Member(i, c) for i in range(ensemble) for c in checkpoints]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One counterfactual model: remove ``k`` examples chosen by ``method`` for (target, step)."""
+
+    index: int
+    method: str
+    target: int  # position in targets.h5
+    step: int  # timestep t (resolved from the emergence analysis when configured so)
+    k: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
 
 
 def case_name(index: int) -> str:

@@ -25,7 +25,6 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .errors import ConfigError
-from .features import uniform_timesteps
 from .scoring import BlockFn, Kernel, TrakScorer, pixel_similarity_block, random_block
 
 
@@ -129,6 +128,8 @@ class Trak(GradientMethod):
     target_output = "loss"
 
     def target_queries(self, x0_hat, final, steps, K, R, T):
+        from .features import uniform_timesteps  # (torch: only jobs that featurize need it)
+
         return [TargetQuery(list(range(len(steps))), final, uniform_timesteps(K, T))]
 
 
@@ -157,6 +158,23 @@ def get_method(name: str) -> Method:
     if name not in METHODS:
         raise ConfigError(f"unknown attribution method {name!r}; available: {sorted(METHODS)}")
     return METHODS[name]
+
+
+def scorer(
+    method: Method,
+    train_images: np.ndarray,
+    x0_hat: np.ndarray,
+    steps: list[int],
+    target_ids: np.ndarray,
+    seed: int,
+    members: Sequence[tuple[Any, Kernel, np.ndarray]] = (),
+) -> BlockFn:
+    """Blocks of the method's scores (steps, targets, n_train); gradient methods need, per
+    ensemble member, its training features Φ, kernel and target features ψ."""
+    if method.uses_gradients and not members:
+        raise ValueError(f"{method.name} needs ensemble members (features and kernels)")
+    inputs = ScoringInputs(train_images, steps, target_ids, x0_hat, seed, members)
+    return method.scorer(inputs)
 
 
 def gradient_method(name: str) -> GradientMethod:

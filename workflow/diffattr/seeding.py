@@ -8,9 +8,12 @@ therefore never depends on batch size, sharding or the order in which work is do
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 Key = int | str
 
@@ -34,6 +37,8 @@ def derive_seed(*keys: Key) -> int:
 
 def generator(*keys: Key, device: str | torch.device = "cpu") -> torch.Generator:
     """A torch generator seeded by ``derive_seed(*keys)``."""
+    import torch  # here, so that jobs that never draw with torch do not import it (≈ 3 s)
+
     gen = torch.Generator(device=device)
     gen.manual_seed(derive_seed(*keys))
     return gen

@@ -8,6 +8,7 @@ HDF5 files carry their meaning in attributes; dicts and lists are stored as JSON
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import hashlib
 import json
@@ -114,13 +115,19 @@ def config_hash(cfg: Mapping[str, Any]) -> str:
 
 def provenance() -> dict[str, Any]:
     """Attributes every diffattr file carries."""
-    import torch
-
     return {
         "package": "diffattr",
         "package_version": __version__,
-        "torch_version": torch.__version__,
+        "torch_version": _torch_version(),
     }
+
+
+@functools.cache
+def _torch_version() -> str:
+    """The installed torch's version, without importing torch."""
+    import importlib.metadata
+
+    return importlib.metadata.version("torch")
 
 
 def write_json(path: str | os.PathLike, payload: Any) -> None:

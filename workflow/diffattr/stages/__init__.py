@@ -1,51 +1,49 @@
 """The workflow's steps as typed functions ``stage(cfg: RunConfig, *, paths…)``: each reads its
 inputs through ``artifacts``, runs the package's algorithms and writes its outputs atomically.
-No argparse, no h5py, no path parsing here; the CLI exposes every stage as one subcommand."""
+No argparse, no h5py, no path parsing here; the CLI exposes every stage as one subcommand.
+
+Modules group stages by what they import: ``scoring`` and ``lds`` need no model (no torch or
+diffusers: a kernel or report job starts in about a second), the others run models. A job
+imports only its own stage's module (``load``)."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
-
-from .attribution import featurize_targets, featurize_train, figure_attributions, kernel, score
-from .counterfactual import (
-    cf_plan,
-    cf_report,
-    cf_resample,
-    emergence_stage,
-    train_classifier_stage,
-)
-from .lds import ground_truth, lds_report, lds_subsets, memorization_reference
-from .models import (
-    prepare_data,
-    sample,
-    train_cf_floor,
-    train_cf_model,
-    train_model,
-    train_subset_model,
-)
 
 Stage = Callable[..., None]
 
-# command name → (stage, the config slice it reads: a key of diffattr.config.SLICES)
-STAGES: dict[str, tuple[Stage, str]] = {
-    "prepare-data": (prepare_data, "prepare_data"),
-    "train": (train_model, "train"),
-    "train-subset": (train_subset_model, "train"),
-    "train-counterfactual": (train_cf_model, "train"),
-    "train-floor": (train_cf_floor, "train"),
-    "sample": (sample, "sample"),
-    "featurize-train": (featurize_train, "featurize_train"),
-    "kernel": (kernel, "kernel"),
-    "featurize-targets": (featurize_targets, "featurize_targets"),
-    "score": (score, "score"),
-    "figure-attributions": (figure_attributions, "figure_attributions"),
-    "lds-subsets": (lds_subsets, "lds_subsets"),
-    "ground-truth": (ground_truth, "ground_truth"),
-    "memorization-reference": (memorization_reference, "memorization_reference"),
-    "lds-report": (lds_report, "lds_report"),
-    "train-classifier": (train_classifier_stage, "train_classifier"),
-    "emergence": (emergence_stage, "emergence"),
-    "cf-plan": (cf_plan, "cf_plan"),
-    "cf-resample": (cf_resample, "cf_resample"),
-    "cf-report": (cf_report, "cf_report"),
+# command → (module, function, the config slice it reads: a key of diffattr.config.SLICES)
+STAGES: dict[str, tuple[str, str, str]] = {
+    "prepare-data": ("models", "prepare_data", "prepare_data"),
+    "train": ("models", "train_model", "train"),
+    "train-subset": ("models", "train_subset_model", "train"),
+    "train-counterfactual": ("models", "train_cf_model", "train"),
+    "train-floor": ("models", "train_cf_floor", "train"),
+    "sample": ("models", "sample", "sample"),
+    "featurize-train": ("attribution", "featurize_train", "featurize_train"),
+    "featurize-targets": ("attribution", "featurize_targets", "featurize_targets"),
+    "kernel": ("scoring", "kernel", "kernel"),
+    "score": ("scoring", "score", "score"),
+    "figure-attributions": ("scoring", "figure_attributions", "figure_attributions"),
+    "lds-subsets": ("lds", "lds_subsets", "lds_subsets"),
+    "ground-truth": ("ground_truth", "ground_truth", "ground_truth"),
+    "memorization-reference": ("ground_truth", "memorization_reference", "memorization_reference"),
+    "lds-report": ("lds", "lds_report", "lds_report"),
+    "train-classifier": ("counterfactual", "train_classifier_stage", "train_classifier"),
+    "emergence": ("counterfactual", "emergence_stage", "emergence"),
+    "cf-plan": ("counterfactual", "cf_plan", "cf_plan"),
+    "cf-resample": ("counterfactual", "cf_resample", "cf_resample"),
+    "cf-report": ("counterfactual", "cf_report", "cf_report"),
 }
+
+
+def load(command: str) -> Stage:
+    """The stage function of ``command`` (importing only its module)."""
+    module, function, _ = STAGES[command]
+    return getattr(importlib.import_module(f"{__name__}.{module}"), function)
+
+
+def slice_of(command: str) -> str:
+    """The config slice ``command`` reads."""
+    return STAGES[command][2]

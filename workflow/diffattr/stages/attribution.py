@@ -1,43 +1,25 @@
-"""Stages: training features per member and shard, kernels, target features, scores, figures."""
+"""Stages that featurize with a model: training features per member and shard, target features."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
-from collections import defaultdict
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from .. import layout
 from ..artifacts import (
-    FeatureStore,
     TargetFeatures,
     read_data,
-    read_kernel,
-    read_scores,
-    read_target_features,
     read_targets,
     write_feature_shard,
-    write_kernel,
-    write_scores,
     write_target_features,
 )
-from ..attribution import Attributor, scorer
+from ..attribution import Attributor
 from ..config import RunConfig
-from ..data import decode_latents
-from ..errors import ConfigError
 from ..features import shard_positions
-from ..figures import attribution_grid, save
 from ..layout import Member
-from ..methods import get_method, gradient_method
+from ..methods import gradient_method
 from ..models import load_model, resolve_device
-from ..scoring import Kernel
-from ..scoring import kernel as build_kernel
-from ..storage import atomic_path, config_hash
 
 log = logging.getLogger("diffattr")
 
@@ -94,22 +76,6 @@ def featurize_train(
     )
 
 
-def kernel(cfg: RunConfig, *, features: list[Path], out: Path) -> None:
-    """Invert one member's regularised feature Gram matrix (ΦᵀΦ + λ_abs I)⁻¹ (or its dual)."""
-    store = FeatureStore(features)
-    lam = cfg.attribution.lambda_
-    result = build_kernel(store, lam, cfg.attribution.block_size)
-    attrs = {
-        "lambda": lam,
-        "n_train": store.n,
-        "dim": store.dim,
-        "features": [str(p) for p in features],
-        "feature_digests": store.digests(),
-    }
-    write_kernel(out, dataclasses.replace(result, attrs=attrs))
-    log.info("%s kernel %d×%d, λ_abs %.4g", result.form, *result.matrix.shape, result.lambda_abs)
-
-
 def featurize_targets(
     cfg: RunConfig, *, model: Path, member: str, method: str, targets: Path, out: Path
 ) -> None:
@@ -127,119 +93,3 @@ def featurize_targets(
     }
     write_target_features(out, TargetFeatures(psi, stored.steps, stored.target_ids, attrs))
     log.info("target features %s for %s: %s", chosen.name, member, psi.shape)
-
-
-def score(
-    cfg: RunConfig,
-    *,
-    method: str,
-    data: Path,
-    targets: Path,
-    out: Path,
-    kernels: Sequence[Path] = (),
-    target_features: Sequence[Path] = (),
-    train_features: Sequence[Path] = (),
-) -> None:
-    """Score every training example for every (step, target): the method's score file."""
-    chosen = get_method(method)
-    prepared = read_data(data)
-    stored = read_targets(targets)
-    attrs: dict[str, Any] = {
-        **chosen.attributes(),
-        "config_hash": config_hash(cfg.to_dict()),
-        "config": cfg.to_dict(),
-    }
-    members: dict[Member, tuple[FeatureStore, Kernel, np.ndarray]] = {}
-    if chosen.uses_gradients:
-        members = ensemble_members(chosen.train_output, kernels, target_features, train_features)
-        for member, (store, _, _) in members.items():
-            if store.n != prepared.n:
-                raise ConfigError(f"features of {member} cover {store.n} of {prepared.n} examples")
-        first_store = next(iter(members.values()))[0]
-        attrs.update(
-            {
-                "lambda_abs": [k.lambda_abs for _, k, _ in members.values()],
-                "members": [str(m) for m in members],
-                "lambda": cfg.attribution.lambda_,
-                "K": cfg.attribution.K,
-                "R": cfg.attribution.R,
-                "projection": first_store.attrs.get("projection"),
-                "feature_digests": {
-                    str(m): k.attrs.get("feature_digests") for m, (_, k, _) in members.items()
-                },
-            }
-        )
-    block_fn = scorer(chosen, prepared, stored, cfg.seed, list(members.values()))
-    write_scores(
-        out,
-        stored.steps,
-        stored.target_ids,
-        prepared.ids,
-        block_fn,
-        attrs,
-        train_block=cfg.attribution.block_size,
-    )
-    log.info(
-        "wrote %s scores for %d steps × %d targets × %d training examples",
-        chosen.name,
-        len(stored.steps),
-        stored.n,
-        prepared.n,
-    )
-
-
-def ensemble_members(
-    train_output: str,
-    kernels: Sequence[Path],
-    target_features: Sequence[Path],
-    train_features: Sequence[Path],
-) -> dict[Member, tuple[FeatureStore, Kernel, np.ndarray]]:
-    """Per member, in the order of ``kernels``: (training features, kernel, target features)."""
-    shards: dict[Member, list[Path]] = defaultdict(list)
-    for path in train_features:
-        output, member, _ = layout.parse_train_features(path)
-        if output == train_output:
-            shards[member].append(path)
-    psi = {layout.parse_target_features(p)[1]: p for p in target_features}
-    members = {}
-    for path in kernels:
-        output, member = layout.parse_kernel(path)
-        if output != train_output or member not in psi or not shards[member]:
-            raise ConfigError(f"kernel {path} has no matching target features or training shards")
-        store, kernel_ = FeatureStore(shards[member]), read_kernel(path)
-        store.check_unchanged_since(kernel_.attrs.get("feature_digests"), path)
-        members[member] = (store, kernel_, read_target_features(psi[member]).features)
-    return members
-
-
-def figure_attributions(
-    cfg: RunConfig, *, scores: Path, targets: Path, data: Path, out: Path
-) -> None:
-    """Draw, per target, x̂_0^t along the trajectory with its top positive/negative influencers."""
-    prepared = read_data(data)
-    result = read_scores(scores)
-    x0_hat = read_targets(targets).x0_hat
-    top_k = cfg.figures.top_k
-    train_images = prepared.images
-    if prepared.conditional:  # latents: decode what is shown with the dataset's VAE
-        order = np.argsort(result.scores, axis=-1)
-        shown = np.unique(np.concatenate([order[..., :top_k].ravel(), order[..., -top_k:].ravel()]))
-        decoded = decode_latents(prepared.config, prepared.images[shown])
-        train_images = np.zeros((prepared.n, *decoded.shape[1:]), np.float32)
-        train_images[shown] = decoded
-        flat = decode_latents(prepared.config, x0_hat.reshape(-1, *x0_hat.shape[2:]))
-        x0_hat = flat.reshape(*x0_hat.shape[:2], *flat.shape[1:])
-    n = min(cfg.figures.n_targets, len(result.target_ids))
-    with atomic_path(out) as tmp:
-        tmp.mkdir(parents=True)
-        for j in range(n):
-            fig = attribution_grid(
-                x0_hat[:, j],
-                result.steps,
-                result.scores[:, j],
-                train_images,
-                prepared.labels,
-                top_k,
-                f"{result.method}: target {result.target_ids[j]}",
-            )
-            save(fig, tmp / f"target-{j}.png")
