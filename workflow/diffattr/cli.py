@@ -151,14 +151,16 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def _setup(threads: int) -> None:
-    import torch
     from threadpoolctl import threadpool_limits
 
     # The job's thread budget for torch and for numpy's BLAS (an unlimited BLAS spins on the
-    # cores of the other jobs Snakemake runs beside this one).
+    # cores of the other jobs Snakemake runs beside this one). Torch is configured only when
+    # the stage's module uses it (jobs without a model never import it).
     threadpool_limits(max(1, threads))
-    torch.set_num_threads(max(1, threads))
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    if "torch" in sys.modules:
+        torch = sys.modules["torch"]
+        torch.set_num_threads(max(1, threads))
+        torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
