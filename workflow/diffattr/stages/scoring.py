@@ -126,6 +126,8 @@ def ensemble_members(
     train_features: Sequence[Path],
 ) -> dict[Member, tuple[FeatureStore, Kernel, np.ndarray]]:
     """Per member, in the order of ``kernels``: (training features, kernel, target features)."""
+    if not kernels:
+        raise ConfigError("a gradient method needs the kernels, target and training features")
     shards: dict[Member, list[Path]] = defaultdict(list)
     for path in train_features:
         output, member, _ = layout.parse_train_features(path)
