@@ -213,21 +213,25 @@ def test_score_stage_assembles_each_method(tmp_path):
             assert not np.array_equal(scores.scores[0], scores.scores[1])  # per (step, target)
 
 
+def score_journey_trak(cfg, p, paths, out, target_features):
+    run_stage(
+        "score",
+        cfg,
+        method="journey_trak",
+        data=Path(p.data),
+        targets=Path(p.targets),
+        out=out,
+        kernels=paths["kernels"],
+        target_features=target_features,
+        train_features=paths["train_features"],
+    )
+
+
 def test_score_stage_refuses_a_kernel_without_its_target_features(tmp_path):
     cfg = config()
     p, _, _, _, _, paths = write_inputs(tmp_path)
     with pytest.raises(ConfigError, match="no matching target features"):
-        run_stage(
-            "score",
-            cfg,
-            method="journey_trak",
-            data=Path(p.data),
-            targets=Path(p.targets),
-            out=tmp_path / "s.h5",
-            kernels=paths["kernels"],
-            target_features=paths["target_features"][:1],
-            train_features=paths["train_features"],
-        )
+        score_journey_trak(cfg, p, paths, tmp_path / "s.h5", paths["target_features"][:1])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -532,15 +536,5 @@ def test_a_shard_overwritten_after_its_kernel_is_refused(tmp_path):
     shard = paths["train_features"][1]  # member 0, shard 1
     write_feature_shard(shard, phis[0][16:] * 2, np.arange(16, 30), data.ids[16:], {})
     with pytest.raises(ArtifactError, match=r"shard1\.h5 changed after .*m0_final\.h5 was made"):
-        run_stage(
-            "score",
-            cfg,
-            method="journey_trak",
-            data=Path(p.data),
-            targets=Path(p.targets),
-            out=tmp_path / "s.h5",
-            kernels=paths["kernels"],
-            target_features=paths["target_features"],
-            train_features=paths["train_features"],
-        )
+        score_journey_trak(cfg, p, paths, tmp_path / "s.h5", paths["target_features"])
     assert not (tmp_path / "s.h5").exists()
