@@ -288,7 +288,7 @@ def lds_case(members=2, n=40, k=5, steps=2, targets=6, subsets=12, seeds=2):
         final_loss=np.moveaxis(final, -1, 0),
         steps=step_values,
         scores=scores,
-        members={"journey_trak": [(Store(f), p) for f, p in zip(phis, psis, strict=True)]},
+        members={"journey_trak": [(Store(f), p, None) for f, p in zip(phis, psis, strict=True)]},
     )
     return inputs, truth_mean(f_t, final)
 
@@ -323,7 +323,7 @@ def test_lds_table_tuned_config_final_and_ensemble_rows():
         s = min(i, len(inputs.steps) - 1)
         members = [
             ridge_predictions(store.blocks(7), psi[s], [lam], inputs.masks)[0]
-            for store, psi in inputs.members["journey_trak"]
+            for store, psi, _ in inputs.members["journey_trak"]
         ]
         pred = np.mean(members, 0)
         row = jt[(jt.lambda_source == "tuned")].iloc[i]
@@ -333,7 +333,7 @@ def test_lds_table_tuned_config_final_and_ensemble_rows():
                 np.mean(
                     [
                         ridge_predictions(st.blocks(7), ps[s], [g], inputs.masks)[0]
-                        for st, ps in inputs.members["journey_trak"]
+                        for st, ps, _ in inputs.members["journey_trak"]
                     ],
                     0,
                 )[:, tune],
@@ -480,11 +480,13 @@ def test_subset_stage_trains_on_the_masked_examples(tmp_path):
 
 
 def test_each_gradient_methods_target_features(scheduler):
-    """trak: the final image at K uniform timesteps, the same ψ at every step; journey_trak and
-    dtrak: x̂₀ᵗ at t with R draws, of the loss and of D-TRAK's square norm respectively."""
+    """trak, dtrak, das: the final image at K uniform timesteps, the same ψ at every step (of the
+    loss, D-TRAK's square norm, DAS's unit gradients of mean ε_θ); journey_trak, dtrak_step and
+    das_step: x̂₀ᵗ at t with R draws."""
     from conftest import make_unet
     from diffattr.attribution import Attributor
-    from diffattr.features import featurize_targets, uniform_timesteps
+    from diffattr.config import uniform_timesteps
+    from diffattr.features import featurize_targets
     from diffattr.layout import Member
     from diffattr.methods import METHODS
 
@@ -500,21 +502,43 @@ def test_each_gradient_methods_target_features(scheduler):
     )
     abar, proj = scheduler.alphas_cumprod, attributor.projector
 
-    def direct(images, output, timesteps):
+    def direct(images, output, timesteps, normalize=False):
         return featurize_targets(
-            model, proj, abar, output, torch.from_numpy(images), [4, 9], timesteps, 0, 2
+            model,
+            proj,
+            abar,
+            output,
+            torch.from_numpy(images),
+            [4, 9],
+            timesteps,
+            0,
+            2,
+            normalize=normalize,
         )
 
-    trak = attributor.featurize_targets(METHODS["trak"], targets)
-    expected = direct(targets.final, "loss", uniform_timesteps(3, 1000))
-    assert np.array_equal(trak[0], expected) and np.array_equal(trak[1], expected)
-    for name, output in [("journey_trak", "loss"), ("dtrak", "square_norm")]:
+    grid = uniform_timesteps(3, 1000)
+    assert grid == [0, 333, 666]
+    for name, output, unit in [
+        ("trak", "loss", 0),
+        ("dtrak", "square_norm", 0),
+        ("das", "mean", 1),
+    ]:
+        psi = attributor.featurize_targets(METHODS[name], targets)
+        expected = direct(targets.final, output, grid, bool(unit))
+        assert np.array_equal(psi[0], expected) and np.array_equal(psi[1], expected), name
+    per_step = [
+        ("journey_trak", "loss", 0),
+        ("dtrak_step", "square_norm", 0),
+        ("das_step", "mean", 1),
+    ]
+    for name, output, unit in per_step:
         psi = attributor.featurize_targets(METHODS[name], targets)
         for s, t in enumerate(targets.steps):
-            assert np.array_equal(psi[s], direct(targets.x0_hat[s], output, [t, t])), (name, t)
+            want = direct(targets.x0_hat[s], output, [t, t], bool(unit))
+            assert np.array_equal(psi[s], want), (name, t)
     assert not np.array_equal(
         attributor.featurize_targets(METHODS["journey_trak"], targets),
-        attributor.featurize_targets(METHODS["dtrak"], targets),
+        attributor.featurize_targets(METHODS["dtrak_step"], targets),
     )
 
 

@@ -176,12 +176,19 @@ def write_feature_shard(
     positions: np.ndarray,
     train_ids: np.ndarray,
     attrs: Mapping[str, Any],
+    residual_weights: np.ndarray | None = None,
 ) -> None:
+    """One shard of Φ: ``features`` (rows, k) of the examples at ``positions``, and for DAS's
+    normalised feature kinds the examples' ``residual_weights`` (rows,)."""
     _finite(path, features=features)
+    if residual_weights is not None:
+        _finite(path, residual_weights=residual_weights)
     with create_h5(path, attrs) as f:
         f.create_dataset("features", data=features)
         f.create_dataset("positions", data=positions)
         f.create_dataset("train_ids", data=train_ids)
+        if residual_weights is not None:
+            f.create_dataset("residual_weights", data=residual_weights)
 
 
 class FeatureStore:
@@ -232,6 +239,16 @@ class FeatureStore:
                 data = f["features"]
                 for a in range(0, hi - lo, rows):
                     yield lo + a, data[a : min(a + rows, hi - lo)]
+
+    def residual_weights(self) -> np.ndarray:
+        """DAS's residual weight of every example (n,), stored beside normalised features."""
+        parts = []
+        for path, _, _ in self.shards:
+            with _reading(path) as f:
+                if "residual_weights" not in f:
+                    raise ArtifactError(f"{path} has no residual_weights; {remake_hint(path)}")
+                parts.append(f["residual_weights"][()])
+        return np.concatenate(parts)
 
     def read(self, lo: int, hi: int) -> np.ndarray:
         """Rows [lo, hi) (may span shards)."""

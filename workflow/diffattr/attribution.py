@@ -2,7 +2,7 @@
 targets, build kernels and score, for use from the workflow's stages, benchmarks and notebooks.
 
     attributor = Attributor(model, scheduler, Member(0, "final"), AttributionConfig(), seed=0)
-    phi = attributor.featurize_train("loss", data, np.arange(data.n))     # (n, k)
+    phi = attributor.featurize_train(FeatureKind("loss"), data, np.arange(data.n))  # (n, k)
     psi = attributor.featurize_targets(get_method("journey_trak"), targets)  # (steps, q, k)
     kernel = attributor.kernel(store)               # store: Φ readable in blocks (FeatureStore)
     block = scorer(get_method("journey_trak"), data, targets, 0, [(store, kernel, psi)])
@@ -23,9 +23,9 @@ from torch import nn
 from .artifacts import Targets
 from .config import AttributionConfig
 from .data import PreparedData
-from .features import featurize_targets, featurize_training
+from .features import featurize_targets, featurize_training, residual_weights
 from .layout import Member
-from .methods import GradientMethod, Method
+from .methods import FeatureKind, GradientMethod, Method
 from .methods import scorer as scores_of
 from .projection import Projector, make_projector
 from .scoring import BlockFn, Kernel, RowBlocks, kernel
@@ -50,19 +50,19 @@ class Attributor:
 
     def featurize_train(
         self,
-        output: str,
+        kind: FeatureKind,
         data: PreparedData,
         positions: np.ndarray,
         flip: bool = False,
         progress: bool = False,
     ) -> np.ndarray:
-        """φ_i = Pᵀ∇θ Σ_k output(x_i, t_k, ε_k) for the examples at ``positions`` (whole
-        batches)."""
+        """φ_i = Pᵀ∇θ Σ_k output(x_i, t_k, ε_k) (unit per draw for normalised kinds) for the
+        examples at ``positions`` (whole batches)."""
         return featurize_training(
             self.model,
             self.projector,
             self.scheduler.alphas_cumprod,
-            output,
+            kind.output,
             data.images,
             data.ids,
             positions,
@@ -74,6 +74,24 @@ class Attributor:
             conditions=data.extra.get("caption_embeddings"),
             flip=flip,
             precision=self.settings.precision,
+            uniform=kind.uniform,
+            normalize=kind.normalize,
+        )
+
+    def residual_weights(self, data: PreparedData, positions: np.ndarray) -> np.ndarray:
+        """DAS's residual weights (len(positions),) on ``attribution.residual_timesteps``."""
+        captions = data.extra.get("caption_embeddings")
+        return residual_weights(
+            self.model,
+            self.scheduler.alphas_cumprod,
+            data.images,
+            data.ids,
+            positions,
+            self.settings.residual_timesteps,
+            self.settings.batch_size,
+            self.seed,
+            self.member.index,
+            captions,
         )
 
     def featurize_targets(self, method: GradientMethod, targets: Targets) -> np.ndarray:
@@ -97,6 +115,7 @@ class Attributor:
                 s.batch_size,
                 cond,
                 s.precision,
+                method.target_normalized,
             )
         return out
 

@@ -37,7 +37,7 @@ HELP = {
     "model": "a trained model's folder (its checkpoints final, step-<n> inside)",
     "model_index": "index i of the full ensemble model (seed tag model-<i>)",
     "member": "ensemble member m<index>_<checkpoint>, e.g. m0_final",
-    "model_output": "model output differentiated: loss or square_norm",
+    "model_output": "feature kind <output>[-uniform][-normalized], e.g. loss, square_norm-uniform",
     "method": "attribution method (diffattr.methods.METHODS)",
     "shard": "shard index (0-based) of the training set",
     "shards": "number of shards the training set is split into",

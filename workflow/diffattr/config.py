@@ -21,6 +21,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args, get_origin, get_type_hints
 
+import numpy as np
+
 from .errors import ConfigError
 
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
@@ -233,7 +235,15 @@ class ProjectionConfig(Section):
     dim: int = 2048
 
 
-ALL_METHODS = ("journey_trak", "trak", "dtrak", "pixel_similarity", "random")
+ALL_METHODS = (
+    "journey_trak",
+    "trak",
+    "dtrak",
+    "das",
+    "pixel_similarity",
+    "optimal_denoiser",
+    "random",
+)
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -247,6 +257,7 @@ class AttributionConfig(Section):
     checkpoints: tuple[str, ...] = ("final",)
     K: int = 10
     R: int = 20
+    residual_timesteps: int = 100
     shards: int = 2
     batch_size: int = 64
     lambda_: float = 0.01
@@ -488,6 +499,19 @@ def _without_unset(values: dict[str, Any], node: Mapping[str, Any]) -> dict[str,
     return out
 
 
+def uniform_timesteps(count: int, num_timesteps: int) -> list[int]:
+    """D-TRAK's uniformly spaced timesteps 0, T/K, 2T/K, … floored (``range(0, T, T // K)`` when
+    K divides T; K = ``count``)."""
+    return [k * num_timesteps // count for k in range(count)]
+
+
+def alphas_cumprod(diffusion: DiffusionConfig) -> np.ndarray:
+    """ᾱ_t = Π_{s≤t} (1 − β_s) of the linear schedule (float64; diffusers' DDPMScheduler holds
+    the same values in float32)."""
+    betas = np.linspace(diffusion.beta_start, diffusion.beta_end, diffusion.num_train_timesteps)
+    return np.cumprod(1.0 - betas)
+
+
 def sampler_timesteps(num_train_timesteps: int, sampling_steps: int) -> list[int]:
     """The timesteps a ``sampling_steps``-step DDPM sampler visits, noisy → clean: diffusers'
     "leading" spacing k·⌊T/n⌋ (a test keeps it equal to ``DDPMScheduler.set_timesteps``; the
@@ -535,14 +559,18 @@ SLICES: dict[str, dict[str, tuple[str, ...] | None]] = {
     "featurize_train": {
         **_MODEL_RUN,
         "dataset": None,
-        "attribution": ("K", "batch_size", "projection", "precision"),
+        "attribution": ("K", "batch_size", "projection", "precision", "residual_timesteps"),
     },
     "kernel": {"attribution": ("lambda", "block_size")},
     "featurize_targets": {
         **_MODEL_RUN,
         "attribution": ("K", "R", "batch_size", "projection", "precision"),
     },
-    "score": {"seed": None, "attribution": ("lambda", "K", "R", "block_size")},
+    "score": {
+        "seed": None,
+        "diffusion": None,
+        "attribution": ("lambda", "K", "R", "block_size"),
+    },
     "figure_attributions": {"figures": None},
     "lds_subsets": {"seed": None, "lds": ("tuning", "reporting", "alpha")},
     "ground_truth": {**_MODEL_RUN, "lds": ("draws", "final_timesteps", "final_noise")},

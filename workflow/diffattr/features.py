@@ -17,9 +17,10 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .config import uniform_timesteps
 from .diffusion import autocast
 from .errors import ConfigError
-from .outputs import Batch, row_outputs
+from .outputs import Batch, evaluate, row_outputs
 from .projection import Projector
 from .seeding import generator
 
@@ -33,9 +34,11 @@ def train_draws(
     model: int,
     captions: int = 0,
     flip: bool = False,
+    grid: Sequence[int] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Timesteps (n, K), noise (n, K, *shape), caption index (n, K) and mirror flag (n, K) for
-    training examples, all keyed by (model, id, k). Captions and flips are drawn only when used."""
+    training examples, all keyed by (model, id, k). Captions and flips are drawn only when used.
+    With ``grid`` (K timesteps) draw k of every example is at ``grid[k]`` instead of a random t."""
     ts = torch.empty(len(ids), draws, dtype=torch.long)
     eps = torch.empty(len(ids), draws, *shape)
     caps = torch.zeros(len(ids), draws, dtype=torch.long)
@@ -43,7 +46,10 @@ def train_draws(
     for i, example in enumerate(ids):
         for k in range(draws):
             g = generator(seed, "train-draw", model, int(example), k)
-            ts[i, k] = torch.randint(num_timesteps, (1,), generator=g)
+            if grid is None:
+                ts[i, k] = torch.randint(num_timesteps, (1,), generator=g)
+            else:
+                ts[i, k] = grid[k]
             eps[i, k] = torch.randn(shape, generator=g)
             if captions:
                 caps[i, k] = torch.randint(captions, (1,), generator=g)
@@ -64,11 +70,6 @@ def target_draws(
         for r, t in enumerate(timesteps):
             eps[j, r] = torch.randn(shape, generator=generator(seed, tag, int(target), int(t), r))
     return eps
-
-
-def uniform_timesteps(count: int, num_timesteps: int) -> list[int]:
-    """D-TRAK's uniformly spaced timesteps 0, T/K, 2T/K, ... (K = ``count``)."""
-    return [k * num_timesteps // count for k in range(count)]
 
 
 def rows_batch(x0: Tensor, t: Tensor, eps: Tensor, cond: Tensor | None = None) -> dict[str, Tensor]:
@@ -99,8 +100,10 @@ def project_rows(
     batch: Batch,
     draws: int,
     precision: str = "fp32",
+    normalize: bool = False,
 ) -> Tensor:
-    """Projected gradient features (owners, dim) of owner-summed outputs, in float32."""
+    """Projected gradient features (owners, dim) of owner-summed outputs (of unit row gradients
+    with ``normalize``), in float32."""
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     batch = {
@@ -108,7 +111,7 @@ def project_rows(
         for k, v in batch.items()
     }
     row_fn = partial(_row_fn, alphas_cumprod=alphas_cumprod, output=output, precision=precision)
-    return projector.project(model, row_fn, batch, draws).float()
+    return projector.project(model, row_fn, batch, draws, normalize).float()
 
 
 def _row_fn(model, batch: Batch, alphas_cumprod: Tensor, output: str, precision: str) -> Tensor:
@@ -141,22 +144,27 @@ def featurize_training(
     conditions: np.ndarray | None = None,
     flip: bool = False,
     precision: str = "fp32",
+    uniform: bool = False,
+    normalize: bool = False,
 ) -> np.ndarray:
     """Features (len(positions), dim) of the training examples at ``positions``.
 
     ``positions`` must consist of whole batches (see :func:`shard_positions`). With caption
     embeddings ``conditions`` (n, captions, L, D) every draw uses one seeded caption; ``flip``
-    mirrors each draw's image with a seeded coin.
+    mirrors each draw's image with a seeded coin. ``uniform`` puts the K draws on D-TRAK's grid
+    (:func:`uniform_timesteps`) instead of random timesteps; ``normalize`` sums unit per-draw
+    gradients (DAS).
     """
     T = len(alphas_cumprod)
     shape = tuple(images.shape[1:])
+    grid = uniform_timesteps(draws, T) if uniform else None
     out = np.empty((len(positions), projector.dim), dtype=np.float32)
     starts = range(0, len(positions), batch_size)
     for lo in tqdm(starts, desc=f"featurize {output}", disable=not progress, mininterval=2):
         pos = positions[lo : lo + batch_size]
         n_caps = 0 if conditions is None else conditions.shape[1]
         ts, eps, caps, flips = train_draws(
-            ids[pos].tolist(), draws, T, shape, seed, model_index, n_caps, flip
+            ids[pos].tolist(), draws, T, shape, seed, model_index, n_caps, flip, grid
         )
         x0 = torch.from_numpy(images[pos])[:, None].expand(len(pos), draws, *shape)
         x0 = torch.where(flips[..., None, None, None], x0.flip(-1), x0)
@@ -165,7 +173,9 @@ def featurize_training(
             cond = torch.from_numpy(conditions[pos][np.arange(len(pos))[:, None], caps.numpy()])
         batch = rows_batch(x0, ts, eps, None if cond is None else cond.float())
         out[lo : lo + len(pos)] = (
-            project_rows(model, projector, alphas_cumprod, output, batch, draws, precision)
+            project_rows(
+                model, projector, alphas_cumprod, output, batch, draws, precision, normalize
+            )
             .cpu()
             .numpy()
         )
@@ -184,8 +194,10 @@ def featurize_targets(
     batch_size: int,
     conditions: Tensor | None = None,
     precision: str = "fp32",
+    normalize: bool = False,
 ) -> np.ndarray:
-    """Features (n_targets, dim) of f = Σ_r f(images[j], timesteps[r], ε_r[, c_j]) per target j."""
+    """Features (n_targets, dim) of f = Σ_r f(images[j], timesteps[r], ε_r[, c_j]) per target j
+    (of Σ_r unit gradients with ``normalize``)."""
     shape = tuple(images.shape[1:])
     out = np.empty((len(target_ids), projector.dim), dtype=np.float32)
     draws = len(timesteps)
@@ -196,8 +208,58 @@ def featurize_targets(
         cond = None if conditions is None else conditions[lo : lo + len(ids)].float()
         batch = rows_batch(images[lo : lo + len(ids)], ts, eps, cond)
         out[lo : lo + len(ids)] = (
-            project_rows(model, projector, alphas_cumprod, output, batch, draws, precision)
+            project_rows(
+                model, projector, alphas_cumprod, output, batch, draws, precision, normalize
+            )
             .cpu()
             .numpy()
         )
+    return out
+
+
+def residual_weights(
+    model: nn.Module,
+    alphas_cumprod: Tensor,
+    images: np.ndarray,
+    ids: np.ndarray,
+    positions: np.ndarray,
+    timesteps: int,
+    batch_size: int,
+    seed: int,
+    model_index: int,
+    conditions: np.ndarray | None = None,
+) -> np.ndarray:
+    """DAS's residual weight per example: w_i = mean_t e_it / ‖e_i·‖₂ with e_it the RMS residual
+    √mean((ε_θ(x_t, t) − ε)²) at ``timesteps`` uniformly spaced t, one draw each, seeded by
+    (model, id, t). Conditional data uses each example's first caption."""
+    T = len(alphas_cumprod)
+    grid = uniform_timesteps(timesteps, T)
+    shape = tuple(images.shape[1:])
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    out = np.empty(len(positions))
+    for lo in range(0, len(positions), batch_size):
+        pos = positions[lo : lo + batch_size]
+        eps = torch.stack(
+            [
+                torch.stack(
+                    [
+                        torch.randn(
+                            shape, generator=generator(seed, "residual", model_index, int(i), t)
+                        )
+                        for t in grid
+                    ]
+                )
+                for i in ids[pos]
+            ]
+        )
+        ts = torch.tensor(grid, dtype=torch.long).expand(len(pos), len(grid))
+        cond = None if conditions is None else torch.from_numpy(conditions[pos][:, 0]).float()
+        batch = rows_batch(torch.from_numpy(images[pos]), ts, eps, cond)
+        batch = {
+            k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype)
+            for k, v in batch.items()
+        }
+        err = evaluate(model, alphas_cumprod, batch, "loss").double().sqrt().view(len(pos), -1)
+        out[lo : lo + len(pos)] = (err.mean(1) / err.norm(dim=1).clamp_min(1e-30)).cpu().numpy()
     return out

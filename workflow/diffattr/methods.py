@@ -1,14 +1,24 @@
 """The attribution methods: one class each, owning what it differentiates and how it scores.
 
-Gradient methods share the TRAK estimator (``scoring``) and differ in their model outputs and in
-the target image and timesteps of the target output:
+Gradient methods share the TRAK estimator (``scoring``) and differ in their training features
+(:class:`FeatureKind`: output function, where the K draws sit in time, per-draw normalisation)
+and in the target image and timesteps of the target output:
 
 - ``journey_trak``: train f = Σ_k ℓ(x_i, t_k, ε_k), K random t; target f_t = Σ_r ℓ(x̂_0^t, t, ε_r).
-- ``dtrak``: the same with D-TRAK's output mean(ε_θ(x_t,t)²) in place of the loss ℓ.
-- ``trak``: D-TRAK's TRAK baseline; the target is the loss of the final image summed over K
-  uniformly spaced timesteps (one score vector per target, repeated at every step).
+- ``dtrak_step``: the same with D-TRAK's output mean(ε_θ²) in place of the loss ℓ.
+- ``trak`` and ``dtrak`` (the D-TRAK paper's protocol): training and target features at the same
+  K uniformly spaced timesteps ``range(0, T, T // K)``; the target is the final image (one score
+  vector per target, repeated at every step); outputs ℓ and mean(ε_θ²).
+- ``das`` (Lin et al. 2025, code Jinxu-Lin/DAS): output mean(ε_θ) on the uniform grid, every
+  per-timestep gradient L2-normalised before the sum (training and target side), and scores
+  weighted per training example by DAS's residual term w_i = mean_t e_it / ‖e_i·‖₂ with
+  e_it = RMS(ε_θ(x_t, t) − ε) on a uniform grid. ``das_step``: the same features and weights,
+  target f_t = Σ_r unit ∇ mean(ε_θ(x̂_0^t, t, ε_r)) at the attribution step. Left out: DAS's
+  optional leverage correction 1/(1 − h)² (its ``DAS0`` mode).
 
-Baselines: ``pixel_similarity`` (cosine of x̂_0^t with each training image) and ``random``.
+Baselines: ``pixel_similarity`` (cosine of x̂_0^t with each training image), ``optimal_denoiser``
+(leave-one-out effect on f_t under the training set's empirical optimal denoiser, gradient-free)
+and ``random``.
 
 Adding a method: one class here, one line in ``METHODS``, and its name in the schema's two
 method enums (a test keeps them equal to the registry); add it to the default of
@@ -18,14 +28,48 @@ method enums (a test keeps them equal to the registry); add it to the default of
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
+from .config import uniform_timesteps
 from .errors import ConfigError
-from .scoring import BlockFn, Kernel, TrakScorer, pixel_similarity_block, random_block
+from .scoring import (
+    BlockFn,
+    Kernel,
+    TrakScorer,
+    optimal_denoiser_block,
+    pixel_similarity_block,
+    random_block,
+)
+
+
+@dataclass(frozen=True)
+class FeatureKind:
+    """Which training gradients a feature set holds: the model ``output``, whether the K draws sit
+    on D-TRAK's uniform timestep grid (else K seeded random t) and whether each draw's gradient
+    is L2-normalised before the sum (DAS). ``key`` names the set in paths."""
+
+    output: str
+    uniform: bool = False
+    normalize: bool = False
+
+    @property
+    def key(self) -> str:
+        return "-".join(
+            [self.output] + ["uniform"] * self.uniform + ["normalized"] * self.normalize
+        )
+
+    @classmethod
+    def parse(cls, key: str) -> FeatureKind:
+        output, *flags = key.split("-")
+        if not output or set(flags) - {"uniform", "normalized"} or len(set(flags)) != len(flags):
+            raise ConfigError(
+                f"{key!r} is not a feature kind: <output>[-uniform][-normalized], e.g. loss-uniform"
+            )
+        return cls(output, "uniform" in flags, "normalized" in flags)
 
 
 @dataclass(frozen=True)
@@ -40,8 +84,9 @@ class TargetQuery:
 
 @dataclass(frozen=True)
 class ScoringInputs:
-    """What scoring reads: training images, the targets, and per ensemble member (gradient
-    methods) its training-feature store, kernel and target features (steps, targets, k)."""
+    """What scoring reads: training images, the targets, per ensemble member (gradient methods)
+    its training-feature store, kernel and target features (steps, targets, k), and for the
+    optimal denoiser the schedule ᾱ_t and R draws."""
 
     train_images: np.ndarray
     steps: list[int]
@@ -49,6 +94,8 @@ class ScoringInputs:
     x0_hat: np.ndarray
     seed: int
     members: Sequence[tuple[Any, Kernel, np.ndarray]] = ()
+    alphas_cumprod: np.ndarray | None = None
+    draws: int = 1
 
 
 class Method(ABC):
@@ -74,11 +121,18 @@ class Method(ABC):
 
 
 class GradientMethod(Method):
-    """TRAK estimator on projected gradients of ``train_output`` and ``target_output``."""
+    """TRAK estimator on projected gradients: training features of kind ``train_features``,
+    target features of ``target_output`` (unit per draw when ``target_normalized``)."""
 
     uses_gradients = True
-    train_output: ClassVar[str]
+    train_features: ClassVar[FeatureKind]
     target_output: ClassVar[str]
+    target_normalized: ClassVar[bool] = False
+    residual_weighted: ClassVar[bool] = False  # scores × DAS's per-example residual weights
+
+    @property
+    def train_output(self) -> str:
+        return self.train_features.output
 
     @abstractmethod
     def target_queries(
@@ -87,13 +141,20 @@ class GradientMethod(Method):
         """The target outputs whose gradients are ψ, per attribution step."""
 
     def scorer(self, inputs: ScoringInputs) -> BlockFn:
-        return TrakScorer(inputs.members)
+        return TrakScorer(inputs.members, self.row_weights(store for store, _, _ in inputs.members))
+
+    def row_weights(self, stores: Iterable[Any]) -> list[np.ndarray] | None:
+        """Per member, the training examples' score weights (None: unweighted)."""
+        return [s.residual_weights() for s in stores] if self.residual_weighted else None
 
     def attributes(self) -> dict[str, Any]:
         return {
             **super().attributes(),
             "train_output": self.train_output,
+            "train_features": self.train_features.key,
             "target_output": self.target_output,
+            "target_normalized": self.target_normalized,
+            "residual_weighted": self.residual_weighted,
         }
 
 
@@ -107,30 +168,57 @@ class PerStepGradient(GradientMethod):
 class JourneyTrak(PerStepGradient):
     name = "journey_trak"
     description = "Journey-TRAK (per step)"
-    train_output = "loss"
+    train_features = FeatureKind("loss")
     target_output = "loss"
 
 
-class DTrak(PerStepGradient):
-    name = "dtrak"
-    description = "D-TRAK, per step"
-    train_output = "square_norm"
+class DTrakStep(PerStepGradient):
+    name = "dtrak_step"
+    description = "D-TRAK's output, per step"
+    train_features = FeatureKind("square_norm")
     target_output = "square_norm"
 
 
-class Trak(GradientMethod):
-    """The final image's loss at K uniformly spaced timesteps: the same ψ at every step."""
+class FinalImage(GradientMethod):
+    """The D-TRAK protocol: the final image's output at the K uniformly spaced timesteps of the
+    training features; the same ψ at every step."""
 
-    name = "trak"
-    description = "TRAK on the final image"
     target_image = "final"
-    train_output = "loss"
-    target_output = "loss"
 
     def target_queries(self, x0_hat, final, steps, K, R, T):
-        from .features import uniform_timesteps  # (torch: only jobs that featurize need it)
-
         return [TargetQuery(list(range(len(steps))), final, uniform_timesteps(K, T))]
+
+
+class Trak(FinalImage):
+    name = "trak"
+    description = "TRAK (D-TRAK protocol: final image, uniform timesteps)"
+    train_features = FeatureKind("loss", uniform=True)
+    target_output = "loss"
+
+
+class DTrak(FinalImage):
+    name = "dtrak"
+    description = "D-TRAK (final image, uniform timesteps, mean ε_θ²)"
+    train_features = FeatureKind("square_norm", uniform=True)
+    target_output = "square_norm"
+
+
+class Das(FinalImage):
+    name = "das"
+    description = "DAS (final image, unit per-timestep gradients of mean ε_θ, residual weights)"
+    train_features = FeatureKind("mean", uniform=True, normalize=True)
+    target_output = "mean"
+    target_normalized = True
+    residual_weighted = True
+
+
+class DasStep(PerStepGradient):
+    name = "das_step"
+    description = "DAS features and weights, target at each step"
+    train_features = Das.train_features
+    target_output = "mean"
+    target_normalized = True
+    residual_weighted = True
 
 
 class PixelSimilarity(Method):
@@ -139,6 +227,22 @@ class PixelSimilarity(Method):
 
     def scorer(self, inputs: ScoringInputs) -> BlockFn:
         return pixel_similarity_block(inputs.train_images, inputs.x0_hat)
+
+
+class OptimalDenoiser(Method):
+    name = "optimal_denoiser"
+    description = "leave-one-out effect on f_t under the empirical optimal denoiser"
+
+    def scorer(self, inputs: ScoringInputs) -> BlockFn:
+        return optimal_denoiser_block(
+            inputs.train_images,
+            inputs.x0_hat,
+            inputs.steps,
+            inputs.target_ids,
+            inputs.alphas_cumprod,
+            inputs.draws,
+            inputs.seed,
+        )
 
 
 class RandomScores(Method):
@@ -150,7 +254,18 @@ class RandomScores(Method):
 
 
 METHODS: dict[str, Method] = {
-    m.name: m for m in (JourneyTrak(), DTrak(), Trak(), PixelSimilarity(), RandomScores())
+    m.name: m
+    for m in (
+        JourneyTrak(),
+        DTrakStep(),
+        Trak(),
+        DTrak(),
+        Das(),
+        DasStep(),
+        PixelSimilarity(),
+        OptimalDenoiser(),
+        RandomScores(),
+    )
 }
 
 
@@ -168,12 +283,17 @@ def scorer(
     target_ids: np.ndarray,
     seed: int,
     members: Sequence[tuple[Any, Kernel, np.ndarray]] = (),
+    alphas_cumprod: np.ndarray | None = None,
+    draws: int = 1,
 ) -> BlockFn:
     """Blocks of the method's scores (steps, targets, n_train); gradient methods need, per
-    ensemble member, its training features Φ, kernel and target features ψ."""
+    ensemble member, its training features Φ, kernel and target features ψ; the optimal
+    denoiser the schedule ᾱ and its number of noise draws."""
     if method.uses_gradients and not members:
         raise ValueError(f"{method.name} needs ensemble members (features and kernels)")
-    inputs = ScoringInputs(train_images, steps, target_ids, x0_hat, seed, members)
+    inputs = ScoringInputs(
+        train_images, steps, target_ids, x0_hat, seed, members, alphas_cumprod, draws
+    )
     return method.scorer(inputs)
 
 

@@ -3,10 +3,14 @@
 A *row* is one (image, timestep, noise[, condition]) draw. Each output maps a batch of rows
 to one scalar per row; an example's (or target's) output is the sum over its rows:
 
-- ``loss``        ℓ = mean((ε_θ(x_t, t) − ε)²)   (Journey-TRAK, TRAK; the DDPM loss)
-- ``square_norm`` ℓ = mean(ε_θ(x_t, t)²)         (D-TRAK's L_square; no target noise)
+- ``loss``        mean((ε_θ − ε)²)   (Journey-TRAK, TRAK; the DDPM loss L_simple)
+- ``square_norm`` mean(ε_θ²)         (D-TRAK's L_square; no target noise)
+- ``mean``        mean(ε_θ)          (D-TRAK's L_avg; DAS's output)
+- ``l1_norm``     ‖ε_θ‖₁             (D-TRAK's L_1-norm)
+- ``l2_norm``     ‖ε_θ‖₂             (D-TRAK's L_2-norm)
 
-with x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε.
+with ε_θ = ε_θ(x_t, t[, c]), x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε and means/norms over one row's pixels
+(as in D-TRAK's and DAS's code; the scale of an output does not change TRAK's scale-free scores).
 """
 
 from __future__ import annotations
@@ -21,18 +25,14 @@ from .errors import ConfigError
 Batch = Mapping[str, Tensor]
 
 
-def _loss(pred: Tensor, eps: Tensor) -> Tensor:
-    return (pred - eps) ** 2
-
-
-def _square_norm(pred: Tensor, eps: Tensor) -> Tensor:
-    return pred**2
-
-
 OUTPUTS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
-    "loss": _loss,
-    "square_norm": _square_norm,
+    "loss": lambda pred, eps: ((pred - eps) ** 2).mean(1),
+    "square_norm": lambda pred, eps: (pred**2).mean(1),
+    "mean": lambda pred, eps: pred.mean(1),
+    "l1_norm": lambda pred, eps: pred.abs().sum(1),
+    "l2_norm": lambda pred, eps: pred.norm(dim=1),
 }
+"""Output name → f(ε_θ, ε) per row, both flattened to (rows, pixels)."""
 
 
 def add_noise(alphas_cumprod: Tensor, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
@@ -54,8 +54,7 @@ def row_outputs(model: nn.Module, alphas_cumprod: Tensor, batch: Batch, output: 
         raise ConfigError(f"unknown model output {output!r}; available: {sorted(OUTPUTS)}")
     x0, t, eps = batch["x0"], batch["t"], batch["eps"]
     pred = predict_noise(model, add_noise(alphas_cumprod, x0, t, eps), t, batch.get("cond"))
-    err = OUTPUTS[output](pred.to(eps.dtype), eps)  # the output in full precision
-    return err.flatten(1).mean(1)
+    return OUTPUTS[output](pred.to(eps.dtype).flatten(1), eps.flatten(1))  # in full precision
 
 
 @torch.no_grad()

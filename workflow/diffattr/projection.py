@@ -15,6 +15,12 @@ Three projectors behind one interface (:class:`Projector`), chosen by ``projecti
 
 All projection matrices have N(0, 1/k) entries, so E[PᵀP] = I and inner products are preserved
 in expectation.
+
+``normalize=True`` (DAS, Lin et al. 2025) sums unit rows instead: φ = Pᵀ Σ_r g_r / ‖g_r‖ with g_r
+the gradient of row r over the parameters the projector covers. The factored projector gets
+‖g_r‖² without materialising g_r per layer from the same hooks, by the cheaper of two exact
+forms: ‖Σ_s δ_s a_sᵀ‖²_F = Σ_{s,s'} (δ_s·δ_s')(a_s·a_s') (Gram form, O(S²(out + fan_in))) or the
+per-row gradient itself (O(S·out·fan_in)); convolution inputs are unfolded for it.
 """
 
 from __future__ import annotations
@@ -50,8 +56,11 @@ class Projector(ABC):
     dim: int
 
     @abstractmethod
-    def project(self, model: nn.Module, row_fn: RowFn, batch: Batch, draws: int) -> Tensor:
-        """Features (n_owners, dim) of ∇θ Σ_r f_r; rows come in consecutive blocks of ``draws``."""
+    def project(
+        self, model: nn.Module, row_fn: RowFn, batch: Batch, draws: int, normalize: bool = False
+    ) -> Tensor:
+        """Features (n_owners, dim) of ∇θ Σ_r f_r (of Σ_r ∇θ f_r / ‖∇θ f_r‖ with ``normalize``);
+        rows come in consecutive blocks of ``draws``."""
 
     @abstractmethod
     def describe(self) -> dict[str, Any]:
@@ -139,13 +148,16 @@ class FactoredProjector(Projector):
             }
         return self._cast[key]
 
-    def project(self, model: nn.Module, row_fn: RowFn, batch: Batch, draws: int) -> Tensor:
+    def project(
+        self, model: nn.Module, row_fn: RowFn, batch: Batch, draws: int, normalize: bool = False
+    ) -> Tensor:
         ref = next(model.parameters())
         factors = self._factors(ref.device, ref.dtype)
         modules = dict(model.named_modules())
         store: dict[str, Tensor] = {}
+        sq_norms: list[Tensor] | None = [] if normalize else None
         handles = [
-            modules[name].register_forward_hook(self._hook(name, *factors[name], store))
+            modules[name].register_forward_hook(self._hook(name, *factors[name], store, sq_norms))
             for name in self.layers
         ]
         flags = {p: p.requires_grad for p in model.parameters()}
@@ -164,11 +176,18 @@ class FactoredProjector(Projector):
             store[name] if name in store else ref.new_zeros(rows, sketch.dim)
             for name, sketch in self.layers.items()
         ]
-        return torch.cat(parts, dim=1).view(rows // draws, draws, self.dim).sum(1)
+        features = torch.cat(parts, dim=1)
+        if sq_norms is not None:
+            features = features / unit_scale(sum(sq_norms, ref.new_zeros(rows)))[:, None]
+        return features.view(rows // draws, draws, self.dim).sum(1)
 
     @staticmethod
     def _hook(
-        name: str, p_in: Tensor, p_out: Tensor, store: dict[str, Tensor]
+        name: str,
+        p_in: Tensor,
+        p_out: Tensor,
+        store: dict[str, Tensor],
+        sq_norms: list[Tensor] | None,
     ) -> Callable[[nn.Module, tuple[Tensor, ...], Tensor], None]:
         k_in, fan = p_in.shape
 
@@ -197,10 +216,38 @@ class FactoredProjector(Projector):
                     d = F.linear(g, p_out).reshape(batch, -1, p_out.shape[0])
                 block = torch.einsum("bso,bsi->boi", d, a).reshape(batch, -1)
                 store[name] = store[name] + block if name in store else block
+                if sq_norms is not None:
+                    sq_norms.append(_row_gradient_sq_norm(module, x, g))
 
             out.register_hook(backward_hook)
 
         return forward_hook
+
+
+def unit_scale(sq_norm: Tensor) -> Tensor:
+    """‖g‖ guarded against zero (a row without gradient stays zero)."""
+    return sq_norm.clamp_min(1e-30).sqrt()
+
+
+def _row_gradient_sq_norm(module: nn.Module, x: Tensor, g: Tensor) -> Tensor:
+    """‖∂f_b/∂(W, b)‖²_F per row b of one Linear/Conv2d call, from its input x and output-gradient
+    g, by the cheaper exact form (Gram over positions, or the per-row gradient)."""
+    batch = x.shape[0]
+    with torch.autocast(x.device.type, enabled=False):
+        if isinstance(module, nn.Conv2d):
+            a = F.unfold(x, module.kernel_size, module.dilation, module.padding, module.stride)
+            a = a.transpose(1, 2)  # (B, S, fan_in)
+            d = g.flatten(2).transpose(1, 2)  # (B, S, out)
+        else:
+            a = x.reshape(batch, -1, x.shape[-1])
+            d = g.reshape(batch, -1, g.shape[-1])
+        if module.bias is not None:
+            a = torch.cat([a, a.new_ones(*a.shape[:2], 1)], dim=2)
+        positions, n_out, fan_in = a.shape[1], d.shape[2], a.shape[2]
+        if positions * (n_out + fan_in) < n_out * fan_in:
+            gram = (a @ a.transpose(1, 2)) * (d @ d.transpose(1, 2))
+            return gram.sum((1, 2))
+        return torch.einsum("bso,bsi->boi", d, a).square().sum((1, 2))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,9 +297,18 @@ class IdentityProjector(Projector):
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "dim": self.dim, "coverage": 1.0, "uncovered_parameters": []}
 
-    def project(self, model: nn.Module, row_fn: RowFn, batch: Batch, draws: int) -> Tensor:
-        grads = per_owner_gradients(model, row_fn, batch, draws, self.chunk)
-        return flatten_gradients(grads, self.names)
+    def project(
+        self, model: nn.Module, row_fn: RowFn, batch: Batch, draws: int, normalize: bool = False
+    ) -> Tensor:
+        if not normalize:
+            return flatten_gradients(
+                per_owner_gradients(model, row_fn, batch, draws, self.chunk), self.names
+            )
+        rows = flatten_gradients(
+            per_owner_gradients(model, row_fn, batch, 1, self.chunk), self.names
+        )
+        rows = rows / unit_scale(rows.square().sum(1))[:, None]
+        return rows.view(-1, draws, rows.shape[1]).sum(1)
 
 
 class DenseProjector(IdentityProjector):
@@ -288,8 +344,10 @@ class DenseProjector(IdentityProjector):
             "seed_keys": list(self.keys),
         }
 
-    def project(self, model: nn.Module, row_fn: RowFn, batch: Batch, draws: int) -> Tensor:
-        exact = super().project(model, row_fn, batch, draws)
+    def project(
+        self, model: nn.Module, row_fn: RowFn, batch: Batch, draws: int, normalize: bool = False
+    ) -> Tensor:
+        exact = super().project(model, row_fn, batch, draws, normalize)
         return exact @ self.matrix.to(exact.dtype)
 
 

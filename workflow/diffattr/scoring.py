@@ -88,14 +88,20 @@ BlockFn = Callable[[int, slice, slice], np.ndarray]
 
 
 class TrakScorer:
-    """Blockwise τ = (1/M) Σ_m Φ_m A_m ψ_m over ensemble members.
+    """Blockwise τ = (1/M) Σ_m diag(w_m) Φ_m A_m ψ_m over ensemble members.
 
     ``members`` holds, per member, (training features Φ, its kernel, target features ψ
-    (n_steps, n_targets, k)).
+    (n_steps, n_targets, k)); ``row_weights`` optional per-member weights w_m (n,) of the
+    training examples (DAS's residual term; none: w = 1).
     """
 
-    def __init__(self, members: Sequence[tuple[RowBlocks, Kernel, np.ndarray]]):
+    def __init__(
+        self,
+        members: Sequence[tuple[RowBlocks, Kernel, np.ndarray]],
+        row_weights: Sequence[np.ndarray] | None = None,
+    ):
         self.members = members
+        self.row_weights = row_weights
         self._cache: tuple[tuple[int, int, int], list[np.ndarray]] | None = None
         self._phi: dict[int, np.ndarray] = {}
 
@@ -121,11 +127,16 @@ class TrakScorer:
 
     def __call__(self, s: int, targets: slice, train: slice) -> np.ndarray:
         total = 0.0
-        for (store, kern, _), w in zip(self.members, self._weights(s, targets), strict=True):
+        for m, ((store, kern, _), w) in enumerate(
+            zip(self.members, self._weights(s, targets), strict=True)
+        ):
             if kern.form == "primal":
-                total = total + store.read(train.start, train.stop).astype(np.float64) @ w
+                part = store.read(train.start, train.stop).astype(np.float64) @ w
             else:
-                total = total + w[train]
+                part = w[train]
+            if self.row_weights is not None:
+                part = part * self.row_weights[m][train, None]
+            total = total + part
         return (np.asarray(total) / len(self.members)).T.astype(np.float32)
 
 
@@ -138,6 +149,68 @@ def pixel_similarity_block(train_images: np.ndarray, target_images: np.ndarray) 
 
     def block(s: int, targets: slice, rows: slice) -> np.ndarray:
         return (tgt[s, targets] @ train[rows].T).astype(np.float32)
+
+    return block
+
+
+def optimal_denoiser_block(
+    train_images: np.ndarray,
+    x0_hat: np.ndarray,
+    steps: Sequence[int],
+    target_ids: np.ndarray,
+    alphas_cumprod: np.ndarray,
+    draws: int,
+    seed: int,
+) -> BlockFn:
+    """τ_i = mean_r [f^{−i} − f]: how much target j's f_t = mean((ε̂(x_t) − ε)²) rises when x_i
+    leaves the empirical optimal denoiser of the training set (positive: x_i supports it).
+
+    With x_t = √ᾱ x̂₀ + √(1−ᾱ) ε_r, posterior weights w = softmax_i(−‖x_t − √ᾱ x_i‖²/2(1−ᾱ)),
+    m = Σ_i w_i x_i and ε̂ = (x_t − √ᾱ m)/√(1−ᾱ), removing x_i renormalises the rest:
+    m^{−i} = (m − w_i x_i)/(1 − w_i). With u = x_t/√(1−ᾱ) − ε and c = √ᾱ/√(1−ᾱ),
+    ‖ε̂^{−i} − ε‖² = ‖u‖² − 2c u·m^{−i} + c²‖m^{−i}‖², all from x_i·u, x_i·m and ‖x_i‖²:
+    O(n·d) per draw, no n×d intermediate. Noise draws are seeded by (seed, target, t, r).
+    Gradient-free; a principled pixel similarity (NDA-like, without patches).
+    """
+    train = train_images.reshape(len(train_images), -1).astype(np.float64)
+    sq_train = (train**2).sum(1)
+    d = train.shape[1]
+
+    def one(s: int, j: int) -> np.ndarray:
+        t = int(steps[s])
+        a, sd = np.sqrt(alphas_cumprod[t]), np.sqrt(1.0 - alphas_cumprod[t])
+        x0 = x0_hat[s, j].reshape(-1).astype(np.float64)
+        total = np.zeros(len(train))
+        for r in range(draws):
+            eps = numpy_rng(seed, "optimal-denoiser", int(target_ids[j]), t, r).standard_normal(d)
+            x_t = a * x0 + sd * eps
+            logits = (a * (train @ x_t) - 0.5 * alphas_cumprod[t] * sq_train) / (sd**2)
+            w = np.exp(logits - logits.max())
+            w /= w.sum()
+            m = w @ train
+            u = x_t / sd - eps
+            c = a / sd
+            full = u @ u - 2 * c * (u @ m) + c**2 * (m @ m)
+            top = int(np.argmax(w))  # w_top may be ≈ 1: renormalise without it explicitly
+            keep = 1.0 - w
+            keep[top] = 1.0
+            um = (u @ m - w * (train @ u)) / keep
+            mm = (m @ m - 2 * w * (train @ m) + w**2 * sq_train) / keep**2
+            w_rest = np.exp(np.delete(logits, top) - np.delete(logits, top).max())
+            m_rest = (w_rest / w_rest.sum()) @ np.delete(train, top, axis=0)
+            um[top], mm[top] = u @ m_rest, m_rest @ m_rest
+            loo = u @ u - 2 * c * um + c**2 * mm
+            total += (loo - full) / d
+        return total / draws
+
+    cache: dict[tuple[int, int], np.ndarray] = {}
+
+    def block(s: int, targets: slice, rows: slice) -> np.ndarray:
+        idx = range(*targets.indices(x0_hat.shape[1]))
+        if any((s, j) not in cache for j in idx):
+            cache.clear()
+            cache.update({(s, j): one(s, j) for j in idx})
+        return np.asarray([cache[s, j][rows] for j in idx], dtype=np.float32)
 
     return block
 

@@ -17,7 +17,7 @@ for _warning in RUN_CONFIG.warnings():
 P = Paths(f"results/{RUN_CONFIG.run}")
 METHODS = list(RUN_CONFIG.attribution.methods)
 GRADIENT_METHODS = [m for m in METHODS if get_method(m).uses_gradients]
-TRAIN_OUTPUTS = sorted({get_method(m).train_output for m in GRADIENT_METHODS})
+FEATURE_KINDS = sorted({get_method(m).train_features.key for m in GRADIENT_METHODS})
 MODELS = list(range(RUN_CONFIG.train.ensemble))
 MEMBERS = [str(m) for m in members(RUN_CONFIG.train.ensemble, RUN_CONFIG.attribution.checkpoints)]
 SHARDS = list(range(RUN_CONFIG.attribution.shards))
@@ -33,7 +33,7 @@ wildcard_constraints:
     model=r"\d+",
     member=Member.PATTERN,
     method=r"[a-z_]+",
-    output=r"[a-z_]+",
+    output=r"[a-z0-9_]+(-uniform)?(-normalized)?",
     shard=r"\d+",
     subset=r"\d+",
     seed=r"\d+",
@@ -73,7 +73,7 @@ def score_inputs(wildcards):
         "train_features": [],
     }
     if method.uses_gradients:
-        out = method.train_output
+        out = method.train_features.key
         inputs["kernels"] = [P.kernel(out, m) for m in MEMBERS]
         inputs["target_features"] = [P.target_features(wildcards.method, m) for m in MEMBERS]
         inputs["train_features"] = [s for m in MEMBERS for s in train_shards(out, m)]
@@ -95,7 +95,7 @@ def lds_report_inputs(wildcards):
         "subsets": P.subsets,
         "ground_truth": [P.ground_truth(j) for j in LDS_SUBSETS],
         "scores": [P.scores(m) for m in METHODS],
-        "train_features": [s for o in TRAIN_OUTPUTS for m in MEMBERS for s in train_shards(o, m)],
+        "train_features": [s for o in FEATURE_KINDS for m in MEMBERS for s in train_shards(o, m)],
         "target_features": [P.target_features(g, m) for g in GRADIENT_METHODS for m in MEMBERS],
     }
 

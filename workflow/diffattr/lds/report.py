@@ -68,8 +68,9 @@ class LdsInputs:
 
     ``f_t`` (subsets, seeds, steps, targets) and ``final_loss`` (subsets, seeds, targets): the
     ground truth; ``members[method]``: per ensemble member of a gradient method (in the order of
-    its score file's ``members``), its training features Φ and target features ψ (steps, targets,
-    k); ``memorization`` (steps, targets, subsets) or None.
+    its score file's ``members``), its training features Φ, target features ψ (steps, targets,
+    k) and the method's per-example score weights (n,) or None (DAS's residual weights);
+    ``memorization`` (steps, targets, subsets) or None.
     """
 
     masks: np.ndarray
@@ -78,7 +79,9 @@ class LdsInputs:
     final_loss: np.ndarray
     steps: list[int]
     scores: dict[str, Scores]
-    members: dict[str, list[tuple[RowBlocks, np.ndarray]]] = field(default_factory=dict)
+    members: dict[str, list[tuple[RowBlocks, np.ndarray, np.ndarray | None]]] = field(
+        default_factory=dict
+    )
     memorization: np.ndarray | None = None
 
 
@@ -243,18 +246,19 @@ def with_final(pred: np.ndarray) -> np.ndarray:
 
 
 def member_predictions(
-    members: Sequence[tuple[RowBlocks, np.ndarray]],
+    members: Sequence[tuple[RowBlocks, np.ndarray, np.ndarray | None]],
     lambdas: Sequence[float],
     masks: np.ndarray,
     block: int = 8192,
 ) -> np.ndarray:
     """Predictions of every ensemble member's scores on every subset, for every λ:
     (members, lambdas, steps, targets, subsets). The ensemble's prediction is their mean
-    (predictions are linear in the scores)."""
+    (predictions are linear in the scores; weighted scores diag(w)τ predict through M·diag(w))."""
     out = []
-    for store, psi in members:
+    for store, psi, weights in members:
         n_steps, n_targets, k = psi.shape
-        pred = ridge_predictions(store.blocks(block), psi.reshape(-1, k), lambdas, masks)
+        weighted = masks if weights is None else masks * weights[None, :]
+        pred = ridge_predictions(store.blocks(block), psi.reshape(-1, k), lambdas, weighted)
         out.append(pred.reshape(len(lambdas), n_steps, n_targets, -1))
     return np.stack(out)
 

@@ -18,7 +18,7 @@ from ..attribution import Attributor
 from ..config import RunConfig
 from ..features import shard_positions
 from ..layout import Member
-from ..methods import gradient_method
+from ..methods import FeatureKind, gradient_method
 from ..models import load_model, resolve_device
 
 log = logging.getLogger("diffattr")
@@ -44,19 +44,24 @@ def featurize_train(
     out: Path,
     progress: bool = True,
 ) -> None:
-    """Project the training examples' gradients of one model output: one shard of one member."""
+    """Project the training examples' gradients of one feature kind (``model_output``: output
+    [-uniform][-normalized]): one shard of one member; normalised kinds also store DAS's residual
+    weights."""
+    kind = FeatureKind.parse(model_output)
     attributor = _attributor(cfg, model, member)
     prepared = read_data(data)
     batch_size = cfg.attribution.batch_size
     positions = shard_positions(prepared.n, batch_size, shards, shard)
     start = time.time()
-    features = attributor.featurize_train(
-        model_output, prepared, positions, cfg.dataset.flip, progress
-    )
+    features = attributor.featurize_train(kind, prepared, positions, cfg.dataset.flip, progress)
+    weights = attributor.residual_weights(prepared, positions) if kind.normalize else None
     seconds = time.time() - start
     K = cfg.attribution.K
     attrs = {
-        "output": model_output,
+        "output": kind.output,
+        "feature_kind": kind.key,
+        "uniform_timesteps": kind.uniform,
+        "normalized": kind.normalize,
         "member": member,
         "K": K,
         "projection": attributor.projector.describe(),
@@ -65,7 +70,9 @@ def featurize_train(
         "shards": shards,
         "seconds": seconds,
     }
-    write_feature_shard(out, features, positions, prepared.ids[positions], attrs)
+    if weights is not None:
+        attrs["residual_timesteps"] = cfg.attribution.residual_timesteps
+    write_feature_shard(out, features, positions, prepared.ids[positions], attrs, weights)
     log.info(
         "featurized %d examples × %d draws in %.1f s (%.0f example·timesteps/s), dim %d",
         len(positions),

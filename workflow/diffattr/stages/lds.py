@@ -27,6 +27,7 @@ from ..errors import ArtifactError
 from ..figures import lds_figure, save
 from ..lds.report import LdsInputs, lds_table
 from ..lds.subsets import make_subsets, subset_roles
+from ..methods import gradient_method
 from ..storage import atomic_path, write_json
 
 log = logging.getLogger("diffattr")
@@ -96,12 +97,15 @@ def lds_inputs(
         recorded = result.attrs.get("feature_digests") or {}
         for m in result.attrs["members"]:
             member = layout.Member.parse(m)
-            store = FeatureStore(shards[result.attrs["train_output"], member])
+            kind = result.attrs.get("train_features", result.attrs.get("train_output"))
+            store = FeatureStore(shards[kind, member])
             store.check_unchanged_since(recorded.get(m), score_path[method])
-            members[method].append((store, read_target_features(psi[method, member]).features))
+            psi_m = read_target_features(psi[method, member]).features
+            weights = gradient_method(method).row_weights([store])
+            members[method].append((store, psi_m, None if weights is None else weights[0]))
     check_consistent(subsets, split, ground_truth, truths, scores, list(results.values()))
     for method, stores in members.items():
-        for store, features in stores:
+        for store, features, _ in stores:
             if store.n != len(split.train_ids) or features.shape[:2] != truths[0].f_t.shape[1:]:
                 raise ArtifactError(
                     f"the features of {method} do not match the subsets and ground truth "

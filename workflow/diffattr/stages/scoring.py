@@ -23,7 +23,7 @@ from ..artifacts import (
     write_kernel,
     write_scores,
 )
-from ..config import RunConfig
+from ..config import RunConfig, alphas_cumprod
 from ..data import decode_latents
 from ..errors import ConfigError
 from ..figures import attribution_grid, save
@@ -74,7 +74,9 @@ def score(
     }
     members: dict[Member, tuple[FeatureStore, Kernel, np.ndarray]] = {}
     if chosen.uses_gradients:
-        members = ensemble_members(chosen.train_output, kernels, target_features, train_features)
+        members = ensemble_members(
+            chosen.train_features.key, kernels, target_features, train_features
+        )
         for member, (store, _, _) in members.items():
             if store.n != prepared.n:
                 raise ConfigError(f"features of {member} cover {store.n} of {prepared.n} examples")
@@ -100,6 +102,8 @@ def score(
         stored.target_ids,
         cfg.seed,
         list(members.values()),
+        alphas_cumprod(cfg.diffusion),
+        cfg.attribution.R,
     )
     write_scores(
         out,
@@ -120,7 +124,7 @@ def score(
 
 
 def ensemble_members(
-    train_output: str,
+    feature_kind: str,
     kernels: Sequence[Path],
     target_features: Sequence[Path],
     train_features: Sequence[Path],
@@ -131,13 +135,13 @@ def ensemble_members(
     shards: dict[Member, list[Path]] = defaultdict(list)
     for path in train_features:
         output, member, _ = layout.parse_train_features(path)
-        if output == train_output:
+        if output == feature_kind:
             shards[member].append(path)
     psi = {layout.parse_target_features(p)[1]: p for p in target_features}
     members = {}
     for path in kernels:
         output, member = layout.parse_kernel(path)
-        if output != train_output or member not in psi or not shards[member]:
+        if output != feature_kind or member not in psi or not shards[member]:
             raise ConfigError(f"kernel {path} has no matching target features or training shards")
         store, kernel_ = FeatureStore(shards[member]), read_kernel(path)
         store.check_unchanged_since(kernel_.attrs.get("feature_digests"), path)

@@ -1,0 +1,267 @@
+"""The attribution methods' building blocks against direct computations: D-TRAK's output
+functions, DAS's unit per-timestep gradients and residual weights, the uniform timestep grid, the
+optimal-denoiser scores and the weighted TRAK scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import loss_rows, make_unet, random_rows
+from diffattr.config import DiffusionConfig, alphas_cumprod, uniform_timesteps
+from diffattr.errors import ConfigError
+from diffattr.features import residual_weights, train_draws
+from diffattr.lds.report import member_predictions
+from diffattr.methods import METHODS, FeatureKind, GradientMethod
+from diffattr.outputs import OUTPUTS, add_noise, predict_noise, row_outputs
+from diffattr.projection import (
+    DenseProjector,
+    FactoredProjector,
+    IdentityProjector,
+    flatten_gradients,
+    per_owner_gradients,
+)
+from diffattr.scoring import TrakScorer, kernel, optimal_denoiser_block
+from scipy.special import softmax
+from test_projection import Wrap, explicit_kron, layer_rows
+from torch import nn
+
+RNG = np.random.default_rng(7)
+
+
+class Store:
+    """Φ in memory behind the RowBlocks interface."""
+
+    def __init__(self, phi, weights=None):
+        self.phi, self.n, self.dim, self.weights = phi, len(phi), phi.shape[1], weights
+
+    def blocks(self, rows):
+        for lo in range(0, self.n, rows):
+            yield lo, self.phi[lo : lo + rows]
+
+    def read(self, lo, hi):
+        return self.phi[lo:hi]
+
+    def residual_weights(self):
+        return self.weights
+
+
+def test_output_functions_match_their_definitions_and_autograd(scheduler):
+    """Each output per row equals its formula on ε_θ computed separately, and its gradient is
+    autograd's gradient of that formula."""
+    model = make_unet(torch.float64)
+    batch = random_rows(3, 1)
+    abar = scheduler.alphas_cumprod
+    pred = predict_noise(model, add_noise(abar, batch["x0"], batch["t"], batch["eps"]), batch["t"])
+    p, e = pred.flatten(1), batch["eps"].flatten(1)
+    direct = {
+        "loss": ((p - e) ** 2).mean(1),
+        "square_norm": (p**2).mean(1),
+        "mean": p.mean(1),
+        "l1_norm": torch.linalg.vector_norm(p, ord=1, dim=1),
+        "l2_norm": torch.linalg.vector_norm(p, ord=2, dim=1),
+    }
+    assert set(OUTPUTS) == set(direct)
+    weight = next(model.parameters())
+    for name, want in direct.items():
+        got = row_outputs(model, abar, batch, name)
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+        (g_got,) = torch.autograd.grad(got.sum(), weight)
+        (g_want,) = torch.autograd.grad(want.sum(), weight, retain_graph=True)
+        torch.testing.assert_close(g_got, g_want, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ConfigError, match="unknown model output"):
+        row_outputs(model, abar, batch, "l3_norm")
+
+
+def unit_rows_reference(model, rows_fn, batch, draws, names):
+    """Σ_r g_r / ‖g_r‖ per owner from explicit per-row gradients (over ``names``)."""
+    grads = per_owner_gradients(model, rows_fn, batch, 1)
+    flat = flatten_gradients(grads, names)
+    unit = flat / flat.norm(dim=1, keepdim=True)
+    return grads, unit.view(-1, draws, flat.shape[1]).sum(1), flat.norm(dim=1)
+
+
+def test_normalized_identity_and_dense_features_sum_unit_row_gradients(unet64, scheduler):
+    rows = loss_rows(scheduler, "mean")
+    batch = random_rows(3, 2, seed=4)
+    names = [n for n, _ in unet64.named_parameters()]
+    _, want, _ = unit_rows_reference(unet64, rows, batch, 2, names)
+    got = IdentityProjector(unet64).project(unet64, rows, batch, 2, normalize=True)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    dense = DenseProjector(unet64, 16, 0, "unit")
+    got = dense.project(unet64, rows, batch, 2, normalize=True)
+    torch.testing.assert_close(got, want @ dense.matrix, rtol=1e-9, atol=1e-10)
+    plain = IdentityProjector(unet64).project(unet64, rows, batch, 2)
+    assert (plain - want).norm() > 0.1 * want.norm()  # normalising changes the features
+
+
+def test_factored_normalized_features_divide_each_row_by_its_exact_gradient_norm(unet64, scheduler):
+    """Gram and per-row-gradient norm forms against explicit per-row gradients over the layers
+    the projector covers (the whole UNet: convolutions, linear and attention layers)."""
+    rows = loss_rows(scheduler, "mean")
+    batch = random_rows(3, 2, seed=5)
+    proj = FactoredProjector(unet64, 4, 4, 0, "unit")
+    covered = [n for n, _ in unet64.named_parameters() if n not in proj.uncovered]
+    grads, _, norms = unit_rows_reference(unet64, rows, batch, 2, covered)
+    per_row = explicit_kron(proj, grads, 6)  # projected per-row gradients (6 rows)
+    want = (per_row / norms[:, None]).view(3, 2, -1).sum(1)
+    got = proj.project(unet64, rows, batch, 2, normalize=True)
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "layer, in_shape",
+    [
+        (nn.Linear(6, 5), (4, 6)),  # per-row gradient form
+        (nn.Linear(40, 30), (2, 40)),  # Gram form
+        (nn.Conv2d(3, 4, 3, padding=1), (3, 6, 6)),  # per-row gradient form
+        (nn.Conv2d(16, 16, 3, stride=2, padding=1, bias=False), (16, 4, 4)),  # Gram form
+    ],
+)
+def test_factored_row_norms_in_both_forms(layer, in_shape):
+    model = Wrap(layer.double())
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(4, *in_shape, generator=g, dtype=torch.float64)
+    out_shape = layer(x).shape[1:]
+    batch = {
+        "x0": x,
+        "t": torch.zeros(4, dtype=torch.long),
+        "eps": torch.randn(4, *out_shape, generator=g, dtype=torch.float64),
+    }
+    proj = FactoredProjector(model, 3, 3, 0, "norm")
+    names = [n for n, _ in model.named_parameters()]
+    grads, _, norms = unit_rows_reference(model, layer_rows, batch, 2, names)
+    want = (explicit_kron(proj, grads, 4) / norms[:, None]).view(2, 2, -1).sum(1)
+    got = proj.project(model, layer_rows, batch, 2, normalize=True)
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+
+
+def test_uniform_grid_is_dtraks_range_and_train_draws_sit_on_it():
+    assert uniform_timesteps(10, 1000) == list(range(0, 1000, 100))
+    assert uniform_timesteps(3, 10) == [0, 3, 6]
+    ts, eps, _, _ = train_draws([5, 9], 4, 1000, (1, 2, 2), 0, 1, grid=uniform_timesteps(4, 1000))
+    assert ts.tolist() == [[0, 250, 500, 750]] * 2
+    ts_random, _, _, _ = train_draws([5, 9], 4, 1000, (1, 2, 2), 0, 1)
+    assert len(set(ts_random.flatten().tolist())) > 4  # random t otherwise
+    assert not torch.equal(eps[0], eps[1])  # noise stays keyed per example
+
+
+def test_alphas_cumprod_matches_diffusers(scheduler):
+    np.testing.assert_allclose(
+        alphas_cumprod(DiffusionConfig()), scheduler.alphas_cumprod.double().numpy(), rtol=1e-5
+    )
+
+
+def test_feature_kinds_name_their_paths_and_each_method_its_kind():
+    for kind in [
+        FeatureKind("loss"),
+        FeatureKind("mean", True, True),
+        FeatureKind("l1_norm", True),
+    ]:
+        assert FeatureKind.parse(kind.key) == kind
+    assert FeatureKind("loss").key == "loss"  # unchanged paths for the random-draw kinds
+    assert FeatureKind("mean", uniform=True, normalize=True).key == "mean-uniform-normalized"
+    for bad in ["", "loss-uniform-uniform", "loss-sorted"]:
+        with pytest.raises(ConfigError, match="not a feature kind"):
+            FeatureKind.parse(bad)
+    kinds = {m.name: m.train_features for m in METHODS.values() if isinstance(m, GradientMethod)}
+    assert kinds["trak"] == FeatureKind("loss", uniform=True)
+    assert kinds["dtrak"] == FeatureKind("square_norm", uniform=True)
+    assert kinds["das"] == kinds["das_step"] == FeatureKind("mean", True, True)
+    assert kinds["journey_trak"] == FeatureKind("loss")
+    assert kinds["dtrak_step"] == FeatureKind("square_norm")
+    assert all(o.output in OUTPUTS for o in kinds.values())
+
+
+def test_residual_weights_are_mean_over_norm_of_rms_residuals(scheduler):
+    model = make_unet(torch.float32)
+    images = RNG.uniform(-1, 1, (5, 1, 8, 8)).astype(np.float32)
+    ids = np.array([3, 1, 4, 1, 5]) * 10
+    got = residual_weights(model, scheduler.alphas_cumprod, images, ids, np.arange(5), 4, 2, 0, 1)
+    from diffattr.seeding import generator
+
+    grid = uniform_timesteps(4, 1000)
+    for i in range(5):
+        errs = []
+        for t in grid:
+            eps = torch.randn((1, 8, 8), generator=generator(0, "residual", 1, int(ids[i]), t))
+            x_t = add_noise(
+                scheduler.alphas_cumprod,
+                torch.from_numpy(images[i : i + 1]),
+                torch.tensor([t]),
+                eps[None],
+            )
+            with torch.no_grad():
+                pred = predict_noise(model, x_t, torch.tensor([t]))
+            errs.append(((pred - eps) ** 2).mean().double().sqrt().item())
+        errs = np.array(errs)
+        assert got[i] == pytest.approx(errs.mean() / np.linalg.norm(errs), rel=1e-5)
+    assert np.all((got > 0) & (got <= 0.5 + 1e-12))  # mean/‖·‖₂ ≤ 1/√T
+
+
+def test_weighted_trak_scores_and_their_lds_predictions():
+    """τ = (1/M) Σ_m diag(w_m) Φ_m A_m ψ_m, and the LDS's ridge predictions of weighted scores
+    equal −M τ computed from them."""
+    n, k = 12, 4
+    phis = [RNG.standard_normal((n, k)) for _ in range(2)]
+    psis = [RNG.standard_normal((1, 3, k)) for _ in range(2)]
+    weights = [RNG.uniform(0.1, 1, n) for _ in range(2)]
+    kernels = [kernel(Store(p), 0.1, 5) for p in phis]
+    members = [(Store(p), kk, s) for p, kk, s in zip(phis, kernels, psis, strict=True)]
+    got = TrakScorer(members, weights)(0, slice(0, 3), slice(0, n))
+    want = np.mean(
+        [
+            w[:, None] * (p @ kk.matrix @ s[0].T)
+            for p, kk, s, w in zip(phis, kernels, psis, weights, strict=True)
+        ],
+        0,
+    ).T
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    unweighted = TrakScorer(members)(0, slice(0, 3), slice(0, n))
+    assert not np.allclose(got, unweighted)
+    masks = RNG.random((6, n)) < 0.5
+    pred = member_predictions(
+        [(Store(p), s, w) for p, s, w in zip(phis, psis, weights, strict=True)], [0.1], masks, 5
+    ).mean(0)[0, 0]  # (targets, subsets)
+    np.testing.assert_allclose(pred, -(masks.astype(float) @ want.T).T, rtol=1e-4)
+
+
+def brute_force_loo(train, x0, eps, abar):
+    """f^{−i} − f per example by explicit re-softmax on the n − 1 others (scipy)."""
+    a, s = np.sqrt(abar), np.sqrt(1 - abar)
+    x_t = a * x0 + s * eps
+
+    def f(rows):
+        w = softmax(-((x_t - a * rows) ** 2).sum(1) / (2 * (1 - abar)))
+        return np.mean(((x_t - a * (w @ rows)) / s - eps) ** 2)
+
+    full = f(train)
+    return np.array([f(np.delete(train, i, 0)) - full for i in range(len(train))])
+
+
+@pytest.mark.parametrize("t", [50, 500, 950])
+def test_optimal_denoiser_scores_are_exact_leave_one_out_effects(t):
+    from diffattr.seeding import numpy_rng
+
+    abar = alphas_cumprod(DiffusionConfig())
+    train = RNG.uniform(-1, 1, (9, 1, 2, 3))
+    x0_hat = RNG.uniform(-1, 1, (1, 2, 1, 2, 3))
+    x0_hat[0, 1] = train[4] + 0.01  # near-memorized: one posterior weight ≈ 1
+    block = optimal_denoiser_block(train, x0_hat, [t], np.array([7, 8]), abar, 3, 0)
+    got = block(0, slice(0, 2), slice(0, 9))
+    for j, target in enumerate([7, 8]):
+        want = np.mean(
+            [
+                brute_force_loo(
+                    train.reshape(9, -1),
+                    x0_hat[0, j].reshape(-1),
+                    numpy_rng(0, "optimal-denoiser", target, t, r).standard_normal(6),
+                    abar[t],
+                )
+                for r in range(3)
+            ],
+            0,
+        )
+        np.testing.assert_allclose(got[j], want, rtol=1e-4, atol=1e-9)
+    if t == 50:
+        assert int(np.argmax(got[1])) == 4  # the memorized example supports its copy most
