@@ -156,6 +156,24 @@ def test_split_half_reliability_bounds():
     assert np.isnan(split_half_reliability(same[:1]))
 
 
+@pytest.mark.parametrize("seeds", [2, 3, 4, 5])
+def test_split_half_reliability_is_that_of_the_full_seed_average(seeds):
+    """truth = subset effect (var 1) + seed noise (var 3): one seed has reliability 1/4, the
+    S-seed mean S/(S + 3). Spearman on Gaussians is (6/π) asin(ρ/2), slightly below Pearson's ρ,
+    hence the one-sided tolerance; an odd S corrected as if it were S − 1 misses by > 0.05."""
+    rng = np.random.default_rng(seeds)
+    effect = rng.standard_normal((20, 2000))
+    per_seed = effect + np.sqrt(3) * rng.standard_normal((seeds, 20, 2000))
+    half = seeds // 2
+    rho_half = half / (half + 3)  # reliability of one h-seed half, then Spearman's version
+    r_s = 6 / np.pi * np.arcsin(rho_half / 2)
+    m = seeds / half
+    assert split_half_reliability(per_seed) == pytest.approx(
+        m * r_s / (1 + (m - 1) * r_s), abs=0.02
+    )
+    assert abs(split_half_reliability(per_seed) - seeds / (seeds + 3)) < 0.03
+
+
 def test_variance_components_recover_known_subset_and_noise_variances():
     rng = np.random.default_rng(8)
     seeds, targets, m = 4, 3, 4000

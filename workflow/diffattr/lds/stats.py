@@ -105,8 +105,10 @@ def shared_null(masks: np.ndarray, truth: np.ndarray, draws: int, seed: int) -> 
 
 
 def split_half_reliability(per_seed: np.ndarray) -> float:
-    """Reliability of the seed-averaged ground truth: (seeds, targets, subsets) → Spearman–Brown
-    corrected correlation (across subsets, mean over targets) of the two halves' averages.
+    """Reliability of the S-seed average ground truth: (seeds, targets, subsets) → r, the
+    correlation (across subsets, mean over targets) of two disjoint h-seed averages
+    (h = ⌊S/2⌋), stepped up by Spearman–Brown to S seeds: m r / (1 + (m − 1) r), m = S/h
+    (m = 2 for even S; an odd S leaves one seed out of the split but not of the count).
 
     A negative split-half correlation means no measurable reliability and is reported as 0.
     """
@@ -116,7 +118,8 @@ def split_half_reliability(per_seed: np.ndarray) -> float:
     half = seeds // 2
     a, b = per_seed[:half].mean(0), per_seed[half : 2 * half].mean(0)
     r = float(np.nanmean(spearman_rows(a, b)))
-    return 2 * r / (1 + r) if r > 0 else 0.0
+    m = seeds / half
+    return m * r / (1 + (m - 1) * r) if r > 0 else 0.0
 
 
 def variance_components(per_seed: np.ndarray) -> dict:
