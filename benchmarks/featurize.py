@@ -10,8 +10,11 @@ floor (one batched training forward+backward), in example·timesteps per second,
                          would take many minutes (the 35.7M model) its projector cost is measured
                          on one 100-column block and scaled to k (marked *).
 (d) floor              - one training forward+backward of the loss over the batch (weight grads)
+(e) factored, unit     - (a) with DAS's per-row normalisation: each row's exact gradient norm from
+                         the same hooks (Gram or per-row form per layer)
 
-The last lines read  featurize <model>: speedup_vs_trak=<a/c> floor_ratio=<d/a> coverage=<z>.
+The last lines read  featurize <model>: speedup_vs_trak=<a/c> floor_ratio=<d/a>
+normalize_cost=<a/e> coverage=<z>.
 """
 
 from __future__ import annotations
@@ -166,6 +169,9 @@ def bench(name: str, device: torch.device, min_seconds: float, k_in: int, k_out:
     out["factored"] = rate(
         lambda: factored.project(model, row_fn, batch, 1), rows, min_seconds, device
     )
+    out["unit"] = rate(
+        lambda: factored.project(model, row_fn, batch, 1, normalize=True), rows, min_seconds, device
+    )
 
     out["dense_k"] = min(factored.dim, 2_000_000_000 // p)  # the p×k matrix must fit in memory
     if out["dense_k"] >= 256:
@@ -230,7 +236,8 @@ def main() -> None:
     for r in results:
         print(
             f"featurize {r['model']}: speedup_vs_trak={r['factored'] / r['trak']:.1f} "
-            f"floor_ratio={r['floor'] / r['factored']:.2f} coverage={r['coverage']:.4f}"
+            f"floor_ratio={r['floor'] / r['factored']:.2f} "
+            f"normalize_cost={r['factored'] / r['unit']:.2f} coverage={r['coverage']:.4f}"
         )
 
 

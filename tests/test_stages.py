@@ -36,6 +36,7 @@ from diffattr.models import load_model
 from diffattr.ridge import ridge_predictions
 from diffattr.stages import load as load_stage
 from diffattr.stages import slice_of
+from diffattr.storage import write_json
 
 REPO = Path(__file__).resolve().parents[1]
 RNG = np.random.default_rng(0)
@@ -207,10 +208,64 @@ def test_score_stage_assembles_each_method(tmp_path):
             t = targets.x0_hat.reshape(2, 3, -1)
             x = data.images.reshape(30, -1)
             cos = t @ x.T / np.linalg.norm(t, axis=2)[..., None] / np.linalg.norm(x, axis=1)
-            np.testing.assert_allclose(scores.scores, cos, rtol=1e-5)
+            np.testing.assert_allclose(scores.scores, cos, rtol=1e-5, atol=1e-6)
         else:
             assert scores.attrs["target_image"] == "x0_hat"
             assert not np.array_equal(scores.scores[0], scores.scores[1])  # per (step, target)
+
+
+def ridge_scores(phis, psis, lam):
+    """τ = (1/M) Σ_m Φ_m (Φ_mᵀΦ_m + λ_abs I)⁻¹ ψ_m in numpy: (steps, targets, n)."""
+    total = 0
+    for phi, psi in zip(phis, psis, strict=True):
+        phi = phi.astype(np.float64)
+        xtx = phi.T @ phi
+        inverse = np.linalg.inv(xtx + lam * np.trace(xtx) / phi.shape[1] * np.eye(len(xtx)))
+        total = total + np.einsum("nk,kl,stl->stn", phi, inverse, psi.astype(np.float64))
+    return total / len(phis)
+
+
+def test_tuned_scores_use_each_steps_lds_lambda(tmp_path):
+    """With an LDS report, step s is scored with the λ the report tuned for it; a report that
+    tuned nothing for the method leaves the config λ, recorded as such."""
+    cfg = config()
+    p, _, _, phis, psis, paths = write_inputs(tmp_path)
+    report = tmp_path / "lds.json"
+    write_json(
+        report,
+        {
+            "methods": {
+                "journey_trak": {"selected_lambda": {"500": 10.0, "0": 0.001, "final_loss": 1.0}}
+            }
+        },
+    )
+    inputs = dict(
+        method="journey_trak",
+        data=Path(p.data),
+        targets=Path(p.targets),
+        kernels=paths["kernels"],
+        target_features=paths["target_features"],
+        train_features=paths["train_features"],
+    )
+    run_stage("score", cfg, out=tmp_path / "tuned.h5", lds=report, **inputs)
+    tuned = read_scores(tmp_path / "tuned.h5")
+    np.testing.assert_allclose(
+        tuned.scores[0], ridge_scores(phis, psis, 10.0)[0], rtol=1e-4, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        tuned.scores[1], ridge_scores(phis, psis, 0.001)[1], rtol=1e-4, atol=1e-6
+    )
+    assert tuned.attrs["lambda_source"] == "tuned" and tuned.attrs["lambda_per_step"] == [
+        10.0,
+        0.001,
+    ]
+    write_json(report, {"methods": {}})
+    run_stage("score", cfg, out=tmp_path / "config.h5", lds=report, **inputs)
+    kept = read_scores(tmp_path / "config.h5")
+    assert kept.attrs["lambda_source"] == "config"
+    np.testing.assert_allclose(
+        kept.scores, ridge_scores(phis, psis, cfg.attribution.lambda_), rtol=1e-4, atol=1e-5
+    )
 
 
 def score_journey_trak(cfg, p, paths, out, target_features):

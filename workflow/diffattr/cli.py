@@ -39,6 +39,7 @@ HELP = {
     "member": "ensemble member m<index>_<checkpoint>, e.g. m0_final",
     "model_output": "feature kind <output>[-uniform][-normalized], e.g. loss, square_norm-uniform",
     "method": "attribution method (diffattr.methods.METHODS)",
+    "lds": "an LDS report's lds.json: score each step with the λ it tuned",
     "shard": "shard index (0-based) of the training set",
     "shards": "number of shards the training set is split into",
     "targets": "targets with trajectories (targets.h5)",

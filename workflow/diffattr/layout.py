@@ -157,6 +157,10 @@ class Paths:
     def scores(self, method: str) -> str:
         return f"{self.run}/scores/{method}.h5"
 
+    def tuned_scores(self, method: str) -> str:
+        """Scores with the λ the LDS tuned per step (what figures and removals use)."""
+        return f"{self.run}/scores/tuned/{method}.h5"
+
     def attribution_figures(self, method: str) -> str:
         return f"{self.run}/figures/attributions/{method}"
 
@@ -254,7 +258,9 @@ _RULES = [  # (path pattern within a run, the rule that makes it)
     (r"features/train/.+\.h5", "featurize_train"),
     (r"features/targets/.+\.h5", "featurize_targets"),
     (r"kernels/.+\.h5", "kernel"),
+    (r"scores/tuned/.+\.h5", "tuned_scores"),
     (r"scores/.+\.h5", "score"),
+    (r"reports/lds\.(json|csv)", "lds_report"),
     (r"models/m\d+(/.*)?", "train_model"),
     (r"lds/subsets\.h5", "lds_subsets"),
     (r"lds/models/.+", "train_subset_model"),

@@ -134,3 +134,13 @@ def write_json(path: str | os.PathLike, payload: Any) -> None:
     """Atomically write JSON."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read JSON; an unreadable or malformed file is one ArtifactError line."""
+    from .errors import ArtifactError
+
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise ArtifactError(f"{path} is not readable JSON ({err}); remake it") from err

@@ -89,9 +89,33 @@ rule score:
         " --threads {threads} > {log} 2>&1"
 
 
+rule tuned_scores:
+    input:
+        unpack(score_inputs),
+        lds=P.report("lds.json"),
+    output:
+        P.tuned_scores("{method}"),
+    params:
+        cfg=cfg_json("score"),
+    log:
+        P.log("tuned_scores", "{method}"),
+    threads: 1
+    conda:
+        ENV
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    shell:
+        "diffattr score --cfg {params.cfg:q} --method {wildcards.method} --data {input.data}"
+        " --targets {input.targets} --kernels {input.kernels}"
+        " --target-features {input.target_features}"
+        " --train-features {input.train_features} --lds {input.lds} --out {output}"
+        " --threads {threads} > {log} 2>&1"
+
+
 rule figure_attributions:
     input:
-        scores=P.scores("{method}"),
+        scores=lambda wildcards: downstream_scores(wildcards.method),
         targets=P.targets,
         data=P.data,
     output:

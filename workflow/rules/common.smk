@@ -80,6 +80,14 @@ def score_inputs(wildcards):
     return inputs
 
 
+def downstream_scores(method):
+    """The scores figures and counterfactual removals use: with an LDS, a gradient method's
+    scores re-made with the λ tuned per step on the tuning subsets; otherwise the config λ."""
+    if LDS.enabled and get_method(method).uses_gradients:
+        return P.tuned_scores(method)
+    return P.scores(method)
+
+
 def attribution_outputs():
     return [P.scores(m) for m in METHODS] + [P.attribution_figures(m) for m in METHODS]
 

@@ -61,7 +61,7 @@ rule cf_plan:
     input:
         data=P.data,
         emergence=P.emergence,
-        scores=[P.scores(m) for m in CF.scored_methods],
+        scores=[downstream_scores(m) for m in CF.scored_methods],
     output:
         P.plan,
     params:

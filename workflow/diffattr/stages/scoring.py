@@ -25,13 +25,13 @@ from ..artifacts import (
 )
 from ..config import RunConfig, alphas_cumprod
 from ..data import decode_latents
-from ..errors import ConfigError
+from ..errors import ArtifactError, ConfigError
 from ..figures import attribution_grid, save
 from ..layout import Member
 from ..methods import get_method, scorer
-from ..scoring import Kernel
+from ..scoring import BlockFn, Kernel
 from ..scoring import kernel as build_kernel
-from ..storage import atomic_path, config_hash
+from ..storage import atomic_path, config_hash, read_json
 
 log = logging.getLogger("diffattr")
 
@@ -62,8 +62,11 @@ def score(
     kernels: Sequence[Path] = (),
     target_features: Sequence[Path] = (),
     train_features: Sequence[Path] = (),
+    lds: Path | None = None,
 ) -> None:
-    """Score every training example for every (step, target): the method's score file."""
+    """Score every training example for every (step, target): the method's score file. With
+    ``lds`` (an LDS report's lds.json) a gradient method scores each step with the λ the report
+    tuned for it on the tuning subsets (the scores figures and counterfactual removals use)."""
     chosen = get_method(method)
     prepared = read_data(data)
     stored = read_targets(targets)
@@ -92,19 +95,38 @@ def score(
                 "feature_digests": {
                     str(m): k.attrs.get("feature_digests") for m, (_, k, _) in members.items()
                 },
+                "lambda_source": "config",
             }
         )
-    block_fn = scorer(
-        chosen,
-        prepared.images,
-        stored.x0_hat,
-        stored.steps,
-        stored.target_ids,
-        cfg.seed,
-        list(members.values()),
-        alphas_cumprod(cfg.diffusion),
-        cfg.attribution.R,
-    )
+
+    def block_fn_with(chosen_members) -> BlockFn:
+        return scorer(
+            chosen,
+            prepared.images,
+            stored.x0_hat,
+            stored.steps,
+            stored.target_ids,
+            cfg.seed,
+            chosen_members,
+            alphas_cumprod(cfg.diffusion),
+            cfg.attribution.R,
+        )
+
+    block_fn = block_fn_with(list(members.values()))
+    tuned = tuned_lambdas(lds, chosen.name, stored.steps) if lds and members else None
+    if tuned is not None:
+        by_lambda = {
+            lam: block_fn_with(
+                [
+                    (store, build_kernel(store, lam, cfg.attribution.block_size), psi)
+                    for store, _, psi in members.values()
+                ]
+            )
+            for lam in sorted(set(tuned))
+        }
+        block_fn = lambda s, t, r: by_lambda[tuned[s]](s, t, r)  # noqa: E731
+        attrs.update({"lambda_source": "tuned", "lambda_per_step": tuned, "lds_report": str(lds)})
+        attrs.pop("lambda_abs")
     write_scores(
         out,
         stored.steps,
@@ -121,6 +143,29 @@ def score(
         stored.n,
         prepared.n,
     )
+
+
+def ridge_caption(attrs: dict[str, Any]) -> str:
+    """Which λ a gradient method's scores used, for figure titles ('' for other methods)."""
+    if attrs.get("lambda_source") == "tuned":
+        return " (λ tuned per step on the LDS tuning subsets)"
+    if "lambda" in attrs:
+        return f" (config λ = {attrs['lambda']:g}, not tuned)"
+    return ""
+
+
+def tuned_lambdas(lds: Path, method: str, steps: Sequence[int]) -> list[float] | None:
+    """The λ an LDS report tuned per attribution step for ``method`` (None: it tuned none, e.g.
+    too few tuning subsets; the config λ then stands, recorded as such)."""
+    details = read_json(lds)
+    chosen = details.get("methods", {}).get(method, {}).get("selected_lambda")
+    if not chosen:
+        log.warning("%s: no λ tuned for %s; keeping the config λ", lds, method)
+        return None
+    missing = [t for t in steps if str(t) not in chosen]
+    if missing:
+        raise ArtifactError(f"{lds} tuned no λ for steps {missing}; {layout.remake_hint(lds)}")
+    return [float(chosen[str(t)]) for t in steps]
 
 
 def ensemble_members(
@@ -167,6 +212,7 @@ def figure_attributions(
         flat = decode_latents(prepared.config, x0_hat.reshape(-1, *x0_hat.shape[2:]))
         x0_hat = flat.reshape(*x0_hat.shape[:2], *flat.shape[1:])
     n = min(cfg.figures.n_targets, len(result.target_ids))
+    ridge = ridge_caption(result.attrs)
     with atomic_path(out) as tmp:
         tmp.mkdir(parents=True)
         for j in range(n):
@@ -177,6 +223,6 @@ def figure_attributions(
                 train_images,
                 prepared.labels,
                 top_k,
-                f"{result.method}: target {result.target_ids[j]}",
+                f"{result.method}: target {result.target_ids[j]}{ridge}",
             )
             save(fig, tmp / f"target-{j}.png")
