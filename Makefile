@@ -19,12 +19,16 @@ ARGS ?=
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first and pinned: an unpinned torch resolves to a multi-GB CUDA build
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	# kronfluence (ekfac) without its declared torchvision, which it never imports: a registry
+	# torchvision built for another torch build breaks transformers' imports
+	$(BIN)/python -m pip install --quiet accelerate einconv einops opt_einsum
+	$(BIN)/python -m pip install --quiet --no-deps kronfluence==1.0.1
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -265,3 +265,67 @@ def test_optimal_denoiser_scores_are_exact_leave_one_out_effects(t):
         np.testing.assert_allclose(got[j], want, rtol=1e-4, atol=1e-9)
     if t == 50:
         assert int(np.argmax(got[1])) == 4  # the memorized example supports its copy most
+
+
+class FlatLinear(nn.Module):
+    """ε_θ(x, t) = W vec(x) + b: one Linear layer seen once per call (no weight sharing over
+    positions), so one example's Fisher is exactly Kronecker-factored."""
+
+    def __init__(self, d):
+        super().__init__()
+        self.layer = nn.Linear(d, d)
+
+    def forward(self, x, t):
+        class Out:
+            sample = self.layer(x.flatten(1)).view_as(x)
+
+        return Out
+
+
+def test_ekfac_scores_equal_the_explicit_damped_fisher_inverse(scheduler):
+    """Fitted on one example with one draw, EK-FAC's Fisher is that example's gradient outer
+    product F = g gᵀ (A = aaᵀ, G = δδᵀ, corrected eigenvalues (‖δ‖‖a‖)²), so the scores must be
+    ∇f_qᵀ (F + λI)⁻¹ ∇L_i for every query q and training example i scored against it."""
+    pytest.importorskip("kronfluence")
+    from diffattr.ekfac import ekfac_scores
+    from diffattr.features import target_draws
+
+    torch.manual_seed(0)
+    model = FlatLinear(4)
+    abar = scheduler.alphas_cumprod
+    images = RNG.uniform(-1, 1, (1, 1, 2, 2)).astype(np.float32)
+    x0_hat = RNG.uniform(-1, 1, (2, 3, 1, 2, 2)).astype(np.float32)
+    steps, damping = [700, 100], 0.05
+    got = ekfac_scores(
+        model,
+        abar,
+        images,
+        np.array([11]),
+        x0_hat,
+        steps,
+        np.arange(3),
+        1,
+        2,
+        0,
+        0,
+        batch_size=1,
+        damping=damping,
+        fisher="empirical",
+    )
+    params = list(model.parameters())
+
+    def grad(x0, t, eps):  # ∇ Σ_d ℓ over draws, flattened over (W, b)
+        x0 = torch.as_tensor(x0).expand(len(t), *x0.shape[-3:])
+        loss = ((model(add_noise(abar, x0, t, eps), t).sample - eps) ** 2).flatten(1).mean(1).sum()
+        return torch.cat([g.flatten() for g in torch.autograd.grad(loss, params)]).double()
+
+    ts, eps, _, _ = train_draws([11], 1, 1000, (1, 2, 2), 0, 0)
+    g_train = grad(torch.from_numpy(images[0]), ts[0], eps[0])
+    inverse = torch.linalg.inv(
+        torch.outer(g_train, g_train) + damping * torch.eye(len(g_train), dtype=torch.float64)
+    )
+    for s, t in enumerate(steps):
+        noise = target_draws(range(3), [t, t], (1, 2, 2), 0, "target-draw")
+        for j in range(3):
+            g_q = grad(torch.from_numpy(x0_hat[s, j]), torch.tensor([t, t]), noise[j])
+            assert got[s, j, 0] == pytest.approx((g_q @ inverse @ g_train).item(), rel=2e-3)

@@ -11,7 +11,16 @@ PACKAGE = Path(__file__).resolve().parents[1] / "workflow" / "diffattr"
 LAYERS = {  # bottom (0) to top; the same table as diffattr/__init__.py
     0: {"__init__", "seeding", "storage", "errors", "config", "layout", "ridge"},
     1: {"data", "models", "projection", "outputs"},
-    2: {"diffusion", "scoring", "features", "classifier", "figures", "counterfactual", "lds"},
+    2: {
+        "diffusion",
+        "scoring",
+        "features",
+        "ekfac",
+        "classifier",
+        "figures",
+        "counterfactual",
+        "lds",
+    },
     3: {"methods", "artifacts", "attribution", "results", "stages"},
     4: {"cli", "config_doc", "__main__"},
 }

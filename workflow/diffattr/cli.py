@@ -40,6 +40,7 @@ HELP = {
     "model_output": "feature kind <output>[-uniform][-normalized], e.g. loss, square_norm-uniform",
     "method": "attribution method (diffattr.methods.METHODS)",
     "lds": "an LDS report's lds.json: score each step with the λ it tuned",
+    "member_scores": "score files of a per-member method (ekfac), one per ensemble member",
     "shard": "shard index (0-based) of the training set",
     "shards": "number of shards the training set is split into",
     "targets": "targets with trajectories (targets.h5)",

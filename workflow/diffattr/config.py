@@ -66,20 +66,23 @@ class Section:
         return cls.renamed.get(name, name)
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any], partial: bool = False):
+    def from_dict(cls, values: Mapping[str, Any], partial: bool | Sequence[str] = False):
         """Build from a config mapping. ``partial``: fields absent from ``values`` are not
-        passed (a job's slice) instead of taking their defaults; nested sections are whole."""
+        passed (a job's slice) instead of taking their defaults, except the keys it lists (the
+        slice's keys: an unset optional one is left out of the slice but read as None); nested
+        sections are whole."""
         hints = get_type_hints(cls)
         known = {cls.key(f.name) for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"unknown config keys {unknown} in {cls.path or 'the top level'}")
+        listed = () if isinstance(partial, bool) else partial
         kwargs: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             key = cls.key(f.name)
             if key in values:
                 kwargs[f.name] = _convert(hints[f.name], values[key])
-            elif partial:
+            elif partial and key not in listed:
                 kwargs[f.name] = NOT_PASSED
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 name = f"{cls.path}.{key}" if cls.path else key
@@ -240,6 +243,7 @@ ALL_METHODS = (
     "trak",
     "dtrak",
     "das",
+    "ekfac",
     "pixel_similarity",
     "optimal_denoiser",
     "random",
@@ -258,6 +262,8 @@ class AttributionConfig(Section):
     K: int = 10
     R: int = 20
     residual_timesteps: int = 100
+    ekfac_damping: float | None = None  # None: kronfluence's 0.1 × mean eigenvalue per layer
+    ekfac_fisher: Literal["mc", "empirical"] = "mc"
     shards: int = 2
     batch_size: int = 64
     lambda_: float = 0.01
@@ -392,7 +398,8 @@ class RunConfig(Section):
             if section is None:
                 kwargs[f.name] = _convert(hints[f.name], values[f.name])
             else:
-                kwargs[f.name] = section.from_dict(values[f.name], partial=spec[f.name] is not None)
+                keys = spec[f.name]
+                kwargs[f.name] = section.from_dict(values[f.name], partial=keys or False)
         return cls(**kwargs)
 
     def slice(self, stage: str) -> str:
@@ -565,6 +572,10 @@ SLICES: dict[str, dict[str, tuple[str, ...] | None]] = {
     "featurize_targets": {
         **_MODEL_RUN,
         "attribution": ("K", "R", "batch_size", "projection", "precision"),
+    },
+    "ekfac_member": {
+        **_MODEL_RUN,
+        "attribution": ("K", "R", "batch_size", "ekfac_damping", "ekfac_fisher"),
     },
     "score": {
         "seed": None,

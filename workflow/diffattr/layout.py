@@ -157,6 +157,10 @@ class Paths:
     def scores(self, method: str) -> str:
         return f"{self.run}/scores/{method}.h5"
 
+    def member_scores(self, method: str, member: str | Member) -> str:
+        """One ensemble member's scores of a method that scores per model (ekfac)."""
+        return f"{self.run}/scores/members/{method}/{member}.h5"
+
     def tuned_scores(self, method: str) -> str:
         """Scores with the λ the LDS tuned per step (what figures and removals use)."""
         return f"{self.run}/scores/tuned/{method}.h5"
@@ -239,6 +243,12 @@ def parse_target_features(path: str | Path) -> tuple[str, Member]:
     return path.parent.name, Member.parse(path.stem)
 
 
+def parse_member_scores(path: str | Path) -> tuple[str, Member]:
+    """``…/scores/members/<method>/<member>.h5`` → (method, member)."""
+    path = Path(path)
+    return path.parent.name, Member.parse(path.stem)
+
+
 def parse_scores(path: str | Path) -> str:
     """``…/scores/<method>.h5`` → method."""
     return Path(path).stem
@@ -259,6 +269,7 @@ _RULES = [  # (path pattern within a run, the rule that makes it)
     (r"features/targets/.+\.h5", "featurize_targets"),
     (r"kernels/.+\.h5", "kernel"),
     (r"scores/tuned/.+\.h5", "tuned_scores"),
+    (r"scores/members/.+\.h5", "ekfac_member"),
     (r"scores/.+\.h5", "score"),
     (r"reports/lds\.(json|csv)", "lds_report"),
     (r"models/m\d+(/.*)?", "train_model"),

@@ -16,6 +16,9 @@ and in the target image and timesteps of the target output:
   target f_t = Σ_r unit ∇ mean(ε_θ(x̂_0^t, t, ε_r)) at the attribution step. Left out: DAS's
   optional leverage correction 1/(1 − h)² (its ``DAS0`` mode).
 
+``ekfac``: EK-FAC influence functions through kronfluence (``diffattr.ekfac``), one score file
+per ensemble member (``member_scores``), averaged here.
+
 Baselines: ``pixel_similarity`` (cosine of x̂_0^t with each training image), ``optimal_denoiser``
 (leave-one-out effect on f_t under the training set's empirical optimal denoiser, gradient-free)
 and ``random``.
@@ -96,6 +99,7 @@ class ScoringInputs:
     members: Sequence[tuple[Any, Kernel, np.ndarray]] = ()
     alphas_cumprod: np.ndarray | None = None
     draws: int = 1
+    member_scores: Sequence[np.ndarray] = ()
 
 
 class Method(ABC):
@@ -105,6 +109,7 @@ class Method(ABC):
     description: ClassVar[str]
     target_image: ClassVar[str] = "x0_hat"  # "x0_hat" (per step) or "final" (same at every step)
     uses_gradients: ClassVar[bool] = False
+    uses_member_scores: ClassVar[bool] = False  # scored per ensemble member by its own job
     train_output: ClassVar[str | None] = None
 
     @abstractmethod
@@ -229,6 +234,17 @@ class PixelSimilarity(Method):
         return pixel_similarity_block(inputs.train_images, inputs.x0_hat)
 
 
+class Ekfac(Method):
+    name = "ekfac"
+    description = "EK-FAC influence functions (kronfluence), per step"
+    uses_member_scores = True
+
+    def scorer(self, inputs: ScoringInputs) -> BlockFn:
+        """τ = (1/M) Σ_m τ_m over the members' own score arrays (steps, targets, n)."""
+        mean = np.mean(np.stack(inputs.member_scores), axis=0)
+        return lambda s, targets, rows: mean[s, targets, rows].astype(np.float32)
+
+
 class OptimalDenoiser(Method):
     name = "optimal_denoiser"
     description = "leave-one-out effect on f_t under the empirical optimal denoiser"
@@ -262,6 +278,7 @@ METHODS: dict[str, Method] = {
         DTrak(),
         Das(),
         DasStep(),
+        Ekfac(),
         PixelSimilarity(),
         OptimalDenoiser(),
         RandomScores(),
@@ -285,14 +302,25 @@ def scorer(
     members: Sequence[tuple[Any, Kernel, np.ndarray]] = (),
     alphas_cumprod: np.ndarray | None = None,
     draws: int = 1,
+    member_scores: Sequence[np.ndarray] = (),
 ) -> BlockFn:
     """Blocks of the method's scores (steps, targets, n_train); gradient methods need, per
     ensemble member, its training features Φ, kernel and target features ψ; the optimal
-    denoiser the schedule ᾱ and its number of noise draws."""
+    denoiser the schedule ᾱ and its number of noise draws; ekfac its members' scores."""
     if method.uses_gradients and not members:
         raise ValueError(f"{method.name} needs ensemble members (features and kernels)")
+    if method.uses_member_scores and not member_scores:
+        raise ConfigError(f"{method.name} needs its ensemble members' score files")
     inputs = ScoringInputs(
-        train_images, steps, target_ids, x0_hat, seed, members, alphas_cumprod, draws
+        train_images,
+        steps,
+        target_ids,
+        x0_hat,
+        seed,
+        members,
+        alphas_cumprod,
+        draws,
+        member_scores,
     )
     return method.scorer(inputs)
 

@@ -66,6 +66,29 @@ rule featurize_targets:
         " --out {output} --threads {threads} > {log} 2>&1"
 
 
+rule ekfac_member:
+    input:
+        data=P.data,
+        targets=P.targets,
+        model=model_dir_of,
+    output:
+        P.member_scores("ekfac", "{member}"),
+    params:
+        cfg=cfg_json("ekfac_member"),
+    log:
+        P.log("ekfac_member", "{member}"),
+    threads: 1
+    conda:
+        ENV
+    resources:
+        mem_mb=8000,
+        runtime=240,
+    shell:
+        "diffattr ekfac-member --cfg {params.cfg:q} --data {input.data} --model {input.model}"
+        " --member {wildcards.member} --targets {input.targets} --out {output}"
+        " --threads {threads} > {log} 2>&1"
+
+
 rule score:
     input:
         unpack(score_inputs),
@@ -85,8 +108,8 @@ rule score:
         "diffattr score --cfg {params.cfg:q} --method {wildcards.method} --data {input.data}"
         " --targets {input.targets} --kernels {input.kernels}"
         " --target-features {input.target_features}"
-        " --train-features {input.train_features} --out {output}"
-        " --threads {threads} > {log} 2>&1"
+        " --train-features {input.train_features} --member-scores {input.member_scores}"
+        " --out {output} --threads {threads} > {log} 2>&1"
 
 
 rule tuned_scores:

@@ -71,7 +71,10 @@ def score_inputs(wildcards):
         "kernels": [],
         "target_features": [],
         "train_features": [],
+        "member_scores": [],
     }
+    if method.uses_member_scores:
+        inputs["member_scores"] = [P.member_scores(wildcards.method, m) for m in MEMBERS]
     if method.uses_gradients:
         out = method.train_features.key
         inputs["kernels"] = [P.kernel(out, m) for m in MEMBERS]

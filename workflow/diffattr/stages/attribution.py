@@ -6,12 +6,15 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
+
 from .. import layout
 from ..artifacts import (
     TargetFeatures,
     read_data,
     read_targets,
     write_feature_shard,
+    write_scores,
     write_target_features,
 )
 from ..attribution import Attributor
@@ -80,6 +83,57 @@ def featurize_train(
         seconds,
         len(positions) * K / max(seconds, 1e-9),
         attributor.projector.dim,
+    )
+
+
+def ekfac_member(
+    cfg: RunConfig, *, data: Path, model: Path, member: str, targets: Path, out: Path
+) -> None:
+    """EK-FAC influence scores of one ensemble member (``diffattr.ekfac``): its score file."""
+    from ..ekfac import ekfac_scores  # (kronfluence: only this job needs it)
+
+    device = resolve_device(cfg.device)
+    parsed = Member.parse(member)
+    net, scheduler = load_model(layout.checkpoint(model, parsed.checkpoint), device, cfg.model)
+    prepared, stored, s = read_data(data), read_targets(targets), cfg.attribution
+    start = time.time()
+    scores = ekfac_scores(
+        net,
+        scheduler.alphas_cumprod,
+        prepared.images,
+        prepared.ids,
+        stored.x0_hat,
+        stored.steps,
+        stored.target_ids,
+        s.K,
+        s.R,
+        cfg.seed,
+        parsed.index,
+        s.batch_size,
+        s.ekfac_damping,
+        s.ekfac_fisher,
+    )
+    seconds = time.time() - start
+    attrs = {
+        "method": "ekfac",
+        "member": member,
+        "K": s.K,
+        "R": s.R,
+        "damping": "kronfluence heuristic" if s.ekfac_damping is None else s.ekfac_damping,
+        "fisher": s.ekfac_fisher,
+        "seed": cfg.seed,
+        "seconds": seconds,
+    }
+    write_scores(
+        out,
+        stored.steps,
+        stored.target_ids,
+        prepared.ids,
+        lambda i, t, r: scores[i, t, r].astype(np.float32),
+        attrs,
+    )
+    log.info(
+        "EK-FAC scores of %s: %d examples × %d draws in %.1f s", member, prepared.n, s.K, seconds
     )
 
 

@@ -62,6 +62,7 @@ def score(
     kernels: Sequence[Path] = (),
     target_features: Sequence[Path] = (),
     train_features: Sequence[Path] = (),
+    member_scores: Sequence[Path] = (),
     lds: Path | None = None,
 ) -> None:
     """Score every training example for every (step, target): the method's score file. With
@@ -110,8 +111,12 @@ def score(
             chosen_members,
             alphas_cumprod(cfg.diffusion),
             cfg.attribution.R,
+            per_member,
         )
 
+    per_member = [read_scores(path).scores for path in member_scores]
+    if per_member:
+        attrs["ensemble_members"] = [str(layout.parse_member_scores(p)[1]) for p in member_scores]
     block_fn = block_fn_with(list(members.values()))
     tuned = tuned_lambdas(lds, chosen.name, stored.steps) if lds and members else None
     if tuned is not None:
