@@ -221,7 +221,7 @@ def test_weighted_trak_scores_and_their_lds_predictions():
     assert not np.allclose(got, unweighted)
     masks = RNG.random((6, n)) < 0.5
     pred = member_predictions(
-        [(Store(p), s, w) for p, s, w in zip(phis, psis, weights, strict=True)], [0.1], masks, 5
+        [([Store(p)], s, w) for p, s, w in zip(phis, psis, weights, strict=True)], [0.1], masks, 5
     ).mean(0)[0, 0]  # (targets, subsets)
     np.testing.assert_allclose(pred, -(masks.astype(float) @ want.T).T, rtol=1e-4)
 
@@ -329,3 +329,85 @@ def test_ekfac_scores_equal_the_explicit_damped_fisher_inverse(scheduler):
         for j in range(3):
             g_q = grad(torch.from_numpy(x0_hat[s, j]), torch.tensor([t, t]), noise[j])
             assert got[s, j, 0] == pytest.approx((g_q @ inverse @ g_train).item(), rel=2e-3)
+
+
+def test_local_draws_stay_in_their_window_and_the_window_is_clipped(scheduler):
+    from diffattr.attribution import Attributor
+    from diffattr.config import AttributionConfig
+    from diffattr.layout import Member
+
+    ts, _, _, _ = train_draws(list(range(50)), 8, 1000, (1, 2, 2), 0, 1, window=(400, 600))
+    assert ts.min() >= 400 and ts.max() <= 600 and len(set(ts.flatten().tolist())) > 50
+    attributor = Attributor(
+        make_unet(torch.float32), scheduler, Member(0, "final"), AttributionConfig(), 0
+    )
+    assert attributor.window(FeatureKind("loss")) is None
+    assert attributor.window(FeatureKind("loss", near=500)) == (400, 600)
+    assert attributor.window(FeatureKind("loss", near=40)) == (0, 140)
+    assert attributor.window(FeatureKind("loss", near=999)) == (899, 999)
+    local = METHODS["journey_trak_local"]
+    assert [k.key for k in local.kinds([900, 500, 900])] == ["loss-near900", "loss-near500"]
+    assert METHODS["journey_trak"].kinds([900, 500]) == [FeatureKind("loss")]
+
+
+def test_step_local_scores_use_each_steps_own_features_and_kernel(tmp_path):
+    """journey_trak_local at step s is TRAK on the feature set of s alone, and the LDS's ridge
+    predictions follow the same per-step stores."""
+    from diffattr import layout
+    from diffattr.artifacts import (
+        TargetFeatures,
+        read_scores,
+        write_feature_shard,
+        write_target_features,
+    )
+    from test_stages import config, ridge_scores, run_stage, write_inputs
+
+    cfg = config()
+    p, data, targets, _, psis, _ = write_inputs(tmp_path)
+    kernels, shards, per_step_phis = [], [], {}
+    for t in targets.steps:
+        kind = f"loss-near{t}"
+        per_step_phis[t] = [RNG.standard_normal((30, 6)).astype(np.float32) for _ in range(2)]
+        for m, phi in enumerate(per_step_phis[t]):
+            member = layout.Member(m, "final")
+            mine = []
+            for s, (lo, hi) in enumerate([(0, 16), (16, 30)]):
+                path = p.train_features(kind, member, s)
+                write_feature_shard(path, phi[lo:hi], np.arange(lo, hi), data.ids[lo:hi], {})
+                mine.append(path)
+            shards += mine
+            kernels.append(p.kernel(kind, member))
+            run_stage("kernel", cfg, features=mine, out=kernels[-1])
+            write_target_features(
+                p.target_features("journey_trak_local", member),
+                TargetFeatures(psis[m], targets.steps, np.arange(3)),
+            )
+    run_stage(
+        "score",
+        cfg,
+        method="journey_trak_local",
+        data=p.data,
+        targets=p.targets,
+        out=tmp_path / "local.h5",
+        kernels=kernels,
+        target_features=[
+            p.target_features("journey_trak_local", layout.Member(m, "final")) for m in range(2)
+        ],
+        train_features=shards,
+    )
+    got = read_scores(tmp_path / "local.h5")
+    lam = cfg.attribution.lambda_
+    for s, t in enumerate(targets.steps):
+        want = ridge_scores(per_step_phis[t], psis, lam)[s]
+        np.testing.assert_allclose(got.scores[s], want, rtol=1e-4, atol=1e-5)
+    assert set(got.attrs["feature_digests"]) == {
+        f"loss-near{t}/m{m}_final" for t in targets.steps for m in range(2)
+    }
+    masks = RNG.random((5, 30)) < 0.5
+    stores = [
+        [Store(per_step_phis[t][m].astype(np.float64)) for t in targets.steps] for m in range(2)
+    ]
+    pred = member_predictions([(st, psis[m], None) for m, st in enumerate(stores)], [lam], masks, 7)
+    for s, t in enumerate(targets.steps):
+        want = -(masks.astype(float) @ ridge_scores(per_step_phis[t], psis, lam)[s].T).T
+        np.testing.assert_allclose(pred.mean(0)[0, s], want, rtol=1e-4, atol=1e-6)

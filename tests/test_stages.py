@@ -343,7 +343,9 @@ def lds_case(members=2, n=40, k=5, steps=2, targets=6, subsets=12, seeds=2):
         final_loss=np.moveaxis(final, -1, 0),
         steps=step_values,
         scores=scores,
-        members={"journey_trak": [(Store(f), p, None) for f, p in zip(phis, psis, strict=True)]},
+        members={
+            "journey_trak": [([Store(f)] * steps, p, None) for f, p in zip(phis, psis, strict=True)]
+        },
     )
     return inputs, truth_mean(f_t, final)
 
@@ -378,7 +380,7 @@ def test_lds_table_tuned_config_final_and_ensemble_rows():
         s = min(i, len(inputs.steps) - 1)
         members = [
             ridge_predictions(store.blocks(7), psi[s], [lam], inputs.masks)[0]
-            for store, psi, _ in inputs.members["journey_trak"]
+            for (store, *_), psi, _ in inputs.members["journey_trak"]
         ]
         pred = np.mean(members, 0)
         row = jt[(jt.lambda_source == "tuned")].iloc[i]
@@ -388,7 +390,7 @@ def test_lds_table_tuned_config_final_and_ensemble_rows():
                 np.mean(
                     [
                         ridge_predictions(st.blocks(7), ps[s], [g], inputs.masks)[0]
-                        for st, ps, _ in inputs.members["journey_trak"]
+                        for (st, *_), ps, _ in inputs.members["journey_trak"]
                     ],
                     0,
                 )[:, tune],

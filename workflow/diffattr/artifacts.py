@@ -307,6 +307,12 @@ def read_target_features(path: str | Path) -> TargetFeatures:
 # Scores
 
 
+def digest_key(kind: str, member: object, single_kind: bool) -> str:
+    """The key of a member's feature digests in a score file: the member, or ``<kind>/<member>``
+    for methods with a feature kind per step."""
+    return str(member) if single_kind else f"{kind}/{member}"
+
+
 def write_scores(
     path: str | Path,
     steps: Sequence[int],

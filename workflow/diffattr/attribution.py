@@ -76,7 +76,16 @@ class Attributor:
             precision=self.settings.precision,
             uniform=kind.uniform,
             normalize=kind.normalize,
+            window=self.window(kind),
         )
+
+    def window(self, kind: FeatureKind) -> tuple[int, int] | None:
+        """Timesteps lo…hi of a step-local kind: ``local_window`` wide around its step, inside
+        0…T−1 (None: all timesteps)."""
+        if kind.near is None:
+            return None
+        half, T = self.settings.local_window // 2, len(self.scheduler.alphas_cumprod)
+        return max(0, kind.near - half), min(T - 1, kind.near + half)
 
     def residual_weights(self, data: PreparedData, positions: np.ndarray) -> np.ndarray:
         """DAS's residual weights (len(positions),) on ``attribution.residual_timesteps``."""

@@ -262,6 +262,7 @@ class AttributionConfig(Section):
     K: int = 10
     R: int = 20
     residual_timesteps: int = 100
+    local_window: int = 200
     ekfac_damping: float | None = None  # None: kronfluence's 0.1 × mean eigenvalue per layer
     ekfac_fisher: Literal["mc", "empirical"] = "mc"
     shards: int = 2
@@ -566,7 +567,14 @@ SLICES: dict[str, dict[str, tuple[str, ...] | None]] = {
     "featurize_train": {
         **_MODEL_RUN,
         "dataset": None,
-        "attribution": ("K", "batch_size", "projection", "precision", "residual_timesteps"),
+        "attribution": (
+            "K",
+            "batch_size",
+            "projection",
+            "precision",
+            "residual_timesteps",
+            "local_window",
+        ),
     },
     "kernel": {"attribution": ("lambda", "block_size")},
     "featurize_targets": {

@@ -35,10 +35,13 @@ def train_draws(
     captions: int = 0,
     flip: bool = False,
     grid: Sequence[int] | None = None,
+    window: tuple[int, int] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Timesteps (n, K), noise (n, K, *shape), caption index (n, K) and mirror flag (n, K) for
     training examples, all keyed by (model, id, k). Captions and flips are drawn only when used.
-    With ``grid`` (K timesteps) draw k of every example is at ``grid[k]`` instead of a random t."""
+    With ``grid`` (K timesteps) draw k of every example is at ``grid[k]`` instead of a random t;
+    with ``window`` (lo, hi) random t are uniform on lo…hi instead of 0…T−1."""
+    lo, hi = (0, num_timesteps - 1) if window is None else window
     ts = torch.empty(len(ids), draws, dtype=torch.long)
     eps = torch.empty(len(ids), draws, *shape)
     caps = torch.zeros(len(ids), draws, dtype=torch.long)
@@ -47,7 +50,7 @@ def train_draws(
         for k in range(draws):
             g = generator(seed, "train-draw", model, int(example), k)
             if grid is None:
-                ts[i, k] = torch.randint(num_timesteps, (1,), generator=g)
+                ts[i, k] = torch.randint(lo, hi + 1, (1,), generator=g)
             else:
                 ts[i, k] = grid[k]
             eps[i, k] = torch.randn(shape, generator=g)
@@ -146,6 +149,7 @@ def featurize_training(
     precision: str = "fp32",
     uniform: bool = False,
     normalize: bool = False,
+    window: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """Features (len(positions), dim) of the training examples at ``positions``.
 
@@ -153,7 +157,7 @@ def featurize_training(
     embeddings ``conditions`` (n, captions, L, D) every draw uses one seeded caption; ``flip``
     mirrors each draw's image with a seeded coin. ``uniform`` puts the K draws on D-TRAK's grid
     (:func:`uniform_timesteps`) instead of random timesteps; ``normalize`` sums unit per-draw
-    gradients (DAS).
+    gradients (DAS); ``window`` (lo, hi) restricts random timesteps to lo…hi.
     """
     T = len(alphas_cumprod)
     shape = tuple(images.shape[1:])
@@ -164,7 +168,7 @@ def featurize_training(
         pos = positions[lo : lo + batch_size]
         n_caps = 0 if conditions is None else conditions.shape[1]
         ts, eps, caps, flips = train_draws(
-            ids[pos].tolist(), draws, T, shape, seed, model_index, n_caps, flip, grid
+            ids[pos].tolist(), draws, T, shape, seed, model_index, n_caps, flip, grid, window
         )
         x0 = torch.from_numpy(images[pos])[:, None].expand(len(pos), draws, *shape)
         x0 = torch.where(flips[..., None, None, None], x0.flip(-1), x0)

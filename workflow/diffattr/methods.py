@@ -5,6 +5,8 @@ Gradient methods share the TRAK estimator (``scoring``) and differ in their trai
 and in the target image and timesteps of the target output:
 
 - ``journey_trak``: train f = Σ_k ℓ(x_i, t_k, ε_k), K random t; target f_t = Σ_r ℓ(x̂_0^t, t, ε_r).
+- ``journey_trak_local``: the same, but the K training draws scoring step t have timesteps
+  within ``attribution.local_window`` around t (a feature set and kernel per step).
 - ``dtrak_step``: the same with D-TRAK's output mean(ε_θ²) in place of the loss ℓ.
 - ``trak`` and ``dtrak`` (the D-TRAK paper's protocol): training and target features at the same
   K uniformly spaced timesteps ``range(0, T, T // K)``; the target is the final image (one score
@@ -30,6 +32,7 @@ method enums (a test keeps them equal to the registry); add it to the default of
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -52,27 +55,42 @@ from .scoring import (
 @dataclass(frozen=True)
 class FeatureKind:
     """Which training gradients a feature set holds: the model ``output``, whether the K draws sit
-    on D-TRAK's uniform timestep grid (else K seeded random t) and whether each draw's gradient
-    is L2-normalised before the sum (DAS). ``key`` names the set in paths."""
+    on D-TRAK's uniform timestep grid (else K seeded random t: over all timesteps, or within
+    ``attribution.local_window`` around the attribution step ``near``) and whether each draw's
+    gradient is L2-normalised before the sum (DAS). ``key`` names the set in paths."""
 
     output: str
     uniform: bool = False
     normalize: bool = False
+    near: int | None = None
 
     @property
     def key(self) -> str:
-        return "-".join(
-            [self.output] + ["uniform"] * self.uniform + ["normalized"] * self.normalize
-        )
+        flags = ["uniform"] * self.uniform + ["normalized"] * self.normalize
+        return "-".join([self.output, *flags] + ([] if self.near is None else [f"near{self.near}"]))
 
     @classmethod
     def parse(cls, key: str) -> FeatureKind:
         output, *flags = key.split("-")
-        if not output or set(flags) - {"uniform", "normalized"} or len(set(flags)) != len(flags):
+        near = [f for f in flags if re.fullmatch(r"near\d+", f)]
+        rest = [f for f in flags if f not in near]
+        if (
+            not output
+            or set(rest) - {"uniform", "normalized"}
+            or len(set(rest)) != len(rest)
+            or len(near) > 1
+            or (near and rest)
+        ):
             raise ConfigError(
-                f"{key!r} is not a feature kind: <output>[-uniform][-normalized], e.g. loss-uniform"
+                f"{key!r} is not a feature kind: <output>[-uniform][-normalized] or "
+                "<output>-near<t>, e.g. loss-uniform"
             )
-        return cls(output, "uniform" in flags, "normalized" in flags)
+        return cls(
+            output,
+            "uniform" in rest,
+            "normalized" in rest,
+            int(near[0].removeprefix("near")) if near else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -139,6 +157,15 @@ class GradientMethod(Method):
     def train_output(self) -> str:
         return self.train_features.output
 
+    def kind_at(self, step: int) -> FeatureKind:
+        """The training features scoring attribution step ``step`` (the same at every step but
+        for step-local methods)."""
+        return self.train_features
+
+    def kinds(self, steps: Sequence[int]) -> list[FeatureKind]:
+        """The distinct feature kinds over ``steps``, in order of first use."""
+        return list(dict.fromkeys(self.kind_at(t) for t in steps))
+
     @abstractmethod
     def target_queries(
         self, x0_hat: np.ndarray, final: np.ndarray, steps: Sequence[int], K: int, R: int, T: int
@@ -175,6 +202,19 @@ class JourneyTrak(PerStepGradient):
     description = "Journey-TRAK (per step)"
     train_features = FeatureKind("loss")
     target_output = "loss"
+
+
+class JourneyTrakLocal(PerStepGradient):
+    """Journey-TRAK whose training draws at step t have timesteps within ``local_window`` of t:
+    one feature set, kernel and score per attribution step."""
+
+    name = "journey_trak_local"
+    description = "Journey-TRAK with training timesteps near each step"
+    train_features = FeatureKind("loss")
+    target_output = "loss"
+
+    def kind_at(self, step: int) -> FeatureKind:
+        return FeatureKind("loss", near=int(step))
 
 
 class DTrakStep(PerStepGradient):
@@ -273,6 +313,7 @@ METHODS: dict[str, Method] = {
     m.name: m
     for m in (
         JourneyTrak(),
+        JourneyTrakLocal(),
         DTrakStep(),
         Trak(),
         DTrak(),

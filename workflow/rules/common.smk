@@ -17,7 +17,8 @@ for _warning in RUN_CONFIG.warnings():
 P = Paths(f"results/{RUN_CONFIG.run}")
 METHODS = list(RUN_CONFIG.attribution.methods)
 GRADIENT_METHODS = [m for m in METHODS if get_method(m).uses_gradients]
-FEATURE_KINDS = sorted({get_method(m).train_features.key for m in GRADIENT_METHODS})
+STEPS = RUN_CONFIG.attribution_steps()
+FEATURE_KINDS = sorted({k.key for m in GRADIENT_METHODS for k in get_method(m).kinds(STEPS)})
 MODELS = list(range(RUN_CONFIG.train.ensemble))
 MEMBERS = [str(m) for m in members(RUN_CONFIG.train.ensemble, RUN_CONFIG.attribution.checkpoints)]
 SHARDS = list(range(RUN_CONFIG.attribution.shards))
@@ -33,7 +34,7 @@ wildcard_constraints:
     model=r"\d+",
     member=Member.PATTERN,
     method=r"[a-z_]+",
-    output=r"[a-z0-9_]+(-uniform)?(-normalized)?",
+    output=r"[a-z0-9_]+((-uniform)?(-normalized)?|-near\d+)",
     shard=r"\d+",
     subset=r"\d+",
     seed=r"\d+",
@@ -76,10 +77,10 @@ def score_inputs(wildcards):
     if method.uses_member_scores:
         inputs["member_scores"] = [P.member_scores(wildcards.method, m) for m in MEMBERS]
     if method.uses_gradients:
-        out = method.train_features.key
-        inputs["kernels"] = [P.kernel(out, m) for m in MEMBERS]
+        kinds = [k.key for k in method.kinds(STEPS)]
+        inputs["kernels"] = [P.kernel(k, m) for k in kinds for m in MEMBERS]
         inputs["target_features"] = [P.target_features(wildcards.method, m) for m in MEMBERS]
-        inputs["train_features"] = [s for m in MEMBERS for s in train_shards(out, m)]
+        inputs["train_features"] = [s for k in kinds for m in MEMBERS for s in train_shards(k, m)]
     return inputs
 
 

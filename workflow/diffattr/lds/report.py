@@ -68,8 +68,9 @@ class LdsInputs:
 
     ``f_t`` (subsets, seeds, steps, targets) and ``final_loss`` (subsets, seeds, targets): the
     ground truth; ``members[method]``: per ensemble member of a gradient method (in the order of
-    its score file's ``members``), its training features Φ, target features ψ (steps, targets,
-    k) and the method's per-example score weights (n,) or None (DAS's residual weights);
+    its score file's ``members``), its training features Φ per step (the same store at every step
+    but for step-local methods), target features ψ (steps, targets, k) and the method's
+    per-example score weights (n,) or None (DAS's residual weights);
     ``memorization`` (steps, targets, subsets) or None.
     """
 
@@ -79,7 +80,7 @@ class LdsInputs:
     final_loss: np.ndarray
     steps: list[int]
     scores: dict[str, Scores]
-    members: dict[str, list[tuple[RowBlocks, np.ndarray, np.ndarray | None]]] = field(
+    members: dict[str, list[tuple[list[RowBlocks], np.ndarray, np.ndarray | None]]] = field(
         default_factory=dict
     )
     memorization: np.ndarray | None = None
@@ -246,20 +247,26 @@ def with_final(pred: np.ndarray) -> np.ndarray:
 
 
 def member_predictions(
-    members: Sequence[tuple[RowBlocks, np.ndarray, np.ndarray | None]],
+    members: Sequence[tuple[Sequence[RowBlocks], np.ndarray, np.ndarray | None]],
     lambdas: Sequence[float],
     masks: np.ndarray,
     block: int = 8192,
 ) -> np.ndarray:
     """Predictions of every ensemble member's scores on every subset, for every λ:
     (members, lambdas, steps, targets, subsets). The ensemble's prediction is their mean
-    (predictions are linear in the scores; weighted scores diag(w)τ predict through M·diag(w))."""
+    (predictions are linear in the scores; weighted scores diag(w)τ predict through M·diag(w)).
+    Steps sharing a feature store are predicted together."""
     out = []
-    for store, psi, weights in members:
+    for stores, psi, weights in members:
         n_steps, n_targets, k = psi.shape
         weighted = masks if weights is None else masks * weights[None, :]
-        pred = ridge_predictions(store.blocks(block), psi.reshape(-1, k), lambdas, weighted)
-        out.append(pred.reshape(len(lambdas), n_steps, n_targets, -1))
+        pred = np.empty((len(lambdas), n_steps, n_targets, len(masks)))
+        for store in {id(s): s for s in stores}.values():
+            steps = [i for i, s in enumerate(stores) if s is store]
+            q = psi[steps].reshape(-1, k)
+            part = ridge_predictions(store.blocks(block), q, lambdas, weighted)
+            pred[:, steps] = part.reshape(len(lambdas), len(steps), n_targets, -1)
+        out.append(pred)
     return np.stack(out)
 
 

@@ -14,6 +14,7 @@ from .. import layout
 from ..artifacts import (
     FeatureStore,
     Subsets,
+    digest_key,
     read_data,
     read_ground_truth,
     read_memorization,
@@ -90,26 +91,34 @@ def lds_inputs(
         result = read_scores(path)
         results[result.method], score_path[result.method] = result, path
     members = {}
+    steps = [int(t) for t in results[next(iter(results))].steps] if results else []
     for method, result in results.items():
         if "members" not in result.attrs:
             continue
         members[method] = []
         recorded = result.attrs.get("feature_digests") or {}
+        chosen = gradient_method(method)
+        kinds = [chosen.kind_at(t).key for t in steps]
         for m in result.attrs["members"]:
             member = layout.Member.parse(m)
-            kind = result.attrs.get("train_features", result.attrs.get("train_output"))
-            store = FeatureStore(shards[kind, member])
-            store.check_unchanged_since(recorded.get(m), score_path[method])
+            stores = {}
+            for kind in dict.fromkeys(kinds):
+                stores[kind] = FeatureStore(shards[kind, member])
+                key = digest_key(kind, m, len(set(kinds)) == 1)
+                stores[kind].check_unchanged_since(recorded.get(key), score_path[method])
             psi_m = read_target_features(psi[method, member]).features
-            weights = gradient_method(method).row_weights([store])
-            members[method].append((store, psi_m, None if weights is None else weights[0]))
+            weights = chosen.row_weights([stores[kinds[0]]])
+            members[method].append(
+                ([stores[k] for k in kinds], psi_m, None if weights is None else weights[0])
+            )
     check_consistent(subsets, split, ground_truth, truths, scores, list(results.values()))
     for method, stores in members.items():
-        for store, features, _ in stores:
-            if store.n != len(split.train_ids) or features.shape[:2] != truths[0].f_t.shape[1:]:
+        for per_step, features, _ in stores:
+            n = per_step[0].n
+            if n != len(split.train_ids) or features.shape[:2] != truths[0].f_t.shape[1:]:
                 raise ArtifactError(
                     f"the features of {method} do not match the subsets and ground truth "
-                    f"({store.n} examples, ψ {features.shape[:2]}); remake them"
+                    f"({n} examples, ψ {features.shape[:2]}); remake them"
                 )
     memorized = None if memorization is None else read_memorization(memorization).loss
     expected = (len(truths[0].steps), len(truths[0].target_ids), len(split.masks))

@@ -15,6 +15,7 @@ import numpy as np
 from .. import layout
 from ..artifacts import (
     FeatureStore,
+    digest_key,
     read_data,
     read_kernel,
     read_scores,
@@ -76,31 +77,40 @@ def score(
         "config_hash": config_hash(cfg.to_dict()),
         "config": cfg.to_dict(),
     }
-    members: dict[Member, tuple[FeatureStore, Kernel, np.ndarray]] = {}
-    if chosen.uses_gradients:
-        members = ensemble_members(
-            chosen.train_features.key, kernels, target_features, train_features
-        )
+    # Per feature kind (one, or one per step for step-local methods): the ensemble members.
+    step_kinds = [chosen.kind_at(t).key for t in stored.steps] if chosen.uses_gradients else []
+    by_kind: dict[str, dict[Member, tuple[FeatureStore, Kernel, np.ndarray]]] = {
+        kind: ensemble_members(kind, kernels, target_features, train_features)
+        for kind in dict.fromkeys(step_kinds)
+    }
+    for members in by_kind.values():
         for member, (store, _, _) in members.items():
             if store.n != prepared.n:
                 raise ConfigError(f"features of {member} cover {store.n} of {prepared.n} examples")
-        first_store = next(iter(members.values()))[0]
+    if by_kind:
+        first = next(iter(by_kind.values()))
+        single = len(by_kind) == 1
         attrs.update(
             {
-                "lambda_abs": [k.lambda_abs for _, k, _ in members.values()],
-                "members": [str(m) for m in members],
+                "lambda_abs": [k.lambda_abs for m in by_kind.values() for _, k, _ in m.values()],
+                "members": [str(m) for m in first],
                 "lambda": cfg.attribution.lambda_,
                 "K": cfg.attribution.K,
                 "R": cfg.attribution.R,
-                "projection": first_store.attrs.get("projection"),
+                "projection": next(iter(first.values()))[0].attrs.get("projection"),
                 "feature_digests": {
-                    str(m): k.attrs.get("feature_digests") for m, (_, k, _) in members.items()
+                    digest_key(kind, m, single): k.attrs.get("feature_digests")
+                    for kind, members in by_kind.items()
+                    for m, (_, k, _) in members.items()
                 },
                 "lambda_source": "config",
             }
         )
+    per_member = [read_scores(path).scores for path in member_scores]
+    if per_member:
+        attrs["ensemble_members"] = [str(layout.parse_member_scores(p)[1]) for p in member_scores]
 
-    def block_fn_with(chosen_members) -> BlockFn:
+    def blocks(members: Sequence[tuple[FeatureStore, Kernel, np.ndarray]]) -> BlockFn:
         return scorer(
             chosen,
             prepared.images,
@@ -108,28 +118,26 @@ def score(
             stored.steps,
             stored.target_ids,
             cfg.seed,
-            chosen_members,
+            members,
             alphas_cumprod(cfg.diffusion),
             cfg.attribution.R,
             per_member,
         )
 
-    per_member = [read_scores(path).scores for path in member_scores]
-    if per_member:
-        attrs["ensemble_members"] = [str(layout.parse_member_scores(p)[1]) for p in member_scores]
-    block_fn = block_fn_with(list(members.values()))
-    tuned = tuned_lambdas(lds, chosen.name, stored.steps) if lds and members else None
+    tuned = tuned_lambdas(lds, chosen.name, stored.steps) if lds and by_kind else None
+    if not by_kind:
+        block_fn = blocks([])
+    else:  # step s: its kind's members, with the config λ (kernel files) or its tuned λ
+        lambdas = tuned or [None] * len(stored.steps)
+        parts: dict[tuple[str, float | None], BlockFn] = {}
+        for kind, lam in dict.fromkeys(zip(step_kinds, lambdas, strict=True)):
+            members = list(by_kind[kind].values())
+            if lam is not None:
+                block = cfg.attribution.block_size
+                members = [(st, build_kernel(st, lam, block), psi) for st, _, psi in members]
+            parts[kind, lam] = blocks(members)
+        block_fn = lambda s, t, r: parts[step_kinds[s], lambdas[s]](s, t, r)  # noqa: E731
     if tuned is not None:
-        by_lambda = {
-            lam: block_fn_with(
-                [
-                    (store, build_kernel(store, lam, cfg.attribution.block_size), psi)
-                    for store, _, psi in members.values()
-                ]
-            )
-            for lam in sorted(set(tuned))
-        }
-        block_fn = lambda s, t, r: by_lambda[tuned[s]](s, t, r)  # noqa: E731
         attrs.update({"lambda_source": "tuned", "lambda_per_step": tuned, "lds_report": str(lds)})
         attrs.pop("lambda_abs")
     write_scores(
@@ -191,11 +199,15 @@ def ensemble_members(
     members = {}
     for path in kernels:
         output, member = layout.parse_kernel(path)
-        if output != feature_kind or member not in psi or not shards[member]:
+        if output != feature_kind:
+            continue  # another step's kind (step-local methods)
+        if member not in psi or not shards[member]:
             raise ConfigError(f"kernel {path} has no matching target features or training shards")
         store, kernel_ = FeatureStore(shards[member]), read_kernel(path)
         store.check_unchanged_since(kernel_.attrs.get("feature_digests"), path)
         members[member] = (store, kernel_, read_target_features(psi[member]).features)
+    if not members:
+        raise ConfigError(f"no kernel of feature kind {feature_kind} among {list(kernels)}")
     return members
 
 
