@@ -411,3 +411,25 @@ def test_step_local_scores_use_each_steps_own_features_and_kernel(tmp_path):
     for s, t in enumerate(targets.steps):
         want = -(masks.astype(float) @ ridge_scores(per_step_phis[t], psis, lam)[s].T).T
         np.testing.assert_allclose(pred.mean(0)[0, s], want, rtol=1e-4, atol=1e-6)
+
+
+def test_featurization_cost_adds_up_over_shards(tmp_path):
+    from diffattr.artifacts import FeatureStore, write_feature_shard
+    from diffattr.stages.scoring import cost_attrs
+
+    paths = []
+    for s, (lo, hi, seconds) in enumerate([(0, 16, 2.0), (16, 30, 3.0)]):
+        paths.append(tmp_path / f"shard{s}.h5")
+        write_feature_shard(
+            paths[-1],
+            np.zeros((hi - lo, 3), np.float32),
+            np.arange(lo, hi),
+            np.arange(lo, hi),
+            {"seconds": seconds, "K": 5},
+        )
+    assert FeatureStore(paths).cost() == (5.0, 150)
+    assert cost_attrs([(5.0, 150), (5.0, 50)]) == {
+        "seconds": 10.0,
+        "example_draws": 200,
+        "example_draws_per_s": 20.0,
+    }

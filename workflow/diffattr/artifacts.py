@@ -240,6 +240,16 @@ class FeatureStore:
                 for a in range(0, hi - lo, rows):
                     yield lo + a, data[a : min(a + rows, hi - lo)]
 
+    def cost(self) -> tuple[float, int]:
+        """(seconds, example·draws) the shards took to featurize (from their attributes)."""
+        seconds, rows = 0.0, 0
+        for path, lo, hi in self.shards:
+            with _reading(path) as f:
+                attrs = read_attrs(f)
+            seconds += float(attrs.get("seconds", float("nan")))
+            rows += (hi - lo) * int(attrs.get("K", 0))
+        return seconds, rows
+
     def residual_weights(self) -> np.ndarray:
         """DAS's residual weight of every example (n,), stored beside normalised features."""
         parts = []

@@ -63,6 +63,11 @@ def lds_report(
         subsets, ground_truth, scores, train_features, target_features, memorization
     )
     table, details = lds_table(inputs, cfg.lds, cfg.seed)
+    details["featurize_cost"] = {
+        r.method: r.attrs["featurize_cost"]
+        for r in inputs.scores.values()
+        if "featurize_cost" in r.attrs
+    }
     with atomic_path(out_csv) as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")
     write_json(out_json, details)

@@ -106,9 +106,15 @@ def score(
                 "lambda_source": "config",
             }
         )
-    per_member = [read_scores(path).scores for path in member_scores]
+        costs = [st.cost() for members in by_kind.values() for st, _, _ in members.values()]
+        attrs["featurize_cost"] = cost_attrs(costs)
+    member_files = [read_scores(path) for path in member_scores]
+    per_member = [f.scores for f in member_files]
     if per_member:
         attrs["ensemble_members"] = [str(layout.parse_member_scores(p)[1]) for p in member_scores]
+        n_draws = [prepared.n * int(f.attrs.get("K", 0)) for f in member_files]
+        seconds = [float(f.attrs.get("seconds", float("nan"))) for f in member_files]
+        attrs["featurize_cost"] = cost_attrs(list(zip(seconds, n_draws, strict=True)))
 
     def blocks(members: Sequence[tuple[FeatureStore, Kernel, np.ndarray]]) -> BlockFn:
         return scorer(
@@ -165,6 +171,13 @@ def ridge_caption(attrs: dict[str, Any]) -> str:
     if "lambda" in attrs:
         return f" (config λ = {attrs['lambda']:g}, not tuned)"
     return ""
+
+
+def cost_attrs(costs: Sequence[tuple[float, int]]) -> dict[str, float]:
+    """Total featurization seconds and example·draws of a method, and their rate."""
+    seconds, rows = sum(c[0] for c in costs), sum(c[1] for c in costs)
+    rate = rows / seconds if seconds > 0 else float("nan")
+    return {"seconds": seconds, "example_draws": rows, "example_draws_per_s": rate}
 
 
 def tuned_lambdas(lds: Path, method: str, steps: Sequence[int]) -> list[float] | None:
