@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -132,3 +133,20 @@ def test_diffattr_top_prints_the_table_and_draws_it(run, tmp_path):
     best = int(np.argmax(tau[1, 0]))
     assert lines[1].split()[:3] == ["1", "+", str(ids[best])]
     assert len(lines) == 5 and figure.stat().st_size > 1000
+
+
+def test_scores_prefer_the_lds_tuned_file_when_the_run_has_one(run):
+    results, tau, ids = run
+    p = results.paths
+    Path(p.tuned_scores("journey_trak")).parent.mkdir(parents=True)
+    write_scores(
+        p.tuned_scores("journey_trak"),
+        [500, 0],
+        np.array([0, 1]),
+        ids,
+        lambda s, t, i: 2 * tau[s, t, i],
+        {"method": "journey_trak", "lambda_source": "tuned"},
+    )
+    np.testing.assert_array_equal(results.scores("journey_trak").values, 2 * tau)
+    np.testing.assert_array_equal(results.scores("journey_trak", tuned=False).values, tau)
+    assert results.methods() == ["journey_trak"]

@@ -49,17 +49,19 @@ class Run:
         folder = Path(self.paths.scores("any")).parent
         return sorted(parse_scores(p) for p in folder.glob("*.h5"))
 
-    def _score_path(self, method: str) -> Path:
+    def _score_path(self, method: str, tuned: bool = True) -> Path:
         path = Path(self.paths.scores(method))
         if not path.exists():
             raise ArtifactError(f"no scores of {method!r} in {self.folder}; have {self.methods()}")
-        return path
+        tuned_path = Path(self.paths.tuned_scores(method))
+        return tuned_path if tuned and tuned_path.exists() else path
 
-    def scores(self, method: str):
-        """Scores τ of every (step, target, training example) as an ``xarray.DataArray``."""
+    def scores(self, method: str, tuned: bool = True):
+        """Scores τ of every (step, target, training example) as an ``xarray.DataArray``: with the
+        λ the LDS tuned per step where the run has them (``tuned``; attribute lambda_source)."""
         import xarray as xr
 
-        result = read_scores(self._score_path(method))
+        result = read_scores(self._score_path(method, tuned))
         labels = self.data.labels[np.searchsorted(self.data.ids, result.train_ids)]
         return xr.DataArray(
             result.scores,
