@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import resource
 import tempfile
 import time
 import warnings
@@ -149,6 +150,18 @@ def trak_rate(model, alphas, batch, k, device, min_seconds, extrapolate) -> tupl
     return rows / (t_grad + t_proj), "*"
 
 
+def available_bytes() -> int:
+    """MemAvailable from /proc/meminfo (Linux), else 8 GiB."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8 * 2**30
+
+
 def bench(name: str, device: torch.device, min_seconds: float, k_in: int, k_out: int) -> dict:
     cfg, shape, rows = MODELS[name]
     torch.manual_seed(0)
@@ -173,7 +186,9 @@ def bench(name: str, device: torch.device, min_seconds: float, k_in: int, k_out:
         lambda: factored.project(model, row_fn, batch, 1, normalize=True), rows, min_seconds, device
     )
 
-    out["dense_k"] = min(factored.dim, 2_000_000_000 // p)  # the p×k matrix must fit in memory
+    # the p×k matrix is generated in float64 blocks and kept in float32: 12 bytes per entry at
+    # peak; give it a quarter of the memory available now
+    out["dense_k"] = min(factored.dim, available_bytes() // 4 // (12 * p))
     if out["dense_k"] >= 256:
         dense = DenseProjector(model, out["dense_k"], 0, "bench", chunk=8)
         out["dense"] = rate(
@@ -233,6 +248,8 @@ def main() -> None:
         )
     if any(r["trak_mark"] for r in results):
         print("* TRAK projector time scaled from one 100-column block (a full call takes minutes)")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB → GiB
+    print(f"# peak resident memory {peak:.2f} GiB of {available_bytes() / 2**30:.1f} GiB available")
     for r in results:
         print(
             f"featurize {r['model']}: speedup_vs_trak={r['factored'] / r['trak']:.1f} "
