@@ -101,6 +101,7 @@ def lds_figure(table, memorization: dict | None = None) -> plt.Figure:
         if flagged:
             ax.axvspan(i - 0.5, i + 0.5, color="tab:red", alpha=0.07, lw=0)
     methods = sorted(per_step.method.unique())
+    palette = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20").colors
     width = 0.7 / max(1, len(methods))
     for k, (method, group) in enumerate(per_step.groupby("method")):
         g = group.set_index("step").loc[steps]
@@ -113,6 +114,7 @@ def lds_figure(table, memorization: dict | None = None) -> plt.Figure:
             ms=3,
             lw=1,
             capsize=2,
+            color=palette[k % len(palette)],
             label=method,
         )
     ax.axhline(0, color="0.4", lw=0.6)
@@ -128,7 +130,7 @@ def lds_figure(table, memorization: dict | None = None) -> plt.Figure:
         f.lds,
         yerr=[f.lds - f.ci_low, f.ci_high - f.lds],
         capsize=2,
-        color=[f"C{i}" for i in range(len(methods))],
+        color=[palette[i % len(palette)] for i in range(len(methods))],
     )
     bx.axhline(f.ceiling.iloc[0], color="k", ls="--", lw=1)
     bx.axhline(0, color="0.4", lw=0.6)
