@@ -264,10 +264,12 @@ def rule_commands() -> dict[str, tuple[str, str]]:
     for path in (REPO / "workflow" / "rules").glob("*.smk"):
         for block in re.split(r"\nrule ", path.read_text())[1:]:
             name = block.split(":")[0]
-            slice_ = re.search(r'cfg=(?:cfg_json\("(\w+)"\)|(subset_train_cfg)\(\))', block)
+            slice_ = re.search(
+                r'cfg=(?:cfg_json\("(\w+)"\)|(subset_train_cfg)\(\)|(featurize_train_cfg))', block
+            )
             command = re.search(r'"diffattr ([\w-]+) ', block)
             if slice_ and command:
-                out[name] = (slice_[1] or "train", command[1])
+                out[name] = (slice_[1] or ("train" if slice_[2] else "featurize_train"), command[1])
     return out
 
 
@@ -305,3 +307,22 @@ def test_gpu_stages_resolve_the_configured_device_first(rule, tmp_path):
             kwargs[param.name] = "journey_trak"
     with pytest.raises(ConfigError, match="CUDA is not available"):
         stage(RunConfig.from_slice(cfg.slice(slice_), slice_), **kwargs)
+
+
+def test_a_job_slice_can_leave_out_keys_its_kind_does_not_read():
+    """featurize_train jobs of kinds without a window get no local_window: changing it reruns
+    only the step-local kinds; the job reads the default where it is left out."""
+    cfg = load([DEFAULT, TEST])
+    full = json.loads(cfg.slice("featurize_train"))["attribution"]
+    part_text = cfg.slice("featurize_train", ["attribution.local_window"])
+    assert "local_window" in full and "local_window" not in json.loads(part_text)["attribution"]
+    job = RunConfig.from_slice(part_text, "featurize_train")
+    assert job.attribution.local_window == 200 and job.attribution.K == cfg.attribution.K
+
+
+def test_ekfac_is_refused_for_conditional_models_before_anything_runs():
+    raw = yaml.safe_load((REPO / "config" / "mscoco.yaml").read_text())
+    raw["dataset"]["root"] = str(REPO)
+    raw["attribution"]["methods"] = ["journey_trak", "ekfac"]
+    with pytest.raises(ConfigError, match="ekfac supports unconditional models only"):
+        RunConfig.from_dict(raw)

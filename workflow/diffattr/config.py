@@ -403,10 +403,11 @@ class RunConfig(Section):
                 kwargs[f.name] = section.from_dict(values[f.name], partial=keys or False)
         return cls(**kwargs)
 
-    def slice(self, stage: str) -> str:
+    def slice(self, stage: str, unused: Sequence[str] = ()) -> str:
         """The JSON of the keys ``stage`` reads (``SLICES``), sorted for stable rerun triggers.
         Unset optional keys (None, no schema default) are left out, as Snakemake's validated
-        config leaves them out."""
+        config leaves them out; so are ``unused`` keys ("section.key") a particular job of the
+        stage does not read (they take their defaults there, and changing them reruns nothing)."""
         whole = _without_unset(self.to_dict(), schema())
         out: dict[str, Any] = {}
         for section, keys in _slice_spec(stage).items():
@@ -415,7 +416,8 @@ class RunConfig(Section):
                 if value is not None:
                     out[section] = value
             else:
-                out[section] = {k: value[k] for k in keys if k in value}
+                kept = [k for k in keys if f"{section}.{k}" not in unused]
+                out[section] = {k: value[k] for k in kept if k in value}
         return json.dumps(out, sort_keys=True)
 
     def for_subset_models(self) -> RunConfig:
@@ -436,6 +438,11 @@ class RunConfig(Section):
                     f"its step to train.checkpoints (below train.steps = {self.train.steps}; "
                     "the last step is the checkpoint `final`)"
                 )
+        if "ekfac" in self.attribution.methods and self.model.conditional:
+            raise ConfigError(
+                "ekfac supports unconditional models only (it draws no captions): remove it from "
+                "attribution.methods"
+            )
         cf = self.counterfactual
         if cf.enabled:
             missing = sorted(set(cf.scored_methods) - set(self.attribution.methods))
@@ -583,12 +590,13 @@ SLICES: dict[str, dict[str, tuple[str, ...] | None]] = {
     },
     "ekfac_member": {
         **_MODEL_RUN,
+        "dataset": ("flip",),
         "attribution": ("K", "R", "batch_size", "ekfac_damping", "ekfac_fisher"),
     },
     "score": {
         "seed": None,
         "diffusion": None,
-        "attribution": ("lambda", "K", "R", "block_size"),
+        "attribution": ("lambda", "K", "R", "block_size", "local_window"),
     },
     "figure_attributions": {"figures": None},
     "lds_subsets": {"seed": None, "lds": ("tuning", "reporting", "alpha")},

@@ -13,7 +13,8 @@ with ξ from a seeded generator; ``fisher="empirical"`` uses the true ε instead
 kronfluence's per-layer heuristic (0.1 × mean eigenvalue) unless ``attribution.ekfac_damping``
 sets it. Each example's K draws are K calls of the model in one
 forward pass (kronfluence's ``has_shared_parameters``), so its per-example gradient is that of
-the sum over its draws, exactly as for the gradient methods.
+the sum over its draws, exactly as for the gradient methods (the same keyed draws and mirror
+flips). Unconditional models only (the config check refuses ekfac for conditional ones).
 """
 
 from __future__ import annotations
@@ -36,17 +37,48 @@ from .outputs import add_noise, predict_noise
 log = logging.getLogger("diffattr")
 
 
-class Draws(Dataset):
-    """Items ``{"x0": (C, H, W), "t": (D,), "eps": (D, C, H, W)}``: one owner and its D draws."""
+class TrainDraws(Dataset):
+    """Item i: training example i's K keyed draws ``{"x0", "t", "eps"}`` (K, …), made when read
+    (mirrored per draw with ``flip``, as when featurizing)."""
 
-    def __init__(self, x0: Tensor, t: Tensor, eps: Tensor):
-        self.x0, self.t, self.eps = x0, t, eps
+    def __init__(self, images, ids, K: int, T: int, seed: int, model_index: int, flip: bool):
+        self.images, self.ids, self.flip = images, ids, flip
+        self.K, self.T, self.seed, self.model_index = K, T, seed, model_index
 
     def __len__(self) -> int:
-        return len(self.x0)
+        return len(self.images)
 
     def __getitem__(self, i: int) -> dict[str, Tensor]:
-        return {"x0": self.x0[i], "t": self.t[i], "eps": self.eps[i]}
+        shape = tuple(self.images.shape[1:])
+        ts, eps, _, flips = train_draws(
+            [int(self.ids[i])], self.K, self.T, shape, self.seed, self.model_index, 0, self.flip
+        )
+        x0 = torch.from_numpy(self.images[i]).float().expand(self.K, *shape)
+        x0 = torch.where(flips[0][:, None, None, None], x0.flip(-1), x0)
+        return {"x0": x0, "t": ts[0], "eps": eps[0]}
+
+
+class QueryDraws(Dataset):
+    """Item (s, j): target j's R draws at attribution step s (the ``target-draw`` noise)."""
+
+    def __init__(self, x0_hat, steps: Sequence[int], target_ids, R: int, seed: int):
+        self.x0_hat, self.steps, self.target_ids, self.R, self.seed = (
+            x0_hat,
+            steps,
+            target_ids,
+            R,
+            seed,
+        )
+
+    def __len__(self) -> int:
+        return self.x0_hat.shape[0] * self.x0_hat.shape[1]
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        s, j = divmod(index, self.x0_hat.shape[1])
+        t, shape = int(self.steps[s]), tuple(self.x0_hat.shape[2:])
+        eps = target_draws([int(self.target_ids[j])], [t] * self.R, shape, self.seed, "target-draw")
+        x0 = torch.from_numpy(self.x0_hat[s, j]).float().expand(self.R, *shape)
+        return {"x0": x0, "t": torch.full((self.R,), t, dtype=torch.long), "eps": eps[0]}
 
 
 def _task(alphas_cumprod: Tensor, seed: int):
@@ -61,8 +93,8 @@ def _task(alphas_cumprod: Tensor, seed: int):
         def _loss(self, batch, model: nn.Module, sample: bool) -> Tensor:
             total = 0.0
             for d in range(batch["t"].shape[1]):
-                t, eps = batch["t"][:, d], batch["eps"][:, d]
-                pred = predict_noise(model, add_noise(alphas_cumprod, batch["x0"], t, eps), t)
+                x0, t, eps = batch["x0"][:, d], batch["t"][:, d], batch["eps"][:, d]
+                pred = predict_noise(model, add_noise(alphas_cumprod, x0, t, eps), t)
                 if sample:  # ε ~ N(ε_θ, d/2·I): the model's own predictive distribution
                     scale = math.sqrt(pred[0].numel() / 2)
                     noise = torch.randn(pred.shape, generator=self.sampler).to(pred)
@@ -94,6 +126,7 @@ def ekfac_scores(
     batch_size: int = 64,
     damping: float | None = None,
     fisher: str = "mc",
+    flip: bool = False,
     progress: bool = False,
 ) -> np.ndarray:
     """EK-FAC influence scores (steps, targets, n_train) of one model (see the module doc)."""
@@ -108,16 +141,9 @@ def ekfac_scores(
 
     model = copy.deepcopy(model).float().eval()  # kronfluence wraps its modules in place
     T = len(alphas_cumprod)
-    shape = tuple(train_images.shape[1:])
-    ts, eps, _, _ = train_draws(train_ids.tolist(), K, T, shape, seed, model_index)
-    train = Draws(torch.from_numpy(train_images).float(), ts, eps)
+    train = TrainDraws(train_images, train_ids, K, T, seed, model_index, flip)
+    query = QueryDraws(x0_hat, steps, target_ids, R, seed)
     n_steps, n_targets = x0_hat.shape[:2]
-    q_x0, q_t, q_eps = [], [], []
-    for s, t in enumerate(steps):
-        q_x0.append(torch.from_numpy(x0_hat[s]).float())
-        q_t.append(torch.full((n_targets, R), int(t), dtype=torch.long))
-        q_eps.append(target_draws(target_ids.tolist(), [int(t)] * R, shape, seed, "target-draw"))
-    query = Draws(torch.cat(q_x0), torch.cat(q_t), torch.cat(q_eps))
     task = _task(alphas_cumprod, seed)
     prepared = prepare_model(model, task)
     if fisher not in ("mc", "empirical"):

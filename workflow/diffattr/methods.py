@@ -5,12 +5,13 @@ Gradient methods share the TRAK estimator (``scoring``) and differ in their trai
 and in the target image and timesteps of the target output:
 
 - ``journey_trak``: train f = Σ_k ℓ(x_i, t_k, ε_k), K random t; target f_t = Σ_r ℓ(x̂_0^t, t, ε_r).
-- ``journey_trak_local``: the same, but the K training draws scoring step t have timesteps
-  within ``attribution.local_window`` around t (a feature set and kernel per step).
+- ``journey_trak_local``: the same, but the K training draws scoring step t have timesteps in
+  t ± ``attribution.local_window``/2, clipped to 0…T−1 (a feature set and kernel per step).
 - ``dtrak_step``: the same with D-TRAK's output mean(ε_θ²) in place of the loss ℓ.
 - ``trak`` and ``dtrak`` (the D-TRAK paper's protocol): training and target features at the same
-  K uniformly spaced timesteps ``range(0, T, T // K)``; the target is the final image (one score
-  vector per target, repeated at every step); outputs ℓ and mean(ε_θ²).
+  K uniformly spaced timesteps ⌊kT/K⌋, k < K (D-TRAK's ``range(0, T, T // K)`` when K divides
+  T); the target is the final image (one score vector per target, repeated at every step);
+  outputs ℓ and mean(ε_θ²).
 - ``das`` (Lin et al. 2025, code Jinxu-Lin/DAS): output mean(ε_θ) on the uniform grid, every
   per-timestep gradient L2-normalised before the sum (training and target side), and scores
   weighted per training example by DAS's residual term w_i = mean_t e_it / ‖e_i·‖₂ with

@@ -207,6 +207,7 @@ class FactoredProjector(Projector):
                     a = F.linear(x, w_in, bias_col).reshape(batch, -1, k_in)
             if not out.requires_grad:
                 out.requires_grad_(True)
+            kept_input = x if sq_norms is not None else None  # held to backward only if needed
 
             def backward_hook(g: Tensor) -> None:
                 g = g.to(p_out.dtype)
@@ -217,7 +218,7 @@ class FactoredProjector(Projector):
                 block = torch.einsum("bso,bsi->boi", d, a).reshape(batch, -1)
                 store[name] = store[name] + block if name in store else block
                 if sq_norms is not None:
-                    sq_norms.append(_row_gradient_sq_norm(module, x, g))
+                    sq_norms.append(_row_gradient_sq_norm(module, kept_input, g))
 
             out.register_hook(backward_hook)
 

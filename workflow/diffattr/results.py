@@ -15,6 +15,7 @@ training-example ids (with their ``label`` and ``position``, the row of ``data.h
 
 from __future__ import annotations
 
+import logging
 from functools import cached_property
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from .artifacts import ScoreFile, Targets, read_data, read_scores, read_targets
 from .data import PreparedData
 from .errors import ArtifactError, ConfigError
 from .layout import Paths, parse_scores
+
+log = logging.getLogger("diffattr")
 
 
 class Run:
@@ -54,7 +57,14 @@ class Run:
         if not path.exists():
             raise ArtifactError(f"no scores of {method!r} in {self.folder}; have {self.methods()}")
         tuned_path = Path(self.paths.tuned_scores(method))
-        return tuned_path if tuned and tuned_path.exists() else path
+        if not (tuned and tuned_path.exists()):
+            return path
+        with ScoreFile(path) as plain, ScoreFile(tuned_path) as retuned:
+            same = plain.attrs.get("feature_digests") == retuned.attrs.get("feature_digests")
+        if not same:  # the scores were remade after their tuned copy: it is stale
+            log.warning("%s predates %s's features; using the config λ's scores", tuned_path, path)
+            return path
+        return tuned_path
 
     def scores(self, method: str, tuned: bool = True):
         """Scores τ of every (step, target, training example) as an ``xarray.DataArray``: with the

@@ -177,31 +177,40 @@ def optimal_denoiser_block(
     d = train.shape[1]
 
     def one(s: int, j: int) -> np.ndarray:
+        """Mean over the R draws of f^{−i} − f, for every i; the draws in one matrix product."""
         t = int(steps[s])
         a, sd = np.sqrt(alphas_cumprod[t]), np.sqrt(1.0 - alphas_cumprod[t])
         x0 = x0_hat[s, j].reshape(-1).astype(np.float64)
-        total = np.zeros(len(train))
-        for r in range(draws):
-            eps = numpy_rng(seed, "optimal-denoiser", int(target_ids[j]), t, r).standard_normal(d)
-            x_t = a * x0 + sd * eps
-            logits = (a * (train @ x_t) - 0.5 * alphas_cumprod[t] * sq_train) / (sd**2)
-            w = np.exp(logits - logits.max())
-            w /= w.sum()
-            m = w @ train
-            u = x_t / sd - eps
-            c = a / sd
-            full = u @ u - 2 * c * (u @ m) + c**2 * (m @ m)
-            top = int(np.argmax(w))  # w_top may be ≈ 1: renormalise without it explicitly
-            keep = 1.0 - w
-            keep[top] = 1.0
-            um = (u @ m - w * (train @ u)) / keep
-            mm = (m @ m - 2 * w * (train @ m) + w**2 * sq_train) / keep**2
-            w_rest = np.exp(np.delete(logits, top) - np.delete(logits, top).max())
-            m_rest = (w_rest / w_rest.sum()) @ np.delete(train, top, axis=0)
-            um[top], mm[top] = u @ m_rest, m_rest @ m_rest
-            loo = u @ u - 2 * c * um + c**2 * mm
-            total += (loo - full) / d
-        return total / draws
+        eps = np.stack(
+            [
+                numpy_rng(seed, "optimal-denoiser", int(target_ids[j]), t, r).standard_normal(d)
+                for r in range(draws)
+            ]
+        )  # (R, d)
+        x_t = a * x0 + sd * eps
+        logits = (a * (train @ x_t.T) - 0.5 * alphas_cumprod[t] * sq_train[:, None]) / sd**2
+        w = np.exp(logits - logits.max(0))
+        w /= w.sum(0)  # (n, R) posterior weights
+        m = w.T @ train  # (R, d)
+        u = x_t / sd - eps
+        c = a / sd
+        uu, um_full, mm_full = (u * u).sum(1), (u * m).sum(1), (m * m).sum(1)
+        full = uu - 2 * c * um_full + c**2 * mm_full
+        xu, xm = train @ u.T, train @ m.T  # (n, R)
+        top = np.argmax(w, axis=0)  # w_top may be ≈ 1: renormalise without it explicitly
+        keep = 1.0 - w
+        keep[top, np.arange(draws)] = 1.0
+        um = (um_full - w * xu) / keep
+        mm = (mm_full - 2 * w * xm + w**2 * sq_train[:, None]) / keep**2
+        rest = logits.copy()
+        rest[top, np.arange(draws)] = -np.inf
+        w_rest = np.exp(rest - rest.max(0))
+        w_rest /= w_rest.sum(0)
+        m_rest = w_rest.T @ train  # (R, d): the denoiser without each draw's top example
+        um[top, np.arange(draws)] = (u * m_rest).sum(1)
+        mm[top, np.arange(draws)] = (m_rest * m_rest).sum(1)
+        loo = uu - 2 * c * um + c**2 * mm
+        return ((loo - full) / d).mean(1)
 
     cache: dict[tuple[int, int], np.ndarray] = {}
 

@@ -8,7 +8,7 @@ rule featurize_train:
     output:
         P.train_features("{output}", "{member}", "{shard}"),
     params:
-        cfg=cfg_json("featurize_train"),
+        cfg=featurize_train_cfg,
         shards=len(SHARDS),
     log:
         P.log("featurize_train", "{output}-{member}-{shard}"),

@@ -6,7 +6,7 @@ from snakemake.utils import validate
 
 from diffattr.config import RunConfig
 from diffattr.layout import FLOOR, Member, Paths, case_name, members
-from diffattr.methods import get_method
+from diffattr.methods import FeatureKind, get_method
 
 
 RUN_CONFIG = RunConfig.from_dict(config)  # one line per problem; cross-field checks (dry runs too)
@@ -45,6 +45,15 @@ def cfg_json(stage):
     change, so each job gets only what it reads (adding a method or a figure option retrains
     nothing)."""
     return RUN_CONFIG.slice(stage)
+
+
+def featurize_train_cfg(wildcards):
+    """featurize_train's slice without the keys its feature kind ignores, so changing the
+    step-local window or DAS's residual grid re-featurizes only the kinds that use them."""
+    kind = FeatureKind.parse(wildcards.output)
+    unused = ["attribution.local_window"] * (kind.near is None)
+    unused += ["attribution.residual_timesteps"] * (not kind.normalize)
+    return RUN_CONFIG.slice("featurize_train", unused)
 
 
 def subset_train_cfg():

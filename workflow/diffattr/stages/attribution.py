@@ -75,6 +75,9 @@ def featurize_train(
     }
     if weights is not None:
         attrs["residual_timesteps"] = cfg.attribution.residual_timesteps
+    window = attributor.window(kind)
+    if window is not None:
+        attrs["timestep_window"] = list(window)
     write_feature_shard(out, features, positions, prepared.ids[positions], attrs, weights)
     log.info(
         "featurized %d examples × %d draws in %.1f s (%.0f example·timesteps/s), dim %d",
@@ -112,6 +115,7 @@ def ekfac_member(
         s.batch_size,
         s.ekfac_damping,
         s.ekfac_fisher,
+        cfg.dataset.flip,
     )
     seconds = time.time() - start
     attrs = {

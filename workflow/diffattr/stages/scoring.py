@@ -104,8 +104,11 @@ def score(
                     for m, (_, k, _) in members.items()
                 },
                 "lambda_source": "config",
+                "feature_kinds": step_kinds,  # per step
             }
         )
+        if chosen.kinds(stored.steps)[0].near is not None:
+            attrs["local_window"] = cfg.attribution.local_window
         costs = [st.cost() for members in by_kind.values() for st, _, _ in members.values()]
         attrs["featurize_cost"] = cost_attrs(costs)
     member_files = [read_scores(path) for path in member_scores]
@@ -135,14 +138,21 @@ def score(
         block_fn = blocks([])
     else:  # step s: its kind's members, with the config λ (kernel files) or its tuned λ
         lambdas = tuned or [None] * len(stored.steps)
-        parts: dict[tuple[str, float | None], BlockFn] = {}
-        for kind, lam in dict.fromkeys(zip(step_kinds, lambdas, strict=True)):
-            members = list(by_kind[kind].values())
-            if lam is not None:
-                block = cfg.attribution.block_size
-                members = [(st, build_kernel(st, lam, block), psi) for st, _, psi in members]
-            parts[kind, lam] = blocks(members)
-        block_fn = lambda s, t, r: parts[step_kinds[s], lambdas[s]](s, t, r)  # noqa: E731
+        current: dict[tuple[str, float | None], BlockFn] = {}
+
+        def block_fn(s: int, targets: slice, rows: slice) -> np.ndarray:
+            """Step s with its kind's members and λ; kernels for a tuned λ are built when their
+            step comes (steps are written in order) and only one (kind, λ) is held at a time."""
+            key = (step_kinds[s], lambdas[s])
+            if key not in current:
+                current.clear()
+                members = list(by_kind[key[0]].values())
+                if key[1] is not None:
+                    size = cfg.attribution.block_size
+                    members = [(st, build_kernel(st, key[1], size), psi) for st, _, psi in members]
+                current[key] = blocks(members)
+            return current[key](s, targets, rows)
+
     if tuned is not None:
         attrs.update({"lambda_source": "tuned", "lambda_per_step": tuned, "lds_report": str(lds)})
         attrs.pop("lambda_abs")
