@@ -286,7 +286,9 @@ def flatten_gradients(grads: Mapping[str, Tensor], names: list[str]) -> Tensor:
 
 
 class IdentityProjector(Projector):
-    """No projection: features are the exact per-example gradients (dim = p)."""
+    """No projection: features are the exact per-example gradients (dim = p). With ``normalize`` it
+    materialises per-row gradients (rows × p: K× the per-owner memory), fine for the tiny
+    models these reference projectors are for."""
 
     kind = "identity"
 
