@@ -16,6 +16,7 @@ LAYERS = {  # bottom (0) to top; the same table as diffattr/__init__.py
         "scoring",
         "features",
         "ekfac",
+        "unlearning",
         "classifier",
         "figures",
         "counterfactual",

@@ -4,7 +4,8 @@ Modules, bottom to top (no module imports one above it; none imports snakemake):
 
 - foundations: ``seeding``, ``storage``, ``errors``, ``config``, ``layout``, ``ridge``
 - models and data: ``data``, ``models``, ``projection``, ``outputs``
-- algorithms: ``diffusion``, ``scoring``, ``features``, ``ekfac``, ``classifier``, ``figures``,
+- algorithms: ``diffusion``, ``scoring``, ``features``, ``ekfac``, ``unlearning``, ``classifier``,
+  ``figures``,
   ``counterfactual``, ``lds`` (``stats``, ``subsets``, ``ground_truth``, ``memorization``,
   ``report``)
 - application: ``methods``, ``artifacts``, ``attribution`` (the facade), ``results`` (a

@@ -265,6 +265,12 @@ class AttributionConfig(Section):
     local_window: int = 200
     ekfac_damping: float | None = None  # None: kronfluence's 0.1 × mean eigenvalue per layer
     ekfac_fisher: Literal["mc", "empirical"] = "mc"
+    unlearning_lr: float = 0.01
+    unlearning_steps: int = 1
+    unlearning_window: int = 200
+    unlearning_draws: int = 64
+    unlearning_eval_draws: int = 20
+    unlearning_fisher_draws: int = 5
     shards: int = 2
     batch_size: int = 64
     lambda_: float = 0.01
@@ -587,6 +593,18 @@ SLICES: dict[str, dict[str, tuple[str, ...] | None]] = {
     "featurize_targets": {
         **_MODEL_RUN,
         "attribution": ("K", "R", "batch_size", "projection", "precision"),
+    },
+    "unlearning_member": {
+        **_MODEL_RUN,
+        "attribution": (
+            "batch_size",
+            "unlearning_lr",
+            "unlearning_steps",
+            "unlearning_window",
+            "unlearning_draws",
+            "unlearning_eval_draws",
+            "unlearning_fisher_draws",
+        ),
     },
     "ekfac_member": {
         **_MODEL_RUN,

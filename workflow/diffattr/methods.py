@@ -19,8 +19,9 @@ and in the target image and timesteps of the target output:
   target f_t = Σ_r unit ∇ mean(ε_θ(x̂_0^t, t, ε_r)) at the attribution step. Left out: DAS's
   optional leverage correction 1/(1 − h)² (its ``DAS0`` mode).
 
-``ekfac``: EK-FAC influence functions through kronfluence (``diffattr.ekfac``), one score file
-per ensemble member (``member_scores``), averaged here.
+``ekfac`` (EK-FAC influence functions through kronfluence, ``diffattr.ekfac``) and
+``unlearning`` (attribution by unlearning, ``diffattr.unlearning``): one score file per ensemble
+member (``member_scores``), averaged here.
 
 Baselines: ``pixel_similarity`` (cosine of x̂_0^t with each training image), ``optimal_denoiser``
 (leave-one-out effect on f_t under the training set's empirical optimal denoiser, gradient-free)
@@ -275,15 +276,24 @@ class PixelSimilarity(Method):
         return pixel_similarity_block(inputs.train_images, inputs.x0_hat)
 
 
-class Ekfac(Method):
-    name = "ekfac"
-    description = "EK-FAC influence functions (kronfluence), per step"
+class PerMemberMethod(Method):
+    """Scored by one job per ensemble member (its own score file); τ = (1/M) Σ_m τ_m."""
+
     uses_member_scores = True
 
     def scorer(self, inputs: ScoringInputs) -> BlockFn:
-        """τ = (1/M) Σ_m τ_m over the members' own score arrays (steps, targets, n)."""
         mean = np.mean(np.stack(inputs.member_scores), axis=0)
         return lambda s, targets, rows: mean[s, targets, rows].astype(np.float32)
+
+
+class Ekfac(PerMemberMethod):
+    name = "ekfac"
+    description = "EK-FAC influence functions (kronfluence), per step"
+
+
+class Unlearning(PerMemberMethod):
+    name = "unlearning"
+    description = "attribution by unlearning (AbU), step-specific objective"
 
 
 class OptimalDenoiser(Method):
@@ -321,6 +331,7 @@ METHODS: dict[str, Method] = {
         Das(),
         DasStep(),
         Ekfac(),
+        Unlearning(),
         PixelSimilarity(),
         OptimalDenoiser(),
         RandomScores(),

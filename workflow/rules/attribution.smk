@@ -89,6 +89,29 @@ rule ekfac_member:
         " --threads {threads} > {log} 2>&1"
 
 
+rule unlearning_member:
+    input:
+        data=P.data,
+        targets=P.targets,
+        model=model_dir_of,
+    output:
+        P.member_scores("unlearning", "{member}"),
+    params:
+        cfg=cfg_json("unlearning_member"),
+    log:
+        P.log("unlearning_member", "{member}"),
+    threads: 1
+    conda:
+        ENV
+    resources:
+        mem_mb=8000,
+        runtime=240,
+    shell:
+        "diffattr unlearning-member --cfg {params.cfg:q} --data {input.data} --model {input.model}"
+        " --member {wildcards.member} --targets {input.targets} --out {output}"
+        " --threads {threads} > {log} 2>&1"
+
+
 rule score:
     input:
         unpack(score_inputs),

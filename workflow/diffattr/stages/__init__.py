@@ -24,6 +24,7 @@ STAGES: dict[str, tuple[str, str, str]] = {
     "featurize-train": ("attribution", "featurize_train", "featurize_train"),
     "featurize-targets": ("attribution", "featurize_targets", "featurize_targets"),
     "ekfac-member": ("attribution", "ekfac_member", "ekfac_member"),
+    "unlearning-member": ("attribution", "unlearning_member", "unlearning_member"),
     "kernel": ("scoring", "kernel", "kernel"),
     "score": ("scoring", "score", "score"),
     "figure-attributions": ("scoring", "figure_attributions", "figure_attributions"),

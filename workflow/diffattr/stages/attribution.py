@@ -18,7 +18,7 @@ from ..artifacts import (
     write_target_features,
 )
 from ..attribution import Attributor
-from ..config import RunConfig
+from ..config import SLICES, RunConfig
 from ..features import shard_positions
 from ..layout import Member
 from ..methods import FeatureKind, gradient_method
@@ -139,6 +139,53 @@ def ekfac_member(
     log.info(
         "EK-FAC scores of %s: %d examples × %d draws in %.1f s", member, prepared.n, s.K, seconds
     )
+
+
+def unlearning_member(
+    cfg: RunConfig, *, data: Path, model: Path, member: str, targets: Path, out: Path
+) -> None:
+    """Attribution-by-unlearning scores of one ensemble member (``diffattr.unlearning``)."""
+    from ..unlearning import unlearning_scores
+
+    device = resolve_device(cfg.device)
+    parsed = Member.parse(member)
+    net, scheduler = load_model(layout.checkpoint(model, parsed.checkpoint), device, cfg.model)
+    prepared, stored, s = read_data(data), read_targets(targets), cfg.attribution
+    start = time.time()
+    scores = unlearning_scores(
+        net,
+        scheduler.alphas_cumprod,
+        prepared.images,
+        prepared.ids,
+        stored.x0_hat,
+        stored.steps,
+        stored.target_ids,
+        cfg.seed,
+        parsed.index,
+        s.unlearning_lr,
+        s.unlearning_steps,
+        s.unlearning_window,
+        s.unlearning_draws,
+        s.unlearning_eval_draws,
+        s.unlearning_fisher_draws,
+        s.batch_size,
+        progress=True,
+    )
+    seconds = time.time() - start
+    settings = {k: getattr(s, k) for k in SLICES["unlearning_member"]["attribution"]}
+    attrs = {"method": "unlearning", "member": member, "seed": cfg.seed, "seconds": seconds}
+    attrs["K"] = s.unlearning_eval_draws
+    attrs["settings"] = settings
+    attrs["seconds_per_target_step"] = seconds / max(1, stored.x0_hat.shape[0] * stored.n)
+    write_scores(
+        out,
+        stored.steps,
+        stored.target_ids,
+        prepared.ids,
+        lambda i, t, r: scores[i, t, r].astype(np.float32),
+        attrs,
+    )
+    log.info("unlearning scores of %s in %.1f s", member, seconds)
 
 
 def featurize_targets(
