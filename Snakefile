@@ -18,6 +18,15 @@ include: "workflow/rules/lds.smk"
 include: "workflow/rules/counterfactual.smk"
 
 
+onsuccess:
+    from pathlib import Path
+
+    from diffattr.results import Run
+
+    if Path(P.run).is_dir():
+        print(Run(P.run).summary())
+
+
 rule all:
     default_target: True
     input:

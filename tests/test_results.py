@@ -150,3 +150,32 @@ def test_scores_prefer_the_lds_tuned_file_when_the_run_has_one(run):
     np.testing.assert_array_equal(results.scores("journey_trak").values, 2 * tau)
     np.testing.assert_array_equal(results.scores("journey_trak", tuned=False).values, tau)
     assert results.methods() == ["journey_trak"]
+
+
+def test_the_end_of_run_summary_names_the_best_reliable_lds(run, tmp_path):
+    results, _, _ = run
+    rows = [
+        ("journey_trak", 500, "tuned", 0.61, False),
+        ("pixel_similarity", 500, "none", 0.70, True),
+        ("journey_trak", 300, "config", 0.9, False),  # untuned rows are not read
+        ("random", 300, "none", 0.95, False),  # nor the floor
+    ]
+    pd.DataFrame(
+        [
+            {
+                "method": m,
+                "step": t,
+                "lambda_source": src,
+                "lds": v,
+                "ci_low": v - 0.1,
+                "ci_high": v + 0.1,
+                "ceiling": 0.9,
+                "flagged": flag,
+                "ground_truth": "f_t",
+            }
+            for m, t, src, v, flag in rows
+        ]
+    ).to_csv(results.paths.report("lds.csv"), index=False)
+    line = results.summary()
+    assert "best LDS 0.70 [0.60, 0.80] (pixel_similarity, t = 500" in line
+    assert "UNRELIABLE" in line and "make report" in line and str(results.folder) in line

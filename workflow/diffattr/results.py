@@ -126,6 +126,22 @@ class Run:
         """The counterfactual report (one row per method, step, k, protocol and metric)."""
         return pd.read_csv(self.paths.report("counterfactual.csv"))
 
+    def summary(self) -> str:
+        """One line for the end of a run: where the results are, the best per-step LDS (with
+        its interval and whether its ground truth is reliable) and how to open the report."""
+        text = f"diffattr: results in {self.folder}/"
+        if Path(self.paths.report("lds.csv")).exists():
+            table = self.lds()
+            per_step = table[(table.ground_truth == "f_t") & (table.method != "random")]
+            if len(per_step):
+                best = per_step.loc[per_step.lds.idxmax()]
+                note = "reliable" if not best.flagged else "UNRELIABLE ground truth: indicative"
+                text += (
+                    f"; best LDS {best.lds:.2f} [{best.ci_low:.2f}, {best.ci_high:.2f}] "
+                    f"({best.method}, t = {int(best.step)}, ceiling {best.ceiling:.2f}, {note})"
+                )
+        return text + "; report: make report (report.html)"
+
 
 def top(
     *,
