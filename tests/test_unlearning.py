@@ -126,3 +126,34 @@ def test_a_memorized_training_image_ranks_first_when_it_is_the_target(scheduler)
         4,
     )
     assert int(np.argmax(tau[0, 0])) == 3 and int(np.argmax(tau[0, 1])) == 6
+
+
+def test_the_trajectory_free_variant_unlearns_the_final_image_on_the_uniform_grid(scheduler):
+    from diffattr.unlearning import final_rows
+
+    model = make_unet(torch.float32)
+    final = RNG.uniform(-1, 1, (2, 1, 8, 8)).astype(np.float32)
+    rows = final_rows(torch.from_numpy(final[0]), 4, 1000, 0, 4)
+    assert rows["t"].tolist() == [0, 250, 500, 750]
+    assert torch.equal(rows["x0"], torch.from_numpy(final[0]).expand(4, 1, 8, 8))
+    tau = unlearning_scores(
+        model,
+        scheduler.alphas_cumprod,
+        IMAGES,
+        np.arange(6) * 7,
+        X0_HAT,
+        [600, 100],
+        np.array([4, 9]),
+        0,
+        1,
+        1e-4,
+        1,
+        200,
+        4,
+        4,
+        2,
+        batch_size=4,
+        final=final,
+    )
+    assert np.array_equal(tau[0], tau[1]) and np.abs(tau).max() > 0  # one per target, every step
+    assert not np.array_equal(tau, scores(model, scheduler))

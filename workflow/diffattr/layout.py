@@ -270,7 +270,7 @@ _RULES = [  # (path pattern within a run, the rule that makes it)
     (r"kernels/.+\.h5", "kernel"),
     (r"scores/tuned/.+\.h5", "tuned_scores"),
     (r"scores/members/ekfac/.+\.h5", "ekfac_member"),
-    (r"scores/members/unlearning/.+\.h5", "unlearning_member"),
+    (r"scores/members/unlearning(_final)?/.+\.h5", "unlearning_member"),
     (r"scores/.+\.h5", "score"),
     (r"reports/lds\.(json|csv)", "lds_report"),
     (r"models/m\d+(/.*)?", "train_model"),

@@ -20,8 +20,8 @@ and in the target image and timesteps of the target output:
   optional leverage correction 1/(1 − h)² (its ``DAS0`` mode).
 
 ``ekfac`` (EK-FAC influence functions through kronfluence, ``diffattr.ekfac``) and
-``unlearning`` (attribution by unlearning, ``diffattr.unlearning``): one score file per ensemble
-member (``member_scores``), averaged here.
+``unlearning``/``unlearning_final`` (attribution by unlearning, ``diffattr.unlearning``; the
+latter trajectory-free): one score file per ensemble member (``member_scores``), averaged here.
 
 Baselines: ``pixel_similarity`` (cosine of x̂_0^t with each training image), ``optimal_denoiser``
 (leave-one-out effect on f_t under the training set's empirical optimal denoiser, gradient-free)
@@ -296,6 +296,12 @@ class Unlearning(PerMemberMethod):
     description = "attribution by unlearning (AbU), step-specific objective"
 
 
+class UnlearningFinal(Unlearning):
+    name = "unlearning_final"
+    description = "attribution by unlearning (AbU), final image on the uniform grid"
+    target_image = "final"
+
+
 class OptimalDenoiser(Method):
     name = "optimal_denoiser"
     description = "leave-one-out effect on f_t under the empirical optimal denoiser"
@@ -332,6 +338,7 @@ METHODS: dict[str, Method] = {
         DasStep(),
         Ekfac(),
         Unlearning(),
+        UnlearningFinal(),
         PixelSimilarity(),
         OptimalDenoiser(),
         RandomScores(),

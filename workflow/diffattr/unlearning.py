@@ -15,7 +15,9 @@ how much worse the unlearned copy fits it,
 
 with the same keyed (t_d, ε_d) for both (common random numbers): positive = x_i supports the
 target, as for every method. AbU's choices kept: one step by default, the Fisher floor-free
-update, all timesteps for the loss. Left out: AbU's restriction to cross-attention K/V weights
+update, all timesteps for the loss. The trajectory-free variant unlearns the final image on
+D-TRAK's uniform grid instead (one unlearning per target, the same scores at every step). Left
+out: AbU's restriction to cross-attention K/V weights
 (the digits/CIFAR UNets have none; all weights are updated), its flip-max over mirrored copies,
 and a Fisher floor other than a relative 1e-12 (parameters with zero Fisher would divide by 0).
 """
@@ -30,6 +32,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .config import uniform_timesteps
 from .features import rows_batch, train_draws
 from .outputs import evaluate, row_outputs
 from .projection import per_owner_gradients
@@ -131,6 +134,15 @@ def target_rows(
     return rows_batch(x0[None].float(), t[None], eps[None])
 
 
+def final_rows(x0: Tensor, draws: int, T: int, seed: int, target_id: int) -> dict[str, Tensor]:
+    """The trajectory-free objective's rows: the final image at the ``draws`` uniformly spaced
+    timesteps ⌊kT/draws⌋ (D-TRAK's grid), keyed noise."""
+    g = generator(seed, "unlearning-final", int(target_id))
+    t = torch.tensor(uniform_timesteps(draws, T), dtype=torch.long)
+    eps = torch.randn((draws, *x0.shape), generator=g)
+    return rows_batch(x0[None].float(), t[None], eps[None])
+
+
 def unlearning_scores(
     model: nn.Module,
     alphas_cumprod: Tensor,
@@ -149,8 +161,11 @@ def unlearning_scores(
     fisher_draws: int,
     batch_size: int = 64,
     progress: bool = False,
+    final: np.ndarray | None = None,
 ) -> np.ndarray:
-    """τ (steps, targets, n_train) of one model (see the module doc)."""
+    """τ (steps, targets, n_train) of one model (see the module doc). With ``final`` (targets,
+    …) the objective is trajectory-free: each target's final image on the uniform grid, one
+    unlearning per target, its scores repeated at every step."""
     model = model.float().eval()
     T = len(alphas_cumprod)
     fisher = diagonal_fisher(
@@ -168,6 +183,14 @@ def unlearning_scores(
     )
     before = losses(model)
     out = np.empty((len(steps), len(target_ids), len(train_images)))
+    if final is not None:
+        for j in tqdm(range(len(target_ids)), desc="unlearning", disable=not progress):
+            rows = final_rows(torch.from_numpy(final[j]), target_draws, T, seed, target_ids[j])
+            copy_ = unlearn(
+                model, alphas_cumprod, fisher, len(train_images), rows, lr, ascent_steps
+            )
+            out[:, j] = losses(copy_) - before
+        return out
     cases = [(s, j) for s in range(len(steps)) for j in range(len(target_ids))]
     for s, j in tqdm(cases, desc="unlearning", disable=not progress, mininterval=2):
         rows = target_rows(

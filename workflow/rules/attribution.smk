@@ -95,11 +95,13 @@ rule unlearning_member:
         targets=P.targets,
         model=model_dir_of,
     output:
-        P.member_scores("unlearning", "{member}"),
+        P.member_scores("{method}", "{member}"),
+    wildcard_constraints:
+        method="unlearning|unlearning_final",
     params:
         cfg=cfg_json("unlearning_member"),
     log:
-        P.log("unlearning_member", "{member}"),
+        P.log("unlearning_member", "{method}-{member}"),
     threads: 1
     conda:
         ENV
@@ -108,7 +110,8 @@ rule unlearning_member:
         runtime=240,
     shell:
         "diffattr unlearning-member --cfg {params.cfg:q} --data {input.data} --model {input.model}"
-        " --member {wildcards.member} --targets {input.targets} --out {output}"
+        " --member {wildcards.member} --method {wildcards.method} --targets {input.targets}"
+        " --out {output}"
         " --threads {threads} > {log} 2>&1"
 
 

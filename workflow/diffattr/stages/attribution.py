@@ -19,9 +19,10 @@ from ..artifacts import (
 )
 from ..attribution import Attributor
 from ..config import SLICES, RunConfig
+from ..errors import ConfigError
 from ..features import shard_positions
 from ..layout import Member
-from ..methods import FeatureKind, gradient_method
+from ..methods import FeatureKind, get_method, gradient_method
 from ..models import load_model, resolve_device
 
 log = logging.getLogger("diffattr")
@@ -142,10 +143,22 @@ def ekfac_member(
 
 
 def unlearning_member(
-    cfg: RunConfig, *, data: Path, model: Path, member: str, targets: Path, out: Path
+    cfg: RunConfig,
+    *,
+    data: Path,
+    model: Path,
+    member: str,
+    targets: Path,
+    out: Path,
+    method: str = "unlearning",
 ) -> None:
-    """Attribution-by-unlearning scores of one ensemble member (``diffattr.unlearning``)."""
+    """Attribution-by-unlearning scores of one ensemble member (``diffattr.unlearning``):
+    ``unlearning`` (step-specific) or ``unlearning_final`` (trajectory-free)."""
     from ..unlearning import unlearning_scores
+
+    chosen = get_method(method)
+    if chosen.name not in ("unlearning", "unlearning_final"):
+        raise ConfigError(f"{method} is not an unlearning method (unlearning, unlearning_final)")
 
     device = resolve_device(cfg.device)
     parsed = Member.parse(member)
@@ -170,13 +183,15 @@ def unlearning_member(
         s.unlearning_fisher_draws,
         s.batch_size,
         progress=True,
+        final=stored.final if chosen.target_image == "final" else None,
     )
     seconds = time.time() - start
     settings = {k: getattr(s, k) for k in SLICES["unlearning_member"]["attribution"]}
-    attrs = {"method": "unlearning", "member": member, "seed": cfg.seed, "seconds": seconds}
+    attrs = {"method": chosen.name, "member": member, "seed": cfg.seed, "seconds": seconds}
     attrs["K"] = s.unlearning_eval_draws
     attrs["settings"] = settings
-    attrs["seconds_per_target_step"] = seconds / max(1, stored.x0_hat.shape[0] * stored.n)
+    cases = stored.n * (1 if chosen.target_image == "final" else stored.x0_hat.shape[0])
+    attrs["seconds_per_unlearning"] = seconds / max(1, cases)
     write_scores(
         out,
         stored.steps,
