@@ -11,6 +11,7 @@ import numpy as np
 from .. import layout
 from ..artifacts import (
     TargetFeatures,
+    Targets,
     read_data,
     read_targets,
     write_feature_shard,
@@ -29,10 +30,7 @@ log = logging.getLogger("diffattr")
 
 
 def _attributor(cfg: RunConfig, model_dir: Path, member: str) -> Attributor:
-    device = resolve_device(cfg.device)
-    parsed = Member.parse(member)
-    folder = layout.checkpoint(model_dir, parsed.checkpoint)
-    model, scheduler = load_model(folder, device, cfg.model)
+    model, scheduler, parsed = _member_model(cfg, model_dir, member)
     return Attributor(model, scheduler, parsed, cfg.attribution, cfg.seed)
 
 
@@ -90,15 +88,30 @@ def featurize_train(
     )
 
 
+def _member_model(cfg: RunConfig, model_dir: Path, member: str):
+    """One ensemble member's model and scheduler on the configured device, and its Member."""
+    device = resolve_device(cfg.device)  # first: a missing device fails before any input is read
+    parsed = Member.parse(member)
+    folder = layout.checkpoint(model_dir, parsed.checkpoint)
+    net, scheduler = load_model(folder, device, cfg.model)
+    return net, scheduler, parsed
+
+
+def _write_member_scores(
+    out: Path, stored: Targets, train_ids: np.ndarray, scores: np.ndarray, attrs: dict
+) -> None:
+    """A per-member method's score array (steps, targets, n_train) as a score file."""
+    block = lambda i, t, r: scores[i, t, r].astype(np.float32)  # noqa: E731
+    write_scores(out, stored.steps, stored.target_ids, train_ids, block, attrs)
+
+
 def ekfac_member(
     cfg: RunConfig, *, data: Path, model: Path, member: str, targets: Path, out: Path
 ) -> None:
     """EK-FAC influence scores of one ensemble member (``diffattr.ekfac``): its score file."""
     from ..ekfac import ekfac_scores  # (kronfluence: only this job needs it)
 
-    device = resolve_device(cfg.device)
-    parsed = Member.parse(member)
-    net, scheduler = load_model(layout.checkpoint(model, parsed.checkpoint), device, cfg.model)
+    net, scheduler, parsed = _member_model(cfg, model, member)
     prepared, stored, s = read_data(data), read_targets(targets), cfg.attribution
     start = time.time()
     scores = ekfac_scores(
@@ -129,14 +142,7 @@ def ekfac_member(
         "seed": cfg.seed,
         "seconds": seconds,
     }
-    write_scores(
-        out,
-        stored.steps,
-        stored.target_ids,
-        prepared.ids,
-        lambda i, t, r: scores[i, t, r].astype(np.float32),
-        attrs,
-    )
+    _write_member_scores(out, stored, prepared.ids, scores, attrs)
     log.info(
         "EK-FAC scores of %s: %d examples × %d draws in %.1f s", member, prepared.n, s.K, seconds
     )
@@ -160,9 +166,7 @@ def unlearning_member(
     if chosen.name not in ("unlearning", "unlearning_final"):
         raise ConfigError(f"{method} is not an unlearning method (unlearning, unlearning_final)")
 
-    device = resolve_device(cfg.device)
-    parsed = Member.parse(member)
-    net, scheduler = load_model(layout.checkpoint(model, parsed.checkpoint), device, cfg.model)
+    net, scheduler, parsed = _member_model(cfg, model, member)
     prepared, stored, s = read_data(data), read_targets(targets), cfg.attribution
     start = time.time()
     scores = unlearning_scores(
@@ -192,14 +196,7 @@ def unlearning_member(
     attrs["settings"] = settings
     cases = stored.n * (1 if chosen.target_image == "final" else stored.x0_hat.shape[0])
     attrs["seconds_per_unlearning"] = seconds / max(1, cases)
-    write_scores(
-        out,
-        stored.steps,
-        stored.target_ids,
-        prepared.ids,
-        lambda i, t, r: scores[i, t, r].astype(np.float32),
-        attrs,
-    )
+    _write_member_scores(out, stored, prepared.ids, scores, attrs)
     log.info("unlearning scores of %s in %.1f s", member, seconds)
 
 
