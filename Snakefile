@@ -15,6 +15,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/attribution.smk"
 include: "workflow/rules/lds.smk"
+include: "workflow/rules/patches.smk"
 include: "workflow/rules/counterfactual.smk"
 
 
@@ -41,6 +42,11 @@ rule attribution:
 rule lds:
     input:
         lds_outputs(),
+
+
+rule patches:
+    input:
+        patch_outputs(),
 
 
 rule counterfactual:

@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+import yaml
 from diffattr.config import DiffusionConfig, ModelConfig
 from diffattr.models import build_scheduler, build_unet
 from diffattr.outputs import row_outputs
@@ -120,7 +121,15 @@ def scores(cwd: Path) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="session")
 def local_run(tmp_path_factory) -> Path:
-    """The whole test config run once locally with --cores 2 (shared by several test modules)."""
+    """The whole test config run once locally with --cores 2 (shared by several test modules),
+    with patch attribution on (a 2 × 2 grid; off in config/test.yaml itself)."""
     cwd = workdir(tmp_path_factory.mktemp("run"))
+    test_yaml = cwd / "config" / "test.yaml"
+    cfg = yaml.safe_load(test_yaml.read_text())
+    cfg["attribution"]["patches"] = PATCHES
+    test_yaml.write_text(yaml.safe_dump(cfg, sort_keys=False))
     snakemake(cwd)
     return cwd
+
+
+PATCHES = {"grid": [2, 2]}  # the shared run's patches: 4 patches of 4×4 pixels

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from diffattr.artifacts import Targets, write_data, write_scores, write_targets
+from diffattr.artifacts import Targets, write_data, write_patch_scores, write_scores, write_targets
 from diffattr.data import PreparedData
 from diffattr.errors import ArtifactError, ConfigError
 from diffattr.layout import Paths
@@ -179,3 +179,26 @@ def test_the_end_of_run_summary_names_the_best_reliable_lds(run, tmp_path):
     line = results.summary()
     assert "best LDS 0.70 [0.60, 0.80] (pixel_similarity, t = 500" in line
     assert "UNRELIABLE" in line and "make report" in line and str(results.folder) in line
+
+
+def test_patch_scores_are_labelled_with_their_boxes(run):
+    run, _, _ = run
+    p = Paths(str(run.folder))
+    with pytest.raises(ArtifactError, match=r"set attribution\.patches"):
+        run.patch_scores("journey_trak")
+    boxes = np.array([[[0, 0, 2, 4], [2, 0, 4, 4]], [[0, 0, 4, 2], [0, 2, 4, 4]]])
+    tau = RNG.standard_normal((2, 2, 2, 6)).astype(np.float32)
+    write_patch_scores(
+        p.patch_scores("journey_trak"),
+        [500, 0],
+        np.array([0, 1]),
+        np.array([3, 5, 8, 13, 21, 34]),
+        boxes,
+        lambda s, q, i: tau[s].reshape(4, 6)[q, i],
+        {"method": "journey_trak"},
+    )
+    scores = run.patch_scores("journey_trak")
+    assert scores.dims == ("step", "target", "patch", "train")
+    assert np.array_equal(scores.values, tau)
+    assert scores.sel(target=1, patch=0).y1.item() == 4 and scores.sel(target=1, patch=0).x1 == 2
+    assert scores.sel(step=0, target=0, patch=1, train=13).item() == tau[1, 0, 1, 3]

@@ -11,6 +11,7 @@ import time
 
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from conftest import REPO, RUN, scores, snakemake, workdir, workflow_env
@@ -43,6 +44,40 @@ def test_all_outputs_present_with_shapes_and_attributes(finished):
         assert '"kind": "factored"' in f.attrs["projection"]
     for member in ["m0", "m1"]:
         assert (run / "models" / member / "final" / "diffusion_pytorch_model.safetensors").exists()
+
+
+def test_patch_outputs_present(finished):
+    """The shared run has a 2 × 2 grid of patches: patch scores and figures for its patch
+    methods, every patch's ground truth, the patch LDS tables and figure."""
+    run = finished / RUN
+    for method in ["journey_trak", "pixel_similarity"]:
+        with h5py.File(run / "scores" / "patches" / f"{method}.h5") as f:
+            assert f["scores"].shape == (3, 3, 4, 200)
+            assert f["boxes"][0].tolist() == [
+                [0, 0, 4, 4],
+                [0, 4, 4, 8],
+                [4, 0, 8, 4],
+                [4, 4, 8, 8],
+            ]
+            assert np.isfinite(f["scores"][()]).all()
+            assert [d.label for d in f["scores"].dims] == ["step", "target", "patch", "train"]
+        figures = {p.name for p in (run / "figures" / "patches" / method).glob("*.png")}
+        assert figures == {f"target-{j}-patch-{p}.png" for j in range(2) for p in range(4)} | {
+            f"target-{j}-patches.png" for j in range(2)
+        }
+    with h5py.File(run / "scores" / "patches" / "journey_trak.h5") as f:
+        assert f.attrs["lambda_source"] == "tuned"  # the whole-image LDS's per-step λ
+    table = pd.read_csv(run / "reports" / "lds_patches.csv")
+    assert set(table.patch) == {0, 1, 2, 3}
+    assert set(table.method) == {
+        "journey_trak",
+        "pixel_similarity",
+        "journey_trak (whole image)",
+        "pixel_similarity (whole image)",
+    }
+    localization = pd.read_csv(run / "reports" / "lds_patches_localization.csv")
+    assert set(localization.patch.astype(str)) == {"0", "1", "2", "3", "all"}
+    assert (run / "figures" / "lds_patches.png").stat().st_size > 0
 
 
 def test_rerun_does_nothing(finished):

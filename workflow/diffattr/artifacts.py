@@ -13,7 +13,9 @@ lazily one (step, target) row at a time (``ScoreFile``), so they scale past memo
 | kernel | ``matrix`` ((ΦᵀΦ+λI)⁻¹ or its dual) |
 | target features | ``features`` (steps, q, k), ``steps``, ``target_ids`` |
 | scores | ``scores`` float32 (steps, q, n) chunked per row, ``steps``, ``target_ids``,
-  ``train_ids`` |
+  ``train_ids``; patch scores: ``scores`` (steps, q, patches, n) and ``boxes`` (q, patches, 4) |
+| patches | ``boxes`` (q, patches, 4) image pixels, ``grid_boxes`` on the sample grid |
+| patch ground truth | ``f_t`` (seeds, steps, q, patches), ``steps``, ``target_ids``, ``boxes`` |
 | LDS subsets | ``masks`` (subsets, n) bool, ``role`` (tuning/reporting), ``train_ids`` |
 | ground truth | ``f_t`` (seeds, steps, q), ``final_loss`` (seeds, q), ``steps``, ``target_ids`` |
 | memorization reference | ``loss`` (steps, q, subsets), ``steps``, ``target_ids`` |
@@ -36,6 +38,7 @@ import numpy as np
 from .data import PreparedData
 from .errors import ArtifactError, DatasetError
 from .layout import Case, parse_sample_group, remake_hint, sample_group
+from .patches import Patches
 from .scoring import BlockFn, Kernel
 from .storage import create_h5, file_digest, read_attrs
 
@@ -313,6 +316,25 @@ def read_target_features(path: str | Path) -> TargetFeatures:
         )
 
 
+def write_patches(path: str | Path, value: Patches, attrs: Mapping[str, Any]) -> None:
+    with create_h5(
+        path, {**attrs, "image_size": list(value.image_size), "grid_size": list(value.grid_size)}
+    ) as f:
+        f.create_dataset("boxes", data=value.boxes)
+        f.create_dataset("grid_boxes", data=value.grid_boxes)
+
+
+def read_patches(path: str | Path) -> Patches:
+    with _reading(path) as f:
+        attrs = read_attrs(f)
+        return Patches(
+            f["boxes"][()],
+            f["grid_boxes"][()],
+            tuple(attrs["image_size"]),
+            tuple(attrs["grid_size"]),
+        )
+
+
 # ---------------------------------------------------------------------------------------------
 # Scores
 
@@ -357,15 +379,58 @@ def write_scores(
                     scores[s, targets, train] = block
 
 
+def write_patch_scores(
+    path: str | Path,
+    steps: Sequence[int],
+    target_ids: np.ndarray,
+    train_ids: np.ndarray,
+    boxes: np.ndarray,
+    block_fn: BlockFn,
+    attrs: Mapping[str, Any],
+    train_block: int = 8192,
+) -> None:
+    """Write a patch score file (steps, targets, patches, n_train); ``block_fn`` indexes the
+    (target, patch) queries target-major: target j's patches are rows j·P … (j+1)·P − 1."""
+    n_steps, n_targets, n_train = len(steps), len(target_ids), len(train_ids)
+    n_patches = boxes.shape[1]
+    chunk = (1, 1, n_patches, max(1, min(n_train, 65536)))
+    shape = (n_steps, n_targets, n_patches, n_train)
+    with create_h5(path, {"sign": SIGN_CONVENTION, **attrs}) as f:
+        f.create_dataset("steps", data=np.asarray(steps, dtype=np.int64))
+        f.create_dataset("target_ids", data=np.asarray(target_ids, dtype=np.int64))
+        f.create_dataset("train_ids", data=np.asarray(train_ids, dtype=np.int64))
+        f.create_dataset("boxes", data=np.asarray(boxes, dtype=np.int64))
+        scores = f.create_dataset("scores", shape, np.float32, chunks=chunk)
+        for axis, (name, index) in [
+            (0, ("step", "steps")),
+            (1, ("target", "target_ids")),
+            (3, ("train", "train_ids")),
+        ]:
+            f[index].make_scale(name)
+            scores.dims[axis].attach_scale(f[index])
+            scores.dims[axis].label = name
+        scores.dims[2].label = "patch"
+        for s in range(n_steps):
+            for j in range(n_targets):
+                queries = slice(j * n_patches, (j + 1) * n_patches)
+                for i_lo in range(0, n_train, train_block):
+                    train = slice(i_lo, min(i_lo + train_block, n_train))
+                    block = block_fn(s, queries, train)
+                    _finite(path, scores=block)
+                    scores[s, j, :, train] = block
+
+
 @dataclass(frozen=True)
 class Scores:
-    """A whole score file in memory: ``scores`` (steps, targets, n_train)."""
+    """A whole score file in memory: ``scores`` (steps, targets, n_train), or for patch scores
+    (steps, targets, patches, n_train) with their ``boxes`` (targets, patches, 4)."""
 
     scores: np.ndarray
     steps: list[int]
     target_ids: np.ndarray
     train_ids: np.ndarray
     attrs: dict[str, Any]
+    boxes: np.ndarray | None = None
 
     @property
     def method(self) -> str:
@@ -375,7 +440,7 @@ class Scores:
 def read_scores(path: str | Path) -> Scores:
     """Load a whole score file (reports over all rows; use :class:`ScoreFile` for single rows)."""
     with ScoreFile(path) as f:
-        return Scores(f.all(), f.steps, f.target_ids, f.train_ids, f.attrs)
+        return Scores(f.all(), f.steps, f.target_ids, f.train_ids, f.attrs, f.boxes)
 
 
 class ScoreFile:
@@ -387,11 +452,13 @@ class ScoreFile:
             self.target_ids = f["target_ids"][()]
             self.train_ids = f["train_ids"][()]
             self.attrs = read_attrs(f)
+            self.boxes = f["boxes"][()] if "boxes" in f else None  # patch scores
             f["scores"].shape  # noqa: B018  (the scores exist)
         self._file = h5py.File(path, "r")
 
     def row(self, step: int, target: int) -> np.ndarray:
-        """Scores (n_train,) of target position ``target`` at timestep ``step``."""
+        """Scores (n_train,) of target position ``target`` at timestep ``step`` ((patches,
+        n_train) in a patch score file)."""
         return self._file["scores"][self.steps.index(step), target]
 
     def all(self) -> np.ndarray:
@@ -464,6 +531,37 @@ def read_ground_truth(path: str | Path) -> GroundTruth:
             f["final_loss"][()],
             f["steps"][()].tolist(),
             f["target_ids"][()],
+            read_attrs(f),
+        )
+
+
+@dataclass(frozen=True)
+class PatchGroundTruth:
+    """f_t of every patch (seeds, steps, targets, patches) of one subset, and the ``boxes``."""
+
+    f_t: np.ndarray
+    steps: list[int]
+    target_ids: np.ndarray
+    boxes: np.ndarray
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+def write_patch_ground_truth(path: str | Path, value: PatchGroundTruth) -> None:
+    _finite(path, f_t=value.f_t)
+    with create_h5(path, value.attrs) as f:
+        f.create_dataset("f_t", data=value.f_t)
+        f.create_dataset("steps", data=np.asarray(value.steps))
+        f.create_dataset("target_ids", data=np.asarray(value.target_ids))
+        f.create_dataset("boxes", data=np.asarray(value.boxes))
+
+
+def read_patch_ground_truth(path: str | Path) -> PatchGroundTruth:
+    with _reading(path) as f:
+        return PatchGroundTruth(
+            f["f_t"][()],
+            f["steps"][()].tolist(),
+            f["target_ids"][()],
+            f["boxes"][()],
             read_attrs(f),
         )
 

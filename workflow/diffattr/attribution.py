@@ -21,12 +21,14 @@ from diffusers import DDPMScheduler
 from torch import nn
 
 from .artifacts import Targets
-from .config import AttributionConfig
+from .config import PATCH_METHODS, AttributionConfig
 from .data import PreparedData
+from .errors import ConfigError
 from .features import featurize_targets, featurize_training, residual_weights
 from .layout import Member
 from .methods import FeatureKind, GradientMethod, Method
 from .methods import scorer as scores_of
+from .patches import Patches, groups
 from .projection import Projector, make_projector
 from .scoring import BlockFn, Kernel, RowBlocks, kernel
 
@@ -126,6 +128,46 @@ class Attributor:
                 s.precision,
                 method.target_normalized,
             )
+        return out
+
+    def featurize_patch_targets(
+        self, method: GradientMethod, targets: Targets, patches: Patches
+    ) -> np.ndarray:
+        """ψ (steps, targets, patches, k): the method's per-step target output restricted to each
+        patch (targets sharing a box are featurized together, with the whole image's draws)."""
+        if method.target_image != "x0_hat":
+            raise ConfigError(
+                f"{method.name} has no per-step target output to restrict to a patch; patch "
+                f"methods: {', '.join(PATCH_METHODS)}"
+            )
+        s = self.settings
+        T = len(self.scheduler.alphas_cumprod)
+        cond = None if targets.cond is None else torch.from_numpy(targets.cond).float()
+        shape = (len(targets.steps), targets.n, patches.n, self.projector.dim)
+        out = np.empty(shape, dtype=np.float32)
+        ids = targets.target_ids
+        for query in method.target_queries(
+            targets.x0_hat, targets.final, targets.steps, s.K, s.R, T
+        ):
+            for p in range(patches.n):
+                for box, pos in groups(patches.grid_boxes[:, p]):
+                    psi = featurize_targets(
+                        self.model,
+                        self.projector,
+                        self.scheduler.alphas_cumprod,
+                        method.target_output,
+                        torch.from_numpy(query.images[pos]),
+                        ids[pos].tolist(),
+                        query.timesteps,
+                        self.seed,
+                        s.batch_size,
+                        None if cond is None else cond[pos],
+                        s.precision,
+                        method.target_normalized,
+                        box,
+                    )
+                    for step in query.step_indices:
+                        out[step, pos, p] = psi
         return out
 
     def kernel(self, features: RowBlocks) -> Kernel:

@@ -238,6 +238,38 @@ class ProjectionConfig(Section):
     dim: int = 2048
 
 
+PATCH_METHODS = (
+    "journey_trak",
+    "journey_trak_local",
+    "dtrak_step",
+    "das_step",
+    "pixel_similarity",
+)
+"""Methods that can score patches: a per-step target output (or the in-patch baseline)."""
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class PatchesConfig(Section):
+    """Patch-level attribution: rectangular boxes [y0, x0, y1, x1] in image pixels."""
+
+    path: ClassVar[str] = "attribution.patches"
+    grid: tuple[int, int] | None = None
+    boxes: tuple[tuple[int, int, int, int], ...] | None = None
+    file: str | None = None
+    methods: tuple[str, ...] | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.grid or self.boxes or self.file)
+
+    def methods_of(self, methods: Sequence[str]) -> list[str]:
+        """The methods scored per patch: ``methods`` (if set) or every patch-capable one of
+        ``methods`` (attribution.methods)."""
+        if self.methods is not None:
+            return list(self.methods)
+        return [m for m in methods if m in PATCH_METHODS]
+
+
 ALL_METHODS = (
     "journey_trak",
     "trak",
@@ -277,6 +309,7 @@ class AttributionConfig(Section):
     block_size: int = 8192
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     projection: ProjectionConfig = field(default_factory=ProjectionConfig)
+    patches: PatchesConfig = field(default_factory=PatchesConfig)
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -449,6 +482,7 @@ class RunConfig(Section):
                 "ekfac supports unconditional models only (it draws no captions): remove it from "
                 "attribution.methods"
             )
+        self.check_patches()
         cf = self.counterfactual
         if cf.enabled:
             missing = sorted(set(cf.scored_methods) - set(self.attribution.methods))
@@ -481,6 +515,31 @@ class RunConfig(Section):
             )
         if self.model.conditional and self.model.cross_attention_dim is None:
             raise ConfigError("model.cross_attention_dim is required when model.conditional")
+
+    def check_patches(self) -> None:
+        """Patch boxes are non-empty and the patch methods are scored at all (the image size is
+        checked when the boxes are resolved, ``patches.resolve``)."""
+        patches = self.attribution.patches
+        for box in patches.boxes or ():
+            y0, x0, y1, x1 = box
+            if not (y0 < y1 and x0 < x1):
+                raise ConfigError(
+                    f"attribution.patches.boxes {list(box)} is empty: give [y0, x0, y1, x1] "
+                    "with y0 < y1 and x0 < x1 (image pixels, half-open)"
+                )
+        if patches.file and not Path(patches.file).is_file():
+            raise ConfigError(
+                f"attribution.patches.file {patches.file} does not exist: give a CSV with "
+                "header target,y0,x0,y1,x1"
+            )
+        if patches.enabled:
+            chosen = set(patches.methods_of(self.attribution.methods))
+            missing = sorted(chosen - set(self.attribution.methods))
+            if missing:
+                raise ConfigError(
+                    f"attribution.patches.methods {missing} are not in attribution.methods: "
+                    "add them there (patch scores reuse their training features)"
+                )
 
     def warnings(self) -> list[str]:
         """Legal but probably unintended settings, shown when the workflow starts."""
@@ -589,6 +648,7 @@ SLICES: dict[str, dict[str, tuple[str, ...] | None]] = {
             "local_window",
         ),
     },
+    "patches": {"attribution": ("patches",)},
     "kernel": {"attribution": ("lambda", "block_size")},
     "featurize_targets": {
         **_MODEL_RUN,
@@ -619,6 +679,7 @@ SLICES: dict[str, dict[str, tuple[str, ...] | None]] = {
     "figure_attributions": {"figures": None},
     "lds_subsets": {"seed": None, "lds": ("tuning", "reporting", "alpha")},
     "ground_truth": {**_MODEL_RUN, "lds": ("draws", "final_timesteps", "final_noise")},
+    "ground_truth_patches": {**_MODEL_RUN, "lds": ("draws",)},
     "memorization_reference": {"seed": None, "diffusion": None, "lds": ("draws",)},
     "lds_report": {"seed": None, "lds": None},
     "train_classifier": {"seed": None, "counterfactual": ("classifier",)},

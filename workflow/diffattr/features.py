@@ -104,22 +104,27 @@ def project_rows(
     draws: int,
     precision: str = "fp32",
     normalize: bool = False,
+    box: Sequence[int] | None = None,
 ) -> Tensor:
     """Projected gradient features (owners, dim) of owner-summed outputs (of unit row gradients
-    with ``normalize``), in float32."""
+    with ``normalize``; of the patch ``box`` only when given), in float32."""
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     batch = {
         k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype)
         for k, v in batch.items()
     }
-    row_fn = partial(_row_fn, alphas_cumprod=alphas_cumprod, output=output, precision=precision)
+    row_fn = partial(
+        _row_fn, alphas_cumprod=alphas_cumprod, output=output, precision=precision, box=box
+    )
     return projector.project(model, row_fn, batch, draws, normalize).float()
 
 
-def _row_fn(model, batch: Batch, alphas_cumprod: Tensor, output: str, precision: str) -> Tensor:
+def _row_fn(
+    model, batch: Batch, alphas_cumprod: Tensor, output: str, precision: str, box=None
+) -> Tensor:
     with autocast(batch["x0"].device, precision):
-        return row_outputs(model, alphas_cumprod, batch, output)
+        return row_outputs(model, alphas_cumprod, batch, output, box)
 
 
 def shard_positions(n: int, batch_size: int, shards: int, shard: int) -> np.ndarray:
@@ -199,9 +204,11 @@ def featurize_targets(
     conditions: Tensor | None = None,
     precision: str = "fp32",
     normalize: bool = False,
+    box: Sequence[int] | None = None,
 ) -> np.ndarray:
     """Features (n_targets, dim) of f = Σ_r f(images[j], timesteps[r], ε_r[, c_j]) per target j
-    (of Σ_r unit gradients with ``normalize``)."""
+    (of Σ_r unit gradients with ``normalize``; of the patch ``box`` of every target when given).
+    The draws ε_r are keyed by target id, so patches and the whole image share them."""
     shape = tuple(images.shape[1:])
     out = np.empty((len(target_ids), projector.dim), dtype=np.float32)
     draws = len(timesteps)
@@ -213,7 +220,7 @@ def featurize_targets(
         batch = rows_batch(images[lo : lo + len(ids)], ts, eps, cond)
         out[lo : lo + len(ids)] = (
             project_rows(
-                model, projector, alphas_cumprod, output, batch, draws, precision, normalize
+                model, projector, alphas_cumprod, output, batch, draws, precision, normalize, box
             )
             .cpu()
             .numpy()

@@ -36,12 +36,14 @@ def attribution_grid(
     train_labels: np.ndarray,
     top_k: int,
     title: str,
+    box: Sequence[int] | None = None,
 ) -> plt.Figure:
     """The paper's signature figure for one target.
 
     Columns are attribution steps t (noisy → clean); the first row shows x̂_0^t, then the ``top_k``
     strongest positive influencers at that step (green), then the ``top_k`` negative ones (red).
-    ``x0_hat`` is (n_steps, C, H, W); ``scores`` is (n_steps, n_train).
+    ``x0_hat`` is (n_steps, C, H, W); ``scores`` is (n_steps, n_train). With a patch ``box``
+    [y0, x0, y1, x1) the scores are the patch's and the box is outlined on every image.
     """
     n_steps = len(steps)
     rows = 1 + 2 * top_k
@@ -58,11 +60,111 @@ def attribution_grid(
                 axes[1 + top_k + r, c], train_images[i], f"{scores[c, i]:.2g} ({train_labels[i]})"
             )
             _frame(axes[1 + top_k + r, c], "tab:red")
+    if box is not None:
+        for ax in axes.ravel():
+            _outline(ax, box)
     axes[0, 0].set_ylabel("x̂₀ᵗ", fontsize=7)
     axes[1, 0].set_ylabel(f"top {top_k} +", fontsize=7, color="tab:green")
     axes[1 + top_k, 0].set_ylabel(f"top {top_k} −", fontsize=7, color="tab:red")
     fig.suptitle(title, fontsize=8)
     fig.tight_layout(pad=0.3, h_pad=0.4, w_pad=0.2, rect=(0, 0, 1, 0.97))
+    return fig
+
+
+def _outline(ax: plt.Axes, box: Sequence[int], color: str = "gold") -> None:
+    """Outline the patch [y0, x0, y1, x1) on an image axis (pixel edges at ±0.5)."""
+    y0, x0, y1, x1 = (int(v) for v in box)
+    ax.add_patch(
+        plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec=color, lw=1.2)
+    )
+
+
+def patches_overview(
+    x0_hat: np.ndarray,
+    steps: Sequence[int],
+    scores: np.ndarray,
+    boxes: np.ndarray,
+    train_images: np.ndarray,
+    train_labels: np.ndarray,
+    top_k: int,
+    title: str,
+) -> plt.Figure:
+    """How the patches of one target draw on different training images: a row per patch with
+    the final x̂_0 (patch outlined) and, per step, that patch's top ``top_k`` positive
+    influencers (patch outlined). ``scores`` (steps, patches, n_train), ``boxes`` (patches, 4)."""
+    n_patches = len(boxes)
+    cols = 1 + len(steps) * top_k
+    fig, axes = plt.subplots(
+        n_patches, cols, figsize=(0.7 * cols + 0.4, 0.8 * n_patches + 0.6), squeeze=False
+    )
+    for p, box in enumerate(boxes):
+        _show(axes[p, 0], x0_hat[-1], f"patch {p}" if p else f"t={steps[-1]}, patch 0")
+        _outline(axes[p, 0], box)
+        for c, t in enumerate(steps):
+            top = np.argsort(scores[c, p])[::-1][:top_k]
+            for r, i in enumerate(top):
+                ax = axes[p, 1 + c * top_k + r]
+                _show(ax, train_images[i], f"t={t}" if p == 0 and r == 0 else None)
+                _outline(ax, box)
+                _frame(ax, "tab:green")
+    fig.suptitle(f"{title} (top {top_k} + per step)", fontsize=8)
+    fig.tight_layout(pad=0.3, h_pad=0.3, w_pad=0.1, rect=(0, 0, 1, 0.95))
+    return fig
+
+
+def patch_lds_figure(table, localization) -> plt.Figure:
+    """Left: LDS per step of every method on each patch's ground truth, mean over patches (dots:
+    single patches). Right: the localization margin LDS(patch scores) − LDS(whole-image scores),
+    pooled over patches with its paired bootstrap interval."""
+    rows = table[table.ground_truth == "f_t"]
+    steps = sorted(rows.step.unique(), reverse=True)
+    xs = np.arange(len(steps))
+    methods = sorted(rows.method.unique())
+    palette = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20").colors
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(8.5, 3.2))
+    ctx = rows.groupby("step")[["null_low", "null_high", "ceiling"]].mean().loc[steps]
+    ax.fill_between(xs, ctx.null_low, ctx.null_high, color="0.85", label="null (mean over patches)")
+    ax.plot(xs, ctx.ceiling, "k--", lw=1, label="ceiling (mean over patches)")
+    for k, method in enumerate(methods):
+        g = rows[rows.method == method]
+        mean = g.groupby("step").lds.mean().loc[steps]
+        color = palette[k % len(palette)]
+        ls = "--" if method.endswith("(whole image)") else "-"
+        ax.plot(xs, mean, "o" + ls, ms=3, lw=1, color=color, label=method)
+        for i, step in enumerate(steps):
+            ax.scatter(
+                np.full(len(g[g.step == step]), i),
+                g[g.step == step].lds,
+                s=4,
+                color=color,
+                alpha=0.4,
+            )
+    ax.axhline(0, color="0.4", lw=0.6)
+    ax.set_xticks(xs, [str(s) for s in steps])
+    ax.set_xlabel("attribution step t (noisy → clean)")
+    ax.set_ylabel("patch LDS (Spearman)")
+    ax.legend(fontsize=6, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.22))
+    ax.set_title("LDS on the patches' ground truth (reporting subsets)", fontsize=8)
+    pooled = localization[localization.patch.astype(str) == "all"]
+    for k, (method, g) in enumerate(pooled.groupby("method")):
+        g = g.set_index("step").loc[[s for s in steps if s in set(g.step)]]
+        x = np.array([steps.index(s) for s in g.index]) + (k - 0.5) * 0.15
+        bx.errorbar(
+            x,
+            g.margin,
+            yerr=[g.margin - g.margin_ci_low, g.margin_ci_high - g.margin],
+            fmt="o",
+            ms=3,
+            capsize=2,
+            label=method,
+        )
+    bx.axhline(0, color="0.4", lw=0.6)
+    bx.set_xticks(xs, [str(s) for s in steps])
+    bx.set_xlabel("attribution step t")
+    bx.set_ylabel("LDS(patch) − LDS(whole image)")
+    bx.set_title("does localizing help? (paired, 95% interval)", fontsize=8)
+    bx.legend(fontsize=6)
+    fig.tight_layout()
     return fig
 
 

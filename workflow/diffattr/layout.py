@@ -168,6 +168,25 @@ class Paths:
     def attribution_figures(self, method: str) -> str:
         return f"{self.run}/figures/attributions/{method}"
 
+    # Patches
+    @property
+    def patches(self) -> str:
+        """Every target's patch boxes (``attribution.patches`` resolved)."""
+        return f"{self.run}/patches.h5"
+
+    def patch_target_features(self, method: str, member: str | Member) -> str:
+        return f"{self.run}/features/patch_targets/{method}/{member}.h5"
+
+    def patch_scores(self, method: str) -> str:
+        """Scores (steps, targets, patches, n_train) of a method's patch-restricted f_t."""
+        return f"{self.run}/scores/patches/{method}.h5"
+
+    def patch_figures(self, method: str) -> str:
+        return f"{self.run}/figures/patches/{method}"
+
+    def patch_ground_truth(self, subset: int | str) -> str:
+        return f"{self.run}/lds/ground_truth_patches/s{subset}.h5"
+
     # LDS
     @property
     def subsets(self) -> str:
@@ -264,6 +283,11 @@ def parse_ground_truth(path: str | Path) -> int:
 
 _RULES = [  # (path pattern within a run, the rule that makes it)
     (r"data\.h5", "prepare_data"),
+    (r"patches\.h5", "make_patches"),
+    (r"features/patch_targets/.+\.h5", "featurize_patch_targets"),
+    (r"scores/patches/.+\.h5", "score_patches"),
+    (r"lds/ground_truth_patches/.+\.h5", "ground_truth_patches"),
+    (r"reports/lds_patches.*\.csv", "lds_patches_report"),
     (r"targets\.h5", "sample_targets"),
     (r"features/train/.+\.h5", "featurize_train"),
     (r"features/targets/.+\.h5", "featurize_targets"),

@@ -15,12 +15,13 @@ with ε_θ = ε_θ(x_t, t[, c]), x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε and mean
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from .errors import ConfigError
+from .patches import crop
 
 Batch = Mapping[str, Tensor]
 
@@ -48,13 +49,24 @@ def predict_noise(model: nn.Module, x_t: Tensor, t: Tensor, cond: Tensor | None 
     return model(x_t, t, encoder_hidden_states=cond).sample
 
 
-def row_outputs(model: nn.Module, alphas_cumprod: Tensor, batch: Batch, output: str) -> Tensor:
-    """One scalar per row of ``batch`` (``x0``, ``t``, ``eps``; optional ``cond``)."""
+def row_outputs(
+    model: nn.Module,
+    alphas_cumprod: Tensor,
+    batch: Batch,
+    output: str,
+    box: Sequence[int] | None = None,
+) -> Tensor:
+    """One scalar per row of ``batch`` (``x0``, ``t``, ``eps``; optional ``cond``); with ``box``
+    [y0, x0, y1, x1) the output of the patch's pixels only (all channels; the whole box gives
+    the whole-image output bit for bit)."""
     if output not in OUTPUTS:
         raise ConfigError(f"unknown model output {output!r}; available: {sorted(OUTPUTS)}")
     x0, t, eps = batch["x0"], batch["t"], batch["eps"]
     pred = predict_noise(model, add_noise(alphas_cumprod, x0, t, eps), t, batch.get("cond"))
-    return OUTPUTS[output](pred.to(eps.dtype).flatten(1), eps.flatten(1))  # in full precision
+    pred = pred.to(eps.dtype)  # the output in full precision
+    if box is not None:
+        pred, eps = crop(pred, box), crop(eps, box)
+    return OUTPUTS[output](pred.flatten(1), eps.flatten(1))
 
 
 @torch.no_grad()

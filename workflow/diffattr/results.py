@@ -7,6 +7,7 @@ with the row to read chosen for you.
     tau = run.scores("journey_trak")                  # xarray (step, target, train), labelled
     run.top("journey_trak", target=3, step=300, k=10) # the 10 strongest + and − influencers
     run.lds()                                         # the LDS rows to read
+    run.patch_scores("journey_trak")                  # (step, target, patch, train) with boxes
 
 Axes: ``step`` holds timesteps t (noisy → clean, as sampled), ``target`` target ids, ``train``
 training-example ids (with their ``label`` and ``position``, the row of ``data.h5`` and of
@@ -84,6 +85,38 @@ class Run:
                 "position": ("train", np.arange(len(result.train_ids))),
             },
             name=method,
+            attrs={k: str(v) for k, v in result.attrs.items()},
+        )
+
+    def patch_scores(self, method: str):
+        """Patch scores τ of every (step, target, patch, training example) as an
+        ``xarray.DataArray``; coordinates ``y0, x0, y1, x1`` (target, patch) give each box."""
+        import xarray as xr
+
+        path = Path(self.paths.patch_scores(method))
+        if not path.exists():
+            raise ArtifactError(
+                f"no patch scores of {method!r} in {self.folder}; set attribution.patches and "
+                "run the workflow"
+            )
+        result = read_scores(path)
+        labels = self.data.labels[np.searchsorted(self.data.ids, result.train_ids)]
+        boxes = {
+            name: (("target", "patch"), result.boxes[..., i])
+            for i, name in enumerate(["y0", "x0", "y1", "x1"])
+        }
+        return xr.DataArray(
+            result.scores,
+            dims=("step", "target", "patch", "train"),
+            coords={
+                "step": result.steps,
+                "target": result.target_ids,
+                "patch": np.arange(result.boxes.shape[1]),
+                "train": result.train_ids,
+                "label": ("train", labels),
+                **boxes,
+            },
+            name=f"{method} (patches)",
             attrs={k: str(v) for k, v in result.attrs.items()},
         )
 

@@ -153,6 +153,32 @@ def pixel_similarity_block(train_images: np.ndarray, target_images: np.ndarray) 
     return block
 
 
+def patch_pixel_similarity_block(
+    train_images: np.ndarray, x0_hat: np.ndarray, grid_boxes: np.ndarray
+) -> BlockFn:
+    """cos(x̂_j[P], x_i[P]) inside each patch P; queries are (target, patch) pairs, target-major
+    (``grid_boxes`` (targets, patches, 4) on the images' grid)."""
+    n_patches = grid_boxes.shape[1]
+    unit: dict[tuple[int, ...], np.ndarray] = {}
+
+    def flat_unit(images: np.ndarray, box: tuple[int, ...]) -> np.ndarray:
+        y0, x0, y1, x1 = box
+        x = images[..., y0:y1, x0:x1].reshape(*images.shape[:-3], -1).astype(np.float64)
+        return x / (np.linalg.norm(x, axis=-1, keepdims=True) + 1e-12)
+
+    def block(s: int, queries: slice, rows: slice) -> np.ndarray:
+        out = []
+        for q in range(queries.start, queries.stop):
+            j, p = divmod(q, n_patches)
+            box = tuple(int(v) for v in grid_boxes[j, p])
+            if box not in unit:
+                unit[box] = flat_unit(train_images, box)
+            out.append(unit[box][rows] @ flat_unit(x0_hat[s, j], box))
+        return np.asarray(out, dtype=np.float32)
+
+    return block
+
+
 def optimal_denoiser_block(
     train_images: np.ndarray,
     x0_hat: np.ndarray,

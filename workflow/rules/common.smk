@@ -26,6 +26,8 @@ ENV = "../../envs/diffattr.yaml"
 LDS = RUN_CONFIG.lds
 LDS_SUBSETS = list(range(LDS.n_subsets))
 LDS_SEEDS = list(range(LDS.seeds))
+PATCHES = RUN_CONFIG.attribution.patches
+PATCH_METHODS = PATCHES.methods_of(METHODS) if PATCHES.enabled else []
 CF = RUN_CONFIG.counterfactual
 CF_CASES = [case_name(i) for i in range(CF.n_cases)]
 
@@ -93,6 +95,19 @@ def score_inputs(wildcards):
     return inputs
 
 
+def patch_score_inputs(wildcards):
+    """A patch score's inputs: the whole image's kernels and training shards, the patch target
+    features, and with the LDS its lds.json (each step scored with the λ tuned there)."""
+    inputs = score_inputs(wildcards)
+    del inputs["member_scores"]
+    inputs["patches"] = P.patches
+    if get_method(wildcards.method).uses_gradients:
+        inputs["target_features"] = [P.patch_target_features(wildcards.method, m) for m in MEMBERS]
+        if LDS.enabled:
+            inputs["lds"] = P.report("lds.json")
+    return inputs
+
+
 def downstream_scores(method):
     """The scores figures and counterfactual removals use: with an LDS, a gradient method's
     scores re-made with the λ tuned per step on the tuning subsets; otherwise the config λ."""
@@ -129,9 +144,20 @@ def counterfactual_outputs():
     return [P.report("counterfactual.csv"), P.report("emergence.csv"), P.figure("emergence.png")]
 
 
+def patch_outputs():
+    """Patch scores and figures, and with the LDS the patch LDS report (attribution.patches)."""
+    if not PATCHES.enabled:
+        return []
+    out = [P.patch_scores(m) for m in PATCH_METHODS] + [P.patch_figures(m) for m in PATCH_METHODS]
+    if LDS.enabled:
+        out += [P.report("lds_patches.csv"), P.figure("lds_patches.png")]
+    return out
+
+
 def final_outputs():
     return (
         attribution_outputs()
+        + patch_outputs()
         + (lds_outputs() if LDS.enabled else [])
         + (counterfactual_outputs() if CF.enabled else [])
     )

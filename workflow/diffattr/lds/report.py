@@ -77,7 +77,7 @@ class LdsInputs:
     masks: np.ndarray
     role: np.ndarray
     f_t: np.ndarray
-    final_loss: np.ndarray
+    final_loss: np.ndarray | None  # None: no trajectory-free column (patch LDS)
     steps: list[int]
     scores: dict[str, Scores]
     members: dict[str, list[tuple[list[RowBlocks], np.ndarray, np.ndarray | None]]] = field(
@@ -138,17 +138,15 @@ def lds_table(inputs: LdsInputs, cfg: LdsConfig, seed: int) -> tuple[pd.DataFram
     lambdas = [float(v) for v in cfg.lambdas]
     rows: list[dict[str, Any]] = []
     resamples: list[np.ndarray] = []
+    final = inputs.final_loss is not None
     for method, result in sorted(inputs.scores.items()):
-        config_lambda = result.attrs.get("lambda")
+        stored = predictions(result.scores, inputs.masks)
         variants = [
-            Variant(
-                "config",
-                [config_lambda] * len(truth.columns),
-                with_final(predictions(result.scores, inputs.masks)),
-            )
+            Variant(*stored_lambdas(result.attrs, truth.columns, final), with_final(stored, final))
         ]
         if method in inputs.members and tune.sum() >= 3 and lambdas:
-            members = with_final(member_predictions(inputs.members[method], lambdas, inputs.masks))
+            members = member_predictions(inputs.members[method], lambdas, inputs.masks)
+            members = with_final(members, final)
             by_size = [
                 tune_lambda(members[:size].mean(0), truth.values, tune, report, cfg.lambda_per_step)
                 for size in range(1, len(members) + 1)
@@ -203,12 +201,24 @@ def lds_table(inputs: LdsInputs, cfg: LdsConfig, seed: int) -> tuple[pd.DataFram
     return table[COLUMNS], details
 
 
+def stored_lambdas(
+    attrs: dict[str, Any], columns: Sequence[str], final: bool
+) -> tuple[str, list[float | None]]:
+    """The λ source and λ per column of a stored score file: ``config`` (attribution.lambda at
+    every step), or ``tuned`` (a file scored with an LDS report's per-step λ: patch scores)."""
+    if attrs.get("lambda_source") == "tuned":
+        per_step = [float(v) for v in attrs["lambda_per_step"]]
+        return "tuned", per_step + per_step[-1:] * final
+    return "config", [attrs.get("lambda")] * len(columns)
+
+
 def measure_truth(inputs: LdsInputs, report: np.ndarray, null_draws: int, seed: int) -> Truth:
     """Seed-averaged ground truth per column, with the null band and ceiling on the reporting
     subsets (the ceiling is √ of the split-half reliability over training seeds)."""
     per_seed = np.moveaxis(inputs.f_t, 0, -1)  # (seeds, steps, targets, subsets)
-    final = np.moveaxis(inputs.final_loss, 0, -1)  # (seeds, targets, subsets)
-    seeds = [per_seed[:, s] for s in range(len(inputs.steps))] + [final]
+    seeds = [per_seed[:, s] for s in range(len(inputs.steps))]
+    if inputs.final_loss is not None:
+        seeds.append(np.moveaxis(inputs.final_loss, 0, -1))  # (seeds, targets, subsets)
     values = np.stack([s.mean(0) for s in seeds])
     context = []
     for column, column_seeds in zip(values, seeds, strict=True):
@@ -222,7 +232,8 @@ def measure_truth(inputs: LdsInputs, report: np.ndarray, null_draws: int, seed: 
                 "ceiling": float(np.sqrt(rel)) if rel >= 0 else float("nan"),
             }
         )
-    return Truth([*(str(s) for s in inputs.steps), FINAL], values, seeds, context)
+    columns = [str(s) for s in inputs.steps] + [FINAL] * (inputs.final_loss is not None)
+    return Truth(columns, values, seeds, context)
 
 
 def memorization_reference(
@@ -240,10 +251,10 @@ def memorization_reference(
     return out
 
 
-def with_final(pred: np.ndarray) -> np.ndarray:
+def with_final(pred: np.ndarray, final: bool = True) -> np.ndarray:
     """(..., steps, targets, subsets) → (..., steps + 1, ...): the last step's predictions
-    again, scored against the final image's loss."""
-    return np.concatenate([pred, pred[..., -1:, :, :]], axis=-3)
+    again, scored against the final image's loss (unchanged without a ``final`` column)."""
+    return np.concatenate([pred, pred[..., -1:, :, :]], axis=-3) if final else pred
 
 
 def member_predictions(

@@ -13,6 +13,7 @@ from ..artifacts import (
     TargetFeatures,
     Targets,
     read_data,
+    read_patches,
     read_targets,
     write_feature_shard,
     write_scores,
@@ -217,3 +218,33 @@ def featurize_targets(
     }
     write_target_features(out, TargetFeatures(psi, stored.steps, stored.target_ids, attrs))
     log.info("target features %s for %s: %s", chosen.name, member, psi.shape)
+
+
+def featurize_patch_targets(
+    cfg: RunConfig,
+    *,
+    model: Path,
+    member: str,
+    method: str,
+    targets: Path,
+    patches: Path,
+    out: Path,
+) -> None:
+    """Project the gradients of a method's per-step target output restricted to every patch:
+    ψ (steps, targets, patches, k) of one member (the training features are the whole image's)."""
+    chosen = gradient_method(method)
+    attributor = _attributor(cfg, model, member)
+    stored, boxes = read_targets(targets), read_patches(patches)
+    start = time.time()
+    psi = attributor.featurize_patch_targets(chosen, stored, boxes)
+    attrs = {
+        "method": chosen.name,
+        "member": member,
+        "R": cfg.attribution.R,
+        "projection": attributor.projector.describe(),
+        "seed": cfg.seed,
+        "boxes": boxes.boxes.tolist(),
+        "seconds": time.time() - start,
+    }
+    write_target_features(out, TargetFeatures(psi, stored.steps, stored.target_ids, attrs))
+    log.info("patch target features %s for %s: %s", chosen.name, member, psi.shape)

@@ -14,16 +14,19 @@ from .. import layout
 from ..artifacts import (
     GroundTruth,
     Memorization,
+    PatchGroundTruth,
     read_data,
+    read_patches,
     read_subsets,
     read_targets,
     write_ground_truth,
     write_memorization,
+    write_patch_ground_truth,
 )
 from ..config import RunConfig
 from ..features import uniform_timesteps
 from ..lds.ground_truth import ground_truth as measure_ground_truth
-from ..lds.ground_truth import ground_truth_draws
+from ..lds.ground_truth import ground_truth_draws, patch_ground_truth
 from ..lds.memorization import memorization_loss
 from ..models import build_scheduler, load_model, resolve_device
 
@@ -62,6 +65,38 @@ def ground_truth(cfg: RunConfig, *, models: list[Path], targets: Path, out: Path
     }
     value = GroundTruth(np.stack(f_t), np.stack(final_loss), stored.steps, stored.target_ids, attrs)
     write_ground_truth(out, value)
+
+
+def ground_truth_patches(
+    cfg: RunConfig, *, models: list[Path], targets: Path, patches: Path, out: Path
+) -> None:
+    """Measure every patch's f_t on one subset's models, with the whole image's noise draws."""
+    device = resolve_device(cfg.device)
+    stored, boxes = read_targets(targets), read_patches(patches)
+    f_t = []
+    for folder in models:
+        model, scheduler = load_model(layout.checkpoint(folder), device, cfg.model)
+        f_t.append(
+            patch_ground_truth(
+                model,
+                scheduler.alphas_cumprod,
+                stored.x0_hat,
+                stored.steps,
+                stored.target_ids.tolist(),
+                cfg.lds.draws,
+                boxes.grid_boxes,
+                cfg.seed,
+                cond=stored.cond,
+            )
+        )
+    attrs = {
+        "models": [str(m) for m in models],
+        "draws": cfg.lds.draws,
+        "common_random_numbers": True,
+        "output": "loss restricted to the patch (mean over its pixels and channels)",
+    }
+    value = PatchGroundTruth(np.stack(f_t), stored.steps, stored.target_ids, boxes.boxes, attrs)
+    write_patch_ground_truth(out, value)
 
 
 def memorization_reference(

@@ -18,6 +18,7 @@ from ..artifacts import (
     read_data,
     read_ground_truth,
     read_memorization,
+    read_patch_ground_truth,
     read_scores,
     read_subsets,
     read_target_features,
@@ -25,7 +26,8 @@ from ..artifacts import (
 )
 from ..config import RunConfig
 from ..errors import ArtifactError
-from ..figures import lds_figure, save
+from ..figures import lds_figure, patch_lds_figure, save
+from ..lds.patches import patch_lds_table
 from ..lds.report import LdsInputs, lds_table
 from ..lds.subsets import make_subsets, subset_roles
 from ..methods import gradient_method
@@ -73,6 +75,57 @@ def lds_report(
     write_json(out_json, details)
     save(lds_figure(table, details.get("memorization_reference")), out_figure)
     log.info("LDS report:\n%s", table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
+def lds_patches_report(
+    cfg: RunConfig,
+    *,
+    subsets: Path,
+    ground_truth: list[Path],
+    patch_scores: list[Path],
+    scores: list[Path],
+    out_csv: Path,
+    out_localization: Path,
+    out_figure: Path,
+) -> None:
+    """The patch LDS per (method, step, patch) against each patch's ground truth, whole-image
+    scores (``scores``) beside the patch scores, and the localization margins."""
+    split = read_subsets(subsets)
+    truths = [
+        read_patch_ground_truth(p) for p in sorted(ground_truth, key=layout.parse_ground_truth)
+    ]
+    local = {r.method: r for r in map(read_scores, patch_scores)}
+    whole = {r.method: r for r in map(read_scores, scores)}
+    first = truths[0]
+    for name, result in [*local.items(), *whole.items()]:
+        if result.steps != first.steps or not np.array_equal(result.target_ids, first.target_ids):
+            raise ArtifactError(
+                f"the {name} scores cover steps {result.steps}, the patch ground truth "
+                f"{first.steps}; remake the older of them"
+            )
+        if result.boxes is not None and not np.array_equal(result.boxes, first.boxes):
+            raise ArtifactError(
+                f"the {name} patch scores and the patch ground truth use other boxes"
+            )
+    table, localized = patch_lds_table(
+        split.masks,
+        split.role,
+        np.stack([t.f_t for t in truths]),  # (subsets, seeds, steps, targets, patches)
+        first.steps,
+        local,
+        whole,
+        cfg.lds,
+        cfg.seed,
+    )
+    with atomic_path(out_csv) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.4f")
+    with atomic_path(out_localization) as tmp:
+        localized.to_csv(tmp, index=False, float_format="%.4f")
+    save(patch_lds_figure(table, localized), out_figure)
+    log.info(
+        "patch LDS, localization:\n%s",
+        localized.to_string(index=False, float_format=lambda v: f"{v:.3f}"),
+    )
 
 
 def lds_inputs(

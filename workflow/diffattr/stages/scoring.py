@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +18,23 @@ from ..artifacts import (
     digest_key,
     read_data,
     read_kernel,
+    read_patches,
     read_scores,
     read_target_features,
     read_targets,
     write_kernel,
+    write_patch_scores,
+    write_patches,
     write_scores,
 )
-from ..config import RunConfig, alphas_cumprod
+from ..config import PATCH_METHODS, RunConfig, alphas_cumprod
 from ..data import decode_latents
 from ..errors import ArtifactError, ConfigError
-from ..figures import attribution_grid, save
+from ..figures import attribution_grid, patches_overview, save
 from ..layout import Member
-from ..methods import get_method, scorer
-from ..scoring import BlockFn, Kernel
+from ..methods import Method, get_method, scorer
+from ..patches import resolve
+from ..scoring import BlockFn, Kernel, TrakScorer, patch_pixel_similarity_block
 from ..scoring import kernel as build_kernel
 from ..storage import atomic_path, config_hash, read_json
 
@@ -77,40 +81,10 @@ def score(
         "config_hash": config_hash(cfg.to_dict()),
         "config": cfg.to_dict(),
     }
-    # Per feature kind (one, or one per step for step-local methods): the ensemble members.
-    step_kinds = [chosen.kind_at(t).key for t in stored.steps] if chosen.uses_gradients else []
-    by_kind: dict[str, dict[Member, tuple[FeatureStore, Kernel, np.ndarray]]] = {
-        kind: ensemble_members(kind, kernels, target_features, train_features)
-        for kind in dict.fromkeys(step_kinds)
-    }
-    for members in by_kind.values():
-        for member, (store, _, _) in members.items():
-            if store.n != prepared.n:
-                raise ConfigError(f"features of {member} cover {store.n} of {prepared.n} examples")
-    if by_kind:
-        first = next(iter(by_kind.values()))
-        single = len(by_kind) == 1
-        attrs.update(
-            {
-                "lambda_abs": [k.lambda_abs for m in by_kind.values() for _, k, _ in m.values()],
-                "members": [str(m) for m in first],
-                "lambda": cfg.attribution.lambda_,
-                "K": cfg.attribution.K,
-                "R": cfg.attribution.R,
-                "projection": next(iter(first.values()))[0].attrs.get("projection"),
-                "feature_digests": {
-                    digest_key(kind, m, single): k.attrs.get("feature_digests")
-                    for kind, members in by_kind.items()
-                    for m, (_, k, _) in members.items()
-                },
-                "lambda_source": "config",
-                "feature_kinds": step_kinds,  # per step
-            }
-        )
-        if chosen.kinds(stored.steps)[0].near is not None:
-            attrs["local_window"] = cfg.attribution.local_window
-        costs = [st.cost() for members in by_kind.values() for st, _, _ in members.values()]
-        attrs["featurize_cost"] = cost_attrs(costs)
+    by_kind = members_by_kind(
+        chosen, stored.steps, prepared.n, kernels, target_features, train_features
+    )
+    attrs.update(gradient_attrs(cfg, chosen, stored.steps, by_kind))
     member_files = [read_scores(path) for path in member_scores]
     per_member = [f.scores for f in member_files]
     if per_member:
@@ -133,29 +107,10 @@ def score(
             per_member,
         )
 
-    tuned = tuned_lambdas(lds, chosen.name, stored.steps) if lds and by_kind else None
-    if not by_kind:
+    if by_kind:
+        block_fn = per_step_blocks(cfg, chosen, stored.steps, by_kind, lds, blocks, attrs)
+    else:
         block_fn = blocks([])
-    else:  # step s: its kind's members, with the config λ (kernel files) or its tuned λ
-        lambdas = tuned or [None] * len(stored.steps)
-        current: dict[tuple[str, float | None], BlockFn] = {}
-
-        def block_fn(s: int, targets: slice, rows: slice) -> np.ndarray:
-            """Step s with its kind's members and λ; kernels for a tuned λ are built when their
-            step comes (steps are written in order) and only one (kind, λ) is held at a time."""
-            key = (step_kinds[s], lambdas[s])
-            if key not in current:
-                current.clear()
-                members = list(by_kind[key[0]].values())
-                if key[1] is not None:
-                    size = cfg.attribution.block_size
-                    members = [(st, build_kernel(st, key[1], size), psi) for st, _, psi in members]
-                current[key] = blocks(members)
-            return current[key](s, targets, rows)
-
-    if tuned is not None:
-        attrs.update({"lambda_source": "tuned", "lambda_per_step": tuned, "lds_report": str(lds)})
-        attrs.pop("lambda_abs")
     write_scores(
         out,
         stored.steps,
@@ -170,6 +125,169 @@ def score(
         chosen.name,
         len(stored.steps),
         stored.n,
+        prepared.n,
+    )
+
+
+Members = dict[Member, tuple[FeatureStore, Kernel, np.ndarray]]
+
+
+def members_by_kind(
+    chosen: Method,
+    steps: Sequence[int],
+    n_train: int,
+    kernels: Sequence[Path],
+    target_features: Sequence[Path],
+    train_features: Sequence[Path],
+) -> dict[str, Members]:
+    """Per feature kind of a gradient method (one, or one per step for step-local methods): its
+    ensemble members, each covering all ``n_train`` examples ({} for other methods)."""
+    if not chosen.uses_gradients:
+        return {}
+    kinds = [chosen.kind_at(t).key for t in steps]
+    by_kind = {
+        kind: ensemble_members(kind, kernels, target_features, train_features)
+        for kind in dict.fromkeys(kinds)
+    }
+    for members in by_kind.values():
+        for member, (store, _, _) in members.items():
+            if store.n != n_train:
+                raise ConfigError(f"features of {member} cover {store.n} of {n_train} examples")
+    return by_kind
+
+
+def gradient_attrs(
+    cfg: RunConfig, chosen: Method, steps: Sequence[int], by_kind: dict[str, Members]
+) -> dict[str, Any]:
+    """What a gradient method's score file records: members, λ, K/R, projection, the feature
+    digests it was computed from, feature kinds per step and the featurization cost."""
+    if not by_kind:
+        return {}
+    first = next(iter(by_kind.values()))
+    single = len(by_kind) == 1
+    attrs = {
+        "lambda_abs": [k.lambda_abs for m in by_kind.values() for _, k, _ in m.values()],
+        "members": [str(m) for m in first],
+        "lambda": cfg.attribution.lambda_,
+        "K": cfg.attribution.K,
+        "R": cfg.attribution.R,
+        "projection": next(iter(first.values()))[0].attrs.get("projection"),
+        "feature_digests": {
+            digest_key(kind, m, single): k.attrs.get("feature_digests")
+            for kind, members in by_kind.items()
+            for m, (_, k, _) in members.items()
+        },
+        "lambda_source": "config",
+        "feature_kinds": [chosen.kind_at(t).key for t in steps],  # per step
+    }
+    if chosen.kinds(steps)[0].near is not None:
+        attrs["local_window"] = cfg.attribution.local_window
+    costs = [st.cost() for members in by_kind.values() for st, _, _ in members.values()]
+    attrs["featurize_cost"] = cost_attrs(costs)
+    return attrs
+
+
+def per_step_blocks(
+    cfg: RunConfig,
+    chosen: Method,
+    steps: Sequence[int],
+    by_kind: dict[str, Members],
+    lds: Path | None,
+    blocks: Callable[[Sequence[tuple[FeatureStore, Kernel, np.ndarray]]], BlockFn],
+    attrs: dict[str, Any],
+) -> BlockFn:
+    """Step s scored with its kind's members and the config λ (kernel files) or, with ``lds``,
+    the λ the report tuned for it (recorded in ``attrs``, updated in place)."""
+    step_kinds = [chosen.kind_at(t).key for t in steps]
+    tuned = tuned_lambdas(lds, chosen.name, steps) if lds else None
+    if tuned is not None:
+        attrs.update({"lambda_source": "tuned", "lambda_per_step": tuned, "lds_report": str(lds)})
+        attrs.pop("lambda_abs", None)
+    lambdas = tuned or [None] * len(steps)
+    current: dict[tuple[str, float | None], BlockFn] = {}
+
+    def block_fn(s: int, targets: slice, rows: slice) -> np.ndarray:
+        """Kernels for a tuned λ are built when their step comes (steps are written in order)
+        and only one (kind, λ) is held at a time."""
+        key = (step_kinds[s], lambdas[s])
+        if key not in current:
+            current.clear()
+            members = list(by_kind[key[0]].values())
+            if key[1] is not None:
+                size = cfg.attribution.block_size
+                members = [(st, build_kernel(st, key[1], size), psi) for st, _, psi in members]
+            current[key] = blocks(members)
+        return current[key](s, targets, rows)
+
+    return block_fn
+
+
+def score_patches(
+    cfg: RunConfig,
+    *,
+    method: str,
+    data: Path,
+    targets: Path,
+    patches: Path,
+    out: Path,
+    kernels: Sequence[Path] = (),
+    target_features: Sequence[Path] = (),
+    train_features: Sequence[Path] = (),
+    lds: Path | None = None,
+) -> None:
+    """Score every training example for every (step, target, patch): the method's patch score
+    file. Gradient methods reuse the whole image's training features and kernels (and, with
+    ``lds``, its per-step tuned λ) with the patch target features; ``pixel_similarity`` compares
+    the patch's pixels."""
+    chosen = get_method(method)
+    if chosen.name not in PATCH_METHODS:
+        raise ConfigError(
+            f"{chosen.name} cannot score patches; attribution.patches.methods: "
+            f"{', '.join(PATCH_METHODS)}"
+        )
+    prepared, stored, boxes = read_data(data), read_targets(targets), read_patches(patches)
+    attrs: dict[str, Any] = {
+        **chosen.attributes(),
+        "patches": "per target: boxes[target, patch] = [y0, x0, y1, x1) in image pixels",
+        "image_size": list(boxes.image_size),
+        "config_hash": config_hash(cfg.to_dict()),
+        "config": cfg.to_dict(),
+    }
+    by_kind = members_by_kind(
+        chosen, stored.steps, prepared.n, kernels, target_features, train_features
+    )
+    for members in by_kind.values():  # ψ (steps, targets, patches, k) → queries target-major
+        for member, (store, kern, psi) in members.items():
+            if psi.shape[1:3] != (stored.n, boxes.n):
+                raise ArtifactError(
+                    f"patch target features of {member} have shape {psi.shape[:3]}, expected "
+                    f"(steps, {stored.n}, {boxes.n}); {layout.remake_hint(patches)}"
+                )
+            members[member] = (store, kern, psi.reshape(psi.shape[0], -1, psi.shape[-1]))
+    attrs.update(gradient_attrs(cfg, chosen, stored.steps, by_kind))
+    if by_kind:
+        blocks = lambda members: TrakScorer(  # noqa: E731
+            members, chosen.row_weights(st for st, _, _ in members)
+        )
+        block_fn = per_step_blocks(cfg, chosen, stored.steps, by_kind, lds, blocks, attrs)
+    else:
+        block_fn = patch_pixel_similarity_block(prepared.images, stored.x0_hat, boxes.grid_boxes)
+    write_patch_scores(
+        out,
+        stored.steps,
+        stored.target_ids,
+        prepared.ids,
+        boxes.boxes,
+        block_fn,
+        attrs,
+        train_block=cfg.attribution.block_size,
+    )
+    log.info(
+        "wrote %s patch scores: %d steps × %d targets × %d patches × %d training examples",
+        chosen.name,
+        len(stored.steps),
+        stored.n,
+        boxes.n,
         prepared.n,
     )
 
@@ -234,6 +352,20 @@ def ensemble_members(
     return members
 
 
+def decoded_for_figures(
+    prepared, x0_hat: np.ndarray, scores: np.ndarray, top_k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Latent data: x̂_0 decoded, and the training images decoded where some score row ranks
+    them in its top or bottom ``top_k`` (zeros elsewhere: never shown)."""
+    order = np.argsort(scores, axis=-1)
+    shown = np.unique(np.concatenate([order[..., :top_k].ravel(), order[..., -top_k:].ravel()]))
+    decoded = decode_latents(prepared.config, prepared.images[shown])
+    train_images = np.zeros((prepared.n, *decoded.shape[1:]), np.float32)
+    train_images[shown] = decoded
+    flat = decode_latents(prepared.config, x0_hat.reshape(-1, *x0_hat.shape[2:]))
+    return flat.reshape(*x0_hat.shape[:2], *flat.shape[1:]), train_images
+
+
 def figure_attributions(
     cfg: RunConfig, *, scores: Path, targets: Path, data: Path, out: Path
 ) -> None:
@@ -244,13 +376,7 @@ def figure_attributions(
     top_k = cfg.figures.top_k
     train_images = prepared.images
     if prepared.conditional:  # latents: decode what is shown with the dataset's VAE
-        order = np.argsort(result.scores, axis=-1)
-        shown = np.unique(np.concatenate([order[..., :top_k].ravel(), order[..., -top_k:].ravel()]))
-        decoded = decode_latents(prepared.config, prepared.images[shown])
-        train_images = np.zeros((prepared.n, *decoded.shape[1:]), np.float32)
-        train_images[shown] = decoded
-        flat = decode_latents(prepared.config, x0_hat.reshape(-1, *x0_hat.shape[2:]))
-        x0_hat = flat.reshape(*x0_hat.shape[:2], *flat.shape[1:])
+        x0_hat, train_images = decoded_for_figures(prepared, x0_hat, result.scores, top_k)
     n = min(cfg.figures.n_targets, len(result.target_ids))
     ridge = ridge_caption(result.attrs)
     with atomic_path(out) as tmp:
@@ -266,3 +392,52 @@ def figure_attributions(
                 f"{result.method}: target {result.target_ids[j]}{ridge}",
             )
             save(fig, tmp / f"target-{j}.png")
+
+
+def make_patches(cfg: RunConfig, *, data: Path, targets: Path, out: Path) -> None:
+    """Resolve ``attribution.patches`` into every target's boxes (image pixels and the model's
+    sample grid: latent models cover the latent positions under the box)."""
+    prepared, stored = read_data(data), read_targets(targets)
+    grid = tuple(stored.x0_hat.shape[-2:])
+    image = (prepared.config["image_size"],) * 2 if prepared.conditional else grid
+    value = resolve(cfg.attribution.patches, stored.n, image, grid)
+    write_patches(out, value, {"config": cfg.attribution.patches.to_dict()})
+    log.info("%d patches per target (image %s, sample grid %s)", value.n, image, grid)
+
+
+def figure_patches(cfg: RunConfig, *, scores: Path, targets: Path, data: Path, out: Path) -> None:
+    """Per target and patch: the trajectory with the patch outlined and each step's top
+    influencers for that patch (outlined on them too); per target: its patches side by side."""
+    prepared, result = read_data(data), read_scores(scores)
+    x0_hat, boxes, top_k = read_targets(targets).x0_hat, result.boxes, cfg.figures.top_k
+    n = min(cfg.figures.n_targets, len(result.target_ids))
+    train_images = prepared.images
+    if prepared.conditional:  # latents: decode what is shown (boxes are in image pixels)
+        x0_hat, train_images = decoded_for_figures(prepared, x0_hat, result.scores[:, :n], top_k)
+    ridge = ridge_caption(result.attrs)
+    with atomic_path(out) as tmp:
+        tmp.mkdir(parents=True)
+        for j in range(n):
+            for p in range(boxes.shape[1]):
+                fig = attribution_grid(
+                    x0_hat[:, j],
+                    result.steps,
+                    result.scores[:, j, p],
+                    train_images,
+                    prepared.labels,
+                    top_k,
+                    f"{result.method}: target {result.target_ids[j]}, patch {p}{ridge}",
+                    box=boxes[j, p],
+                )
+                save(fig, tmp / f"target-{j}-patch-{p}.png")
+            fig = patches_overview(
+                x0_hat[:, j],
+                result.steps,
+                result.scores[:, j],
+                boxes[j],
+                train_images,
+                prepared.labels,
+                top_k,
+                f"{result.method}: target {result.target_ids[j]}, what each patch draws on",
+            )
+            save(fig, tmp / f"target-{j}-patches.png")
