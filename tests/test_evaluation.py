@@ -3,6 +3,7 @@
 import dataclasses
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import make_unet
@@ -305,3 +306,31 @@ def test_ground_truth_uses_common_random_numbers(scheduler):
         ref = evaluate(model, scheduler.alphas_cumprod, batch, "loss").view(3, 4).mean(1)
         np.testing.assert_allclose(f_t[0], ref.numpy(), rtol=1e-5)
         assert final_loss.shape == (3,)
+
+
+def test_lds_figure_says_pipeline_check_when_no_ground_truth_is_reliable():
+    from diffattr.figures import PIPELINE_CHECK, lds_figure
+
+    rows = [
+        {
+            "method": m,
+            "step": t,
+            "ground_truth": gt,
+            "lds": 0.1,
+            "ci_low": 0.0,
+            "ci_high": 0.2,
+            "null_low": -0.1,
+            "null_high": 0.1,
+            "ceiling": 0.5,
+            "reliability": rel,
+            "flagged": rel < 0.5,
+            "lambda_source": "none",
+        }
+        for m in ("pixel_similarity", "random")
+        for t, gt, rel in [(500, "f_t", 0.3), (0, "f_t", 0.2), (0, "final_loss", 0.4)]
+    ]
+    table = pd.DataFrame(rows)
+    texts = [t.get_text() for t in lds_figure(table).texts]
+    assert PIPELINE_CHECK in texts
+    table.loc[table.step == 500, "reliability"] = 0.7
+    assert PIPELINE_CHECK not in [t.get_text() for t in lds_figure(table).texts]

@@ -160,7 +160,7 @@ def test_the_end_of_run_summary_names_the_best_reliable_lds(run, tmp_path):
         ("journey_trak", 300, "config", 0.9, False),  # untuned rows are not read
         ("random", 300, "none", 0.95, False),  # nor the floor
     ]
-    pd.DataFrame(
+    table = pd.DataFrame(
         [
             {
                 "method": m,
@@ -171,14 +171,19 @@ def test_the_end_of_run_summary_names_the_best_reliable_lds(run, tmp_path):
                 "ci_high": v + 0.1,
                 "ceiling": 0.9,
                 "flagged": flag,
+                "reliability": 0.3 if flag else 0.8,
                 "ground_truth": "f_t",
             }
             for m, t, src, v, flag in rows
         ]
-    ).to_csv(results.paths.report("lds.csv"), index=False)
+    )
+    table.to_csv(results.paths.report("lds.csv"), index=False)
     line = results.summary()
     assert "best LDS 0.70 [0.60, 0.80] (pixel_similarity, t = 500" in line
     assert "UNRELIABLE" in line and "make report" in line and str(results.folder) in line
+    table.assign(reliability=0.2, flagged=True).to_csv(results.paths.report("lds.csv"))
+    line = results.summary()
+    assert "pipeline check only" in line and "best LDS" not in line
 
 
 def test_patch_scores_are_labelled_with_their_boxes(run):

@@ -166,7 +166,12 @@ class Run:
         if Path(self.paths.report("lds.csv")).exists():
             table = self.lds()
             per_step = table[(table.ground_truth == "f_t") & (table.method != "random")]
-            if len(per_step):
+            if len(per_step) and not (table.reliability >= 0.5).any():
+                text += (
+                    "; LDS: pipeline check only (no step's ground truth reaches reliability 0.5;"
+                    " results: config/digits-lds.yaml)"
+                )
+            elif len(per_step):
                 best = per_step.loc[per_step.lds.idxmax()]
                 note = "reliable" if not best.flagged else "UNRELIABLE ground truth: indicative"
                 text += (

@@ -65,6 +65,12 @@ def lds_report(
         subsets, ground_truth, scores, train_features, target_features, memorization
     )
     table, details = lds_table(inputs, cfg.lds, cfg.seed)
+    details["pipeline_check"] = not bool((table.reliability >= 0.5).any())
+    if details["pipeline_check"]:
+        log.warning(
+            "no step's ground truth reaches reliability 0.5: this LDS is a pipeline check, not a "
+            "result (more subsets and seeds, or config/digits-lds.yaml)"
+        )
     details["featurize_cost"] = {
         r.method: r.attrs["featurize_cost"]
         for r in inputs.scores.values()
