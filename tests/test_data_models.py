@@ -51,3 +51,112 @@ def test_default_model_size_and_roundtrip(tmp_path, scheduler):
     assert sched.config.num_train_timesteps == 1000
     with pytest.raises(ModelError, match="train_model"):
         load_model(tmp_path / "nothing", "cpu")
+
+
+# ---------------------------------------------------------------------------------------------
+# Caption embeddings stream from data.h5
+
+
+COND_UNET = {
+    "conditional": True,
+    "cross_attention_dim": 16,
+    "block_out_channels": [8, 16],
+    "layers_per_block": 1,
+    "norm_num_groups": 4,
+    "attention_head_dim": 2,
+    "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
+}
+
+
+def test_streamed_caption_embeddings_train_and_featurize_bit_for_bit(tmp_path):
+    """read_data leaves caption embeddings on disk (StoredRows); training and featurization
+    read them per batch and give exactly what the in-memory array gives."""
+    from diffattr.artifacts import StoredRows
+    from diffattr.config import DiffusionConfig, TrainConfig
+    from diffattr.data import PreparedData
+    from diffattr.diffusion import train
+    from diffattr.features import featurize_training, residual_weights
+    from diffattr.models import build_scheduler
+    from diffattr.projection import FactoredProjector
+
+    rng = np.random.default_rng(0)
+    captions = rng.standard_normal((10, 3, 4, 16)).astype(np.float32)
+    data = PreparedData(
+        images=rng.uniform(-1, 1, (10, 4, 8, 8)).astype(np.float32),
+        labels=np.full(10, -1),
+        ids=np.arange(10),
+        class_names=[],
+        name="toy",
+        extra={"caption_embeddings": captions, "null_embedding": np.zeros((4, 16), np.float32)},
+    )
+    write_data(tmp_path / "data.h5", data, {})
+    stored = read_data(tmp_path / "data.h5")
+    streamed = stored.extra["caption_embeddings"]
+    assert isinstance(streamed, StoredRows) and streamed.shape == captions.shape
+    assert np.array_equal(np.asarray(streamed), captions)
+
+    scheduler = build_scheduler(DiffusionConfig())
+    recipe = TrainConfig.from_dict({"steps": 3, "batch_size": 6, "warmup_steps": 1})
+    null = torch.zeros(4, 16)
+
+    def trained(conditions):
+        torch.manual_seed(0)
+        model = build_unet(ModelConfig.from_dict(COND_UNET), (4, 8, 8))
+        images = torch.from_numpy(data.images)
+        train(
+            model,
+            scheduler,
+            images,
+            recipe,
+            0,
+            progress=False,
+            conditions=conditions,
+            null_condition=null,
+        )
+        return model
+
+    in_memory, on_disk = trained(torch.from_numpy(captions)), trained(streamed)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(in_memory.state_dict().values(), on_disk.state_dict().values(), strict=True)
+    )
+
+    model = in_memory.eval()
+    projector = FactoredProjector(model, 2, 2, 0, "projector")
+    positions = np.arange(10)
+
+    def features(conditions):
+        return featurize_training(
+            model,
+            projector,
+            scheduler.alphas_cumprod,
+            "loss",
+            data.images,
+            data.ids,
+            positions,
+            2,
+            4,
+            0,
+            0,
+            progress=False,
+            conditions=conditions,
+        )
+
+    assert np.array_equal(features(captions), features(streamed))
+    weights = [
+        residual_weights(
+            model,
+            scheduler.alphas_cumprod,
+            data.images,
+            data.ids,
+            positions,
+            3,
+            4,
+            0,
+            0,
+            conditions,
+        )
+        for conditions in (captions, streamed)
+    ]
+    assert np.array_equal(*weights)

@@ -99,23 +99,62 @@ def write_data(path: str | Path, data: PreparedData, config: Mapping[str, Any]) 
             f.create_dataset(key, data=value)
 
 
+STREAMED = ("caption_embeddings",)
+"""Datasets of ``data.h5`` read on demand (:class:`StoredRows`), never loaded whole."""
+
+
+class StoredRows:
+    """A dataset of an HDF5 file read row by row on demand: ``take_rows(rows[, columns])`` reads
+    the distinct rows asked for (sorted, one read) and returns ``x[rows]`` or ``x[rows, columns]``
+    exactly as the in-memory array would (``data.take_rows``). Memory: the rows of one batch."""
+
+    def __init__(self, path: str | Path, name: str):
+        self.path, self.name = Path(path), name
+        with _reading(self.path) as f:
+            self.shape: tuple[int, ...] = f[name].shape
+            self.dtype = f[name].dtype
+        self._file: h5py.File | None = None
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def take_rows(self, rows: np.ndarray, columns: np.ndarray | None = None) -> np.ndarray:
+        if self._file is None:
+            self._file = h5py.File(self.path, "r")
+        unique, inverse = np.unique(rows.ravel(), return_inverse=True)
+        block = self._file[self.name][unique] if len(unique) else np.empty((0, *self.shape[1:]))
+        where = inverse.reshape(rows.shape)
+        return block[where] if columns is None else block[where, columns]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        with _reading(self.path) as f:
+            return np.asarray(f[self.name][()], dtype=dtype)
+
+    def __getstate__(self):  # no open handle crosses a process boundary
+        return {**self.__dict__, "_file": None}
+
+
 def read_data(path: str | Path) -> PreparedData:
-    """Read ``data.h5`` written by :func:`write_data`."""
+    """Read ``data.h5`` written by :func:`write_data`; the ``STREAMED`` datasets (caption
+    embeddings) stay on disk as :class:`StoredRows`."""
     path = Path(path)
     if not path.exists():
         raise DatasetError(f"prepared data {path} does not exist; run the prepare_data rule first")
     with _reading(path) as f:
         attrs = read_attrs(f)
         core = {"images", "labels", "ids"}
-        return PreparedData(
+        extra = {k: f[k][()] for k in f if k not in core and k not in STREAMED}
+        streamed = [k for k in STREAMED if k in f]
+        data = dict(
             images=f["images"][()],
             labels=f["labels"][()],
             ids=f["ids"][()],
             class_names=list(attrs.get("class_names", [])),
             name=str(attrs.get("dataset", "")),
-            extra={k: f[k][()] for k in f if k not in core},
             config=dict(attrs.get("config") or {}),
         )
+    extra.update({k: StoredRows(path, k) for k in streamed})
+    return PreparedData(extra=extra, **data)
 
 
 # ---------------------------------------------------------------------------------------------

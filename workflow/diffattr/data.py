@@ -23,6 +23,15 @@ from .config import DatasetConfig
 from .errors import ConfigError, DatasetError
 
 
+def take_rows(array, rows, columns=None):
+    """``array[rows]`` or ``array[rows, columns]`` (element pairs) for an in-memory array or
+    tensor, or read from disk for a stored one (``artifacts.StoredRows``: caption embeddings,
+    ≈93 GB at full COCO, are never loaded whole). Tensors give tensors, the others arrays."""
+    if hasattr(array, "take_rows"):
+        return array.take_rows(np.asarray(rows), None if columns is None else np.asarray(columns))
+    return array[rows] if columns is None else array[rows, columns]
+
+
 @dataclass(frozen=True)
 class PreparedData:
     """Images in [-1, 1] with labels and stable ids; ``extra`` holds dataset-specific arrays."""

@@ -17,6 +17,7 @@ import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from diffusers import DDPMScheduler
@@ -26,9 +27,13 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .config import TrainConfig
+from .data import take_rows
 from .errors import ModelError
 from .outputs import add_noise, predict_noise
 from .seeding import derive_seed, generator
+
+if TYPE_CHECKING:
+    from .artifacts import StoredRows
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +62,7 @@ def train(
     positions: Tensor | None = None,
     on_checkpoint: Callable[[int, nn.Module], None] | None = None,
     progress: bool = True,
-    conditions: Tensor | None = None,
+    conditions: Tensor | StoredRows | None = None,
     null_condition: Tensor | None = None,
     flip: bool = False,
 ) -> list[float]:
@@ -65,7 +70,8 @@ def train(
 
     Checkpoints (EMA weights when ``ema_decay`` > 0) are handed to ``on_checkpoint(step, model)``
     at every step in ``recipe.checkpoints`` and at the end (as step ``recipe.steps``).
-    Text conditioning: ``conditions`` (n, captions, L, D) holds caption embeddings; each row uses
+    Text conditioning: ``conditions`` (n, captions, L, D) holds caption embeddings (in memory or
+    read per batch from ``data.h5``, the same values either way); each row uses
     a random caption, replaced by ``null_condition`` with probability ``recipe.p_uncond``
     (classifier-free guidance). ``flip`` mirrors each row horizontally with probability 1/2.
     """
@@ -95,7 +101,8 @@ def train(
         if conditions is not None:
             cap = torch.randint(conditions.shape[1], (len(pick),), generator=noise_gen)
             drop = torch.rand(len(pick), generator=noise_gen) < recipe.p_uncond
-            cond = conditions[pick, cap].to(device=device, dtype=x0.dtype)
+            cond = torch.as_tensor(take_rows(conditions, pick, cap))
+            cond = cond.to(device=device, dtype=x0.dtype)
             cond[drop.to(device)] = null_condition.to(device=device, dtype=x0.dtype)
         if flip:
             mirror = (torch.rand(len(pick), generator=noise_gen) < 0.5).to(device)

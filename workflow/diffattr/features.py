@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .config import uniform_timesteps
+from .data import take_rows
 from .diffusion import autocast
 from .errors import ConfigError
 from .outputs import Batch, evaluate, row_outputs
@@ -179,7 +180,8 @@ def featurize_training(
         x0 = torch.where(flips[..., None, None, None], x0.flip(-1), x0)
         cond = None
         if conditions is not None:
-            cond = torch.from_numpy(conditions[pos][np.arange(len(pos))[:, None], caps.numpy()])
+            rows = np.broadcast_to(pos[:, None], caps.shape)
+            cond = torch.from_numpy(take_rows(conditions, rows, caps.numpy()))
         batch = rows_batch(x0, ts, eps, None if cond is None else cond.float())
         out[lo : lo + len(pos)] = (
             project_rows(
@@ -265,7 +267,9 @@ def residual_weights(
             ]
         )
         ts = torch.tensor(grid, dtype=torch.long).expand(len(pos), len(grid))
-        cond = None if conditions is None else torch.from_numpy(conditions[pos][:, 0]).float()
+        first = np.zeros(len(pos), dtype=np.int64)
+        cond = None if conditions is None else torch.from_numpy(take_rows(conditions, pos, first))
+        cond = None if cond is None else cond.float()
         batch = rows_batch(torch.from_numpy(images[pos]), ts, eps, cond)
         batch = {
             k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype)

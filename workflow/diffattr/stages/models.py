@@ -122,7 +122,7 @@ def _train(
 
         conditions = null = None
         if data.conditional:
-            conditions = torch.from_numpy(data.extra["caption_embeddings"])
+            conditions = data.extra["caption_embeddings"]  # read per batch from data.h5
             null = torch.from_numpy(data.extra["null_embedding"])
         losses = train(
             model,
