@@ -9,7 +9,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "workflow" / "diffattr"
 
 LAYERS = {  # bottom (0) to top; the same table as diffattr/__init__.py
-    0: {"__init__", "seeding", "storage", "errors", "config", "layout", "ridge"},
+    0: {"__init__", "seeding", "storage", "errors", "config", "layout", "ridge", "patches"},
     1: {"data", "models", "projection", "outputs"},
     2: {
         "diffusion",

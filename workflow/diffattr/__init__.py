@@ -2,12 +2,13 @@
 
 Modules, bottom to top (no module imports one above it; none imports snakemake):
 
-- foundations: ``seeding``, ``storage``, ``errors``, ``config``, ``layout``, ``ridge``
+- foundations: ``seeding``, ``storage``, ``errors``, ``config``, ``layout``, ``ridge``,
+  ``patches`` (boxes of a target)
 - models and data: ``data``, ``models``, ``projection``, ``outputs``
 - algorithms: ``diffusion``, ``scoring``, ``features``, ``ekfac``, ``unlearning``, ``classifier``,
   ``figures``,
   ``counterfactual``, ``lds`` (``stats``, ``subsets``, ``ground_truth``, ``memorization``,
-  ``report``)
+  ``report``, ``patches``)
 - application: ``methods``, ``artifacts``, ``attribution`` (the facade), ``results`` (a
   finished run as a library), ``stages``
 - adapters: ``cli``, ``config_doc``
