@@ -133,3 +133,54 @@ def test_square_crop_keeps_the_centre(tmp_path):
     Image.fromarray(arr).save(tmp_path / "a.png")
     out = load_square_image(tmp_path / "a.png", 10)
     assert out.shape == (3, 10, 10) and out.min() > 0.9
+
+
+def write_image_folder(root, classes=("cat", "dog"), per_class=3, size=(12, 10)):
+    """root/<class>/<i>.png with seeded RGB pixels; returns the pixels by (class, i)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    pixels = {}
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            arr = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+            Image.fromarray(arr).save(root / name / f"{i}.png")
+            pixels[c, i] = arr
+    (root / classes[-1] / "notes.txt").write_text("not an image")
+    return pixels
+
+
+def test_image_folder_dataset_labels_from_subfolders(tmp_path):
+    pixels = write_image_folder(tmp_path / "imgs")
+    data = prepare({"name": "folder", "root": str(tmp_path / "imgs"), "image_size": 8})
+    assert data.images.shape == (6, 3, 8, 8) and data.images.dtype == np.float32
+    assert data.labels.tolist() == [0, 0, 0, 1, 1, 1] and data.class_names == ["cat", "dog"]
+    assert data.ids.tolist() == list(range(6))
+    assert data.extra["files"][4].decode() == "dog/1.png"
+    assert data.images.min() >= -1 and data.images.max() <= 1
+    # the centre square (10×10 of 12×10), resized: a direct PIL computation of the same
+    from PIL import Image
+
+    im = Image.fromarray(pixels[1, 1]).crop((1, 0, 11, 10)).resize((8, 8), Image.BICUBIC)
+    expected = np.asarray(im, np.float32).transpose(2, 0, 1) / 127.5 - 1
+    np.testing.assert_allclose(data.images[4], expected, atol=1e-6)
+    kept = prepare(
+        {"name": "folder", "root": str(tmp_path / "imgs"), "image_size": 8, "per_class": 2}
+    )
+    assert kept.labels.tolist() == [0, 0, 1, 1] and kept.ids.tolist() == [0, 1, 3, 4]
+
+
+def test_image_folder_errors_name_the_folder_and_the_layout(tmp_path):
+    with pytest.raises(DatasetError, match="one subfolder per class"):
+        prepare({"name": "folder", "root": str(tmp_path / "missing"), "image_size": 8})
+    (tmp_path / "flat").mkdir()
+    with pytest.raises(DatasetError, match="no class subfolders"):
+        prepare({"name": "folder", "root": str(tmp_path / "flat"), "image_size": 8})
+    (tmp_path / "flat" / "empty").mkdir()
+    with pytest.raises(DatasetError, match="holds no images"):
+        prepare({"name": "folder", "root": str(tmp_path / "flat"), "image_size": 8})
+    (tmp_path / "bad" / "a").mkdir(parents=True)
+    (tmp_path / "bad" / "a" / "x.png").write_bytes(b"not a png")
+    with pytest.raises(DatasetError, match=r"x\.png is not a readable image"):
+        prepare({"name": "folder", "root": str(tmp_path / "bad"), "image_size": 8})

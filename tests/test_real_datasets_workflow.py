@@ -61,6 +61,35 @@ def test_cifar10_binary_archive_end_to_end(tmp_path):
     assert (run / "figures" / "attributions" / "journey_trak" / "target-0.png").exists()
 
 
+def test_image_folder_dataset_end_to_end(tmp_path):
+    """Your own images (dataset.name: folder): labels from the subfolders, through training,
+    sampling, attribution and the figures."""
+    from test_datasets import write_image_folder
+
+    write_image_folder(tmp_path / "imgs", classes=("a", "b", "c"), per_class=6)
+    cfg = {
+        "run": "folder",
+        "device": "cpu",
+        "dataset": {"name": "folder", "root": str(tmp_path / "imgs"), "image_size": 8},
+        "model": {
+            "block_out_channels": [8, 16],
+            "layers_per_block": 1,
+            "norm_num_groups": 4,
+            "down_block_types": ["DownBlock2D", "DownBlock2D"],
+            "up_block_types": ["UpBlock2D", "UpBlock2D"],
+        },
+        "attribution": {**TINY["attribution"], "methods": ["journey_trak", "pixel_similarity"]},
+        "lds": {"enabled": False},
+        **{k: v for k, v in TINY.items() if k not in ("attribution",)},
+    }
+    run = run_config(tmp_path, cfg)
+    with h5py.File(run / "data.h5") as f:
+        assert f["images"].shape == (18, 3, 8, 8) and f["labels"][()].tolist()[-1] == 2
+    with h5py.File(run / "scores" / "journey_trak.h5") as f:
+        assert f["scores"].shape == (2, 2, 18) and np.isfinite(f["scores"][()]).all()
+    assert (run / "figures" / "attributions" / "journey_trak" / "target-0.png").exists()
+
+
 def test_mscoco_latent_text_conditioned_end_to_end(tmp_path):
     root = write_coco(tmp_path / "coco", n_images=8)
     enc = write_tiny_encoders(tmp_path / "enc")

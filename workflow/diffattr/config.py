@@ -508,7 +508,11 @@ class RunConfig(Section):
                         f"{self.attribution_steps()}; choose among those"
                     )
         root = self.dataset.root
-        if self.dataset.name in ("cifar10", "mscoco") and root and not Path(root).exists():
+        if (
+            self.dataset.name in ("cifar10", "mscoco", "folder")
+            and root
+            and not Path(root).exists()
+        ):
             raise ConfigError(
                 f"dataset.root {root} does not exist: {self.dataset.name} reads your copy of the "
                 "data from there (config/README.md, dataset.root)"

@@ -115,6 +115,51 @@ def load_digits(cfg: Mapping[str, Any]) -> PreparedData:
     )
 
 
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+FOLDER_HELP = (
+    "dataset.root must be a folder with one subfolder per class (the subfolder names, sorted, "
+    "are the classes) holding the images (png, jpg, …)"
+)
+
+
+@register("folder")
+def load_folder(cfg: Mapping[str, Any]) -> PreparedData:
+    """Your images: ``root/<class>/<image>``; classes are the sorted subfolder names, labels
+    their positions; every image centre-cropped to a square and resized to ``image_size`` (RGB,
+    [-1, 1]); ids are positions in the sorted listing (class, then file name)."""
+    root = Path(cfg["root"] or "")
+    if not root.is_dir():
+        raise DatasetError(f"dataset.root {root} is not a folder. {FOLDER_HELP}")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    files, labels = [], []
+    for label, name in enumerate(classes):
+        found = sorted(f for f in (root / name).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        if not found:
+            raise DatasetError(f"class folder {root / name} holds no images. {FOLDER_HELP}")
+        files += found
+        labels += [label] * len(found)
+    if not files:
+        raise DatasetError(f"{root} has no class subfolders. {FOLDER_HELP}")
+    labels_arr = np.asarray(labels, dtype=np.int64)
+    keep = select_classes(labels_arr, cfg.get("classes"), cfg.get("per_class"))
+    if cfg.get("limit"):
+        keep = keep[: int(cfg["limit"])]
+    images = []
+    for i in keep:
+        try:
+            images.append(load_square_image(files[i], int(cfg["image_size"])))
+        except OSError as err:
+            raise DatasetError(f"{files[i]} is not a readable image ({err})") from None
+    return PreparedData(
+        images=np.stack(images).astype(np.float32),
+        labels=labels_arr[keep],
+        ids=keep.astype(np.int64),
+        class_names=classes,
+        name="folder",
+        extra={"files": np.array([str(files[i].relative_to(root)) for i in keep], dtype="S")},
+    )
+
+
 def prepare(cfg: Mapping[str, Any]) -> PreparedData:
     """Load the configured dataset through the registry. ``cfg``: the ``dataset`` section (keys
     left out take DatasetConfig's defaults) plus an optional ``device`` for encoders. Loaders
@@ -283,7 +328,7 @@ def load_square_image(path: Path, size: int) -> np.ndarray:
     from PIL import Image
 
     if not path.exists():
-        raise DatasetError(f"COCO image {path} does not exist. {COCO_HELP}")
+        raise DatasetError(f"image {path} does not exist")
     with Image.open(path) as im:
         im = im.convert("RGB")
         side = min(im.size)
