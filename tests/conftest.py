@@ -124,12 +124,31 @@ def local_run(tmp_path_factory) -> Path:
     """The whole test config run once locally with --cores 2 (shared by several test modules),
     with patch attribution on (a 2 × 2 grid; off in config/test.yaml itself)."""
     cwd = workdir(tmp_path_factory.mktemp("run"))
-    test_yaml = cwd / "config" / "test.yaml"
-    cfg = yaml.safe_load(test_yaml.read_text())
-    cfg["attribution"]["patches"] = PATCHES
-    test_yaml.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    edit_test_config(cwd, {"attribution": {"patches": PATCHES}})
     snakemake(cwd)
     return cwd
 
 
 PATCHES = {"grid": [2, 2]}  # the shared run's patches: 4 patches of 4×4 pixels
+
+# Runs that re-make the shared run's scores another way (Slurm, killed and resumed) score these
+# methods only, one per kind of job (a gradient method on random and on uniform timesteps, a
+# model-free one), without the LDS (which the figures would otherwise wait for); their scores
+# must equal the shared run's bit for bit (no score job reads the LDS or the method list).
+RERUN_METHODS = ["journey_trak", "trak", "pixel_similarity"]
+
+
+def rerun_workdir(tmp: Path) -> Path:
+    """A workflow copy whose config/test.yaml scores ``RERUN_METHODS`` without the LDS."""
+    cwd = workdir(tmp)
+    edit_test_config(cwd, {"attribution": {"methods": RERUN_METHODS}, "lds": {"enabled": False}})
+    return cwd
+
+
+def edit_test_config(cwd: Path, changes: dict) -> None:
+    """Merge ``changes`` (section → keys) into the copy's config/test.yaml."""
+    path = cwd / "config" / "test.yaml"
+    cfg = yaml.safe_load(path.read_text())
+    for section, values in changes.items():
+        cfg.setdefault(section, {}).update(values)
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
