@@ -207,3 +207,8 @@ def test_patch_scores_are_labelled_with_their_boxes(run):
     assert np.array_equal(scores.values, tau)
     assert scores.sel(target=1, patch=0).y1.item() == 4 and scores.sel(target=1, patch=0).x1 == 2
     assert scores.sel(step=0, target=0, patch=1, train=13).item() == tau[1, 0, 1, 3]
+    top = run.top("journey_trak", target=1, step=500, k=2, patch=1)
+    order = np.argsort(-tau[0, 1, 1], kind="stable")
+    assert top.train_id.tolist()[:2] == [[3, 5, 8, 13, 21, 34][i] for i in order[:2]]
+    with pytest.raises(ConfigError, match="no patch 2"):
+        run.top("journey_trak", target=1, step=500, patch=2)

@@ -89,6 +89,16 @@ def test_patch_outputs_present(finished):
     assert (run / "figures" / "lds_patches.png").stat().st_size > 0
 
 
+def test_html_report_of_the_test_run_builds(finished):
+    """Snakemake's HTML report of the shared run (what `make report` builds) holds the LDS, the
+    patch LDS and the attribution figures' sections."""
+    snakemake(finished, "--report", "report.html")
+    html = (finished / "report.html").read_text(errors="replace")
+    for section in ["Evaluation", "Patch LDS", "Attributions", "Patches", "lds_patches.csv"]:
+        assert section in html, section
+    assert "System Message" not in html  # no reST error box in a caption
+
+
 def test_rerun_does_nothing(finished):
     proc = snakemake(finished, "-n")
     assert "Nothing to be done" in proc.stdout + proc.stderr

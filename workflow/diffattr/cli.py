@@ -75,6 +75,7 @@ HELP = {
     "target": "target id",
     "step": "attribution timestep t (one of the run's steps)",
     "k": "how many positive and negative influencers",
+    "patch": "a patch index of the target (attribution.patches): its influencers",
     "figure": "also draw them into this PNG",
 }
 

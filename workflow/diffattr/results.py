@@ -120,17 +120,27 @@ class Run:
             attrs={k: str(v) for k, v in result.attrs.items()},
         )
 
-    def top(self, method: str, target: int, step: int, k: int = 10) -> pd.DataFrame:
+    def top(
+        self, method: str, target: int, step: int, k: int = 10, patch: int | None = None
+    ) -> pd.DataFrame:
         """The ``k`` strongest positive and ``k`` strongest negative influencers of target id
-        ``target`` at timestep ``step``: columns rank, sign, train_id, position, label, score
-        (the images are ``run.data.images[df.position]``)."""
-        with ScoreFile(self._score_path(method)) as scores:
+        ``target`` at timestep ``step`` (of its patch ``patch`` with attribution.patches):
+        columns rank, sign, train_id, position, label, score (the images are
+        ``run.data.images[df.position]``)."""
+        path = self._score_path(method) if patch is None else Path(self.paths.patch_scores(method))
+        if patch is not None and not path.exists():
+            raise ArtifactError(f"no patch scores of {method!r} in {self.folder}")
+        with ScoreFile(path) as scores:
             if step not in scores.steps:
                 raise ConfigError(f"step {step} is not an attribution step; choose {scores.steps}")
             where = np.flatnonzero(scores.target_ids == target)
             if not len(where):
                 raise ConfigError(f"no target {target}; targets are {scores.target_ids.tolist()}")
             row = scores.row(step, int(where[0]))
+            if patch is not None:
+                if not 0 <= patch < len(row):
+                    raise ConfigError(f"no patch {patch}; target {target} has {len(row)} patches")
+                row = row[patch]
             train_ids = scores.train_ids
         order = np.argsort(-row, kind="stable")
         picks = [("+", i) for i in order[:k]] + [("−", i) for i in order[::-1][:k]]
@@ -188,16 +198,23 @@ def top(
     target: int,
     step: int,
     k: int = 10,
+    patch: int | None = None,
     figure: Path | None = None,
 ) -> None:
-    """Print the top positive and negative influencers of one target at one step."""
+    """Print the top positive and negative influencers of one target (or one of its patches)
+    at one step."""
     results = Run(run)
-    table = results.top(method, target, step, k)
+    table = results.top(method, target, step, k, patch)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     if figure is not None:
         from .figures import attribution_grid, save
 
-        tau = results.scores(method).sel(step=step, target=target).values
+        box = None
+        if patch is None:
+            tau = results.scores(method).sel(step=step, target=target).values
+        else:
+            patches = results.patch_scores(method).sel(step=step, target=target, patch=patch)
+            tau, box = patches.values, [int(patches[c]) for c in ("y0", "x0", "y1", "x1")]
         s = results.targets.steps.index(step)
         j = int(np.flatnonzero(results.targets.target_ids == target)[0])
         fig = attribution_grid(
@@ -207,6 +224,7 @@ def top(
             results.data.images,
             results.data.labels,
             k,
-            f"{method}: target {target}, t = {step}",
+            f"{method}: target {target}, t = {step}" + ("" if box is None else f", patch {patch}"),
+            box=box,
         )
         save(fig, figure)
