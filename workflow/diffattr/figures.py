@@ -72,10 +72,13 @@ def attribution_grid(
 
 
 def _outline(ax: plt.Axes, box: Sequence[int], color: str = "gold") -> None:
-    """Outline the patch [y0, x0, y1, x1) on an image axis (pixel edges at ±0.5)."""
+    """Outline the patch [y0, x0, y1, x1) on an image axis (pixel edges at ±0.5), inset a
+    little so that its sides on the image border stay visible inside the frame."""
     y0, x0, y1, x1 = (int(v) for v in box)
+    d = 0.12
+    corner = (x0 - 0.5 + d, y0 - 0.5 + d)
     ax.add_patch(
-        plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec=color, lw=1.2)
+        plt.Rectangle(corner, x1 - x0 - 2 * d, y1 - y0 - 2 * d, fill=False, ec=color, lw=1.4)
     )
 
 
