@@ -123,15 +123,17 @@ def patch_lds_figure(table, localization) -> plt.Figure:
     steps = sorted(rows.step.unique(), reverse=True)
     xs = np.arange(len(steps))
     methods = sorted(rows.method.unique())
-    palette = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20").colors
+    bases = sorted({m.removesuffix(" (whole image)") for m in methods})
+    palette = plt.get_cmap("tab10" if len(bases) <= 10 else "tab20").colors
+    color_of = {b: palette[i % len(palette)] for i, b in enumerate(bases)}
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(8.5, 3.2))
     ctx = rows.groupby("step")[["null_low", "null_high", "ceiling"]].mean().loc[steps]
     ax.fill_between(xs, ctx.null_low, ctx.null_high, color="0.85", label="null (mean over patches)")
     ax.plot(xs, ctx.ceiling, "k--", lw=1, label="ceiling (mean over patches)")
-    for k, method in enumerate(methods):
+    for method in methods:  # a method and its whole-image scores share a colour
         g = rows[rows.method == method]
         mean = g.groupby("step").lds.mean().loc[steps]
-        color = palette[k % len(palette)]
+        color = color_of[method.removesuffix(" (whole image)")]
         ls = "--" if method.endswith("(whole image)") else "-"
         ax.plot(xs, mean, "o" + ls, ms=3, lw=1, color=color, label=method)
         for i, step in enumerate(steps):
@@ -159,6 +161,7 @@ def patch_lds_figure(table, localization) -> plt.Figure:
             fmt="o",
             ms=3,
             capsize=2,
+            color=color_of.get(method),
             label=method,
         )
     bx.axhline(0, color="0.4", lw=0.6)
