@@ -6,6 +6,7 @@ rule make_patches:
     input:
         data=P.data,
         targets=P.targets,
+        box_file=[PATCHES.file] if PATCHES.file else [],  # an edited CSV remakes the boxes
     output:
         P.patches,
     params:
