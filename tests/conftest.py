@@ -29,6 +29,18 @@ TINY_UNET = {
 }
 
 
+COND_UNET = {  # a tiny text-conditioned UNet (cross-attention on 16-dim caption embeddings)
+    "conditional": True,
+    "cross_attention_dim": 16,
+    "block_out_channels": [8, 16],
+    "layers_per_block": 1,
+    "norm_num_groups": 4,
+    "attention_head_dim": 2,
+    "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
+}
+
+
 @pytest.fixture(autouse=True)
 def _threads():
     torch.set_num_threads(1)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, TINY_UNET
+from conftest import COND_UNET, REPO, TINY_UNET
 from diffattr.artifacts import read_data, write_data
 from diffattr.config import ModelConfig
 from diffattr.data import prepare
@@ -55,18 +55,6 @@ def test_default_model_size_and_roundtrip(tmp_path, scheduler):
 
 # ---------------------------------------------------------------------------------------------
 # Caption embeddings stream from data.h5
-
-
-COND_UNET = {
-    "conditional": True,
-    "cross_attention_dim": 16,
-    "block_out_channels": [8, 16],
-    "layers_per_block": 1,
-    "norm_num_groups": 4,
-    "attention_head_dim": 2,
-    "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
-    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
-}
 
 
 def test_streamed_caption_embeddings_train_and_featurize_bit_for_bit(tmp_path):

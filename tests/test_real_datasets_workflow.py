@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO, snakemake, workdir
+from conftest import COND_UNET, REPO, snakemake, workdir
 from synthetic import write_cifar_archive, write_coco, write_tiny_encoders
 
 pytestmark = pytest.mark.slow
@@ -105,16 +105,7 @@ def test_mscoco_latent_text_conditioned_end_to_end(tmp_path):
             "text_encoder": str(enc),
             "prompts": ["a red cat", "a blue car"],
         },
-        "model": {
-            "conditional": True,
-            "cross_attention_dim": 16,
-            "block_out_channels": [8, 16],
-            "layers_per_block": 1,
-            "norm_num_groups": 4,
-            "attention_head_dim": 2,
-            "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
-            "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
-        },
+        "model": COND_UNET,
         "targets": {"n": 2, "sampling_steps": 20, "guidance_scale": 2.0},
         "attribution": {**TINY["attribution"], "methods": ["journey_trak", "dtrak", "random"]},
         "lds": {

@@ -93,10 +93,10 @@ def localization(
             diffs, pairs = [], []
             for p in range(f_t.shape[-1]):
                 values = truth[:, s, :, p].T  # (targets, subsets)
-                a = bootstrap_lds(predictions(local[s, :, p], m), values, bootstrap, seed)
+                pred_local = predictions(local[s, :, p], m)
+                a = bootstrap_lds(pred_local, values, bootstrap, seed)
                 b = bootstrap_lds(pred_whole, values, bootstrap, seed)  # the same resamples
-                point_a = lds(predictions(local[s, :, p], m), values)
-                point_b = lds(pred_whole, values)
+                point_a, point_b = lds(pred_local, values), lds(pred_whole, values)
                 lo, hi = percentile_interval(a - b)
                 rows.append(_row(method, step, p, point_a, point_b, lo, hi, values.shape))
                 diffs.append(a - b)
