@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -19,7 +20,12 @@ from conftest import TINY_UNET
 from diffattr import layout
 from diffattr.artifacts import (
     FeatureStore,
+    GroundTruth,
+    Scores,
+    Subsets,
     Targets,
+    check_made_from,
+    content_digest,
     read_data,
     read_scores,
     read_targets,
@@ -34,8 +40,9 @@ from diffattr.data import PreparedData
 from diffattr.diffusion import train
 from diffattr.errors import ArtifactError, ConfigError, ModelError
 from diffattr.features import shard_positions
-from diffattr.models import build_scheduler, build_unet, load_model, save_model
+from diffattr.models import build_scheduler, build_unet, load_model, made_from, save_model
 from diffattr.outputs import row_outputs
+from diffattr.stages.lds import check_consistent
 from diffattr.storage import atomic_path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -144,6 +151,52 @@ def test_truncated_feature_shard_names_the_rule(tmp_path):
         FeatureStore([path])
 
 
+def test_data_edited_in_place_is_named(tmp_path):
+    path = tmp_path / "run" / "data.h5"
+    data = tiny_data()
+    write_data(path, data, {})
+    assert read_data(path).digest == content_digest(data.images, data.labels, data.ids)
+    with h5py.File(path, "r+") as f:  # same size, same mtime class: one pixel changed
+        f["images"][0, 0, 0, 0] += 0.5
+    with pytest.raises(ArtifactError, match=r"data\.h5 does not hold the examples.*prepare_data"):
+        read_data(path)
+
+
+def test_shards_of_different_data_are_refused(tmp_path):
+    paths = [
+        Path(layout.Paths(str(tmp_path)).train_features("loss", "m0_final", s)) for s in (0, 1)
+    ]
+    for s, path in enumerate(paths):
+        attrs = {"data_digest": f"{s}" * 64}
+        write_feature_shard(
+            path,
+            np.ones((3, 2), np.float32),
+            np.arange(3 * s, 3 * s + 3),
+            np.arange(3 * s, 3 * s + 3),
+            attrs,
+        )
+    with pytest.raises(
+        ArtifactError,
+        match=r"shard1\.h5 was made from other training data than .*shard0\.h5.*featurize_train",
+    ):
+        FeatureStore(paths)
+
+
+def test_a_model_trained_on_other_data_is_named(tmp_path):
+    data_path = tmp_path / "run" / "data.h5"
+    write_data(data_path, tiny_data(), {})
+    folder = tmp_path / "run" / "models" / "m0"
+    saved_model(folder / "final", TINY_UNET, made_from={"data_digest": "0" * 64})
+    assert made_from(folder / "final") == {"data_digest": "0" * 64}
+    with pytest.raises(
+        ArtifactError,
+        match=r"models/m0 was made from other training data.*"
+        r"rule train_model",
+    ):
+        check_made_from(read_data(data_path), folder, made_from(folder / "final")["data_digest"])
+    check_made_from(read_data(data_path), folder, None)  # foreign models record nothing
+
+
 def test_a_foreign_hdf5_file_is_named_not_a_keyerror(tmp_path):
     path = tmp_path / "run" / "targets.h5"
     write_data(path, tiny_data(), {})  # a valid HDF5 file of another kind
@@ -156,7 +209,7 @@ def test_a_missing_input_says_so(tmp_path):
         read_scores(tmp_path / "scores.h5")
 
 
-def saved_model(folder: Path, cfg: dict) -> None:
+def saved_model(folder: Path, cfg: dict, made_from=None) -> None:
     torch.manual_seed(0)
     save_model(
         build_unet(ModelConfig.from_dict(cfg), (1, 8, 8)),
@@ -166,6 +219,7 @@ def saved_model(folder: Path, cfg: dict) -> None:
             ).diffusion
         ),
         folder,
+        made_from,
     )
 
 
@@ -342,3 +396,57 @@ def test_a_cifar_batch_that_carries_code_is_named_and_not_run(tmp_path, monkeypa
     with pytest.raises(DatasetError, match=r"data_batch_3 in .* is not a plain CIFAR-10 batch"):
         read_cifar10(tmp_path)
     assert not (tmp_path / "pwned").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# The LDS report's inputs are cross-checked
+
+
+def lds_inputs_case(**change):
+    """In-memory subsets, two ground-truth files and one score file that agree, then ``change``
+    applied to the score file (steps, target_ids, train_ids or attrs)."""
+    ids = np.arange(10, 20)
+    split = Subsets(
+        np.ones((2, 10), bool), np.array(["tuning", "reporting"]), ids, {"data_digest": "a" * 64}
+    )
+    truth = GroundTruth(np.zeros((2, 2, 3)), np.zeros((2, 3)), [500, 0], np.arange(3))
+    score = {
+        "scores": np.zeros((2, 3, 10)),
+        "steps": [500, 0],
+        "target_ids": np.arange(3),
+        "train_ids": ids,
+        "attrs": {"method": "m", "data_digest": "a" * 64},
+    }
+    score.update(change)
+    paths = [Path("lds/ground_truth/s0.h5"), Path("lds/ground_truth/s1.h5")]
+    return (
+        Path("lds/subsets.h5"),
+        split,
+        paths,
+        [truth, truth],
+        [Path("scores/m.h5")],
+        [Scores(**score)],
+    )
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({}, None),
+        ({"steps": [500, 100]}, r"scores/m\.h5 scores steps \[500, 100\] .* ground truth"),
+        ({"target_ids": np.arange(1, 4)}, r"scores/m\.h5 scores steps .* of targets \[1, 2, 3\]"),
+        ({"train_ids": np.arange(10)}, r"scores/m\.h5 and lds/subsets\.h5 index different"),
+        (
+            {"attrs": {"method": "m", "data_digest": "b" * 64}},
+            r"scores/m\.h5 and lds/subsets\.h5 were made from different data\.h5.*rule score",
+        ),
+    ],
+)
+def test_lds_inputs_that_disagree_stop_the_report(change, message):
+    case = lds_inputs_case(**change)
+    if message is None:
+        check_consistent(*case)
+        return
+    with pytest.raises(ArtifactError, match=message) as err:
+        check_consistent(*case)
+    assert "\n" not in str(err.value)

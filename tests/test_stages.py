@@ -18,6 +18,7 @@ from diffattr.artifacts import (
     Subsets,
     TargetFeatures,
     Targets,
+    read_data,
     read_scores,
     write_data,
     write_feature_shard,
@@ -29,7 +30,7 @@ from diffattr.artifacts import (
 from diffattr.config import RunConfig, load
 from diffattr.counterfactual import Case, plan, protocol_predictors, top_influencers
 from diffattr.data import PreparedData
-from diffattr.errors import ConfigError
+from diffattr.errors import ArtifactError, ConfigError
 from diffattr.lds.report import LdsInputs, lds_table
 from diffattr.lds.stats import lds, predictions
 from diffattr.models import load_model
@@ -151,7 +152,8 @@ def write_inputs(tmp: Path, n=30, dim=6, members=2):
         psi = RNG.standard_normal((2, 3, dim)).astype(np.float32)
         for s, (lo, hi) in enumerate([(0, 16), (16, n)]):
             path = p.train_features("loss", member, s)
-            write_feature_shard(path, phi[lo:hi], np.arange(lo, hi), data.ids[lo:hi], {})
+            attrs = {"data_digest": read_data(p.data).digest}
+            write_feature_shard(path, phi[lo:hi], np.arange(lo, hi), data.ids[lo:hi], attrs)
             paths["train_features"].append(Path(path))
         write_target_features(
             p.target_features("journey_trak", member), TargetFeatures(psi, steps, np.arange(3))
@@ -280,6 +282,16 @@ def score_journey_trak(cfg, p, paths, out, target_features):
         target_features=target_features,
         train_features=paths["train_features"],
     )
+
+
+def test_score_stage_refuses_features_of_other_training_data(tmp_path):
+    cfg = config()
+    p, data, _, _, _, paths = write_inputs(tmp_path)
+    edited = dataclasses.replace(data, images=data.images[::-1].copy())  # same shape, reordered
+    write_data(p.data, edited, {"name": "toy"})
+    with pytest.raises(ArtifactError, match=r"made from other training data.*featurize_train"):
+        score_journey_trak(cfg, p, paths, tmp_path / "s.h5", paths["target_features"])
+    assert not (tmp_path / "s.h5").exists()
 
 
 def test_score_stage_refuses_a_kernel_without_its_target_features(tmp_path):

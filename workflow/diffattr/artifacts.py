@@ -27,6 +27,7 @@ lazily one (step, target) row at a time (``ScoreFile``), so they scale past memo
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,10 +88,36 @@ def _finite(path: str | Path, **arrays: np.ndarray | None) -> None:
 # Prepared data
 
 
+def content_digest(images: np.ndarray, labels: np.ndarray, ids: np.ndarray) -> str:
+    """sha256 of the examples as stored (float32 images, labels, ids): the identity of a
+    ``data.h5`` that every artefact made from it records as ``data_digest``. The streamed caption
+    embeddings are left out (tens of GB at full COCO); they are checked by shape only."""
+    digest = hashlib.sha256()
+    for array in (np.asarray(images, np.float32), np.asarray(labels), np.asarray(ids)):
+        digest.update(str((array.dtype.str, array.shape)).encode())
+        digest.update(np.ascontiguousarray(array).data)
+    return digest.hexdigest()
+
+
+def check_made_from(data: PreparedData, made: str | Path, recorded: str | None) -> None:
+    """``made`` (an artefact recording ``data_digest``) was made from the examples of ``data``
+    (None: made before digests were recorded, not checked)."""
+    if recorded and data.digest and recorded != data.digest:
+        raise ArtifactError(
+            f"{made} was made from other training data than the current data.h5 (data digest "
+            f"{recorded[:12]} ≠ {data.digest[:12]}); {remake_hint(made)}"
+        )
+
+
 def write_data(path: str | Path, data: PreparedData, config: Mapping[str, Any]) -> None:
-    """Write ``data.h5``."""
+    """Write ``data.h5`` with the examples' ``content_digest``."""
     _finite(path, images=data.images)
-    attrs = {"dataset": data.name, "class_names": data.class_names, "config": dict(config)}
+    attrs = {
+        "dataset": data.name,
+        "class_names": data.class_names,
+        "config": dict(config),
+        "content_digest": content_digest(data.images, data.labels, data.ids),
+    }
     with create_h5(path, attrs) as f:
         f.create_dataset("images", data=data.images.astype(np.float32))
         f.create_dataset("labels", data=data.labels)
@@ -135,8 +162,8 @@ class StoredRows:
 
 
 def read_data(path: str | Path) -> PreparedData:
-    """Read ``data.h5`` written by :func:`write_data`; the ``STREAMED`` datasets (caption
-    embeddings) stay on disk as :class:`StoredRows`."""
+    """Read ``data.h5`` written by :func:`write_data`, verifying its content digest; the
+    ``STREAMED`` datasets (caption embeddings) stay on disk as :class:`StoredRows`."""
     path = Path(path)
     if not path.exists():
         raise DatasetError(f"prepared data {path} does not exist; run the prepare_data rule first")
@@ -153,8 +180,15 @@ def read_data(path: str | Path) -> PreparedData:
             name=str(attrs.get("dataset", "")),
             config=dict(attrs.get("config") or {}),
         )
+    digest = content_digest(data["images"], data["labels"], data["ids"])
+    recorded = attrs.get("content_digest")
+    if recorded is not None and recorded != digest:
+        raise ArtifactError(
+            f"{path} does not hold the examples it was written with (content digest {digest[:12]}"
+            f" ≠ recorded {str(recorded)[:12]}: corrupted or edited in place); {remake_hint(path)}"
+        )
     extra.update({k: StoredRows(path, k) for k in streamed})
-    return PreparedData(extra=extra, **data)
+    return PreparedData(extra=extra, digest=digest, **data)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,7 +274,7 @@ class FeatureStore:
     def __init__(self, paths: Sequence[str | Path]):
         if not paths:
             raise ValueError("no feature shards given")
-        shards = []
+        shards, data_digests = [], {}
         for path in paths:
             with _reading(path) as f:
                 pos = f["positions"][()]
@@ -248,6 +282,15 @@ class FeatureStore:
                     (int(pos[0]) if len(pos) else 0, len(pos), Path(path), f["features"].shape[1])
                 )
                 self.attrs = read_attrs(f)
+            if self.attrs.get("data_digest"):  # not recorded by shards of older versions
+                data_digests.setdefault(self.attrs["data_digest"], Path(path))
+        if len(data_digests) > 1:
+            first, other = list(data_digests.values())[:2]
+            raise ArtifactError(
+                f"{other} was made from other training data than {first} (their data.h5 "
+                f"digests differ); {remake_hint(other)}"
+            )
+        self.data_digest: str | None = next(iter(data_digests), None)
         shards.sort()
         self.shards = [(Path(p), lo, lo + size) for lo, size, p, _ in shards]
         self.dim = shards[0][3]

@@ -43,6 +43,7 @@ class PreparedData:
     name: str
     extra: dict[str, np.ndarray] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
+    digest: str = ""  # sha256 of the examples (artifacts.content_digest), set when read from disk
 
     def __post_init__(self) -> None:
         n = len(self.images)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel, UNet2DModel
@@ -87,11 +88,31 @@ def n_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def save_model(model: UNet2DModel, scheduler: DDPMScheduler, folder: str | Path) -> None:
-    """Save UNet weights (safetensors) and scheduler config into ``folder``."""
+MADE_FROM = "diffattr.json"
+"""What a checkpoint trained here was made from (``data_digest``), beside its config.json."""
+
+
+def save_model(
+    model: UNet2DModel,
+    scheduler: DDPMScheduler,
+    folder: str | Path,
+    made_from: dict[str, Any] | None = None,
+) -> None:
+    """Save UNet weights (safetensors), scheduler config and ``made_from`` into ``folder``."""
     folder = Path(folder)
     model.save_pretrained(folder, safe_serialization=True)
     scheduler.save_pretrained(folder)
+    if made_from is not None:
+        (folder / MADE_FROM).write_text(json.dumps(made_from, sort_keys=True) + "\n")
+
+
+def made_from(folder: str | Path) -> dict[str, Any]:
+    """What :func:`save_model` recorded the checkpoint was made from ({} for foreign models)."""
+    path = Path(folder) / MADE_FROM
+    try:
+        return json.loads(path.read_text()) if path.exists() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ModelError(f"{path} is not JSON; delete {Path(folder)} and retrain") from None
 
 
 def load_model(

@@ -12,6 +12,7 @@ from .. import layout
 from ..artifacts import (
     TargetFeatures,
     Targets,
+    check_made_from,
     read_data,
     read_patches,
     read_targets,
@@ -25,7 +26,7 @@ from ..errors import ConfigError
 from ..features import shard_positions
 from ..layout import Member
 from ..methods import FeatureKind, get_method, gradient_method
-from ..models import load_model, resolve_device
+from ..models import load_model, made_from, resolve_device
 
 log = logging.getLogger("diffattr")
 
@@ -53,6 +54,8 @@ def featurize_train(
     kind = FeatureKind.parse(model_output)
     attributor = _attributor(cfg, model, member)
     prepared = read_data(data)
+    checkpoint = layout.checkpoint(model, Member.parse(member).checkpoint)
+    check_made_from(prepared, model, made_from(checkpoint).get("data_digest"))
     batch_size = cfg.attribution.batch_size
     positions = shard_positions(prepared.n, batch_size, shards, shard)
     start = time.time()
@@ -72,6 +75,7 @@ def featurize_train(
         "shard": shard,
         "shards": shards,
         "seconds": seconds,
+        "data_digest": prepared.digest,
     }
     if weights is not None:
         attrs["residual_timesteps"] = cfg.attribution.residual_timesteps

@@ -41,7 +41,12 @@ def lds_subsets(cfg: RunConfig, *, data: Path, out: Path) -> None:
     lds = cfg.lds
     prepared = read_data(data)
     masks = make_subsets(prepared.n, lds.n_subsets, lds.alpha, cfg.seed)
-    attrs = {"alpha": lds.alpha, "seed": cfg.seed, "subset_size": int(masks[0].sum())}
+    attrs = {
+        "alpha": lds.alpha,
+        "seed": cfg.seed,
+        "subset_size": int(masks[0].sum()),
+        "data_digest": prepared.digest,
+    }
     roles = subset_roles(lds.tuning, lds.reporting)
     write_subsets(out, Subsets(masks, roles, prepared.ids, attrs))
     log.info("%d subsets of %d/%d examples", lds.n_subsets, masks[0].sum(), prepared.n)
@@ -214,5 +219,11 @@ def check_consistent(subsets_path, split, truth_paths, truths, score_paths, resu
             )
         if not np.array_equal(result.train_ids, split.train_ids):
             raise ArtifactError(f"{path} and {subsets_path} index different training examples")
+        made, subsets_made = result.attrs.get("data_digest"), split.attrs.get("data_digest")
+        if made and subsets_made and made != subsets_made:
+            raise ArtifactError(
+                f"{path} and {subsets_path} were made from different data.h5 files; "
+                f"{layout.remake_hint(path)}"
+            )
     if split.masks.shape[1] != len(split.train_ids):
         raise ArtifactError(f"{subsets_path}: masks and train_ids differ in length")

@@ -118,6 +118,7 @@ def _train(
                 weights,
                 scheduler,
                 layout.checkpoint(tmp, layout.checkpoint_name(step, recipe.steps)),
+                made_from={"data_digest": data.digest},
             )
 
         conditions = null = None

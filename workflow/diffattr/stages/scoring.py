@@ -15,6 +15,7 @@ import numpy as np
 from .. import layout
 from ..artifacts import (
     FeatureStore,
+    check_made_from,
     digest_key,
     read_data,
     read_kernel,
@@ -80,10 +81,14 @@ def score(
         **chosen.attributes(),
         "config_hash": config_hash(cfg.to_dict()),
         "config": cfg.to_dict(),
+        "data_digest": prepared.digest,
     }
     by_kind = members_by_kind(
         chosen, stored.steps, prepared.n, kernels, target_features, train_features
     )
+    for members in by_kind.values():
+        for store, _, _ in members.values():
+            check_made_from(prepared, store.shards[0][0], store.data_digest)
     attrs.update(gradient_attrs(cfg, chosen, stored.steps, by_kind))
     member_files = [read_scores(path) for path in member_scores]
     per_member = [f.scores for f in member_files]
