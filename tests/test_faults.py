@@ -450,3 +450,41 @@ def test_lds_inputs_that_disagree_stop_the_report(change, message):
     with pytest.raises(ArtifactError, match=message) as err:
         check_consistent(*case)
     assert "\n" not in str(err.value)
+
+
+def test_a_coco_image_id_that_is_not_an_integer_is_named(tmp_path):
+    from diffattr.data import coco_captions
+    from diffattr.errors import DatasetError
+
+    annotations = tmp_path / "captions_train2017.json"
+    payload = {"images": [{"id": "cat-1", "file_name": "1.jpg"}], "annotations": []}
+    annotations.write_text(json.dumps(payload))
+    with pytest.raises(DatasetError, match=r"not a COCO captions file \(ValueError: .*'cat-1'"):
+        coco_captions(annotations)
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    import contextlib
+    import errno
+
+    from diffattr import artifacts, cli
+
+    shard = tmp_path / "shard0.h5"
+    write_feature_shard(shard, np.eye(3, dtype=np.float32), np.arange(3), np.arange(3), {})
+    create_h5 = artifacts.create_h5
+
+    @contextlib.contextmanager
+    def filling_up(path, attrs=None):  # the disk fills while the file is being written
+        with create_h5(path, attrs) as f:
+            yield f
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(artifacts, "create_h5", filling_up)
+    out = tmp_path / "kernels" / "k.h5"
+    slice_ = load([REPO / "config" / "config.yaml"]).slice("kernel")
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["kernel", "--cfg", slice_, "--features", str(shard), "--out", str(out)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"diffattr kernel: error: No space left on device: {out}", err[-1]
+    assert "Traceback" not in "\n".join(err) and nothing_left(out)

@@ -317,10 +317,11 @@ def coco_captions(annotations: Path) -> tuple[dict[int, str], dict[int, list[str
         captions: dict[int, list[str]] = {}
         for ann in payload["annotations"]:
             captions.setdefault(int(ann["image_id"]), []).append(str(ann["caption"]).strip())
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        what = f"{type(err).__name__}: {err}" if isinstance(err, ValueError) else err
         raise DatasetError(
-            f"{annotations} is not a COCO captions file ({err}). {COCO_HELP}"
-        ) from err
+            f"{annotations} is not a COCO captions file ({what}). {COCO_HELP}"
+        ) from None
     return files, captions
 
 
