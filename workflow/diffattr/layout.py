@@ -234,6 +234,14 @@ class Paths:
             f"{self.run}/logs/{rule}.log" if name is None else f"{self.run}/logs/{rule}/{name}.log"
         )
 
+    def benchmark(self, rule: str, name: str | None = None) -> str:
+        """Snakemake's per-job benchmark (wall s, max RSS, CPU time) beside the job's log."""
+        return (
+            f"{self.run}/benchmarks/{rule}.tsv"
+            if name is None
+            else (f"{self.run}/benchmarks/{rule}/{name}.tsv")
+        )
+
 
 # ---------------------------------------------------------------------------------------------
 # Parsers: the only place that reads structure back out of a path

@@ -12,6 +12,8 @@ rule featurize_train:
         shards=len(SHARDS),
     log:
         P.log("featurize_train", "{output}-{member}-{shard}"),
+    benchmark:
+        P.benchmark("featurize_train", "{output}-{member}-{shard}")
     threads: 1
     conda:
         ENV
@@ -33,6 +35,8 @@ rule kernel:
         cfg=cfg_json("kernel"),
     log:
         P.log("kernel", "{output}-{member}"),
+    benchmark:
+        P.benchmark("kernel", "{output}-{member}")
     threads: 1
     conda:
         ENV
@@ -54,6 +58,8 @@ rule featurize_targets:
         cfg=cfg_json("featurize_targets"),
     log:
         P.log("featurize_targets", "{method}-{member}"),
+    benchmark:
+        P.benchmark("featurize_targets", "{method}-{member}")
     threads: 1
     conda:
         ENV
@@ -77,6 +83,8 @@ rule ekfac_member:
         cfg=cfg_json("ekfac_member"),
     log:
         P.log("ekfac_member", "{member}"),
+    benchmark:
+        P.benchmark("ekfac_member", "{member}")
     threads: 1
     conda:
         ENV
@@ -102,6 +110,8 @@ rule unlearning_member:
         cfg=cfg_json("unlearning_member"),
     log:
         P.log("unlearning_member", "{method}-{member}"),
+    benchmark:
+        P.benchmark("unlearning_member", "{method}-{member}")
     threads: 1
     conda:
         ENV
@@ -124,6 +134,8 @@ rule score:
         cfg=cfg_json("score"),
     log:
         P.log("score", "{method}"),
+    benchmark:
+        P.benchmark("score", "{method}")
     threads: 1
     conda:
         ENV
@@ -148,6 +160,8 @@ rule tuned_scores:
         cfg=cfg_json("score"),
     log:
         P.log("tuned_scores", "{method}"),
+    benchmark:
+        P.benchmark("tuned_scores", "{method}")
     threads: 1
     conda:
         ENV
@@ -179,6 +193,8 @@ rule figure_attributions:
         cfg=cfg_json("figure_attributions"),
     log:
         P.log("figure_attributions", "{method}"),
+    benchmark:
+        P.benchmark("figure_attributions", "{method}")
     conda:
         ENV
     resources:

@@ -11,6 +11,8 @@ rule train_classifier:
         cfg=cfg_json("train_classifier"),
     log:
         P.log("train_classifier"),
+    benchmark:
+        P.benchmark("train_classifier")
     threads: 1
     conda:
         ENV
@@ -45,6 +47,8 @@ rule emergence:
         cfg=cfg_json("emergence"),
     log:
         P.log("emergence"),
+    benchmark:
+        P.benchmark("emergence")
     threads: 1
     conda:
         ENV
@@ -68,6 +72,8 @@ rule cf_plan:
         cfg=cfg_json("cf_plan"),
     log:
         P.log("cf_plan"),
+    benchmark:
+        P.benchmark("cf_plan")
     conda:
         ENV
     resources:
@@ -88,6 +94,8 @@ rule train_cf_model:
         cfg=cfg_json("train"),
     log:
         P.log("train_cf_model", "c{case}"),
+    benchmark:
+        P.benchmark("train_cf_model", "c{case}")
     threads: 1
     conda:
         ENV
@@ -109,6 +117,8 @@ rule train_cf_floor:
         cfg=cfg_json("train"),
     log:
         P.log("train_cf_floor"),
+    benchmark:
+        P.benchmark("train_cf_floor")
     threads: 1
     conda:
         ENV
@@ -134,6 +144,8 @@ rule cf_resample:
         cfg=cfg_json("cf_resample"),
     log:
         P.log("cf_resample", "{name}"),
+    benchmark:
+        P.benchmark("cf_resample", "{name}")
     threads: 1
     conda:
         ENV
@@ -178,6 +190,8 @@ rule cf_report:
         cfg=cfg_json("cf_report"),
     log:
         P.log("cf_report"),
+    benchmark:
+        P.benchmark("cf_report")
     conda:
         ENV
     resources:

@@ -11,6 +11,8 @@ rule lds_subsets:
         cfg=cfg_json("lds_subsets"),
     log:
         P.log("lds_subsets"),
+    benchmark:
+        P.benchmark("lds_subsets")
     conda:
         ENV
     resources:
@@ -30,6 +32,8 @@ rule train_subset_model:
         cfg=subset_train_cfg(),
     log:
         P.log("train_subset_model", "s{subset}-r{seed}"),
+    benchmark:
+        P.benchmark("train_subset_model", "s{subset}-r{seed}")
     threads: 1
     conda:
         ENV
@@ -52,6 +56,8 @@ rule ground_truth:
         cfg=cfg_json("ground_truth"),
     log:
         P.log("ground_truth", "s{subset}"),
+    benchmark:
+        P.benchmark("ground_truth", "s{subset}")
     threads: 1
     conda:
         ENV
@@ -74,6 +80,8 @@ rule memorization_reference:
         cfg=cfg_json("memorization_reference"),
     log:
         P.log("memorization_reference"),
+    benchmark:
+        P.benchmark("memorization_reference")
     threads: 1
     conda:
         ENV
@@ -110,6 +118,8 @@ rule lds_report:
         ),
     log:
         P.log("lds_report"),
+    benchmark:
+        P.benchmark("lds_report")
     threads: 1
     conda:
         ENV

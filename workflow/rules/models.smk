@@ -8,6 +8,8 @@ rule prepare_data:
         cfg=cfg_json("prepare_data"),
     log:
         P.log("prepare_data"),
+    benchmark:
+        P.benchmark("prepare_data")
     conda:
         ENV
     resources:
@@ -26,6 +28,8 @@ rule train_model:
         cfg=cfg_json("train"),
     log:
         P.log("train_model", "m{model}"),
+    benchmark:
+        P.benchmark("train_model", "m{model}")
     threads: 1
     conda:
         ENV
@@ -47,6 +51,8 @@ rule sample_targets:
         cfg=cfg_json("sample"),
     log:
         P.log("sample_targets"),
+    benchmark:
+        P.benchmark("sample_targets")
     threads: 1
     conda:
         ENV

@@ -13,6 +13,8 @@ rule make_patches:
         cfg=cfg_json("patches"),
     log:
         P.log("make_patches"),
+    benchmark:
+        P.benchmark("make_patches")
     conda:
         ENV
     resources:
@@ -34,6 +36,8 @@ rule featurize_patch_targets:
         cfg=cfg_json("featurize_targets"),
     log:
         P.log("featurize_patch_targets", "{method}-{member}"),
+    benchmark:
+        P.benchmark("featurize_patch_targets", "{method}-{member}")
     threads: 1
     conda:
         ENV
@@ -56,6 +60,8 @@ rule score_patches:
         lds=lambda wildcards, input: f"--lds {input.lds}" if "lds" in input.keys() else "",
     log:
         P.log("score_patches", "{method}"),
+    benchmark:
+        P.benchmark("score_patches", "{method}")
     threads: 1
     conda:
         ENV
@@ -87,6 +93,8 @@ rule figure_patches:
         cfg=cfg_json("figure_attributions"),
     log:
         P.log("figure_patches", "{method}"),
+    benchmark:
+        P.benchmark("figure_patches", "{method}")
     conda:
         ENV
     resources:
@@ -108,6 +116,8 @@ rule ground_truth_patches:
         cfg=cfg_json("ground_truth_patches"),
     log:
         P.log("ground_truth_patches", "s{subset}"),
+    benchmark:
+        P.benchmark("ground_truth_patches", "s{subset}")
     threads: 1
     conda:
         ENV
@@ -144,6 +154,8 @@ rule lds_patches_report:
         cfg=cfg_json("lds_report"),
     log:
         P.log("lds_patches_report"),
+    benchmark:
+        P.benchmark("lds_patches_report")
     threads: 1
     conda:
         ENV
