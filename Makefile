@@ -1,7 +1,7 @@
 # Entry points. Each installs what it needs into a project-local virtual environment (.venv).
 #   make run    - the default workflow (config/config.yaml) on all cores
 #   make test   - the whole test suite
-#   make test-fast - the tests that run no workflow (about a minute)
+#   make test-fast - tests/unit: the tests that run no workflow (about a minute)
 #   make lint   - ruff and snakemake --lint
 #   make bench  - featurization and scoring benchmarks
 #   make gpu-smoke - train/featurize the paper-scale models on a GPU (skipped without CUDA)
@@ -41,7 +41,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q -rs --durations=12 $(ARGS)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -rs -m "not slow and not slurm" $(ARGS)
+	$(BIN)/python -m pytest -q -rs -m "not slow" tests/unit $(ARGS)
 
 lint: $(STAMP)
 	ruff check workflow tests benchmarks scripts

@@ -65,7 +65,7 @@ def test_no_two_seed_key_sequences_of_the_package_can_collide():
 
     from diffattr.seeding import _as_word
 
-    package = Path(__file__).resolve().parents[1] / "workflow" / "diffattr"
+    package = Path(__file__).resolve().parents[2] / "workflow" / "diffattr"
     arities: dict[str, set[int]] = {}
     for path in package.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):

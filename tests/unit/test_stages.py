@@ -39,7 +39,7 @@ from diffattr.stages import load as load_stage
 from diffattr.stages import slice_of
 from diffattr.storage import write_json
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RNG = np.random.default_rng(0)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "workflow" / "diffattr"
+PACKAGE = Path(__file__).resolve().parents[2] / "workflow" / "diffattr"
 
 LAYERS = {  # bottom (0) to top; the same table as diffattr/__init__.py
     0: {"__init__", "seeding", "storage", "errors", "config", "layout", "ridge", "patches"},

@@ -68,7 +68,7 @@ def test_a_light_job_imports_neither_torch_nor_diffusers(tmp_path):
 
     shard = tmp_path / "shard0.h5"
     write_feature_shard(shard, np.eye(4, dtype=np.float32), np.arange(4), np.arange(4), {})
-    slice_ = load([Path(__file__).resolve().parents[1] / "config" / "config.yaml"]).slice("kernel")
+    slice_ = load([Path(__file__).resolve().parents[2] / "config" / "config.yaml"]).slice("kernel")
     args = ["kernel", "--cfg", slice_, "--features", str(shard), "--out", str(tmp_path / "k.h5")]
     code = (
         f"import sys; from diffattr.cli import main; main({args!r}); "

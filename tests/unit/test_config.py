@@ -32,7 +32,7 @@ from diffattr.methods import METHODS
 from diffattr.stages import load as load_stage
 from diffattr.stages import slice_of
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT = REPO / "config" / "config.yaml"
 TEST = REPO / "config" / "test.yaml"
 
@@ -326,3 +326,11 @@ def test_ekfac_is_refused_for_conditional_models_before_anything_runs():
     raw["attribution"]["methods"] = ["journey_trak", "ekfac"]
     with pytest.raises(ConfigError, match="ekfac supports unconditional models only"):
         RunConfig.from_dict(raw)
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar2", "digits-lds"])
+def test_shipped_lds_configs_set_their_subset_training_length(name):
+    """Configs are merged over config/config.yaml, whose quick ``lds.train.steps`` would
+    otherwise be inherited silently by a benchmark's subset models."""
+    cfg = yaml.safe_load((REPO / "config" / f"{name}.yaml").read_text())
+    assert "steps" in cfg["lds"]["train"], f"{name}.yaml must set lds.train.steps"

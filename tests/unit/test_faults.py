@@ -45,7 +45,7 @@ from diffattr.outputs import row_outputs
 from diffattr.stages.lds import check_consistent
 from diffattr.storage import atomic_path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RNG = np.random.default_rng(0)
 
 
