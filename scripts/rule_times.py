@@ -48,7 +48,7 @@ def markdown(table: pd.DataFrame, before: pd.DataFrame | None) -> str:
     for rule, r in table.iterrows():
         cells = [
             f"`{rule}`",
-            f"{r.jobs}",
+            f"{int(r.jobs)}",
             f"{r.total_s:.0f}",
             f"{r.mean_s:.1f}",
             f"{r.share:.0%}",

@@ -122,3 +122,34 @@ def write_tiny_encoders(folder: Path) -> Path:
         sample_size=16,
     ).save_pretrained(folder / "vae")
     return folder
+
+
+def write_image_folder(root, classes=("cat", "dog"), per_class=3, size=(12, 10)):
+    """root/<class>/<i>.png with seeded RGB pixels; returns the pixels by (class, i)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    pixels = {}
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            arr = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+            Image.fromarray(arr).save(root / name / f"{i}.png")
+            pixels[c, i] = arr
+    (root / classes[-1] / "notes.txt").write_text("not an image")
+    return pixels
+
+
+def write_pretrained_pipeline(folder: Path, unet_kwargs: dict, image_shape, seed: int = 0) -> Path:
+    """A seeded tiny UNet2DModel and a DDPM scheduler saved by diffusers' own
+    ``DDPMPipeline.save_pretrained`` (model_index.json, unet/, scheduler/): a pretrained model
+    as a user would bring it."""
+    import torch
+    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+
+    torch.manual_seed(seed)
+    channels, size, _ = image_shape
+    unet = UNet2DModel(sample_size=size, in_channels=channels, out_channels=channels, **unet_kwargs)
+    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
+    DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(folder)
+    return folder

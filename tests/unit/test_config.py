@@ -99,7 +99,8 @@ def test_lds_train_overrides_exactly_the_train_recipe():
     overrides = props["lds"]["properties"]["train"]
     recipe = props["train"]["properties"]
     assert overrides["additionalProperties"] is False
-    assert set(overrides["properties"]) == set(TrainConfig.RECIPE) == set(recipe) - {"ensemble"}
+    ensemble_keys = {"ensemble", "pretrained"}  # the full ensemble, not a recipe
+    assert set(overrides["properties"]) == set(TrainConfig.RECIPE) == set(recipe) - ensemble_keys
     for key, prop in overrides["properties"].items():
         assert "default" not in prop, f"lds.train.{key} must not default (it overrides train)"
         same = {k: v for k, v in recipe[key].items() if k not in ("default", "description")}
@@ -262,7 +263,7 @@ def rule_commands() -> dict[str, tuple[str, str]]:
     """rule → (config slice, diffattr subcommand), read from the rule files."""
     out = {}
     for path in (REPO / "workflow" / "rules").glob("*.smk"):
-        for block in re.split(r"\nrule ", path.read_text())[1:]:
+        for block in re.split(r"\n\s*rule ", path.read_text())[1:]:
             name = block.split(":")[0]
             slice_ = re.search(
                 r'cfg=(?:cfg_json\("(\w+)"\)|(subset_train_cfg)\(\)|(featurize_train_cfg))', block

@@ -44,13 +44,32 @@ def test_default_model_size_and_roundtrip(tmp_path, scheduler):
     assert n_parameters(model) == 109_721  # the number config/config.yaml states
     small = build_unet(ModelConfig.from_dict(TINY_UNET), (1, 8, 8))
     save_model(small, scheduler, tmp_path / "m")
-    assert (tmp_path / "m" / "diffusion_pytorch_model.safetensors").exists()
+    assert (tmp_path / "m" / "unet" / "diffusion_pytorch_model.safetensors").exists()
     loaded, sched = load_model(tmp_path / "m", "cpu")
     for a, b in zip(small.parameters(), loaded.parameters(), strict=True):
         assert torch.equal(a, b)
     assert sched.config.num_train_timesteps == 1000
     with pytest.raises(ModelError, match="train_model"):
         load_model(tmp_path / "nothing", "cpu")
+
+
+def test_saved_models_open_in_ddpm_pipeline_and_flat_folders_still_load(tmp_path, scheduler):
+    """diffusers' own DDPMPipeline opens a saved checkpoint (same weights, same scheduler), and
+    a flat save_pretrained folder (earlier versions' layout) still loads."""
+    from diffusers import DDPMPipeline
+
+    small = build_unet(ModelConfig.from_dict(TINY_UNET), (1, 8, 8))
+    save_model(small, scheduler, tmp_path / "m")
+    pipeline = DDPMPipeline.from_pretrained(tmp_path / "m")
+    for a, b in zip(small.parameters(), pipeline.unet.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert pipeline.scheduler.alphas_cumprod.equal(scheduler.alphas_cumprod)
+    assert pipeline.scheduler.config.prediction_type == scheduler.config.prediction_type
+    small.save_pretrained(tmp_path / "flat")
+    scheduler.save_pretrained(tmp_path / "flat")
+    loaded, _ = load_model(tmp_path / "flat", "cpu", ModelConfig.from_dict(TINY_UNET))
+    for a, b in zip(small.parameters(), loaded.parameters(), strict=True):
+        assert torch.equal(a, b)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,7 +15,13 @@ from diffattr.data import (
     restricted_load,
 )
 from diffattr.errors import ConfigError
-from synthetic import cifar_arrays, write_cifar_archive, write_coco, write_tiny_encoders
+from synthetic import (
+    cifar_arrays,
+    write_cifar_archive,
+    write_coco,
+    write_image_folder,
+    write_tiny_encoders,
+)
 
 
 @pytest.mark.parametrize("fmt", ["binary", "python"])
@@ -133,22 +139,6 @@ def test_square_crop_keeps_the_centre(tmp_path):
     Image.fromarray(arr).save(tmp_path / "a.png")
     out = load_square_image(tmp_path / "a.png", 10)
     assert out.shape == (3, 10, 10) and out.min() > 0.9
-
-
-def write_image_folder(root, classes=("cat", "dog"), per_class=3, size=(12, 10)):
-    """root/<class>/<i>.png with seeded RGB pixels; returns the pixels by (class, i)."""
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    pixels = {}
-    for c, name in enumerate(classes):
-        (root / name).mkdir(parents=True)
-        for i in range(per_class):
-            arr = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-            Image.fromarray(arr).save(root / name / f"{i}.png")
-            pixels[c, i] = arr
-    (root / classes[-1] / "notes.txt").write_text("not an image")
-    return pixels
 
 
 def test_image_folder_dataset_labels_from_subfolders(tmp_path):

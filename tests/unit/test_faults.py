@@ -243,9 +243,9 @@ def test_a_checkpoint_of_another_architecture_is_refused(tmp_path):
 def test_weights_that_disagree_with_config_json_are_one_line(tmp_path):
     folder = tmp_path / "m0" / "final"
     saved_model(folder, TINY_UNET)
-    config = json.loads((folder / "config.json").read_text())
+    config = json.loads((folder / "unet" / "config.json").read_text())
     config["block_out_channels"] = [16, 32]
-    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "unet" / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelError, match=r"weights do not match its config\.json") as err:
         load_model(folder, "cpu")
     assert "\n" not in str(err.value) and len(str(err.value)) < 400
@@ -254,7 +254,7 @@ def test_weights_that_disagree_with_config_json_are_one_line(tmp_path):
 def test_truncated_safetensors_are_one_line(tmp_path):
     folder = tmp_path / "m0" / "final"
     saved_model(folder, TINY_UNET)
-    truncate(folder / "diffusion_pytorch_model.safetensors", 0.5)
+    truncate(folder / "unet" / "diffusion_pytorch_model.safetensors", 0.5)
     with pytest.raises(ModelError, match="cannot load the checkpoint"):
         load_model(folder, "cpu")
 
@@ -488,3 +488,65 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == f"diffattr kernel: error: No space left on device: {out}", err[-1]
     assert "Traceback" not in "\n".join(err) and nothing_left(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# A pretrained ensemble (train.pretrained) is checked before anything runs
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """The default config's UNet saved by diffusers' DDPMPipeline, and one of another width."""
+    from synthetic import write_pretrained_pipeline
+
+    root = tmp_path_factory.mktemp("pretrained")
+    unet = dict(default()["model"])
+    ours = write_pretrained_pipeline(root / "ours", unet, (1, 8, 8))
+    wider = write_pretrained_pipeline(
+        root / "wider", {**unet, "block_out_channels": [16, 32]}, (1, 8, 8)
+    )
+    return ours, wider
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda c, ours, _: c["train"].update(pretrained=[ours]), None),
+        (
+            lambda c, ours, _: c["train"].update(pretrained=[ours, ours], ensemble=3),
+            "train.pretrained lists 2 models for train.ensemble = 3: set train.ensemble: 2",
+        ),
+        (
+            lambda c, ours, _: c["train"].update(pretrained=[ours + "-typo"]),
+            "-typo is not a diffusers model folder",
+        ),
+        (
+            lambda c, _, wider: c["train"].update(pretrained=[wider]),
+            "is not the configured model (block_out_channels [16, 32] ≠ [16, 24])",
+        ),
+        (
+            lambda c, ours, _: (
+                c["train"].update(pretrained=[ours]),
+                c["diffusion"].update(beta_end=0.012),
+            ),
+            "beta_end 0.02 ≠ 0.012",
+        ),
+        (
+            lambda c, ours, _: (
+                c["train"].update(pretrained=[ours], checkpoints=[50]),
+                c["attribution"].update(checkpoints=["final", "step-50"]),
+            ),
+            "attribution.checkpoints must be [final] with train.pretrained",
+        ),
+    ],
+)
+def test_a_pretrained_ensemble_is_checked_before_anything_runs(pretrained, change, message):
+    values = default()
+    values["train"]["ensemble"] = 1
+    change(values, *map(str, pretrained))
+    if message is None:
+        RunConfig.from_dict(values).check()
+        return
+    with pytest.raises(ConfigError) as err:
+        RunConfig.from_dict(values).check()
+    assert message in str(err.value) and "\n" not in str(err.value), str(err.value)

@@ -8,9 +8,16 @@ import re
 import h5py
 import numpy as np
 import pytest
+import torch
 import yaml
 from conftest import COND_UNET, REPO, snakemake, workdir
-from synthetic import write_cifar_archive, write_coco, write_tiny_encoders
+from synthetic import (
+    write_cifar_archive,
+    write_coco,
+    write_image_folder,
+    write_pretrained_pipeline,
+    write_tiny_encoders,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -61,33 +68,44 @@ def test_cifar10_binary_archive_end_to_end(tmp_path):
     assert (run / "figures" / "attributions" / "journey_trak" / "target-0.png").exists()
 
 
-def test_image_folder_dataset_end_to_end(tmp_path):
-    """Your own images (dataset.name: folder): labels from the subfolders, through training,
-    sampling, attribution and the figures."""
-    from test_datasets import write_image_folder
+def test_image_folder_dataset_with_a_pretrained_model_end_to_end(tmp_path):
+    """Your own images (dataset.name: folder, labels from the subfolders) and your own model
+    (train.pretrained: a DDPMPipeline folder written by diffusers itself) through import,
+    sampling, attribution and the figures; the imported member opens in DDPMPipeline."""
+    from diffusers import DDPMPipeline
 
     write_image_folder(tmp_path / "imgs", classes=("a", "b", "c"), per_class=6)
+    unet = {
+        "block_out_channels": [8, 16],
+        "layers_per_block": 1,
+        "norm_num_groups": 4,
+        "down_block_types": ["DownBlock2D", "DownBlock2D"],
+        "up_block_types": ["UpBlock2D", "UpBlock2D"],
+    }
+    pretrained = write_pretrained_pipeline(tmp_path / "my-ddpm", unet, (3, 8, 8))
     cfg = {
         "run": "folder",
         "device": "cpu",
         "dataset": {"name": "folder", "root": str(tmp_path / "imgs"), "image_size": 8},
-        "model": {
-            "block_out_channels": [8, 16],
-            "layers_per_block": 1,
-            "norm_num_groups": 4,
-            "down_block_types": ["DownBlock2D", "DownBlock2D"],
-            "up_block_types": ["UpBlock2D", "UpBlock2D"],
-        },
+        "model": unet,
         "attribution": {**TINY["attribution"], "methods": ["journey_trak", "pixel_similarity"]},
         "lds": {"enabled": False},
         **{k: v for k, v in TINY.items() if k not in ("attribution",)},
     }
+    cfg["train"] = {**cfg["train"], "pretrained": [str(pretrained)]}
     run = run_config(tmp_path, cfg)
     with h5py.File(run / "data.h5") as f:
         assert f["images"].shape == (18, 3, 8, 8) and f["labels"][()].tolist()[-1] == 2
     with h5py.File(run / "scores" / "journey_trak.h5") as f:
         assert f["scores"].shape == (2, 2, 18) and np.isfinite(f["scores"][()]).all()
     assert (run / "figures" / "attributions" / "journey_trak" / "target-0.png").exists()
+    assert not (run / "logs" / "train_model").exists()  # imported, not trained
+    imported = DDPMPipeline.from_pretrained(run / "models" / "m0" / "final")
+    original = DDPMPipeline.from_pretrained(pretrained)
+    for (name, a), b in zip(
+        imported.unet.state_dict().items(), original.unet.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
 
 
 def test_mscoco_latent_text_conditioned_end_to_end(tmp_path):

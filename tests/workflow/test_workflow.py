@@ -52,7 +52,9 @@ def test_all_outputs_present_with_shapes_and_attributes(finished):
         assert "m1_final" in f.attrs["members"]
         assert '"kind": "factored"' in f.attrs["projection"]
     for member in ["m0", "m1"]:
-        assert (run / "models" / member / "final" / "diffusion_pytorch_model.safetensors").exists()
+        final = run / "models" / member / "final"
+        assert (final / "unet" / "diffusion_pytorch_model.safetensors").exists()
+        assert json.loads((final / "model_index.json").read_text())["_class_name"] == "DDPMPipeline"
 
 
 def test_patch_outputs_present(finished):

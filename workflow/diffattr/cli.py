@@ -36,6 +36,7 @@ HELP = {
     "out": "output file or folder (written atomically)",
     "model": "a trained model's folder (its checkpoints final, step-<n> inside)",
     "model_index": "index i of the full ensemble model (seed tag model-<i>)",
+    "source": "a pretrained diffusers model folder (DDPMPipeline layout or a UNet folder)",
     "member": "ensemble member m<index>_<checkpoint>, e.g. m0_final",
     "model_output": "feature kind <output>[-uniform][-normalized], e.g. loss, square_norm-uniform",
     "method": "attribution method (diffattr.methods.METHODS)",

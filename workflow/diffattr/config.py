@@ -177,6 +177,27 @@ class ModelConfig(Section):
     conditional: bool = False
     cross_attention_dim: int | None = None
 
+    UNET_KEYS: ClassVar[tuple[str, ...]] = (
+        "block_out_channels",
+        "layers_per_block",
+        "down_block_types",
+        "up_block_types",
+        "norm_num_groups",
+        "attention_head_dim",
+        "dropout",
+    )
+
+    def differences(self, saved: Mapping[str, Any]) -> list[str]:
+        """How a saved UNet's config.json differs from this architecture (keys set here)."""
+        conditional = saved.get("_class_name") == "UNet2DConditionModel"
+        differ = ["conditional"] if conditional != self.conditional else []
+        for key in self.UNET_KEYS:
+            want = getattr(self, key)
+            want = list(want) if isinstance(want, tuple) else want
+            if want is not None and key in saved and saved[key] != want:
+                differ.append(f"{key} {saved[key]} ≠ {want}")
+        return differ
+
 
 @dataclass(frozen=True, eq=False, repr=False)
 class DiffusionConfig(Section):
@@ -187,6 +208,17 @@ class DiffusionConfig(Section):
     beta_start: float = 0.0001
     beta_end: float = 0.02
     clip_sample: bool = True
+
+    def differences(self, saved: Mapping[str, Any]) -> list[str]:
+        """How a saved scheduler_config.json differs from this schedule (β, T, ε-prediction)."""
+        want = {
+            "num_train_timesteps": self.num_train_timesteps,
+            "beta_start": self.beta_start,
+            "beta_end": self.beta_end,
+            "beta_schedule": "linear",
+            "prediction_type": "epsilon",
+        }
+        return [f"{k} {saved.get(k)} ≠ {v}" for k, v in want.items() if saved.get(k, v) != v]
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -215,6 +247,7 @@ class TrainConfig(Section):
     checkpoints: tuple[int, ...] = ()
     p_uncond: float = 0.1
     precision: Literal["fp32", "bf16"] = "fp32"
+    pretrained: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -477,6 +510,7 @@ class RunConfig(Section):
                     f"its step to train.checkpoints (below train.steps = {self.train.steps}; "
                     "the last step is the checkpoint `final`)"
                 )
+        self.check_pretrained()
         if "ekfac" in self.attribution.methods and self.model.conditional:
             raise ConfigError(
                 "ekfac supports unconditional models only (it draws no captions): remove it from "
@@ -519,6 +553,46 @@ class RunConfig(Section):
             )
         if self.model.conditional and self.model.cross_attention_dim is None:
             raise ConfigError("model.cross_attention_dim is required when model.conditional")
+
+    def check_pretrained(self) -> None:
+        """Pretrained ensemble members exist, one per member, and are the configured model and
+        noise schedule (their config files are read; weights are checked when imported)."""
+        folders = self.train.pretrained
+        if not folders:
+            return
+        if len(folders) != self.train.ensemble:
+            raise ConfigError(
+                f"train.pretrained lists {len(folders)} models for train.ensemble = "
+                f"{self.train.ensemble}: set train.ensemble: {len(folders)}"
+            )
+        if list(self.attribution.checkpoints) != ["final"]:
+            raise ConfigError(
+                "attribution.checkpoints must be [final] with train.pretrained (a pretrained "
+                "model has no intermediate checkpoints)"
+            )
+        from .layout import model_files
+
+        for folder in folders:
+            unet, scheduler = model_files(folder)
+            files = [unet / "config.json", scheduler / "scheduler_config.json"]
+            missing = [str(f) for f in files if not f.is_file()]
+            if missing:
+                raise ConfigError(
+                    f"train.pretrained {folder} is not a diffusers model folder "
+                    f"({', '.join(missing)} missing): give a DDPMPipeline folder (unet/, "
+                    "scheduler/) or a UNet folder with its scheduler_config.json"
+                )
+            try:
+                saved, schedule = (json.loads(f.read_text()) for f in files)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise ConfigError(f"train.pretrained {folder}: a config file is not JSON") from None
+            differ = self.model.differences(saved) + self.diffusion.differences(schedule)
+            if differ:
+                raise ConfigError(
+                    f"train.pretrained {folder} is not the configured model ({'; '.join(differ)}):"
+                    " set model: and diffusion: as it was trained (subset and counterfactual "
+                    "models are trained with them)"
+                )
 
     def check_patches(self) -> None:
         """Patch boxes are non-empty and the patch methods are scored at all (the image size is
@@ -639,6 +713,7 @@ SLICES: dict[str, dict[str, tuple[str, ...] | None]] = {
         "diffusion": None,
         "train": TrainConfig.RECIPE,
     },
+    "import_model": {**_MODEL_RUN, "diffusion": None},
     "sample": {**_MODEL_RUN, "targets": None, "attribution": ("steps",)},
     "featurize_train": {
         **_MODEL_RUN,

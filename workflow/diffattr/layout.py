@@ -78,6 +78,16 @@ def checkpoint(model_dir: str | Path, name: str = FINAL) -> Path:
     return Path(model_dir) / name
 
 
+def model_files(folder: str | Path) -> tuple[Path, Path]:
+    """(UNet folder, scheduler folder) of a saved diffusers model: the ``DDPMPipeline`` layout
+    (``unet/``, ``scheduler/``, which diffattr writes) or a flat ``save_pretrained`` folder
+    (``config.json`` and ``scheduler_config.json`` side by side, as earlier versions wrote)."""
+    folder = Path(folder)
+    if (folder / "unet" / "config.json").exists():
+        return folder / "unet", folder / "scheduler"
+    return folder, folder
+
+
 def parse_case(name: str) -> int:
     if not re.fullmatch(r"c\d+", name):
         raise ConfigError(f"bad counterfactual case name {name!r}; expected c<index>")

@@ -1,7 +1,7 @@
 """diffusers models and schedulers: build from config, save and load (safetensors).
 
-A trained model is a folder ``<dir>/<checkpoint>/`` holding the UNet (``save_pretrained``) and the
-scheduler config; ``<checkpoint>`` is ``final`` or ``step-<n>``.
+A trained model is a folder ``<dir>/<checkpoint>/`` in the ``DDPMPipeline`` layout (``unet/``,
+``scheduler/``, ``model_index.json``); ``<checkpoint>`` is ``final`` or ``step-<n>``.
 """
 
 from __future__ import annotations
@@ -10,24 +10,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+import diffusers
 import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel, UNet2DModel
 from diffusers.utils import logging as diffusers_logging
 
+from . import layout
 from .config import DiffusionConfig, ModelConfig
 from .errors import ConfigError, ModelError
 
 diffusers_logging.set_verbosity_error()
-
-UNET_KEYS = (
-    "block_out_channels",
-    "layers_per_block",
-    "down_block_types",
-    "up_block_types",
-    "norm_num_groups",
-    "attention_head_dim",
-    "dropout",
-)
 
 
 def resolve_device(name: str | None = "auto") -> torch.device:
@@ -49,7 +41,7 @@ def build_unet(
     if height != width:
         raise ConfigError(f"square images expected, got {height}×{width}")
     # Unset keys (None) are left to diffusers' own defaults.
-    given = {k: getattr(model_cfg, k) for k in UNET_KEYS}
+    given = {k: getattr(model_cfg, k) for k in ModelConfig.UNET_KEYS}
     kwargs = {k: list(v) if isinstance(v, tuple) else v for k, v in given.items() if v is not None}
     if len(model_cfg.down_block_types) != len(model_cfg.block_out_channels):
         raise ConfigError("model.down_block_types and model.block_out_channels differ in length")
@@ -89,19 +81,30 @@ def n_parameters(model: torch.nn.Module) -> int:
 
 
 MADE_FROM = "diffattr.json"
-"""What a checkpoint trained here was made from (``data_digest``), beside its config.json."""
+"""What a checkpoint trained here was made from (``data_digest``), beside model_index.json."""
 
 
 def save_model(
-    model: UNet2DModel,
+    model: UNet2DModel | UNet2DConditionModel,
     scheduler: DDPMScheduler,
     folder: str | Path,
     made_from: dict[str, Any] | None = None,
 ) -> None:
-    """Save UNet weights (safetensors), scheduler config and ``made_from`` into ``folder``."""
+    """Save in the layout ``DDPMPipeline.from_pretrained(folder)`` opens: ``unet/`` (safetensors
+    + config.json), ``scheduler/`` and ``model_index.json`` (unconditional UNets; a latent
+    text-conditioned UNet has no diffusers pipeline without its VAE and text encoder), and
+    ``made_from``."""
     folder = Path(folder)
-    model.save_pretrained(folder, safe_serialization=True)
-    scheduler.save_pretrained(folder)
+    model.save_pretrained(folder / "unet", safe_serialization=True)
+    scheduler.save_pretrained(folder / "scheduler")
+    if isinstance(model, UNet2DModel):
+        index = {
+            "_class_name": "DDPMPipeline",
+            "_diffusers_version": diffusers.__version__,
+            "scheduler": ["diffusers", "DDPMScheduler"],
+            "unet": ["diffusers", "UNet2DModel"],
+        }
+        (folder / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
     if made_from is not None:
         (folder / MADE_FROM).write_text(json.dumps(made_from, sort_keys=True) + "\n")
 
@@ -121,26 +124,30 @@ def load_model(
     expected: ModelConfig | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> tuple[UNet2DModel, DDPMScheduler]:
-    """Load a model saved by :func:`save_model` onto ``device`` (required: a job's configured
-    device must reach every model it runs), in eval mode. With ``expected``, a checkpoint of
-    another architecture is refused before its weights are read."""
+    """Load a model saved by :func:`save_model` (or a flat ``save_pretrained`` UNet folder with
+    its scheduler config) onto ``device`` (required: a job's configured device must reach every
+    model it runs), in eval mode. With ``expected``, a checkpoint of another architecture is
+    refused before its weights are read."""
     folder = Path(folder)
-    if not (folder / "config.json").exists():
+    unet_dir, scheduler_dir = layout.model_files(folder)
+    if not (unet_dir / "config.json").exists():
         raise ModelError(
-            f"no model in {folder} (config.json missing); train it with the train_model rule "
-            "or point the config at a folder written by save_pretrained"
+            f"no model in {folder} (neither unet/config.json nor config.json); train it with the "
+            "train_model rule or point the config at a folder written by save_pretrained"
         )
     try:
-        saved = json.loads((folder / "config.json").read_text())
+        saved = json.loads((unet_dir / "config.json").read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ModelError(f"{folder}/config.json is not JSON; delete {folder} and retrain") from None
+        raise ModelError(
+            f"{unet_dir}/config.json is not JSON; delete {folder} and retrain"
+        ) from None
     if expected is not None:
         check_architecture(folder, saved, expected)
     conditional = saved.get("_class_name") == "UNet2DConditionModel"
     cls = UNet2DConditionModel if conditional else UNet2DModel
     try:
-        model = cls.from_pretrained(folder, low_cpu_mem_usage=False, torch_dtype=dtype)
-        scheduler = DDPMScheduler.from_pretrained(folder)
+        model = cls.from_pretrained(unet_dir, low_cpu_mem_usage=False, torch_dtype=dtype)
+        scheduler = DDPMScheduler.from_pretrained(scheduler_dir)
     except (OSError, ValueError, RuntimeError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelError(
@@ -152,14 +159,7 @@ def load_model(
 
 def check_architecture(folder: Path, saved: dict, expected: ModelConfig) -> None:
     """The checkpoint's config.json agrees with the configured model (keys set in the config)."""
-    conditional = saved.get("_class_name") == "UNet2DConditionModel"
-    differ = ["conditional"] if conditional != expected.conditional else []
-    for key in UNET_KEYS:
-        want = getattr(expected, key)
-        if want is not None and key in saved:
-            have = saved[key]
-            if (list(want) if isinstance(want, tuple) else want) != have:
-                differ.append(f"{key} {have} ≠ {list(want) if isinstance(want, tuple) else want}")
+    differ = expected.differences(saved)
     if differ:
         raise ModelError(
             f"the checkpoint {folder} is not the configured model ({'; '.join(differ)}): "

@@ -19,26 +19,50 @@ rule prepare_data:
         "diffattr prepare-data --cfg {params.cfg:q} --out {output} > {log} 2>&1"
 
 
-rule train_model:
-    input:
-        P.data,
-    output:
-        directory(P.model("{model}")),
-    params:
-        cfg=cfg_json("train"),
-    log:
-        P.log("train_model", "m{model}"),
-    benchmark:
-        P.benchmark("train_model", "m{model}")
-    threads: 1
-    conda:
-        ENV
-    resources:
-        mem_mb=4000,
-        runtime=120,
-    shell:
-        "diffattr train --cfg {params.cfg:q} --data {input} --out {output}"
-        " --model-index {wildcards.model} --threads {threads} > {log} 2>&1"
+if RUN_CONFIG.train.pretrained:
+
+    rule import_model:
+        input:
+            lambda wildcards: RUN_CONFIG.train.pretrained[int(wildcards.model)],
+        output:
+            directory(P.model("{model}")),
+        params:
+            cfg=cfg_json("import_model"),
+        log:
+            P.log("import_model", "m{model}"),
+        benchmark:
+            P.benchmark("import_model", "m{model}")
+        conda:
+            ENV
+        resources:
+            mem_mb=4000,
+            runtime=30,
+        shell:
+            "diffattr import-model --cfg {params.cfg:q} --source {input} --out {output}"
+            " > {log} 2>&1"
+
+else:
+
+    rule train_model:
+        input:
+            P.data,
+        output:
+            directory(P.model("{model}")),
+        params:
+            cfg=cfg_json("train"),
+        log:
+            P.log("train_model", "m{model}"),
+        benchmark:
+            P.benchmark("train_model", "m{model}")
+        threads: 1
+        conda:
+            ENV
+        resources:
+            mem_mb=4000,
+            runtime=120,
+        shell:
+            "diffattr train --cfg {params.cfg:q} --data {input} --out {output}"
+            " --model-index {wildcards.model} --threads {threads} > {log} 2>&1"
 
 
 rule sample_targets:

@@ -17,6 +17,7 @@ Stage = Callable[..., None]
 STAGES: dict[str, tuple[str, str, str]] = {
     "prepare-data": ("models", "prepare_data", "prepare_data"),
     "train": ("models", "train_model", "train"),
+    "import-model": ("models", "import_model", "import_model"),
     "train-subset": ("models", "train_subset_model", "train"),
     "train-counterfactual": ("models", "train_cf_model", "train"),
     "train-floor": ("models", "train_cf_floor", "train"),

@@ -54,6 +54,22 @@ def train_model(
     _train(cfg, resolve_device(cfg.device), data, out, seed_tag, None, progress)
 
 
+def import_model(cfg: RunConfig, *, source: Path, out: Path) -> None:
+    """Bring a pretrained diffusers model in as a full ensemble member (``train.pretrained``):
+    its UNet (architecture checked against ``model:`` before the weights are read) with the
+    configured noise schedule, saved as the member's ``final`` checkpoint."""
+    unet, _ = load_model(source, "cpu", cfg.model)
+    n_params = n_parameters(unet)
+    with atomic_path(out) as tmp:
+        save_model(
+            unet,
+            build_scheduler(cfg.diffusion),
+            layout.checkpoint(tmp),
+            made_from={"pretrained": str(source)},
+        )
+    log.info("imported %s (%d parameters) as %s", source, n_params, out)
+
+
 def train_subset_model(
     cfg: RunConfig,
     *,
