@@ -17,6 +17,7 @@ include: "workflow/rules/attribution.smk"
 include: "workflow/rules/lds.smk"
 include: "workflow/rules/patches.smk"
 include: "workflow/rules/counterfactual.smk"
+include: "workflow/rules/extra.smk"
 
 
 onsuccess:
@@ -52,3 +53,8 @@ rule patches:
 rule counterfactual:
     input:
         counterfactual_outputs(),
+
+
+rule extra:
+    input:
+        extra_outputs(),

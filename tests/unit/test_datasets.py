@@ -174,3 +174,22 @@ def test_image_folder_errors_name_the_folder_and_the_layout(tmp_path):
     (tmp_path / "bad" / "a" / "x.png").write_bytes(b"not a png")
     with pytest.raises(DatasetError, match=r"x\.png is not a readable image"):
         prepare({"name": "folder", "root": str(tmp_path / "bad"), "image_size": 8})
+
+
+def test_target_images_are_shaped_like_the_training_images(tmp_path):
+    """Grey training images: PIL's L conversion of the centre square, resized, in [-1, 1];
+    files sorted by name; a folder without images is one line."""
+    from diffattr.data import load_target_images
+    from PIL import Image
+
+    pixels = write_image_folder(tmp_path / "imgs", classes=("x",), per_class=2)
+    images, files = load_target_images(tmp_path / "imgs" / "x", (1, 8, 8))
+    assert images.shape == (2, 1, 8, 8) and files == ["0.png", "1.png"]
+    grey = Image.fromarray(pixels[0, 1]).convert("L").crop((1, 0, 11, 10))
+    expected = np.asarray(grey.resize((8, 8), Image.BICUBIC), np.float32) / 127.5 - 1
+    np.testing.assert_array_equal(images[1, 0], expected)
+    rgb, _ = load_target_images(tmp_path / "imgs" / "x", (3, 8, 8))
+    assert rgb.shape == (2, 3, 8, 8)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="holds no images"):
+        load_target_images(tmp_path / "empty", (1, 8, 8))

@@ -1,8 +1,11 @@
+import copy
+
 import torch
 from conftest import make_unet
 from diffattr.config import TrainConfig
 from diffattr.diffusion import (
     denoise,
+    forward_trajectory,
     initial_noise,
     model_predictor,
     swapped_predictor,
@@ -23,6 +26,27 @@ def test_x0_hat_matches_formula_and_diffusers(scheduler):
         eps = model_predictor(model)(traj.x_t[s], t)
         formula = (traj.x_t[s] - (1 - abar[t]).sqrt() * eps) / abar[t].sqrt()
         torch.testing.assert_close(traj.x0_hat[s], formula.clamp(-1, 1), rtol=1e-5, atol=1e-5)
+
+
+def test_an_image_target_is_forward_diffused_with_keyed_noise(scheduler):
+    """x_t = add_noise(x₀, ε, t) with ε the image's own keyed draws (one per step, in order);
+    x̂₀ᵗ is DDPMScheduler.step's pred_original_sample from that x_t; a rerun is identical."""
+    model = make_unet(torch.float32)
+    x0 = torch.rand(2, 1, 8, 8) * 2 - 1
+    gens = lambda: [generator(0, "extra-target", "set", j) for j in range(2)]  # noqa: E731
+    traj = forward_trajectory(x0, scheduler, 20, [500, 950, 0], model_predictor(model), gens())
+    assert traj.steps == [950, 500, 0] and torch.equal(traj.final, x0)
+    draws = gens()
+    sched = copy.deepcopy(scheduler)
+    sched.set_timesteps(20)
+    for s, t in enumerate(traj.steps):
+        eps = torch.stack([torch.randn((1, 8, 8), generator=g) for g in draws])
+        x_t = scheduler.add_noise(x0, eps, torch.full((2,), t, dtype=torch.long))
+        assert torch.equal(traj.x_t[s], x_t)
+        out = sched.step(model_predictor(model)(x_t, t), t, x_t)
+        torch.testing.assert_close(traj.x0_hat[s], out.pred_original_sample, rtol=0, atol=1e-6)
+    again = forward_trajectory(x0, scheduler, 20, [500, 950, 0], model_predictor(model), gens())
+    assert torch.equal(again.x_t, traj.x_t) and torch.equal(again.x0_hat, traj.x0_hat)
 
 
 def test_trajectory_independent_of_batch(scheduler):

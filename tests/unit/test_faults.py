@@ -550,3 +550,28 @@ def test_a_pretrained_ensemble_is_checked_before_anything_runs(pretrained, chang
     with pytest.raises(ConfigError) as err:
         RunConfig.from_dict(values).check()
     assert message in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"samples": {"more": 2}}, None),
+        (
+            {"images": {"mine": "nowhere/"}},
+            "extra_targets.images.mine: nowhere/ is not a folder of images",
+        ),
+        ({"samples": {"my set": 2}}, "extra_targets name 'my set' is not a plain name"),
+        (
+            {"images": {"a": "."}, "samples": {"a": 2}},
+            "extra_targets ['a'] are named under both images and samples",
+        ),
+    ],
+)
+def test_extra_target_sets_are_checked_before_anything_runs(extra, message):
+    values = {**default(), "extra_targets": extra}
+    if message is None:
+        assert RunConfig.from_dict(values).extra_targets.names == ["more"]
+        return
+    with pytest.raises(ConfigError) as err:
+        RunConfig.from_dict(values)
+    assert message in str(err.value) and "\n" not in str(err.value), str(err.value)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -423,6 +424,20 @@ class FiguresConfig(Section):
 
 
 @dataclass(frozen=True, eq=False, repr=False)
+class ExtraTargetsConfig(Section):
+    """More targets, each set scored against the run's stored training features and kernels
+    (nothing on the training side is recomputed): images from a folder, or new samples."""
+
+    path: ClassVar[str] = "extra_targets"
+    images: Mapping[str, str] = field(default_factory=dict)  # set name → folder of images
+    samples: Mapping[str, int] = field(default_factory=dict)  # set name → new samples of model 0
+
+    @property
+    def names(self) -> list[str]:
+        return sorted({*self.images, *self.samples})
+
+
+@dataclass(frozen=True, eq=False, repr=False)
 class RunConfig(Section):
     """A whole experiment."""
 
@@ -438,6 +453,7 @@ class RunConfig(Section):
     lds: LdsConfig = field(default_factory=LdsConfig)
     counterfactual: CounterfactualConfig = field(default_factory=CounterfactualConfig)
     figures: FiguresConfig = field(default_factory=FiguresConfig)
+    extra_targets: ExtraTargetsConfig = field(default_factory=ExtraTargetsConfig)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> RunConfig:  # type: ignore[override]
@@ -511,6 +527,7 @@ class RunConfig(Section):
                     "the last step is the checkpoint `final`)"
                 )
         self.check_pretrained()
+        self.check_extra_targets()
         if "ekfac" in self.attribution.methods and self.model.conditional:
             raise ConfigError(
                 "ekfac supports unconditional models only (it draws no captions): remove it from "
@@ -553,6 +570,25 @@ class RunConfig(Section):
             )
         if self.model.conditional and self.model.cross_attention_dim is None:
             raise ConfigError("model.cross_attention_dim is required when model.conditional")
+
+    def check_extra_targets(self) -> None:
+        """Extra target sets have distinct file-safe names and existing image folders."""
+        extra = self.extra_targets
+        both = sorted(set(extra.images) & set(extra.samples))
+        if both:
+            raise ConfigError(
+                f"extra_targets {both} are named under both images and samples: rename one"
+            )
+        for name in extra.names:
+            if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+                raise ConfigError(
+                    f"extra_targets name {name!r} is not a plain name: use letters, digits, _ or -"
+                )
+        for name, folder in extra.images.items():
+            if not Path(folder).is_dir():
+                raise ConfigError(
+                    f"extra_targets.images.{name}: {folder} is not a folder of images"
+                )
 
     def check_pretrained(self) -> None:
         """Pretrained ensemble members exist, one per member, and are the configured model and

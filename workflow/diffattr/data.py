@@ -325,19 +325,43 @@ def coco_captions(annotations: Path) -> tuple[dict[int, str], dict[int, list[str
     return files, captions
 
 
-def load_square_image(path: Path, size: int) -> np.ndarray:
-    """Centre crop to a square, resize to ``size`` (bicubic), (3, size, size) float32 in [-1, 1]."""
+def load_square_image(path: Path, size: int, channels: int = 3) -> np.ndarray:
+    """Centre crop to a square, resize to ``size`` (bicubic), (channels, size, size) float32 in
+    [-1, 1]; ``channels`` 3 (RGB) or 1 (grey, PIL's L conversion)."""
     from PIL import Image
 
     if not path.exists():
         raise DatasetError(f"image {path} does not exist")
     with Image.open(path) as im:
-        im = im.convert("RGB")
+        im = im.convert("RGB" if channels == 3 else "L")
         side = min(im.size)
         left, top = (im.width - side) // 2, (im.height - side) // 2
         im = im.crop((left, top, left + side, top + side)).resize((size, size), Image.BICUBIC)
         arr = np.asarray(im, dtype=np.float32)
-    return arr.transpose(2, 0, 1) / 127.5 - 1.0
+    arr = arr.transpose(2, 0, 1) if arr.ndim == 3 else arr[None]
+    return arr / 127.5 - 1.0
+
+
+def load_target_images(folder: Path, shape: tuple[int, int, int]) -> tuple[np.ndarray, list[str]]:
+    """The images of ``folder`` (sorted by file name) shaped like the training images ``shape``
+    (C, H, W): centre square, resized, grey or RGB, [-1, 1]; and their file names."""
+    channels, height, width = shape
+    if height != width or channels not in (1, 3):
+        raise DatasetError(
+            f"target images need square grey or RGB training images, not {channels}×{height}×"
+            f"{width} (latent models: encode the images yourself)"
+        )
+    folder = Path(folder)
+    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DatasetError(f"{folder} holds no images (png, jpg, …)")
+    images = []
+    for path in files:
+        try:
+            images.append(load_square_image(path, height, channels))
+        except OSError as err:
+            raise DatasetError(f"{path} is not a readable image ({err})") from None
+    return np.stack(images).astype(np.float32), [f.name for f in files]
 
 
 def load_encoders(cfg: Mapping[str, Any], device: str):

@@ -251,6 +251,44 @@ def denoise(
     )
 
 
+@torch.no_grad()
+def forward_trajectory(
+    x0: Tensor,
+    scheduler: DDPMScheduler,
+    sampling_steps: int,
+    record: Iterable[int],
+    predictor: Predictor,
+    generators: Sequence[torch.Generator],
+) -> Trajectory:
+    """A real image's stand-in for a trajectory, at the sampler timesteps in ``record`` (noisy →
+    clean): x_t = √ᾱ_t x₀ + √(1−ᾱ_t) ε with ε drawn from each image's own generator (one draw per
+    step, in order), and x̂₀ᵗ = (x_t − √(1−ᾱ_t) ε_θ(x_t, t)) / √ᾱ_t, clipped as the sampler clips
+    (DDPMScheduler's ``pred_original_sample``). Each x_t is diffused from the image on its own:
+    unlike a sampled target's, they do not lie on one sampling path. ``final`` is x₀."""
+    if len(generators) != x0.shape[0]:
+        raise ValueError("forward_trajectory needs one generator per image")
+    wanted = set(record)
+    steps = [t for t in inference_timesteps(scheduler, sampling_steps) if t in wanted]
+    xs, x0s = [], []
+    for t in steps:
+        eps = torch.stack([torch.randn(x0.shape[1:], generator=g) for g in generators]).to(x0)
+        x_t = scheduler.add_noise(x0, eps, torch.full((len(x0),), t, dtype=torch.long))
+        a = scheduler.alphas_cumprod[t]  # float32, as DDPMScheduler.step computes it
+        x0_hat = (x_t - (1 - a) ** 0.5 * predictor(x_t, t)) / a**0.5
+        if scheduler.config.clip_sample:
+            limit = scheduler.config.clip_sample_range
+            x0_hat = x0_hat.clamp(-limit, limit)
+        xs.append(x_t)
+        x0s.append(x0_hat)
+    empty = x0.new_zeros((0, *x0.shape))
+    return Trajectory(
+        final=x0.clone(),
+        steps=steps,
+        x_t=torch.stack(xs) if xs else empty,
+        x0_hat=torch.stack(x0s) if x0s else empty,
+    )
+
+
 def initial_noise(shape: tuple[int, ...], generators: Sequence[torch.Generator]) -> Tensor:
     """x_T, one image per generator (drawn first from each image's own stream)."""
     return torch.stack([torch.randn(shape, generator=g) for g in generators])

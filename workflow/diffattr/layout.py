@@ -144,6 +144,11 @@ class Paths:
     def data(self) -> str:
         return f"{self.run}/data.h5"
 
+    def extra(self, target_set: str) -> Paths:
+        """An extra target set's own targets, target features, scores and figures (the same
+        names as the run's, under ``extra/<set>/``); the training side stays the run's."""
+        return Paths(f"{self.run}/extra/{target_set}")
+
     def model(self, index: int | str) -> str:
         """Full model i: a folder of checkpoints ``final``, ``step-<n>``."""
         return f"{self.run}/models/m{index}"
@@ -300,6 +305,9 @@ def parse_ground_truth(path: str | Path) -> int:
 
 
 _RULES = [  # (path pattern within a run, the rule that makes it)
+    (r"extra/[^/]+/targets\.h5", "sample_extra_targets"),
+    (r"extra/[^/]+/features/targets/.+\.h5", "featurize_extra_targets"),
+    (r"extra/[^/]+/scores/.+\.h5", "score_extra"),
     (r"data\.h5", "prepare_data"),
     (r"patches\.h5", "make_patches"),
     (r"features/patch_targets/.+\.h5", "featurize_patch_targets"),

@@ -44,6 +44,7 @@ import numpy as np
 
 from .config import uniform_timesteps
 from .errors import ConfigError
+from .layout import Paths
 from .scoring import (
     BlockFn,
     Kernel,
@@ -143,6 +144,29 @@ class Method(ABC):
             "description": self.description,
             "target_image": self.target_image,
         }
+
+    def score_inputs(
+        self, run: Paths, targets: Paths, members: Sequence[str], steps: Sequence[int], shards: int
+    ) -> dict[str, list[str]]:
+        """The files its score job reads besides data and targets: the run's per-member scores,
+        or its kernels and training shards (every feature kind over ``steps``) with the target
+        features of ``targets`` (the run's own paths, or an extra target set's)."""
+        inputs: dict[str, list[str]] = {
+            "kernels": [],
+            "target_features": [],
+            "train_features": [],
+            "member_scores": [],
+        }
+        if self.uses_member_scores:
+            inputs["member_scores"] = [run.member_scores(self.name, m) for m in members]
+        if isinstance(self, GradientMethod):
+            kinds = [k.key for k in self.kinds(steps)]
+            inputs["kernels"] = [run.kernel(k, m) for k in kinds for m in members]
+            inputs["target_features"] = [targets.target_features(self.name, m) for m in members]
+            inputs["train_features"] = [
+                run.train_features(k, m, s) for k in kinds for m in members for s in range(shards)
+            ]
+        return inputs
 
 
 class GradientMethod(Method):

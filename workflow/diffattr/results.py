@@ -8,6 +8,8 @@ with the row to read chosen for you.
     run.top("journey_trak", target=3, step=300, k=10) # the 10 strongest + and − influencers
     run.lds()                                         # the LDS rows to read
     run.patch_scores("journey_trak")                  # (step, target, patch, train) with boxes
+    run.add_targets("mine", ["config/config.yaml"], images="my_images/")  # new targets
+    run.scores("journey_trak", target_set="mine")
 
 Axes: ``step`` holds timesteps t (noisy → clean, as sampled), ``target`` target ids, ``train``
 training-example ids (with their ``label`` and ``position``, the row of ``data.h5`` and of
@@ -17,6 +19,7 @@ training-example ids (with their ``label`` and ``position``, the row of ``data.h
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 
@@ -24,9 +27,14 @@ import numpy as np
 import pandas as pd
 
 from .artifacts import ScoreFile, Targets, read_data, read_scores, read_targets
+from .config import RunConfig
+from .config import load as load_config
 from .data import PreparedData
 from .errors import ArtifactError, ConfigError
 from .layout import Paths, parse_scores
+from .layout import members as layout_members
+from .methods import get_method
+from .storage import config_hash
 
 log = logging.getLogger("diffattr")
 
@@ -53,7 +61,101 @@ class Run:
         folder = Path(self.paths.scores("any")).parent
         return sorted(parse_scores(p) for p in folder.glob("*.h5"))
 
-    def _score_path(self, method: str, tuned: bool = True) -> Path:
+    def check_config(self, config: RunConfig | Sequence[str | Path]) -> RunConfig:
+        """``config`` (a RunConfig or the YAML files the run was made with, merged as Snakemake
+        merges them) after checking it is this run's: its scoring keys hash to what the run's
+        score files recorded."""
+        cfg = config if isinstance(config, RunConfig) else load_config(config)
+        if cfg.run != self.folder.name:
+            raise ConfigError(f"the config is of run {cfg.run!r}, not {self.folder.name!r}")
+        expected = config_hash(RunConfig.from_slice(cfg.slice("score"), "score").to_dict())
+        for path in sorted(Path(self.paths.scores("any")).parent.glob("*.h5")):
+            with ScoreFile(path) as f:
+                if f.attrs.get("config_hash", expected) != expected:
+                    raise ConfigError(
+                        f"the config does not match the one {path} was scored with (λ, K, R, "
+                        "the schedule or the seed differ): pass the run's own config files"
+                    )
+        return cfg
+
+    def extra_sets(self) -> list[str]:
+        """Names of the run's extra target sets (``extra/<set>/``)."""
+        folder = self.folder / "extra"
+        return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+
+    def add_targets(
+        self,
+        name: str,
+        config: RunConfig | Sequence[str | Path],
+        *,
+        images: str | Path | None = None,
+        samples: int = 0,
+        methods: Sequence[str] | None = None,
+        progress: bool = False,
+    ) -> list[str]:
+        """Score a new target set against the run's stored training features and kernels, in
+        this process (what ``extra_targets`` does in the workflow; the same files, under
+        ``extra/<name>/``): the images of the folder ``images`` (forward-diffused at each step
+        with keyed noise) or ``samples`` new samples of model 0. Only the targets' trajectories
+        and features are computed. Returns the methods scored (``methods`` or every scored one
+        but those that refit per target: ekfac, unlearning); read them with
+        ``scores(method, target_set=name)``. ``config``: the run's config files (checked,
+        ``check_config``)."""
+        from .stages.attribution import featurize_targets
+        from .stages.models import sample_extra_targets
+        from .stages.scoring import score
+
+        cfg, run, extra = self.check_config(config), self.paths, self.paths.extra(name)
+        members = [str(m) for m in layout_members(cfg.train.ensemble, cfg.attribution.checkpoints)]
+        steps = cfg.attribution_steps()
+        chosen = [m for m in (methods or self.methods()) if not get_method(m).uses_member_scores]
+        sample_extra_targets(
+            cfg,
+            model=Path(run.model(0)),
+            data=Path(run.data),
+            target_set=name,
+            out=Path(extra.targets),
+            image_folder=None if images is None else Path(images),
+            new_samples=samples,
+            progress=progress,
+        )
+        lds = Path(run.report("lds.json"))
+        for method in chosen:
+            files = get_method(method).score_inputs(
+                run, extra, members, steps, cfg.attribution.shards
+            )
+            for member, out in zip(members, files["target_features"], strict=False):
+                featurize_targets(
+                    cfg,
+                    model=Path(run.model_of_member(member)),
+                    member=member,
+                    method=method,
+                    targets=Path(extra.targets),
+                    out=Path(out),
+                )
+            tuned = get_method(method).uses_gradients and lds.exists()
+            score(
+                cfg,
+                method=method,
+                data=Path(run.data),
+                targets=Path(extra.targets),
+                out=Path(extra.scores(method)),
+                kernels=[Path(f) for f in files["kernels"]],
+                target_features=[Path(f) for f in files["target_features"]],
+                train_features=[Path(f) for f in files["train_features"]],
+                lds=lds if tuned else None,
+            )
+        return chosen
+
+    def _score_path(self, method: str, tuned: bool = True, target_set: str | None = None) -> Path:
+        if target_set is not None:
+            path = Path(self.paths.extra(target_set).scores(method))
+            if not path.exists():
+                raise ArtifactError(
+                    f"no scores of {method!r} for the target set {target_set!r} in {self.folder};"
+                    " add it with Run.add_targets or extra_targets in the config"
+                )
+            return path  # made with the LDS-tuned λ where the run has an LDS
         path = Path(self.paths.scores(method))
         if not path.exists():
             raise ArtifactError(f"no scores of {method!r} in {self.folder}; have {self.methods()}")
@@ -67,12 +169,13 @@ class Run:
             return path
         return tuned_path
 
-    def scores(self, method: str, tuned: bool = True):
+    def scores(self, method: str, tuned: bool = True, target_set: str | None = None):
         """Scores τ of every (step, target, training example) as an ``xarray.DataArray``: with the
-        λ the LDS tuned per step where the run has them (``tuned``; attribute lambda_source)."""
+        λ the LDS tuned per step where the run has them (``tuned``; attribute lambda_source);
+        of an extra target set's targets with ``target_set``."""
         import xarray as xr
 
-        result = read_scores(self._score_path(method, tuned))
+        result = read_scores(self._score_path(method, tuned, target_set))
         labels = self.data.labels[np.searchsorted(self.data.ids, result.train_ids)]
         return xr.DataArray(
             result.scores,
@@ -121,13 +224,22 @@ class Run:
         )
 
     def top(
-        self, method: str, target: int, step: int, k: int = 10, patch: int | None = None
+        self,
+        method: str,
+        target: int,
+        step: int,
+        k: int = 10,
+        patch: int | None = None,
+        target_set: str | None = None,
     ) -> pd.DataFrame:
         """The ``k`` strongest positive and ``k`` strongest negative influencers of target id
-        ``target`` at timestep ``step`` (of its patch ``patch`` with attribution.patches):
-        columns rank, sign, train_id, position, label, score (the images are
-        ``run.data.images[df.position]``)."""
-        path = self._score_path(method) if patch is None else Path(self.paths.patch_scores(method))
+        ``target`` at timestep ``step`` (of its patch ``patch`` with attribution.patches; of an
+        extra target set with ``target_set``): columns rank, sign, train_id, position, label,
+        score (the images are ``run.data.images[df.position]``)."""
+        if patch is None:
+            path = self._score_path(method, target_set=target_set)
+        else:
+            path = Path(self.paths.patch_scores(method))
         if patch is not None and not path.exists():
             raise ArtifactError(f"no patch scores of {method!r} in {self.folder}")
         with ScoreFile(path) as scores:

@@ -30,6 +30,9 @@ PATCHES = RUN_CONFIG.attribution.patches
 PATCH_METHODS = PATCHES.methods_of(METHODS) if PATCHES.enabled else []
 CF = RUN_CONFIG.counterfactual
 CF_CASES = [case_name(i) for i in range(CF.n_cases)]
+EXTRA = RUN_CONFIG.extra_targets
+EXTRA_SETS = EXTRA.names
+EXTRA_METHODS = [m for m in METHODS if not get_method(m).uses_member_scores]  # no per-target refit
 
 
 wildcard_constraints:
@@ -40,6 +43,7 @@ wildcard_constraints:
     shard=r"\d+",
     subset=r"\d+",
     seed=r"\d+",
+    target_set=r"[A-Za-z0-9_-]+",
 
 
 def cfg_json(stage):
@@ -77,22 +81,8 @@ def shards_of_kernel(wildcards):
 
 def score_inputs(wildcards):
     method = get_method(wildcards.method)
-    inputs = {
-        "data": P.data,
-        "targets": P.targets,
-        "kernels": [],
-        "target_features": [],
-        "train_features": [],
-        "member_scores": [],
-    }
-    if method.uses_member_scores:
-        inputs["member_scores"] = [P.member_scores(wildcards.method, m) for m in MEMBERS]
-    if method.uses_gradients:
-        kinds = [k.key for k in method.kinds(STEPS)]
-        inputs["kernels"] = [P.kernel(k, m) for k in kinds for m in MEMBERS]
-        inputs["target_features"] = [P.target_features(wildcards.method, m) for m in MEMBERS]
-        inputs["train_features"] = [s for k in kinds for m in MEMBERS for s in train_shards(k, m)]
-    return inputs
+    inputs = method.score_inputs(P, P, MEMBERS, STEPS, len(SHARDS))
+    return {"data": P.data, "targets": P.targets, **inputs}
 
 
 def patch_score_inputs(wildcards):
@@ -154,9 +144,37 @@ def patch_outputs():
     return out
 
 
+def extra_score_inputs(wildcards):
+    """An extra target set's scores: the run's kernels and training shards (nothing on the
+    training side is remade), the set's own targets and target features, and with the LDS its
+    lds.json (each step scored with the λ tuned there, as the run's figures are)."""
+    method, extra = get_method(wildcards.method), P.extra(wildcards.target_set)
+    inputs = method.score_inputs(P, extra, MEMBERS, STEPS, len(SHARDS))
+    lds = {"lds": P.report("lds.json")} if LDS.enabled and method.uses_gradients else {}
+    return {"data": P.data, "targets": extra.targets, **inputs, **lds}
+
+
+def extra_source(wildcards):
+    """The CLI option naming where an extra target set comes from (a rerun trigger)."""
+    name = wildcards.target_set
+    if name in EXTRA.images:
+        return f"--image-folder {EXTRA.images[name]}"
+    return f"--new-samples {EXTRA.samples[name]}"
+
+
+def extra_outputs():
+    return [
+        path
+        for name in EXTRA_SETS
+        for m in EXTRA_METHODS
+        for path in (P.extra(name).scores(m), P.extra(name).attribution_figures(m))
+    ]
+
+
 def final_outputs():
     return (
         attribution_outputs()
+        + extra_outputs()
         + patch_outputs()
         + (lds_outputs() if LDS.enabled else [])
         + (counterfactual_outputs() if CF.enabled else [])

@@ -22,6 +22,7 @@ STAGES: dict[str, tuple[str, str, str]] = {
     "train-counterfactual": ("models", "train_cf_model", "train"),
     "train-floor": ("models", "train_cf_floor", "train"),
     "sample": ("models", "sample", "sample"),
+    "sample-extra-targets": ("models", "sample_extra_targets", "sample"),
     "featurize-train": ("attribution", "featurize_train", "featurize_train"),
     "featurize-targets": ("attribution", "featurize_targets", "featurize_targets"),
     "ekfac-member": ("attribution", "ekfac_member", "ekfac_member"),

@@ -13,9 +13,10 @@ import torch
 from .. import layout
 from ..artifacts import Targets, read_data, read_plan, read_subsets, write_data, write_targets
 from ..config import RunConfig, attribution_steps
-from ..data import prepare
+from ..data import load_target_images, prepare
 from ..diffusion import (
     denoise,
+    forward_trajectory,
     guided_predictor,
     inference_timesteps,
     init_seeded,
@@ -206,3 +207,64 @@ def sample(cfg: RunConfig, *, model: Path, data: Path, out: Path, progress: bool
     )
     write_targets(out, targets)
     log.info("sampled %d targets, recorded steps %s", n, traj.steps)
+
+
+def sample_extra_targets(
+    cfg: RunConfig,
+    *,
+    model: Path,
+    data: Path,
+    target_set: str,
+    out: Path,
+    image_folder: Path | None = None,
+    new_samples: int = 0,
+    progress: bool = True,
+) -> None:
+    """An extra target set (``extra_targets``) with trajectories at the attribution steps:
+    the images of ``image_folder`` forward-diffused at each step with keyed noise
+    (``forward_trajectory``), or ``new_samples`` new samples of model 0 (noise keyed by the
+    set's name). Scored later against the run's stored training side."""
+    if (image_folder is None) == (new_samples == 0):
+        raise ConfigError("give an extra target set either --image-folder or --new-samples")
+    device = resolve_device(cfg.device)
+    unet, scheduler = load_model(layout.checkpoint(model), device, cfg.model)
+    prepared = read_data(data)
+    if prepared.conditional:
+        raise ConfigError("extra_targets are not supported for text-conditioned latent models")
+    sampling_steps = cfg.targets.sampling_steps
+    steps = attribution_steps(cfg.attribution.steps, inference_timesteps(scheduler, sampling_steps))
+    predictor = model_predictor(unet)
+    if image_folder is not None:
+        images, files = load_target_images(image_folder, prepared.shape)
+        gens = [generator(cfg.seed, "extra-target", target_set, j) for j in range(len(images))]
+        x0 = torch.from_numpy(images).to(device)
+        traj = forward_trajectory(x0, scheduler, sampling_steps, steps, predictor, gens)
+        source = {
+            "images": str(image_folder),
+            "files": files,
+            "x_t": "forward-diffused from the image with keyed noise at each step",
+        }
+    else:
+        gens = [generator(cfg.seed, "extra-sample", target_set, j) for j in range(new_samples)]
+        x = initial_noise(prepared.shape, gens).to(device)
+        traj = denoise(
+            x, scheduler, sampling_steps, predictor, gens, record=steps, progress=progress
+        )
+        source = {"samples": new_samples}
+    targets = Targets(
+        final=traj.final.cpu().numpy(),
+        x_t=traj.x_t.cpu().numpy(),
+        x0_hat=traj.x0_hat.cpu().numpy(),
+        steps=traj.steps,
+        target_ids=np.arange(len(traj.final)),
+        attrs={
+            "seed": cfg.seed,
+            "sampling_steps": sampling_steps,
+            "model": str(layout.checkpoint(model)),
+            "target_set": target_set,
+            "source": source,
+            "x0_hat": "pred_original_sample of DDPMScheduler (model 0)",
+        },
+    )
+    write_targets(out, targets)
+    log.info("extra target set %s: %d targets, steps %s", target_set, len(traj.final), traj.steps)
