@@ -91,14 +91,64 @@ def test_patch_outputs_present(finished):
     assert (run / "figures" / "lds_patches.png").stat().st_size > 0
 
 
-def test_html_report_of_the_test_run_builds(finished):
-    """Snakemake's HTML report of the shared run (what `make report` builds) holds the LDS, the
-    patch LDS and the attribution figures' sections."""
+@pytest.fixture(scope="module")
+def report_html(finished):
+    """Snakemake's HTML report of the shared run (what `make report` builds)."""
     snakemake(finished, "--report", "report.html")
-    html = (finished / "report.html").read_text(errors="replace")
+    return finished / "report.html"
+
+
+def test_html_report_of_the_test_run_builds(report_html):
+    """The report holds the LDS, the patch LDS and the attribution figures' sections."""
+    html = report_html.read_text(errors="replace")
     for section in ["Evaluation", "Patch LDS", "Attributions", "Patches", "lds_patches.csv"]:
         assert section in html, section
     assert "System Message" not in html  # no reST error box in a caption
+
+
+def chromium():
+    """The system Chromium (Debian package ``chromium``) driven by playwright, or a skip."""
+    import shutil
+
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        pytest.skip("no Chromium: apt-get install chromium (.ci/run installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    return sync_api, path
+
+
+def test_the_report_shows_its_tables_and_figures_in_a_browser(report_html):
+    """Headless Chromium clicks through the report: the LDS and counterfactual tables render
+    as tables (not download links), with their rows; a figure of each section loads; no reST
+    system message anywhere."""
+    sync_api, path = chromium()
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=path, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(report_html.as_uri())
+        evaluation = page.get_by_text("Evaluation", exact=True).first
+        evaluation.click()
+        shown = {}
+        for subcategory, table_file, figure_file in [
+            ("LDS", "lds.html", "lds.png"),
+            ("Counterfactual", "counterfactual.html", "counterfactual_metrics.png"),
+        ]:
+            page.get_by_text(subcategory, exact=True).first.click()
+            page.locator("tr", has_text=table_file).locator("a").first.click()
+            frame = page.frame_locator("iframe").first
+            rows = frame.locator("tbody tr")
+            rows.first.wait_for()
+            shown[subcategory] = frame.locator("table").inner_text()
+            assert rows.count() > 3, subcategory
+            page.locator("tr", has_text=figure_file).locator("a").first.click()
+            image = page.locator("img[src^='data:image/png']").first
+            image.wait_for()
+            assert image.evaluate("i => i.complete && i.naturalWidth > 300"), figure_file
+            page.get_by_text("Evaluation", exact=True).first.click()
+        assert "journey_trak" in shown["LDS"] and "ci_low" in shown["LDS"]
+        assert "diff_vs_random" in shown["Counterfactual"]
+        assert "System Message" not in page.content()
+        browser.close()
 
 
 def test_rerun_does_nothing(finished):

@@ -73,6 +73,7 @@ HELP = {
     "out_json": "output JSON",
     "out_cases": "output CSV of every case",
     "out_figure": "output figure (PNG)",
+    "out_html": "output HTML table (shown in the report)",
     "out_figure_metrics": "output figure of the metrics (PNG)",
     "out_figure_samples": "output figure of paired samples (PNG)",
     "run": "a run's results folder, e.g. results/default",

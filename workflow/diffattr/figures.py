@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 plt.rcParams.update({"figure.dpi": 120, "savefig.dpi": 150, "font.size": 8})
 
@@ -344,3 +348,49 @@ def counterfactual_samples_figure(shown) -> plt.Figure:
         )
     fig.tight_layout()
     return fig
+
+
+_TABLE_STYLE = """
+body { font: 13px/1.4 system-ui, sans-serif; margin: 12px; color: #1e293b; }
+h1 { font-size: 16px; margin: 0 0 8px; }
+p.note { margin: 4px 0; }
+p.warn { margin: 4px 0; padding: 6px 8px; background: #fef2f2; border-left: 4px solid #dc2626; }
+table { border-collapse: collapse; margin-top: 8px; }
+th, td { padding: 3px 8px; border-bottom: 1px solid #e2e8f0; text-align: right; }
+th { background: #f1f5f9; position: sticky; top: 0; }
+td:first-child, th:first-child { text-align: left; }
+tr.muted td { color: #94a3b8; }
+tr.strong td { font-weight: 600; }
+"""
+
+
+def html_table(
+    table: pd.DataFrame,
+    title: str,
+    warnings: Sequence[str] = (),
+    notes: Sequence[str] = (),
+    row_class: Sequence[str] | None = None,
+) -> str:
+    """A report table as a standalone HTML page (the report shows it inline): a title, warning
+    boxes, notes, then the rows (``row_class`` per row: "muted", "strong" or "")."""
+    import html
+
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return "" if np.isnan(value) else f"{value:.3f}"
+        return html.escape(str(value))
+
+    classes = list(row_class) if row_class is not None else [""] * len(table)
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
+    rows = "".join(
+        f'<tr class="{cls}">' + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>"
+        for cls, row in zip(classes, table.itertuples(index=False), strict=True)
+    )
+    parts = [f"<h1>{html.escape(title)}</h1>"]
+    parts += [f'<p class="warn">{html.escape(w)}</p>' for w in warnings]
+    parts += [f'<p class="note">{html.escape(n)}</p>' for n in notes]
+    parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+    return (
+        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{_TABLE_STYLE}</style></head><body>{''.join(parts)}</body></html>\n"
+    )

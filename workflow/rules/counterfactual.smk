@@ -174,6 +174,12 @@ rule cf_report:
             subcategory="Counterfactual",
         ),
         cases=P.report("counterfactual_cases.csv"),
+        html=report(
+            P.report("counterfactual.html"),
+            caption="../report/counterfactual.rst",
+            category="Evaluation",
+            subcategory="Counterfactual",
+        ),
         metrics=report(
             P.figure("counterfactual_metrics.png"),
             caption="../report/counterfactual.rst",
@@ -202,4 +208,5 @@ rule cf_report:
         " --floor {input.floor} --classifier {input.classifier}"
         " --emergence {input.emergence} --out-csv {output.csv} --out-cases {output.cases}"
         " --out-figure-metrics {output.metrics} --out-figure-samples {output.samples}"
+        " --out-html {output.html}"
         " > {log} 2>&1"

@@ -105,6 +105,12 @@ rule lds_report:
             subcategory="LDS",
         ),
         json=P.report("lds.json"),
+        html=report(
+            P.report("lds.html"),
+            caption="../report/lds.rst",
+            category="Evaluation",
+            subcategory="LDS",
+        ),
         figure=report(
             P.figure("lds.png"),
             caption="../report/lds.rst",
@@ -132,4 +138,5 @@ rule lds_report:
         " --train-features {input.train_features} --target-features {input.target_features}"
         " {params.memorization}"
         " --out-csv {output.csv} --out-json {output.json} --out-figure {output.figure}"
+        " --out-html {output.html}"
         " > {log} 2>&1"

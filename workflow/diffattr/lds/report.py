@@ -154,8 +154,9 @@ def lds_table(inputs: LdsInputs, cfg: LdsConfig, seed: int) -> tuple[pd.DataFram
             tuned = by_size[-1]  # the whole ensemble is the one reported
             chosen = [lambdas[b] for b in tuned.best]
             variants.insert(0, Variant("tuned", chosen, tuned.chosen))
-            warn_at_grid_edge(method, lambdas, tuned.best, truth.columns)
+            edges = warn_at_grid_edge(method, lambdas, tuned.best, truth.columns)
             details["methods"][method] = {
+                "lambda_at_grid_edge": edges,
                 "lambdas": lambdas,
                 "lambda_per_step": cfg.lambda_per_step,
                 "tuning_lds": {
@@ -304,12 +305,16 @@ def tune_lambda(
 
 def warn_at_grid_edge(
     method: str, lambdas: Sequence[float], best: np.ndarray, columns: Sequence[str]
-) -> None:
+) -> list[str]:
+    """The columns (steps) whose tuned λ is at the grid's edge, logged as a warning."""
     edges = [c for c, b in zip(columns, best, strict=True) if b in (0, len(lambdas) - 1)]
-    if edges and len(lambdas) > 1:
+    if len(lambdas) <= 1:
+        return []
+    if edges:
         log.warning(
             "%s: the tuned λ is at the edge of lds.lambdas %s at %s; extend the grid",
             method,
             [lambdas[0], lambdas[-1]],
             ", ".join(edges),
         )
+    return edges

@@ -43,6 +43,7 @@ from ..figures import (
     counterfactual_metrics_figure,
     counterfactual_samples_figure,
     emergence_figure,
+    html_table,
     save,
 )
 from ..models import load_model, resolve_device
@@ -211,6 +212,7 @@ def cf_report(
     out_cases: Path,
     out_figure_metrics: Path,
     out_figure_samples: Path,
+    out_html: Path | None = None,
 ) -> None:
     """Metrics of every case against the original samples, summarized with intervals."""
     reader, info = load_classifier(classifier)
@@ -246,6 +248,17 @@ def cf_report(
         table.to_csv(tmp, index=False, float_format="%.5f")
     save(counterfactual_metrics_figure(table), out_figure_metrics)
     save(counterfactual_samples_figure(shown), out_figure_samples)
+    if out_html is not None:
+        notes = [
+            "mean over targets with a 95% interval; diff_vs_random: the paired difference to "
+            "removing random examples; seed_floor: a reseeded full-data model's change.",
+            f"Bold rows count (the effect clears its references); classifier held-out accuracy "
+            f"{info['held_out_accuracy']:.2f}.",
+        ]
+        classes = ["strong" if c else "" for c in table["counts"]]
+        page = html_table(table, "Counterfactual retraining", (), notes, classes)
+        with atomic_path(out_html) as tmp:
+            tmp.write_text(page)
     log.info(
         "counterfactual report:\n%s",
         table[table.protocol == "a"].to_string(index=False, float_format=lambda v: f"{v:.3f}"),

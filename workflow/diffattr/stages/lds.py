@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from .. import layout
 from ..artifacts import (
@@ -26,7 +27,7 @@ from ..artifacts import (
 )
 from ..config import RunConfig
 from ..errors import ArtifactError
-from ..figures import lds_figure, patch_lds_figure, save
+from ..figures import html_table, lds_figure, patch_lds_figure, save
 from ..lds.patches import patch_lds_table
 from ..lds.report import LdsInputs, lds_table
 from ..lds.subsets import make_subsets, subset_roles
@@ -61,6 +62,7 @@ def lds_report(
     out_csv: Path,
     out_json: Path,
     out_figure: Path,
+    out_html: Path | None = None,
     train_features: Sequence[Path] = (),
     target_features: Sequence[Path] = (),
     memorization: Path | None = None,
@@ -85,7 +87,40 @@ def lds_report(
         table.to_csv(tmp, index=False, float_format="%.4f")
     write_json(out_json, details)
     save(lds_figure(table, details.get("memorization_reference")), out_figure)
+    if out_html is not None:
+        with atomic_path(out_html) as tmp:
+            tmp.write_text(lds_html(table, details))
     log.info("LDS report:\n%s", table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
+def lds_html(table: pd.DataFrame, details: dict) -> str:
+    """The LDS rows to read (λ tuned on the tuning subsets; untuned copies left out) as the
+    report's HTML table, with the pipeline-check, reliability and λ-grid warnings."""
+    rows = table[table.lambda_source != "config"].reset_index(drop=True)
+    warnings = []
+    if details.get("pipeline_check"):
+        warnings.append(
+            "Pipeline check only: no step's ground truth reaches reliability 0.5, so these "
+            "numbers are not a result (config/digits-lds.yaml is the benchmark)."
+        )
+    edges = {m: d["lambda_at_grid_edge"] for m, d in details.get("methods", {}).items()}
+    for method, steps in sorted(edges.items()):
+        if steps:
+            warnings.append(
+                f"{method}: the tuned λ is at the edge of lds.lambdas at {', '.join(steps)}; "
+                "extend the grid."
+            )
+    notes = [
+        "Muted rows: the step's ground truth has reliability < 0.5 (⚑ in the figure); bold: "
+        "the best method at a step whose margin interval over the next best is above 0.",
+        "lds with a 95% bootstrap interval [ci_low, ci_high]; null: the shared random-score band; "
+        "ceiling: √reliability.",
+    ]
+    best = rows.margin_ci_low.fillna(-1) > 0
+    classes = [
+        "muted" if f else ("strong" if b else "") for f, b in zip(rows.flagged, best, strict=True)
+    ]
+    return html_table(rows, "Linear datamodeling score per step", warnings, notes, classes)
 
 
 def lds_patches_report(
