@@ -225,12 +225,29 @@ def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float, f
     return mean, mean - half, mean + half
 
 
+def bootstrap_interval(
+    values: np.ndarray, level: float = 0.95, draws: int = 2000, seed: int = 0
+) -> tuple[float, float, float]:
+    """Mean and percentile-bootstrap interval of the mean over targets (seeded resamples). The
+    interval stays within the values' range, so a non-negative metric (Fréchet, L2) keeps a
+    non-negative interval, unlike a t-interval on few targets."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) == 0:
+        return float("nan"), float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), (draws, len(values)))].mean(axis=1)
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(values.mean()), float(low), float(high)
+
+
 def summarize(cases, floor):
     """Aggregate per-case metrics (DataFrame: case columns + protocol + metrics) into the report.
 
     ``floor`` holds the seed-floor metrics per (target, step, protocol). For every (method, step,
-    k, protocol, metric): mean over targets with a t-interval, the seed floor, the random-removal
-    baseline, and the paired differences to both with their intervals.
+    k, protocol, metric): mean over targets with a bootstrap interval (non-negative metrics keep
+    non-negative intervals), the seed floor, the random-removal baseline, and the paired
+    differences to both with t-intervals.
     """
     import pandas as pd
 
@@ -256,7 +273,7 @@ def summarize(cases, floor):
     rows = []
     keys = ["method", step_label, "k", "protocol", "metric"]
     for key, g in long.groupby(keys, sort=True):
-        mean, lo, hi = t_interval(g.value.to_numpy())
+        mean, lo, hi = bootstrap_interval(g.value.to_numpy())
         d_rand = t_interval((g.value - g.random).to_numpy())
         d_floor = t_interval((g.value - g.floor).to_numpy())
         rows.append(

@@ -29,48 +29,49 @@ def _show(ax: plt.Axes, image: np.ndarray, title: str | None = None) -> None:
     ax.set_xticks([])
     ax.set_yticks([])
     if title:
-        ax.set_title(title, fontsize=6, pad=2)
+        ax.set_title(title, fontsize=8, pad=2)
 
 
 def attribution_grid(
     x0_hat: np.ndarray,
-    steps: Sequence[int],
+    steps: Sequence[int | str],
     scores: np.ndarray,
     train_images: np.ndarray,
     train_labels: np.ndarray,
     top_k: int,
     title: str,
     box: Sequence[int] | None = None,
+    train_ids: np.ndarray | None = None,
 ) -> plt.Figure:
     """The paper's signature figure for one target.
 
-    Columns are attribution steps t (noisy → clean); the first row shows x̂_0^t, then the ``top_k``
-    strongest positive influencers at that step (green), then the ``top_k`` negative ones (red).
-    ``x0_hat`` is (n_steps, C, H, W); ``scores`` is (n_steps, n_train). With a patch ``box``
-    [y0, x0, y1, x1) the scores are the patch's and the box is outlined on every image.
+    Columns are attribution steps t (noisy → clean; a label such as "final image" is shown as
+    is); the first row shows x̂_0^t, then the ``top_k`` strongest positive influencers at that
+    step (green), then the ``top_k`` negative ones (red), each titled with its score, training id
+    and label. ``x0_hat`` is (n_steps, C, H, W); ``scores`` is (n_steps, n_train). With a patch
+    ``box`` [y0, x0, y1, x1) the scores are the patch's and the box is outlined on every image.
     """
     n_steps = len(steps)
     rows = 1 + 2 * top_k
-    fig, axes = plt.subplots(rows, n_steps, figsize=(0.85 * n_steps + 0.6, 0.85 * rows + 0.5))
+    ids = np.arange(len(train_labels)) if train_ids is None else train_ids
+    fig, axes = plt.subplots(rows, n_steps, figsize=(1.1 * n_steps + 0.7, 1.15 * rows + 0.5))
     axes = np.asarray(axes).reshape(rows, n_steps)
     for c, t in enumerate(steps):
-        _show(axes[0, c], x0_hat[c], f"t={t}")
+        _show(axes[0, c], x0_hat[c], f"t={t}" if isinstance(t, int | np.integer) else str(t))
         order = np.argsort(scores[c])
-        for r, i in enumerate(order[::-1][:top_k]):
-            _show(axes[1 + r, c], train_images[i], f"+{scores[c, i]:.2g} ({train_labels[i]})")
-            _frame(axes[1 + r, c], "tab:green")
-        for r, i in enumerate(order[:top_k]):
-            _show(
-                axes[1 + top_k + r, c], train_images[i], f"{scores[c, i]:.2g} ({train_labels[i]})"
-            )
-            _frame(axes[1 + top_k + r, c], "tab:red")
+        picks = [(1 + r, i, "tab:green") for r, i in enumerate(order[::-1][:top_k])]
+        picks += [(1 + top_k + r, i, "tab:red") for r, i in enumerate(order[:top_k])]
+        for row, i, color in picks:
+            tile = f"{scores[c, i]:+.2g}\n#{ids[i]} · {train_labels[i]}"
+            _show(axes[row, c], train_images[i], tile)
+            _frame(axes[row, c], color)
     if box is not None:
         for ax in axes.ravel():
             _outline(ax, box)
-    axes[0, 0].set_ylabel("x̂₀ᵗ", fontsize=7)
-    axes[1, 0].set_ylabel(f"top {top_k} +", fontsize=7, color="tab:green")
-    axes[1 + top_k, 0].set_ylabel(f"top {top_k} −", fontsize=7, color="tab:red")
-    fig.suptitle(title, fontsize=8)
+    axes[0, 0].set_ylabel("x̂₀ᵗ" if isinstance(steps[0], int | np.integer) else "target", fontsize=8)
+    axes[1, 0].set_ylabel(f"top {top_k} +", fontsize=8, color="tab:green")
+    axes[1 + top_k, 0].set_ylabel(f"top {top_k} −", fontsize=8, color="tab:red")
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout(pad=0.3, h_pad=0.4, w_pad=0.2, rect=(0, 0, 1, 0.97))
     return fig
 
@@ -152,7 +153,7 @@ def patch_lds_figure(table, localization) -> plt.Figure:
     ax.set_xticks(xs, [str(s) for s in steps])
     ax.set_xlabel("attribution step t (noisy → clean)")
     ax.set_ylabel("patch LDS (Spearman)")
-    ax.legend(fontsize=6, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.22))
+    ax.legend(fontsize=8, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.22))
     ax.set_title("LDS on the patches' ground truth (reporting subsets)", fontsize=8)
     pooled = localization[localization.patch.astype(str) == "all"]
     for k, (method, g) in enumerate(pooled.groupby("method")):
@@ -173,7 +174,7 @@ def patch_lds_figure(table, localization) -> plt.Figure:
     bx.set_xlabel("attribution step t")
     bx.set_ylabel("LDS(patch) − LDS(whole image)")
     bx.set_title("does localizing help? (paired, 95% interval)", fontsize=8)
-    bx.legend(fontsize=6)
+    bx.legend(fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -233,7 +234,7 @@ def lds_figure(table, memorization: dict | None = None) -> plt.Figure:
     ax.set_xticks(xs, [str(s) for s in steps])
     ax.set_xlabel("attribution step t (noisy → clean; red: reliability < 0.5)")
     ax.set_ylabel("LDS (Spearman)")
-    ax.legend(fontsize=6, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.22))
+    ax.legend(fontsize=8, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.22))
     ax.set_title("LDS per step (reporting subsets)", fontsize=8)
     f = final.set_index("method").loc[methods]
     bx.axhspan(f.null_low.iloc[0], f.null_high.iloc[0], color="0.85")
@@ -285,7 +286,7 @@ def emergence_figure(probs: np.ndarray, steps: Sequence[int], decided: Sequence[
     ax.set_xlabel("step t (noisy → clean)")
     ax.set_ylabel("P(final class | sample of p(·|x_t))")
     ax.set_title("Feature emergence (dots: decision step per target)", fontsize=8)
-    ax.legend(fontsize=6)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -321,9 +322,9 @@ def counterfactual_metrics_figure(table) -> plt.Figure:
             ax.axhline(g.seed_floor.mean(), color="k", ls="--", lw=1, label="seed floor")
             ax.axhline(0, color="0.4", lw=0.6)
             ax.set_xticks(xs, labels, fontsize=5)
-            ax.set_title(f"{title} — protocol {protocol}", fontsize=7)
+            ax.set_title(f"{title} — protocol {protocol}", fontsize=8)
             if c == 0 and r == 0:
-                ax.legend(fontsize=6)
+                ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -337,11 +338,11 @@ def counterfactual_samples_figure(shown) -> plt.Figure:
     if shown:
         for c in range(n):
             _show(axes[0, c], shown[0][1][c])
-        axes[0, 0].set_ylabel("original", fontsize=6)
+        axes[0, 0].set_ylabel("original", fontsize=8)
         for r, (case, _, other) in enumerate(shown, start=1):
             for c in range(n):
                 _show(axes[r, c], other[c])
-            axes[r, 0].set_ylabel(f"{case['method']}\n−{case['k']}", fontsize=6)
+            axes[r, 0].set_ylabel(f"{case['method']}\n−{case['k']}", fontsize=8)
         fig.suptitle(
             f"target {shown[0][0]['target']}, resampled from x_t at t={shown[0][0]['step']}",
             fontsize=8,

@@ -374,27 +374,32 @@ def decoded_for_figures(
 def figure_attributions(
     cfg: RunConfig, *, scores: Path, targets: Path, data: Path, out: Path
 ) -> None:
-    """Draw, per target, x̂_0^t along the trajectory with its top positive/negative influencers."""
+    """Draw, per target, x̂_0^t along the trajectory with its top positive/negative influencers
+    (a trajectory-free method's scores are the same at every step: one column, the final image)."""
     prepared = read_data(data)
     result = read_scores(scores)
-    x0_hat = read_targets(targets).x0_hat
+    stored = read_targets(targets)
+    shown, steps, tau = stored.x0_hat, list(result.steps), result.scores
+    if result.attrs.get("target_image") == "final":
+        shown, steps, tau = stored.final[None], ["final image"], tau[:1]
     top_k = cfg.figures.top_k
     train_images = prepared.images
     if prepared.conditional:  # latents: decode what is shown with the dataset's VAE
-        x0_hat, train_images = decoded_for_figures(prepared, x0_hat, result.scores, top_k)
+        shown, train_images = decoded_for_figures(prepared, shown, tau, top_k)
     n = min(cfg.figures.n_targets, len(result.target_ids))
     ridge = ridge_caption(result.attrs)
     with atomic_path(out) as tmp:
         tmp.mkdir(parents=True)
         for j in range(n):
             fig = attribution_grid(
-                x0_hat[:, j],
-                result.steps,
-                result.scores[:, j],
+                shown[:, j],
+                steps,
+                tau[:, j],
                 train_images,
                 prepared.labels,
                 top_k,
                 f"{result.method}: target {result.target_ids[j]}{ridge}",
+                train_ids=result.train_ids,
             )
             save(fig, tmp / f"target-{j}.png")
 
@@ -433,6 +438,7 @@ def figure_patches(cfg: RunConfig, *, scores: Path, targets: Path, data: Path, o
                     top_k,
                     f"{result.method}: target {result.target_ids[j]}, patch {p}{ridge}",
                     box=boxes[j, p],
+                    train_ids=result.train_ids,
                 )
                 save(fig, tmp / f"target-{j}-patch-{p}.png")
             fig = patches_overview(
