@@ -13,6 +13,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 STAMP := $(VENV)/.installed
 CORES ?= all
+TORCH_INDEX ?=
 ARGS ?=
 
 .PHONY: run test test-fast lint bench gpu-smoke report install
@@ -22,8 +23,8 @@ install: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	# torch first and pinned: an unpinned torch resolves to a multi-GB CUDA build
-	$(BIN)/python -m pip install --quiet torch==2.13.0
+	# torch first and pinned (TORCH_INDEX: e.g. the CPU wheels' index, see the README)
+	$(BIN)/python -m pip install --quiet torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	# kronfluence (ekfac) without its declared torchvision, which it never imports: a registry
 	# torchvision built for another torch build breaks transformers' imports
