@@ -129,22 +129,27 @@ def test_the_report_shows_its_tables_and_figures_in_a_browser(report_html):
         evaluation = page.get_by_text("Evaluation", exact=True).first
         evaluation.click()
         shown = {}
-        for subcategory, table_file, figure_file in [
-            ("LDS", "lds.html", "lds.png"),
-            ("Counterfactual", "counterfactual.html", "counterfactual_metrics.png"),
+
+        def open_result(result: str, kind: str) -> None:  # a row of the report's result list
+            cells = [page.get_by_text(result, exact=True), page.get_by_text(kind, exact=True)]
+            page.locator("tr").filter(has=cells[0]).filter(has=cells[1]).locator("a").first.click()
+
+        for subcategory, result in [
+            ("LDS", ("LDS per step, the rows to read", "LDS per step")),
+            ("Counterfactual", ("counterfactual effects", "counterfactual effects")),
         ]:
             page.get_by_text(subcategory, exact=True).first.click()
-            page.locator("tr", has_text=table_file).locator("a").first.click()
+            open_result(result[0], "table")
             frame = page.frame_locator("iframe").first
             rows = frame.locator("tbody tr")
             rows.first.wait_for()
             shown[subcategory] = frame.locator("table").inner_text()
             assert rows.count() > 3, subcategory
-            page.locator("tr", has_text=figure_file).locator("a").first.click()
+            open_result(result[1], "figure")
             image = page.locator("img[src^='data:image/png']").first
             image.wait_for()
-            assert image.evaluate("i => i.complete && i.naturalWidth > 300"), figure_file
-            page.get_by_text("Evaluation", exact=True).first.click()
+            assert image.evaluate("i => i.complete && i.naturalWidth > 300"), subcategory
+            evaluation.click()
         assert "journey_trak" in shown["LDS"] and "ci_low" in shown["LDS"]
         assert "diff_vs_random" in shown["Counterfactual"]
         assert "System Message" not in page.content()

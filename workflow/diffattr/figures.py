@@ -292,15 +292,15 @@ def emergence_figure(probs: np.ndarray, steps: Sequence[int], decided: Sequence[
 
 
 def counterfactual_metrics_figure(table) -> plt.Figure:
-    """Each metric by method (bars: mean over targets with 95% t-intervals), per protocol, with
-    the seed floor as a dashed line."""
+    """Each metric by method (bars: mean over targets with 95% bootstrap intervals), per
+    protocol, with the seed floor as a dashed line."""
     metrics = [
         ("l2", "paired pixel L2"),
         ("prob_drop", "drop of P(target class)"),
         ("frechet", "Fréchet distance (classifier features)"),
     ]
     protocols = sorted(table.protocol.unique())
-    fig, axes = plt.subplots(len(protocols), 3, figsize=(9, 2.6 * len(protocols)), squeeze=False)
+    fig, axes = plt.subplots(len(protocols), 3, figsize=(10, 3.2 * len(protocols)), squeeze=False)
     for r, protocol in enumerate(protocols):
         for c, (metric, title) in enumerate(metrics):
             ax = axes[r, c]
@@ -321,7 +321,7 @@ def counterfactual_metrics_figure(table) -> plt.Figure:
             )
             ax.axhline(g.seed_floor.mean(), color="k", ls="--", lw=1, label="seed floor")
             ax.axhline(0, color="0.4", lw=0.6)
-            ax.set_xticks(xs, labels, fontsize=5)
+            ax.set_xticks(xs, labels, fontsize=8, rotation=30, ha="right")
             ax.set_title(f"{title} — protocol {protocol}", fontsize=8)
             if c == 0 and r == 0:
                 ax.legend(fontsize=8)

@@ -188,6 +188,7 @@ rule figure_attributions:
             caption="../report/attributions.rst",
             category="Attributions",
             subcategory="{method}",
+            labels={"method": "{method}", "target": "{name}"},
         ),
     params:
         cfg=cfg_json("figure_attributions"),

@@ -36,12 +36,14 @@ rule emergence:
             caption="../report/emergence.rst",
             category="Evaluation",
             subcategory="Feature emergence",
+            labels={"result": "feature emergence", "format": "CSV"},
         ),
         figure=report(
             P.figure("emergence.png"),
             caption="../report/emergence.rst",
             category="Evaluation",
             subcategory="Feature emergence",
+            labels={"result": "feature emergence", "format": "figure"},
         ),
     params:
         cfg=cfg_json("emergence"),
@@ -172,6 +174,7 @@ rule cf_report:
             caption="../report/counterfactual.rst",
             category="Evaluation",
             subcategory="Counterfactual",
+            labels={"result": "counterfactual effects", "format": "CSV"},
         ),
         cases=P.report("counterfactual_cases.csv"),
         html=report(
@@ -179,18 +182,21 @@ rule cf_report:
             caption="../report/counterfactual.rst",
             category="Evaluation",
             subcategory="Counterfactual",
+            labels={"result": "counterfactual effects", "format": "table"},
         ),
         metrics=report(
             P.figure("counterfactual_metrics.png"),
             caption="../report/counterfactual.rst",
             category="Evaluation",
             subcategory="Counterfactual",
+            labels={"result": "counterfactual effects", "format": "figure"},
         ),
         samples=report(
             P.figure("counterfactual_samples.png"),
             caption="../report/counterfactual.rst",
             category="Evaluation",
             subcategory="Counterfactual",
+            labels={"result": "paired samples", "format": "figure"},
         ),
     params:
         cfg=cfg_json("cf_report"),

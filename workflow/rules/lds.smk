@@ -103,6 +103,7 @@ rule lds_report:
             caption="../report/lds.rst",
             category="Evaluation",
             subcategory="LDS",
+            labels={"result": "LDS per step, every row", "format": "CSV"},
         ),
         json=P.report("lds.json"),
         html=report(
@@ -110,12 +111,14 @@ rule lds_report:
             caption="../report/lds.rst",
             category="Evaluation",
             subcategory="LDS",
+            labels={"result": "LDS per step, the rows to read", "format": "table"},
         ),
         figure=report(
             P.figure("lds.png"),
             caption="../report/lds.rst",
             category="Evaluation",
             subcategory="LDS",
+            labels={"result": "LDS per step", "format": "figure"},
         ),
     params:
         cfg=cfg_json("lds_report"),

@@ -88,6 +88,7 @@ rule figure_patches:
             caption="../report/patches.rst",
             category="Patches",
             subcategory="{method}",
+            labels={"method": "{method}", "target": "{name}"},
         ),
     params:
         cfg=cfg_json("figure_attributions"),
@@ -142,6 +143,7 @@ rule lds_patches_report:
             caption="../report/patches.rst",
             category="Evaluation",
             subcategory="Patch LDS",
+            labels={"result": "patch LDS", "format": "CSV"},
         ),
         localization=P.report("lds_patches_localization.csv"),
         figure=report(
@@ -149,6 +151,7 @@ rule lds_patches_report:
             caption="../report/patches.rst",
             category="Evaluation",
             subcategory="Patch LDS",
+            labels={"result": "patch LDS and localization", "format": "figure"},
         ),
     params:
         cfg=cfg_json("lds_report"),
