@@ -278,3 +278,29 @@ def test_lds_and_counterfactual_reports(finished):
     assert emergence.probability.between(0, 1).all()
     for name in ["counterfactual_metrics.png", "counterfactual_samples.png", "emergence.png"]:
         assert (run / "figures" / name).exists()
+
+
+def test_the_readmes_result_examples_run_as_written(finished, tmp_path):
+    """The README's "Using the results" code block and its `diffattr top` line, on the test run:
+    only the run folder, a target id and a step are replaced by the test run's."""
+    from diffattr.results import Run
+
+    run = finished / RUN
+    step = Run(run).scores("journey_trak").step.values[1]
+    values = {
+        "results/default": str(run),
+        "step=300": f"step={step}",
+        "target=3": "target=1",
+        '"journey_trak", 3, 300)': f'"journey_trak", 1, {step})',
+        "--target 3 --step 300": f"--target 1 --step {step}",
+        "[--figure top.png]": f"--figure {tmp_path / 'top.png'}",
+    }
+    section = (REPO / "README.md").read_text().split("## Using the results", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    shell = section.split("From the shell: `", 1)[1].split("` prints", 1)[0].replace("\n", " ")
+    for old, new in values.items():
+        code, shell = code.replace(old, new), shell.replace(old, new)
+    exec(compile(code, "README.md", "exec"), {})
+    proc = subprocess.run(shell.split(), capture_output=True, text=True, env=workflow_env())
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "train_id" in proc.stdout and (tmp_path / "top.png").exists()
