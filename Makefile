@@ -20,16 +20,16 @@ ARGS ?=
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first and pinned (TORCH_INDEX: e.g. the CPU wheels' index, see the README)
 	$(BIN)/python -m pip install --quiet torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	# kronfluence (ekfac) without its declared torchvision, which it never imports: a registry
 	# torchvision built for another torch build breaks transformers' imports
-	$(BIN)/python -m pip install --quiet accelerate einconv einops opt_einsum
-	$(BIN)/python -m pip install --quiet --no-deps kronfluence==1.0.1
+	$(BIN)/python -m pip install --quiet -c constraints.txt accelerate einconv einops opt_einsum
+	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt kronfluence
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -51,7 +51,7 @@ lint: $(STAMP)
 	snakemake --lint --configfile config/test.yaml
 
 bench: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e ".[bench]" torch==2.13.0
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[bench]"
 	$(BIN)/python benchmarks/featurize.py $(ARGS)
 	$(BIN)/python benchmarks/scoring.py
 
