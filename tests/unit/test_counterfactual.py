@@ -117,7 +117,7 @@ def test_summary_differences_and_counts():
                 "prob_drop": 0.0,
                 "frechet": 1.0,
             }
-            for m, v in [("journey_trak", 3.0), ("random", 1.0)]
+            for m, v in [("journey_trak", 3.0), ("pixel_similarity", 2.0), ("random", 1.0)]
             for j in range(4)
         ]
     )
@@ -137,10 +137,18 @@ def test_summary_differences_and_counts():
     # Random removal never beats itself: its paired difference is exactly 0 (not set by hand).
     rand = table[table.method == "random"]
     assert (rand.diff_vs_random == 0).all() and not rand["counts"].any()
-    # Beating random is not enough: the seed floor must be beaten too.
+    assert row["diff_vs_pixel"] == pytest.approx(1.0)
+    # The seed floor is a reference band, not a bar: a same-seed removal still counts under it.
     high_floor = floor.assign(l2=10.0)
     row = summarize(cases, high_floor).query("method == 'journey_trak' and metric == 'l2'")
+    assert row.diff_vs_floor_low.iloc[0] < 0 and bool(row["counts"].iloc[0])
+    # Beating random is not enough: pixel similarity's removal (same seed stream) must be beaten.
+    stronger_pixel = cases.assign(l2=np.where(cases.method == "pixel_similarity", 4.0, cases.l2))
+    table = summarize(stronger_pixel, floor)
+    row = table.query("method == 'journey_trak' and metric == 'l2'")
     assert row.diff_vs_random_low.iloc[0] > 0 and not bool(row["counts"].iloc[0])
+    pixel = table.query("method == 'pixel_similarity' and metric == 'l2'")
+    assert bool(pixel["counts"].iloc[0])  # the baseline itself is compared with random only
 
 
 def test_the_interval_of_a_non_negative_metric_cannot_go_below_zero():
