@@ -121,9 +121,8 @@ class Run:
         )
         lds = Path(run.report("lds.json"))
         for method in chosen:
-            files = get_method(method).score_inputs(
-                run, extra, members, steps, cfg.attribution.shards
-            )
+            chosen_method = get_method(method)
+            files = chosen_method.score_inputs(run, extra, members, steps, cfg.attribution.shards)
             for member, out in zip(members, files["target_features"], strict=False):
                 featurize_targets(
                     cfg,
@@ -133,7 +132,7 @@ class Run:
                     targets=Path(extra.targets),
                     out=Path(out),
                 )
-            tuned = get_method(method).uses_gradients and lds.exists()
+            tuned = chosen_method.uses_gradients and lds.exists()
             score(
                 cfg,
                 method=method,
