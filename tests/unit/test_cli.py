@@ -45,7 +45,7 @@ def test_config_errors_end_in_one_line(tmp_path):
             "diffattr",
             "kernel",
             "--cfg",
-            "{not json",
+            "{not: [a slice",
             "--features",
             "x.h5",
             "--out",
@@ -56,7 +56,7 @@ def test_config_errors_end_in_one_line(tmp_path):
     )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert lines[-1].startswith("diffattr kernel: error: --cfg is not JSON")
+    assert lines[-1].startswith("diffattr kernel: error: --cfg is not a config slice")
     assert "Traceback" not in proc.stderr
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -130,9 +131,10 @@ def test_the_report_shows_its_tables_and_figures_in_a_browser(report_html):
         evaluation.click()
         shown = {}
 
-        def open_result(result: str, kind: str) -> None:  # a row of the report's result list
+        def open_result(result: str, kind: str, button: int = 0) -> None:  # 0: view, 1: info
             cells = [page.get_by_text(result, exact=True), page.get_by_text(kind, exact=True)]
-            page.locator("tr").filter(has=cells[0]).filter(has=cells[1]).locator("a").first.click()
+            row = page.locator("tr").filter(has=cells[0]).filter(has=cells[1])
+            row.locator("a").nth(button).click()
 
         for subcategory, result in [
             ("LDS", ("LDS per step, the rows to read", "LDS per step")),
@@ -149,9 +151,14 @@ def test_the_report_shows_its_tables_and_figures_in_a_browser(report_html):
             image = page.locator("img[src^='data:image/png']").first
             image.wait_for()
             assert image.evaluate("i => i.complete && i.naturalWidth > 300"), subcategory
+            open_result(result[1], "figure", button=1)  # the job's parameters, readable
+            params = page.get_by_text(re.compile(r"cfg=\{")).first
+            shown[f"{subcategory} params"] = params.inner_text()
             evaluation.click()
         assert "journey_trak" in shown["LDS"] and "ci_low" in shown["LDS"]
         assert "diff_vs_random" in shown["Counterfactual"]
+        for params in (shown["LDS params"], shown["Counterfactual params"]):
+            assert '"' not in params and "\\" not in params and ": {" in params, params
         assert "System Message" not in page.content()
         browser.close()
 

@@ -2,7 +2,7 @@
 
 Each subcommand's options are generated from its stage's signature (``diffattr.stages``): a
 ``Path`` is a required file option, ``list[Path]`` takes several, ``X | None`` is optional.
-The configuration comes as ``--cfg`` (the JSON slice a rule passes, ``RunConfig.slice``) or as
+The configuration comes as ``--cfg`` (the config slice a rule passes, ``RunConfig.slice``) or as
 ``--configfile`` (YAML files merged like Snakemake's, validated, then sliced for the stage).
 """
 
@@ -143,7 +143,7 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=summary, description=stage.__doc__)
         config = p.add_mutually_exclusive_group()
         config.add_argument(
-            "--cfg", default="", help="the JSON config slice a workflow rule passes"
+            "--cfg", default="", help="the config slice a workflow rule passes (flow YAML or JSON)"
         )
         config.add_argument(
             "--configfile",

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args, get_origin, get_type_hints
 
 import numpy as np
+import yaml
 
 from .errors import ConfigError
 
@@ -465,15 +466,11 @@ class RunConfig(Section):
 
     @classmethod
     def from_slice(cls, text: str, stage: str) -> RunConfig:
-        """A job's config from its slice (the JSON of :meth:`slice`): sections the stage reads
+        """A job's config from its slice (:meth:`slice`'s YAML, or JSON): sections the stage reads
         whole take their defaults for absent keys; sections and keys outside the slice are not
         passed (reading them raises)."""
         spec = _slice_spec(stage)
-        try:
-            values = json.loads(text) if text else {}
-        except json.JSONDecodeError as err:
-            message = f"--cfg is not JSON ({err}); pass a rule's slice or --configfile"
-            raise ConfigError(message) from None
+        values = _parse_slice(text)
         unknown = sorted(set(values) - set(spec))
         if unknown:
             raise ConfigError(f"{stage} does not read config sections {unknown}")
@@ -492,7 +489,9 @@ class RunConfig(Section):
         return cls(**kwargs)
 
     def slice(self, stage: str, unused: Sequence[str] = ()) -> str:
-        """The JSON of the keys ``stage`` reads (``SLICES``), sorted for stable rerun triggers.
+        """The keys ``stage`` reads (``SLICES``) as one line of flow-style YAML, sorted for stable
+        rerun triggers (YAML rather than JSON: the report shows job parameters with every double
+        quote escaped, and flow YAML needs none).
         Unset optional keys (None, no schema default) are left out, as Snakemake's validated
         config leaves them out; so are ``unused`` keys ("section.key") a particular job of the
         stage does not read (they take their defaults there, and changing them reruns nothing)."""
@@ -506,7 +505,7 @@ class RunConfig(Section):
             else:
                 kept = [k for k in keys if f"{section}.{k}" not in unused]
                 out[section] = {k: value[k] for k in kept if k in value}
-        return json.dumps(out, sort_keys=True)
+        return yaml.safe_dump(out, default_flow_style=True, sort_keys=True, width=2**31).strip()
 
     def for_subset_models(self) -> RunConfig:
         """The config whose train recipe is the LDS subset models' (``lds.train`` overrides)."""
@@ -674,6 +673,26 @@ class RunConfig(Section):
         )
 
 
+def _parse_slice(text: str) -> dict[str, Any]:
+    """A ``--cfg`` slice: JSON first (YAML 1.1 would read JSON's ``1e-3`` as a string), else
+    the flow YAML :meth:`RunConfig.slice` writes."""
+    if not text:
+        return {}
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError:
+        try:
+            values = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            problem = str(err).replace("\n", " ")
+            raise ConfigError(
+                f"--cfg is not a config slice ({problem}); pass a rule's slice or --configfile"
+            ) from None
+    if not isinstance(values, dict):
+        raise ConfigError("--cfg is not a mapping of config sections; pass a rule's slice")
+    return values
+
+
 def _slice_spec(stage: str) -> dict[str, tuple[str, ...] | None]:
     if stage not in SLICES:
         raise ConfigError(f"no config slice for stage {stage!r}; add it to diffattr.config.SLICES")
@@ -811,8 +830,6 @@ SLICES: dict[str, dict[str, tuple[str, ...] | None]] = {
 
 @cache
 def schema() -> dict[str, Any]:
-    import yaml
-
     return yaml.safe_load(SCHEMA.read_text())
 
 
@@ -852,8 +869,6 @@ def _without_nulls(value: Any) -> Any:
 
 def load(paths: Sequence[str | Path]) -> RunConfig:
     """A RunConfig from YAML files merged left to right (as Snakemake merges --configfile)."""
-    import yaml
-
     merged: dict[str, Any] = {}
     for path in paths:
         merged = merge(merged, yaml.safe_load(Path(path).read_text()) or {})

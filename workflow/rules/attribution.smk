@@ -32,7 +32,7 @@ rule kernel:
     output:
         P.kernel("{output}", "{member}"),
     params:
-        cfg=cfg_json("kernel"),
+        cfg=cfg_slice("kernel"),
     log:
         P.log("kernel", "{output}-{member}"),
     benchmark:
@@ -55,7 +55,7 @@ rule featurize_targets:
     output:
         P.target_features("{method}", "{member}"),
     params:
-        cfg=cfg_json("featurize_targets"),
+        cfg=cfg_slice("featurize_targets"),
     log:
         P.log("featurize_targets", "{method}-{member}"),
     benchmark:
@@ -80,7 +80,7 @@ rule ekfac_member:
     output:
         P.member_scores("ekfac", "{member}"),
     params:
-        cfg=cfg_json("ekfac_member"),
+        cfg=cfg_slice("ekfac_member"),
     log:
         P.log("ekfac_member", "{member}"),
     benchmark:
@@ -107,7 +107,7 @@ rule unlearning_member:
     wildcard_constraints:
         method="unlearning|unlearning_final",
     params:
-        cfg=cfg_json("unlearning_member"),
+        cfg=cfg_slice("unlearning_member"),
     log:
         P.log("unlearning_member", "{method}-{member}"),
     benchmark:
@@ -131,7 +131,7 @@ rule score:
     output:
         P.scores("{method}"),
     params:
-        cfg=cfg_json("score"),
+        cfg=cfg_slice("score"),
     log:
         P.log("score", "{method}"),
     benchmark:
@@ -157,7 +157,7 @@ rule tuned_scores:
     output:
         P.tuned_scores("{method}"),
     params:
-        cfg=cfg_json("score"),
+        cfg=cfg_slice("score"),
     log:
         P.log("tuned_scores", "{method}"),
     benchmark:
@@ -191,7 +191,7 @@ rule figure_attributions:
             labels={"method": "{method}", "target": "{name}"},
         ),
     params:
-        cfg=cfg_json("figure_attributions"),
+        cfg=cfg_slice("figure_attributions"),
     log:
         P.log("figure_attributions", "{method}"),
     benchmark:

@@ -46,10 +46,10 @@ wildcard_constraints:
     target_set=r"[A-Za-z0-9_-]+",
 
 
-def cfg_json(stage):
-    """The config keys ``stage`` reads, as JSON params: Snakemake reruns a job when its params
-    change, so each job gets only what it reads (adding a method or a figure option retrains
-    nothing)."""
+def cfg_slice(stage):
+    """The config keys ``stage`` reads, as one line of YAML (readable in the report): Snakemake
+    reruns a job when its params change, so each job gets only what it reads (adding a method or
+    a figure option retrains nothing)."""
     return RUN_CONFIG.slice(stage)
 
 

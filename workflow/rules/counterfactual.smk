@@ -8,7 +8,7 @@ rule train_classifier:
     output:
         directory(P.classifier),
     params:
-        cfg=cfg_json("train_classifier"),
+        cfg=cfg_slice("train_classifier"),
     log:
         P.log("train_classifier"),
     benchmark:
@@ -46,7 +46,7 @@ rule emergence:
             labels={"result": "feature emergence", "format": "figure"},
         ),
     params:
-        cfg=cfg_json("emergence"),
+        cfg=cfg_slice("emergence"),
     log:
         P.log("emergence"),
     benchmark:
@@ -71,7 +71,7 @@ rule cf_plan:
     output:
         P.plan,
     params:
-        cfg=cfg_json("cf_plan"),
+        cfg=cfg_slice("cf_plan"),
     log:
         P.log("cf_plan"),
     benchmark:
@@ -93,7 +93,7 @@ rule train_cf_model:
     output:
         directory(P.cf_model("c{case}")),
     params:
-        cfg=cfg_json("train"),
+        cfg=cfg_slice("train"),
     log:
         P.log("train_cf_model", "c{case}"),
     benchmark:
@@ -116,7 +116,7 @@ rule train_cf_floor:
     output:
         directory(P.cf_model(FLOOR)),
     params:
-        cfg=cfg_json("train"),
+        cfg=cfg_slice("train"),
     log:
         P.log("train_cf_floor"),
     benchmark:
@@ -143,7 +143,7 @@ rule cf_resample:
     wildcard_constraints:
         name=rf"c\d+|{FLOOR}",
     params:
-        cfg=cfg_json("cf_resample"),
+        cfg=cfg_slice("cf_resample"),
     log:
         P.log("cf_resample", "{name}"),
     benchmark:
@@ -199,7 +199,7 @@ rule cf_report:
             labels={"result": "paired samples", "format": "figure"},
         ),
     params:
-        cfg=cfg_json("cf_report"),
+        cfg=cfg_slice("cf_report"),
     log:
         P.log("cf_report"),
     benchmark:

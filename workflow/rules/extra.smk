@@ -9,7 +9,7 @@ rule sample_extra_targets:
     output:
         P.extra("{target_set}").targets,
     params:
-        cfg=cfg_json("sample"),
+        cfg=cfg_slice("sample"),
         source=extra_source,
     log:
         P.log("sample_extra_targets", "{target_set}"),
@@ -34,7 +34,7 @@ rule featurize_extra_targets:
     output:
         P.extra("{target_set}").target_features("{method}", "{member}"),
     params:
-        cfg=cfg_json("featurize_targets"),
+        cfg=cfg_slice("featurize_targets"),
     log:
         P.log("featurize_extra_targets", "{target_set}-{method}-{member}"),
     benchmark:
@@ -57,7 +57,7 @@ rule score_extra:
     output:
         P.extra("{target_set}").scores("{method}"),
     params:
-        cfg=cfg_json("score"),
+        cfg=cfg_slice("score"),
         lds=lambda wildcards, input: f"--lds {input.lds}" if "lds" in input.keys() else "",
     log:
         P.log("score_extra", "{target_set}-{method}"),
@@ -85,7 +85,7 @@ rule figure_extra:
     output:
         directory(P.extra("{target_set}").attribution_figures("{method}")),
     params:
-        cfg=cfg_json("figure_attributions"),
+        cfg=cfg_slice("figure_attributions"),
     log:
         P.log("figure_extra", "{target_set}-{method}"),
     benchmark:

@@ -8,7 +8,7 @@ rule lds_subsets:
     output:
         P.subsets,
     params:
-        cfg=cfg_json("lds_subsets"),
+        cfg=cfg_slice("lds_subsets"),
     log:
         P.log("lds_subsets"),
     benchmark:
@@ -53,7 +53,7 @@ rule ground_truth:
     output:
         P.ground_truth("{subset}"),
     params:
-        cfg=cfg_json("ground_truth"),
+        cfg=cfg_slice("ground_truth"),
     log:
         P.log("ground_truth", "s{subset}"),
     benchmark:
@@ -77,7 +77,7 @@ rule memorization_reference:
     output:
         P.memorization,
     params:
-        cfg=cfg_json("memorization_reference"),
+        cfg=cfg_slice("memorization_reference"),
     log:
         P.log("memorization_reference"),
     benchmark:
@@ -121,7 +121,7 @@ rule lds_report:
             labels={"result": "LDS per step", "format": "figure"},
         ),
     params:
-        cfg=cfg_json("lds_report"),
+        cfg=cfg_slice("lds_report"),
         memorization=lambda wildcards, input: (
             f"--memorization {input.memorization}" if "memorization" in input.keys() else ""
         ),

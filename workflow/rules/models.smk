@@ -5,7 +5,7 @@ rule prepare_data:
     output:
         P.data,
     params:
-        cfg=cfg_json("prepare_data"),
+        cfg=cfg_slice("prepare_data"),
     log:
         P.log("prepare_data"),
     benchmark:
@@ -27,7 +27,7 @@ if RUN_CONFIG.train.pretrained:
         output:
             directory(P.model("{model}")),
         params:
-            cfg=cfg_json("import_model"),
+            cfg=cfg_slice("import_model"),
         log:
             P.log("import_model", "m{model}"),
         benchmark:
@@ -49,7 +49,7 @@ else:
         output:
             directory(P.model("{model}")),
         params:
-            cfg=cfg_json("train"),
+            cfg=cfg_slice("train"),
         log:
             P.log("train_model", "m{model}"),
         benchmark:
@@ -72,7 +72,7 @@ rule sample_targets:
     output:
         P.targets,
     params:
-        cfg=cfg_json("sample"),
+        cfg=cfg_slice("sample"),
     log:
         P.log("sample_targets"),
     benchmark:

@@ -10,7 +10,7 @@ rule make_patches:
     output:
         P.patches,
     params:
-        cfg=cfg_json("patches"),
+        cfg=cfg_slice("patches"),
     log:
         P.log("make_patches"),
     benchmark:
@@ -33,7 +33,7 @@ rule featurize_patch_targets:
     output:
         P.patch_target_features("{method}", "{member}"),
     params:
-        cfg=cfg_json("featurize_targets"),
+        cfg=cfg_slice("featurize_targets"),
     log:
         P.log("featurize_patch_targets", "{method}-{member}"),
     benchmark:
@@ -56,7 +56,7 @@ rule score_patches:
     output:
         P.patch_scores("{method}"),
     params:
-        cfg=cfg_json("score"),
+        cfg=cfg_slice("score"),
         lds=lambda wildcards, input: f"--lds {input.lds}" if "lds" in input.keys() else "",
     log:
         P.log("score_patches", "{method}"),
@@ -91,7 +91,7 @@ rule figure_patches:
             labels={"method": "{method}", "target": "{name}"},
         ),
     params:
-        cfg=cfg_json("figure_attributions"),
+        cfg=cfg_slice("figure_attributions"),
     log:
         P.log("figure_patches", "{method}"),
     benchmark:
@@ -114,7 +114,7 @@ rule ground_truth_patches:
     output:
         P.patch_ground_truth("{subset}"),
     params:
-        cfg=cfg_json("ground_truth_patches"),
+        cfg=cfg_slice("ground_truth_patches"),
     log:
         P.log("ground_truth_patches", "s{subset}"),
     benchmark:
@@ -154,7 +154,7 @@ rule lds_patches_report:
             labels={"result": "patch LDS and localization", "format": "figure"},
         ),
     params:
-        cfg=cfg_json("lds_report"),
+        cfg=cfg_slice("lds_report"),
     log:
         P.log("lds_patches_report"),
     benchmark:
