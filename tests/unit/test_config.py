@@ -87,6 +87,7 @@ def test_method_enums_in_the_schema_are_the_registry():
     enums = [
         props["attribution"]["properties"]["methods"]["items"]["enum"],
         props["counterfactual"]["properties"]["methods"]["items"]["enum"],
+        props["counterfactual"]["properties"]["specificity"]["items"]["enum"],
     ]
     for enum in enums:
         assert sorted(enum) == sorted(METHODS)
@@ -123,13 +124,22 @@ def test_default_and_test_configs_round_trip_through_every_slice():
                     assert getattr(getattr(part, section), name) == getattr(whole, name)
 
 
-@pytest.mark.parametrize("extra", [None, "test.yaml", "digits-lds.yaml", "cifar10.yaml"])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        (),
+        ("test.yaml",),
+        ("digits-lds.yaml",),
+        ("digits-lds.yaml", "digits-cf.yaml"),
+        ("cifar10.yaml",),
+    ],
+)
 def test_slices_equal_the_keys_of_snakemakes_validated_config(extra, tmp_path):
     """A job's params are exactly the keys it reads of the config Snakemake validated (defaults
     filled, unset optional keys absent), so rerun triggers follow the config, nothing else."""
     from snakemake.utils import validate as snakemake_validate
 
-    paths = [DEFAULT] + ([REPO / "config" / extra] if extra else [])
+    paths = [DEFAULT] + [REPO / "config" / name for name in extra]
     raw = {}
     for path in paths:
         raw = config_merge(raw, yaml.safe_load(path.read_text()))
@@ -241,6 +251,33 @@ def test_counterfactual_case_count():
     assert cfg.counterfactual.n_cases == 3 * 1 * 3 * 1
     cf = dataclasses.replace(cfg.counterfactual, steps=(500, 0), k=(0.1, 0.2))
     assert cf.n_cases == 3 * 2 * 3 * 2 and cf.scored_methods == ("journey_trak", "pixel_similarity")
+    cf = dataclasses.replace(cf, steps=("emergence", 500, "final"), specificity=("journey_trak",))
+    assert cf.labels == ("emergence", "500", "final") and cf.stepwise_labels == cf.labels[:2]
+    assert cf.n_cases == 3 * 2 * (3 * 3 + 2 * 1)  # targets × k × (steps × methods + twins)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"steps": [500, "later"]}, "'later' is not one of ['emergence', 'final']"),
+        ({"steps": [123, "final"]}, r"counterfactual.steps [123] are not attribution steps"),
+        ({"specificity": ["das"]}, "counterfactual.specificity das: list it in"),
+        ({"steps": "final", "specificity": ["journey_trak"]}, "needs a step in"),
+    ],
+)
+def test_a_counterfactual_design_that_cannot_run_is_refused(change, message):
+    raw = yaml.safe_load(DEFAULT.read_text())
+    raw["counterfactual"] = raw.get("counterfactual", {}) | change
+    with pytest.raises(ConfigError, match=re.escape(message) if "[" in message else message):
+        RunConfig.from_dict(raw)
+
+
+def test_a_trajectory_free_method_has_no_step_specificity_to_test():
+    from diffattr.methods import check_specificity
+
+    check_specificity(["journey_trak", "das_step", "pixel_similarity"])
+    with pytest.raises(ConfigError, match="das: its scores are the same at every step"):
+        check_specificity(["journey_trak", "das"])
 
 
 def test_typed_sections_have_no_silent_defaults_for_required_keys():
@@ -326,6 +363,17 @@ def test_ekfac_is_refused_for_conditional_models_before_anything_runs():
     raw["attribution"]["methods"] = ["journey_trak", "ekfac"]
     with pytest.raises(ConfigError, match="ekfac supports unconditional models only"):
         RunConfig.from_dict(raw)
+
+
+def test_the_counterfactual_benchmark_reuses_every_job_of_the_lds_benchmark():
+    """config/digits-cf.yaml is an overlay: every stage but the counterfactual ones gets the
+    same slice as under config/digits-lds.yaml alone, so nothing there reruns."""
+    lds = load([DEFAULT, REPO / "config" / "digits-lds.yaml"])
+    both = load([DEFAULT, REPO / "config" / "digits-lds.yaml", REPO / "config" / "digits-cf.yaml"])
+    changed = {stage for stage in SLICES if lds.slice(stage) != both.slice(stage)}
+    assert "cf_plan" in changed
+    assert changed <= {"train_classifier", "emergence", "cf_plan", "cf_resample", "cf_report"}
+    assert both.counterfactual.targets >= 24 and both.counterfactual.specificity
 
 
 @pytest.mark.parametrize("name", ["cifar10", "cifar2", "digits-lds"])

@@ -112,7 +112,8 @@ def test_summary_differences_and_counts():
                 "step": 500,
                 "k": 10,
                 "protocol": "a",
-                "step_label": 500,
+                "label": "500",
+                "scored_at": 500,
                 "l2": v + j * 0.01,
                 "prob_drop": 0.0,
                 "frechet": 1.0,
@@ -160,3 +161,43 @@ def test_the_interval_of_a_non_negative_metric_cannot_go_below_zero():
     rng = np.random.default_rng(0)
     means = values[rng.integers(0, 3, (2000, 3))].mean(axis=1)
     assert (low, high) == tuple(np.percentile(means, [2.5, 97.5]))
+
+
+def test_step_specificity_is_the_paired_difference_to_the_twin_and_twins_stay_out_of_rows():
+    def case(method, j, scored_at, l2, label="500", step=500):
+        return {
+            "method": method,
+            "target": j,
+            "step": step,
+            "k": 10,
+            "protocol": "a",
+            "label": label,
+            "scored_at": scored_at,
+            "l2": l2,
+            "prob_drop": 0.1,
+            "frechet": 1.0,
+        }
+
+    rows = [case("journey_trak", j, 500, 3.0 + 0.1 * j) for j in range(5)]
+    rows += [case("journey_trak", j, 0, 2.0 + 0.3 * j) for j in range(5)]  # the twins
+    rows += [case("random", j, 500, 1.0) for j in range(5)]
+    rows += [case("random", j, 0, 1.0, "final", 999) for j in range(5)]  # not a twin
+    rows += [case("journey_trak", j, 0, 5.0, "final", 999) for j in range(5)]
+    floor = pd.DataFrame(
+        [
+            {"target": j, "step": s, "protocol": "a", "l2": 0.5, "prob_drop": 0.0, "frechet": 1.0}
+            for j in range(5)
+            for s in (500, 999)
+        ]
+    )
+    table = summarize(pd.DataFrame(rows), floor).set_index(["method", "step", "metric"])
+    row = table.loc["journey_trak", "500", "l2"]
+    assert row["mean"] == pytest.approx(3.2) and row["n_targets"] == 5  # the twins left out
+    diffs = np.array([1.0 - 0.2 * j for j in range(5)])
+    mean, lo, hi = t_interval(diffs)
+    assert (row.diff_vs_other_step, row.diff_vs_other_step_low) == pytest.approx((mean, lo))
+    assert row.diff_vs_other_step_high == pytest.approx(hi)
+    final = table.loc["journey_trak", "final", "l2"]
+    assert final["mean"] == 5.0 and final.diff_vs_random == 4.0
+    assert np.isnan(final.diff_vs_other_step)  # final has no twin
+    assert table.loc["random", "final", "l2"].floor_low == 0.5

@@ -312,7 +312,7 @@ def test_bad_config_is_one_line(change, message):
 def test_removing_more_examples_than_exist_is_named():
     cf = dataclasses.replace(load([REPO / "config" / "config.yaml"]).counterfactual, k=(50,))
     with pytest.raises(ConfigError, match=r"counterfactual\.k 50 removes 50 of 40"):
-        plan(cf, 40, [0], [0, 0, 0], lambda m, s, t: np.zeros(40), 0)
+        plan(cf, 40, [0], [0, 0, 0], lambda m, s, t: np.zeros(40), 0, 999)
 
 
 def test_a_shard_out_of_range_and_an_unknown_output_are_config_errors(scheduler):

@@ -219,7 +219,7 @@ def test_lds_and_counterfactual_artefacts_round_trip(tmp_path):
     again = read_emergence(tmp_path / "e.h5")
     assert again.decision_step.tolist() == [20, 10] and np.array_equal(again.samples, em.samples)
 
-    cases = [Case(0, "random", 0, 20, 2), Case(1, "journey_trak", 1, 10, 2)]
+    cases = [Case(0, "random", 0, 20, 2, "20", 20), Case(1, "journey_trak", 1, 10, 2, "final", 0)]
     keep = np.ones((2, 6), bool)
     keep[0, [1, 4]] = keep[1, [0, 5]] = False
     write_plan(tmp_path / "plan.h5", Plan(cases, keep, {"config": {"k": [0.3]}}))

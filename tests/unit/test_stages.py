@@ -19,7 +19,9 @@ from diffattr.artifacts import (
     TargetFeatures,
     Targets,
     read_data,
+    read_resampled,
     read_scores,
+    read_targets,
     write_data,
     write_feature_shard,
     write_plan,
@@ -53,7 +55,7 @@ def config(**sections) -> RunConfig:
 
 
 def test_plan_removes_each_methods_top_k_at_the_decision_step():
-    cf = config().counterfactual  # 2 targets at emergence, 3 methods, k = 0.1
+    cf = dataclasses.replace(config().counterfactual, steps="emergence", specificity=())
     n, steps = 50, [660, 340, 0]
     rows = {m: RNG.standard_normal((3, 2, n)) for m in ("journey_trak", "pixel_similarity")}
     seen = []
@@ -62,7 +64,7 @@ def test_plan_removes_each_methods_top_k_at_the_decision_step():
         seen.append((method, step, target))
         return rows[method][steps.index(step), target]
 
-    cases, keep = plan(cf, n, steps, [340, 0], score_row, seed=0)
+    cases, keep = plan(cf, n, steps, [340, 0], score_row, 0, 999)
     assert len(cases) == cf.n_cases == 6 and keep.shape == (6, n)
     assert [c.step for c in cases] == [340] * 3 + [0] * 3  # each target at its decision step
     assert [c.index for c in cases] == list(range(6))
@@ -70,8 +72,8 @@ def test_plan_removes_each_methods_top_k_at_the_decision_step():
         removed = np.flatnonzero(~mask)
         assert case.k == 5 == len(removed)
         if case.method == "random":
-            again = plan(cf, n, steps, [340, 0], score_row, seed=0)[1][case.index]
-            other_seed = plan(cf, n, steps, [340, 0], score_row, seed=1)[1][case.index]
+            again = plan(cf, n, steps, [340, 0], score_row, 0, 999)[1][case.index]
+            other_seed = plan(cf, n, steps, [340, 0], score_row, 1, 999)[1][case.index]
             assert np.array_equal(again, mask) and not np.array_equal(other_seed, mask)
         else:
             row = rows[case.method][steps.index(case.step), case.target]
@@ -86,15 +88,42 @@ def test_plan_removes_each_methods_top_k_at_the_decision_step():
 
 
 def test_plan_with_listed_steps_and_a_step_outside_the_attribution_steps():
-    cf = dataclasses.replace(config().counterfactual, steps=(660, 0), k=(0.1, 3))
-    cases, keep = plan(cf, 40, [660, 340, 0], [0, 0], lambda m, s, t: np.arange(40.0), 0)
+    cf = dataclasses.replace(config().counterfactual, steps=(660, 0), k=(0.1, 3), specificity=())
+    cases, keep = plan(cf, 40, [660, 340, 0], [0, 0], lambda m, s, t: np.arange(40.0), 0, 999)
     assert len(cases) == cf.n_cases == 2 * 2 * 3 * 2
     assert {c.k for c in cases} == {4, 3} and {c.step for c in cases} == {660, 0}
     top = [c for c in cases if c.method == "journey_trak" and c.k == 3]
     assert all(np.flatnonzero(~keep[c.index]).tolist() == [37, 38, 39] for c in top)
     bad = dataclasses.replace(cf, steps=(500,))
     with pytest.raises(ConfigError, match="500 is not an attribution step"):
-        plan(bad, 40, [660, 340, 0], [0, 0], lambda m, s, t: np.arange(40.0), 0)
+        plan(bad, 40, [660, 340, 0], [0, 0], lambda m, s, t: np.arange(40.0), 0, 999)
+
+
+def test_plan_final_protocol_and_step_specificity_twins():
+    """final: the last step's row, resampled from x_T; a twin removes the top-k of the row at
+    the farthest other step and is resampled from the same x_t as its case."""
+    cf = dataclasses.replace(
+        config().counterfactual,
+        steps=("emergence", 660, "final"),
+        methods=("journey_trak", "random"),
+        specificity=("journey_trak",),
+        k=(3,),
+    )
+    n, steps = 40, [660, 340, 0]
+    rows = RNG.standard_normal((3, 2, n))
+    cases, keep = plan(cf, n, steps, [340, 0], lambda m, s, t: rows[steps.index(s), t], 0, 999)
+    assert len(cases) == cf.n_cases == 2 * (3 * 2 + 2)
+    by = {(c.target, c.label, c.method, c.twin): c for c in cases}
+    final = by[0, "final", "journey_trak", False]
+    assert (final.step, final.scored_at) == (999, 0)
+    assert set(np.flatnonzero(~keep[final.index])) == set(np.argsort(rows[2, 0])[-3:])
+    assert by[0, "final", "random", False].step == 999
+    twin = by[0, "emergence", "journey_trak", True]  # decision step 340: farthest is 0 (≥ 660)
+    assert (twin.step, twin.scored_at, twin.label) == (340, 0, "emergence")
+    assert set(np.flatnonzero(~keep[twin.index])) == set(np.argsort(rows[2, 0])[-3:])
+    assert by[1, "660", "journey_trak", True].scored_at == 0
+    assert by[1, "emergence", "journey_trak", True].scored_at == 660  # decision step 0
+    assert not any(c.twin for c in cases if c.method == "random" or c.label == "final")
 
 
 def test_top_influencers_break_ties_by_index():
@@ -447,7 +476,7 @@ def test_counterfactual_model_on_unchanged_data_is_full_model_0_bit_for_bit(tmp_
     write_data(tmp_path / "d.h5", data, {})
     keep = np.ones((2, 12), bool)
     keep[1, [0, 5]] = False
-    cases = [Case(0, "random", 0, 0, 0), Case(1, "random", 0, 0, 2)]
+    cases = [Case(0, "random", 0, 0, 0, "0", 0), Case(1, "random", 0, 0, 2, "0", 0)]
     write_plan(tmp_path / "plan.h5", layout_plan(cases, keep))
     common = {"data": tmp_path / "d.h5", "progress": False}
     run_stage("train", cfg, model_index=0, out=tmp_path / "m0", **common)
@@ -476,6 +505,59 @@ def test_counterfactual_model_on_unchanged_data_is_full_model_0_bit_for_bit(tmp_
     assert all(torch.equal(full[k], same[k]) for k in full)
     assert not all(torch.equal(full[k], removed[k]) for k in full)
     assert not all(torch.equal(full[k], floor[k]) for k in full)
+
+
+def test_final_protocol_regenerates_each_target_from_its_own_noise(tmp_path):
+    """D-TRAK's protocol starts from the target's own x_T: drawn again from its stream it is the
+    sampled one (the original model then retraces the target), and a counterfactual model equal
+    to the original resamples the original's samples bit for bit."""
+    cfg = tiny_config(tmp_path)
+    data = PreparedData(
+        images=RNG.uniform(-1, 1, (12, 1, 8, 8)).astype(np.float32),
+        labels=np.arange(12) % 2,
+        ids=np.arange(12),
+        class_names=["a", "b"],
+        name="toy",
+    )
+    write_data(tmp_path / "d.h5", data, {})
+    run_stage(
+        "train", cfg, data=tmp_path / "d.h5", model_index=0, out=tmp_path / "m0", progress=False
+    )
+    run_stage(
+        "sample",
+        cfg,
+        model=tmp_path / "m0",
+        data=tmp_path / "d.h5",
+        out=tmp_path / "t.h5",
+        progress=False,
+    )
+    stored = read_targets(tmp_path / "t.h5")
+    unet, scheduler = load_model(layout.checkpoint(tmp_path / "m0"), "cpu", cfg.model)
+    shape = stored.final.shape[1:]
+    T = cfg.first_timestep()
+    assert diffusion.inference_timesteps(scheduler, cfg.targets.sampling_steps)[0] == T
+    gens = diffusion.target_generators(cfg.seed, range(stored.n))
+    x_T = diffusion.initial_noise(shape, gens)
+    for j in range(stored.n):
+        assert torch.equal(x_T[j], diffusion.target_noise(cfg.seed, j, shape))
+    steps = cfg.targets.sampling_steps
+    again = diffusion.denoise(x_T, scheduler, steps, diffusion.model_predictor(unet), gens)
+    assert torch.equal(again.final, torch.from_numpy(stored.final))
+    case = Case(0, "random", 1, T, 2, "final", stored.steps[-1])
+    write_plan(tmp_path / "plan.h5", layout_plan([case], np.ones((1, 12), bool)))
+    run_stage(
+        "cf-resample",
+        cfg,
+        plan=tmp_path / "plan.h5",
+        case="c0",
+        original=tmp_path / "m0",
+        model=tmp_path / "m0",
+        targets=tmp_path / "t.h5",
+        out=tmp_path / "r.h5",
+    )
+    runs = read_resampled(tmp_path / "r.h5")[1, T]
+    assert np.array_equal(runs["original"], runs["b"]) and np.array_equal(runs["a"], runs["b"])
+    assert not np.allclose(runs["original"][0], runs["original"][1])  # S streams
 
 
 def layout_plan(cases, keep):

@@ -281,6 +281,16 @@ def test_lds_and_counterfactual_reports(finished):
     assert set(cf.metric) == {"l2", "prob_drop", "frechet"} and set(cf.protocol) == {"a", "b"}
     assert cf.classifier_accuracy.iloc[0] > 0.8
     assert not cf.loc[cf.method == "random", "counts"].any()
+    assert set(cf.step.astype(str)) == {"emergence", "final"}
+    specific = cf[(cf.method == "journey_trak") & (cf.step.astype(str) == "emergence")]
+    assert specific.diff_vs_other_step.notna().all()  # the step-specificity test
+    assert cf.loc[cf.step.astype(str) == "final", "diff_vs_other_step"].isna().all()
+    cases = pd.read_csv(run / "reports" / "counterfactual_cases.csv").drop_duplicates("index")
+    assert len(cases) == 2 * (2 * 3 + 1)  # targets × (steps × methods + a twin)
+    twins = cases[(cases.label != "final") & (cases.scored_at != cases.step)]
+    assert len(twins) == 2 and set(twins.method) == {"journey_trak"}
+    final = cases[cases.label == "final"]
+    assert (final.step == 980).all() and (final.scored_at == 0).all()  # x_T; the last step's row
     emergence = pd.read_csv(run / "reports" / "emergence.csv")
     assert emergence.probability.between(0, 1).all()
     for name in ["counterfactual_metrics.png", "counterfactual_samples.png", "emergence.png"]:

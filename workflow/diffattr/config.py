@@ -391,23 +391,35 @@ class CounterfactualConfig(Section):
     path: ClassVar[str] = "counterfactual"
     enabled: bool = True
     targets: int = 3
-    steps: str | tuple[int, ...] = "emergence"
+    steps: str | tuple[int | str, ...] = "emergence"
     methods: tuple[str, ...] = ("journey_trak", "pixel_similarity", "random")
     k: tuple[float, ...] = (0.1,)
+    specificity: tuple[str, ...] = ()
     delta: int = 100
     samples: int = 16
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
 
+    EMERGENCE: ClassVar[str] = "emergence"  # each target at its own decision step
+    FINAL: ClassVar[str] = "final"  # D-TRAK's protocol: the final image's attribution
+
     @property
-    def at_emergence(self) -> bool:
-        """Each target is examined at its own decision step."""
-        return self.steps == "emergence"
+    def labels(self) -> tuple[str, ...]:
+        """The examined steps, as the report labels them: ``emergence``, ``final`` or a step."""
+        steps = (self.steps,) if isinstance(self.steps, str) else self.steps
+        return tuple(str(s) for s in steps)
+
+    @property
+    def stepwise_labels(self) -> tuple[str, ...]:
+        """The labels examined from an x_t of the trajectory (all but ``final``)."""
+        return tuple(label for label in self.labels if label != self.FINAL)
 
     @property
     def n_cases(self) -> int:
-        """Counterfactual models: targets × steps × methods × removal sizes."""
-        steps = 1 if self.at_emergence else len(self.steps)
-        return self.targets * steps * len(self.methods) * len(self.k)
+        """Counterfactual models: targets × removal sizes × (steps × methods + the step-
+        specificity arm: stepwise steps × specificity methods)."""
+        per_k = len(self.labels) * len(self.methods)
+        per_k += len(self.stepwise_labels) * len(self.specificity)
+        return self.targets * len(self.k) * per_k
 
     @property
     def scored_methods(self) -> tuple[str, ...]:
@@ -550,13 +562,18 @@ class RunConfig(Section):
                 raise ConfigError(
                     f"counterfactual.targets ({cf.targets}) exceeds targets.n ({self.targets.n})"
                 )
-            if not cf.at_emergence:
-                outside = sorted(set(cf.steps) - set(self.attribution_steps()), reverse=True)
-                if outside:
-                    raise ConfigError(
-                        f"counterfactual.steps {outside} are not attribution steps "
-                        f"{self.attribution_steps()}; choose among those"
-                    )
+            fixed = {int(s) for s in cf.labels if s.isdigit()}
+            named = (cf.EMERGENCE, cf.FINAL)
+            unknown = [s for s in cf.labels if not s.isdigit() and s not in named]
+            outside = sorted(fixed - set(self.attribution_steps()), reverse=True)
+            if unknown or outside:
+                raise ConfigError(
+                    f"counterfactual.steps {unknown + outside} are not attribution steps "
+                    f"{self.attribution_steps()}; choose among those, emergence or final"
+                )
+            if len(set(cf.labels)) != len(cf.labels):
+                raise ConfigError(f"counterfactual.steps {list(cf.labels)} repeat a step")
+            self._check_specificity()
         root = self.dataset.root
         if (
             self.dataset.name in ("cifar10", "mscoco", "folder")
@@ -569,6 +586,24 @@ class RunConfig(Section):
             )
         if self.model.conditional and self.model.cross_attention_dim is None:
             raise ConfigError("model.cross_attention_dim is required when model.conditional")
+
+    def _check_specificity(self) -> None:
+        """The step-specificity arm needs a step-specific method among counterfactual.methods
+        and a second attribution step to take the other removal from."""
+        cf = self.counterfactual
+        for method in cf.specificity:  # trajectory-free methods: methods.check_specificity
+            if method not in cf.methods or method == "random":
+                raise ConfigError(
+                    f"counterfactual.specificity {method}: list it in counterfactual.methods "
+                    "(random has no step to be specific to)"
+                )
+        if cf.specificity and len(self.attribution_steps()) < 2:
+            raise ConfigError("counterfactual.specificity needs two or more attribution.steps")
+        if cf.specificity and not cf.stepwise_labels:
+            raise ConfigError(
+                "counterfactual.specificity needs a step in counterfactual.steps (emergence or "
+                "an attribution step), not only final"
+            )
 
     def check_extra_targets(self) -> None:
         """Extra target sets have distinct file-safe names and existing image folders."""
@@ -664,6 +699,10 @@ class RunConfig(Section):
                 f"{self.train.steps} (lds.train.steps); set it in your config to change that"
             ]
         return []
+
+    def first_timestep(self) -> int:
+        """The sampler's first timestep, where x_T (the initial noise) enters."""
+        return sampler_timesteps(self.diffusion.num_train_timesteps, self.targets.sampling_steps)[0]
 
     def attribution_steps(self) -> list[int]:
         """The attributed sampler timesteps, noisy → clean (see :func:`attribution_steps`)."""
@@ -818,9 +857,14 @@ SLICES: dict[str, dict[str, tuple[str, ...] | None]] = {
     "lds_report": {"seed": None, "lds": None},
     "train_classifier": {"seed": None, "counterfactual": ("classifier",)},
     "emergence": {**_MODEL_RUN, "targets": None, "counterfactual": ("samples",)},
-    "cf_plan": {"seed": None, "counterfactual": ("targets", "steps", "methods", "k")},
+    "cf_plan": {
+        "seed": None,
+        "diffusion": ("num_train_timesteps",),
+        "targets": ("sampling_steps",),
+        "counterfactual": ("targets", "steps", "methods", "k", "specificity"),
+    },
     "cf_resample": {**_MODEL_RUN, "targets": None, "counterfactual": ("samples", "delta")},
-    "cf_report": {"seed": None, "counterfactual": ("steps",)},
+    "cf_report": {"seed": None},
 }
 
 

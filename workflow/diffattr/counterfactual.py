@@ -4,6 +4,9 @@
   seeded random examples). Counterfactual models train with the full model's seed and randomness
   stream, so the data is the only difference; the *seed floor* is the full data retrained with
   another seed, i.e. how much p(·|x_t) moves for no data reason at all.
+- ``final`` (D-TRAK's protocol): the final image's attribution removed, the target regenerated
+  from its own x_T. Step specificity: the same x_t resampled after removing the top-k of the
+  attribution at another step t' (a *twin* of the case).
 - Paired resampling: from the stored x_t, S noise streams keyed by (target, step, s) and shared by
   the original and the counterfactual model. Protocol ``a`` (the paper's) uses the counterfactual
   model on the sampler steps in [t − Δ, t] and the original elsewhere; ``b`` uses it for every
@@ -58,34 +61,68 @@ def plan(
     decision_steps: Sequence[int],
     score_row: Callable[[str, int, int], np.ndarray],
     seed: int,
+    first_timestep: int,
 ) -> tuple[list[Case], np.ndarray]:
     """The counterfactual design: for each of the first ``cf.targets`` targets, each examined
-    step (its decision step, or ``cf.steps``), each method and each removal size, one case that
-    removes that method's top-k influencers (``random``: k seeded examples).
+    step label, each method and each removal size, one case that removes that method's top-k
+    influencers (``random``: k seeded examples); then the step-specificity twins.
 
-    ``score_row(method, step, target)`` gives a method's scores (n,) at (step, target position).
+    Labels: ``emergence`` (the target's decision step), an attribution step t, or ``final``
+    (D-TRAK's protocol: the final image's attribution, i.e. the last attribution step's row as in
+    the LDS's final column, resampled from x_T at ``first_timestep``). A twin of a case at step t
+    removes the top-k of the attribution at the step farthest from t (``other_step``) and is
+    resampled from the same x_t. ``score_row(method, step, target)`` gives a method's scores (n,).
     Returns the cases and the keep masks (cases, n): False on the removed examples.
     """
     cases, keep = [], []
+
+    def add(method: str, target: int, label: str, step: int, scored_at: int, k: float) -> None:
+        size = removal_size(float(k), n)
+        if method == "random":
+            removed = random_removal(n, size, seed, target, step)
+        else:
+            removed = top_influencers(score_row(method, scored_at, target), size)
+        mask = np.ones(n, dtype=bool)
+        mask[removed] = False
+        cases.append(Case(len(cases), method, target, step, size, label, scored_at))
+        keep.append(mask)
+
     for target in range(cf.targets):
-        examined = [int(decision_steps[target])] if cf.at_emergence else list(cf.steps)
-        for step in examined:
-            if step not in steps:
-                raise ConfigError(f"counterfactual step {step} is not an attribution step {steps}")
+        for label in cf.labels:
+            step, scored_at = examined_step(label, int(decision_steps[target]), steps)
+            if label == cf.FINAL:
+                step = first_timestep
             for method in cf.methods:
                 for k in cf.k:
-                    size = removal_size(float(k), n)
-                    if method == "random":
-                        removed = random_removal(n, size, seed, target, step)
-                    else:
-                        removed = top_influencers(score_row(method, step, target), size)
-                    mask = np.ones(n, dtype=bool)
-                    mask[removed] = False
-                    cases.append(Case(len(cases), method, target, step, size))
-                    keep.append(mask)
+                    add(method, target, label, step, scored_at, k)
+        for label in cf.stepwise_labels:
+            step, _ = examined_step(label, int(decision_steps[target]), steps)
+            for method in cf.specificity:
+                for k in cf.k:
+                    add(method, target, label, step, other_step(step, steps), k)
     if len(cases) != cf.n_cases:  # the workflow made cf.n_cases jobs
         raise ConfigError(f"planned {len(cases)} cases, the workflow expects {cf.n_cases}")
     return cases, np.stack(keep)
+
+
+def examined_step(label: str, decision: int, steps: Sequence[int]) -> tuple[int, int]:
+    """(the step resampled from, the step whose scores choose the removal) of a label; ``final``
+    reads the last attribution step's row (its resampling step is the sampler's first)."""
+    if label == CounterfactualConfig.EMERGENCE:
+        step = decision
+    elif label == CounterfactualConfig.FINAL:
+        return steps[-1], steps[-1]
+    else:
+        step = int(label)
+    if step not in steps:
+        raise ConfigError(f"counterfactual step {step} is not an attribution step {list(steps)}")
+    return step, step
+
+
+def other_step(step: int, steps: Sequence[int]) -> int:
+    """The attribution step farthest from ``step`` (the larger on a tie): the step-specificity
+    test's alternative removal."""
+    return max(steps, key=lambda u: (abs(u - step), u))
 
 
 PROTOCOLS = ("a", "b")
@@ -244,20 +281,26 @@ def bootstrap_interval(
 def summarize(cases, floor):
     """Aggregate per-case metrics (DataFrame: case columns + protocol + metrics) into the report.
 
-    ``floor`` holds the seed-floor metrics per (target, step, protocol). For every (method, step,
-    k, protocol, metric): mean over targets with a bootstrap interval (non-negative metrics keep
-    non-negative intervals), the seed floor, the random-removal baseline, and the paired
-    differences to random removal, to pixel-similarity removal and to the floor with
-    t-intervals; ``counts`` when both same-seed differences are above 0.
+    ``floor`` holds the seed-floor metrics per (target, step, protocol). For every (method, step
+    label, k, protocol, metric): mean over targets with a bootstrap interval (non-negative metrics
+    keep non-negative intervals), the seed floor, the random-removal baseline, and the paired
+    differences to random removal, to pixel-similarity removal, to the floor and (methods with a
+    step-specificity arm) to removing the attribution of another step, with t-intervals;
+    ``counts`` when both same-seed differences to random and pixel-similarity removal are above 0.
     """
     import pandas as pd
 
-    step_label = "step_label"
-    long = cases.melt(
-        id_vars=["method", "target", "step", "k", "protocol", step_label],
-        value_vars=list(METRICS),
-        var_name="metric",
-    )
+    twin = (cases.label != "final") & (cases.scored_at != cases.step)
+    paired = ["target", "label", "k", "protocol", "metric"]
+
+    def long_form(frame):
+        return frame.melt(
+            id_vars=["method", "target", "step", "k", "protocol", "label"],
+            value_vars=list(METRICS),
+            var_name="metric",
+        )
+
+    long = long_form(cases[~twin])
     fl = floor.melt(
         id_vars=["target", "step", "protocol"],
         value_vars=list(METRICS),
@@ -265,38 +308,37 @@ def summarize(cases, floor):
         value_name="floor",
     )
     long = long.merge(fl, on=["target", "step", "protocol", "metric"], how="left")
-    paired = ["target", "step", "k", "protocol", "metric"]
     for baseline in ("random", "pixel_similarity"):  # the same seed stream: paired per target
         removed = long[long.method == baseline][[*paired, "value"]]
         long = long.merge(removed.rename(columns={"value": baseline}), on=paired, how="left")
+    other = long_form(cases[twin])[["method", *paired, "value"]]
+    long = long.merge(
+        other.rename(columns={"value": "other_step"}), on=["method", *paired], how="left"
+    )
     rows = []
-    keys = ["method", step_label, "k", "protocol", "metric"]
+    keys = ["method", "label", "k", "protocol", "metric"]
     for key, g in long.groupby(keys, sort=True):
         mean, lo, hi = bootstrap_interval(g.value.to_numpy())
-        d_rand = t_interval((g.value - g.random).to_numpy())
-        d_pixel = t_interval((g.value - g.pixel_similarity).dropna().to_numpy())
-        d_floor = t_interval((g.value - g.floor).to_numpy())
-        rows.append(
-            {
-                **dict(zip(keys, key, strict=True)),
-                "mean": mean,
-                "ci_low": lo,
-                "ci_high": hi,
-                "seed_floor": float(g.floor.mean()),
-                "random": float(g.random.mean()),
-                "diff_vs_random": d_rand[0],
-                "diff_vs_random_low": d_rand[1],
-                "diff_vs_random_high": d_rand[2],
-                "diff_vs_pixel": d_pixel[0],
-                "diff_vs_pixel_low": d_pixel[1],
-                "diff_vs_pixel_high": d_pixel[2],
-                "diff_vs_floor": d_floor[0],
-                "diff_vs_floor_low": d_floor[1],
-                "diff_vs_floor_high": d_floor[2],
-                "n_targets": int(g.target.nunique()),
-            }
-        )
-    out = pd.DataFrame(rows).rename(columns={step_label: "step"})
+        row = {
+            **dict(zip(keys, key, strict=True)),
+            "mean": mean,
+            "ci_low": lo,
+            "ci_high": hi,
+            "seed_floor": float(g.floor.mean()),
+            "random": float(g.random.mean()),
+        }
+        row["floor_low"], row["floor_high"] = bootstrap_interval(g.floor.dropna().to_numpy())[1:]
+        for name, column in [
+            ("random", "random"),
+            ("pixel", "pixel_similarity"),
+            ("floor", "floor"),
+            ("other_step", "other_step"),
+        ]:
+            diff = t_interval((g.value - g[column]).dropna().to_numpy())
+            names = [f"diff_vs_{name}{x}" for x in ("", "_low", "_high")]
+            row |= dict(zip(names, diff, strict=True))
+        rows.append(row | {"n_targets": int(g.target.nunique())})
+    out = pd.DataFrame(rows).rename(columns={"label": "step"})
     # counts: the removal moves the samples more than removing random examples and than removing
     # pixel similarity's top examples, paired over targets under the same seed stream (data is
     # the only difference). The seed floor (a reseeded full-data model) is a reference band, not

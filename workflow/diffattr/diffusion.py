@@ -292,3 +292,13 @@ def forward_trajectory(
 def initial_noise(shape: tuple[int, ...], generators: Sequence[torch.Generator]) -> Tensor:
     """x_T, one image per generator (drawn first from each image's own stream)."""
     return torch.stack([torch.randn(shape, generator=g) for g in generators])
+
+
+def target_generators(seed: int, target_ids: Iterable[int]) -> list[torch.Generator]:
+    """The sampling streams of the run's targets: x_T first, then the sampler's noise."""
+    return [generator(seed, "sample", int(j)) for j in target_ids]
+
+
+def target_noise(seed: int, target_id: int, shape: tuple[int, ...]) -> Tensor:
+    """Target ``target_id``'s x_T, drawn again from its own stream (D-TRAK's regeneration)."""
+    return initial_noise(shape, target_generators(seed, [target_id]))[0]

@@ -292,62 +292,80 @@ def emergence_figure(probs: np.ndarray, steps: Sequence[int], decided: Sequence[
 
 
 def counterfactual_metrics_figure(table) -> plt.Figure:
-    """Each metric by method (bars: mean over targets with 95% bootstrap intervals), per
-    protocol, with the seed floor as a dashed line."""
+    """Each metric (rows) at each examined step (columns, under the protocol shown there: the
+    paper's a at a step, D-TRAK's b for final): bars per method and removal size, mean over
+    targets with 95% bootstrap intervals; the seed floor's interval as a grey band."""
     metrics = [
         ("l2", "paired pixel L2"),
         ("prob_drop", "drop of P(target class)"),
         ("frechet", "Fréchet distance (classifier features)"),
     ]
-    protocols = sorted(table.protocol.unique())
-    fig, axes = plt.subplots(len(protocols), 3, figsize=(10, 3.2 * len(protocols)), squeeze=False)
-    for r, protocol in enumerate(protocols):
-        for c, (metric, title) in enumerate(metrics):
+    labels = list(dict.fromkeys(table.step.astype(str)))
+    fig, axes = plt.subplots(3, len(labels), figsize=(3.4 * len(labels) + 0.6, 8.4), squeeze=False)
+    for c, label in enumerate(labels):
+        protocol = "b" if label == "final" else "a"
+        for r, (metric, title) in enumerate(metrics):
             ax = axes[r, c]
-            g = table[(table.protocol == protocol) & (table.metric == metric)]
-            g = g.sort_values("method")
-            labels = [f"{m}\nk={k} t={s}" for m, k, s in zip(g.method, g.k, g.step, strict=True)]
+            g = table[
+                (table.step.astype(str) == label)
+                & (table.protocol == protocol)
+                & (table.metric == metric)
+            ].sort_values(["method", "k"])
             xs = np.arange(len(g))
             yerr = np.nan_to_num([g["mean"] - g.ci_low, g.ci_high - g["mean"]])
-            ax.bar(
-                xs,
-                g["mean"],
-                yerr=yerr,
-                capsize=2,
-                color=[
-                    "0.6" if m == "random" else "C0" if m == "journey_trak" else "C2"
-                    for m in g.method
-                ],
-            )
-            ax.axhline(g.seed_floor.mean(), color="k", ls="--", lw=1, label="seed floor")
+            colors = [_method_color(m) for m in g.method]
+            ax.bar(xs, g["mean"], yerr=yerr, capsize=2, color=colors)
+            for x, counted in zip(xs, g["counts"], strict=True):
+                if counted:
+                    ax.annotate("*", (x, 1.0), xycoords=("data", "axes fraction"), ha="center")
+            if len(g):
+                band = (g.floor_low.min(), g.floor_high.max())
+                ax.axhspan(*band, color="0.85", zorder=0, label="seed floor (95% interval)")
             ax.axhline(0, color="0.4", lw=0.6)
-            ax.set_xticks(xs, labels, fontsize=8, rotation=30, ha="right")
-            ax.set_title(f"{title} — protocol {protocol}", fontsize=8)
-            if c == 0 and r == 0:
-                ax.legend(fontsize=8)
+            ticks = [f"{m}\n−{k}" for m, k in zip(g.method, g.k, strict=True)]
+            ax.set_xticks(xs, ticks, fontsize=8, rotation=35, ha="right")
+            ax.tick_params(axis="y", labelsize=8)
+            where = "final image, from x_T" if label == "final" else f"t = {label}"
+            ax.set_title(f"{title}\n{where}, protocol {protocol}", fontsize=8)
+            if c == 0 and r == 0 and len(g):
+                ax.legend(fontsize=8, loc="upper left")
+    fig.suptitle(
+        "Counterfactual effect per removal (* counts: above random and pixel removal)", fontsize=9
+    )
     fig.tight_layout()
     return fig
 
 
-def counterfactual_samples_figure(shown) -> plt.Figure:
-    """For one target: rows of original samples of p(·|x_t) and, per method, the paired
-    counterfactual samples (protocol a, same noise streams)."""
-    rows = 1 + len(shown)
-    n = min(8, shown[0][1].shape[0]) if shown else 1
-    fig, axes = plt.subplots(rows, n, figsize=(0.8 * n + 1.2, 0.85 * rows + 0.4), squeeze=False)
-    if shown:
-        for c in range(n):
-            _show(axes[0, c], shown[0][1][c])
-        axes[0, 0].set_ylabel("original", fontsize=8)
-        for r, (case, _, other) in enumerate(shown, start=1):
+def _method_color(method: str) -> str:
+    return {"random": "0.6", "pixel_similarity": "C2", "journey_trak": "C0"}.get(method, "C1")
+
+
+def counterfactual_samples_figure(shown, per_row: int = 6) -> plt.Figure:
+    """Paired samples per (target, examined step): the original model's samples of p(·|x_t)
+    (x_T for final), then per removal the counterfactual model's samples from the same noise
+    streams. ``shown``: (case, original, counterfactual) triples."""
+    groups: dict[tuple[int, str], list] = {}
+    for case, original, other in shown:
+        groups.setdefault((case.target, case.label), []).append((case, original, other))
+    n = min(per_row, shown[0][1].shape[0]) if shown else 1
+    heights = [1 + len(g) for g in groups.values()] or [1]
+    fig = plt.figure(figsize=(0.85 * n + 1.8, 0.85 * sum(heights) + 0.5 * len(heights)))
+    subfigs = fig.subfigures(len(heights), 1, height_ratios=heights, squeeze=False)[:, 0]
+    for sub, ((target, label), group) in zip(subfigs, groups.items(), strict=False):
+        axes = sub.subplots(1 + len(group), n, squeeze=False)
+        rows = [("original", group[0][1])]
+        for case, _, other in group:
+            chosen = f" @t={case.scored_at}" if case.twin else ""
+            rows.append((f"{case.method}{chosen}\n−{case.k}", other))
+        for r, (name, images) in enumerate(rows):
             for c in range(n):
-                _show(axes[r, c], other[c])
-            axes[r, 0].set_ylabel(f"{case['method']}\n−{case['k']}", fontsize=8)
-        fig.suptitle(
-            f"target {shown[0][0]['target']}, resampled from x_t at t={shown[0][0]['step']}",
-            fontsize=8,
-        )
-    fig.tight_layout()
+                _show(axes[r, c], images[c])
+            axes[r, 0].set_ylabel(name, fontsize=8, rotation=0, ha="right", va="center")
+        where = {
+            "final": "regenerated from its x_T (final-image attribution)",
+            "emergence": f"from x_t at its decision step t = {group[0][0].step}",
+        }.get(label, f"from x_t, t = {label}")
+        sub.suptitle(f"target {target}, {where}", fontsize=8)
     return fig
 
 

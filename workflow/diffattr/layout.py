@@ -52,8 +52,15 @@ class Case:
     index: int
     method: str
     target: int  # position in targets.h5
-    step: int  # timestep t (resolved from the emergence analysis when configured so)
+    step: int  # timestep t resampled from (x_T's for final; the emergence analysis's decision)
     k: int
+    label: str  # the examined step as configured: emergence, final or t
+    scored_at: int  # the step whose scores chose the removal (≠ step: a step-specificity twin)
+
+    @property
+    def twin(self) -> bool:
+        """A step-specificity twin: the removal was chosen at another step than resampled."""
+        return self.label != "final" and self.scored_at != self.step
 
     def as_dict(self) -> dict:
         return asdict(self)

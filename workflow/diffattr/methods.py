@@ -27,7 +27,7 @@ Baselines: ``pixel_similarity`` (cosine of x̂_0^t with each training image), ``
 (leave-one-out effect on f_t under the training set's empirical optimal denoiser, gradient-free)
 and ``random``.
 
-Adding a method: one class here, one line in ``METHODS``, and its name in the schema's two
+Adding a method: one class here, one line in ``METHODS``, and its name in the schema's three
 method enums (a test keeps them equal to the registry); add it to the default of
 ``attribution.methods`` (schema and ``config.AttributionConfig``) to run it by default.
 """
@@ -374,6 +374,17 @@ def get_method(name: str) -> Method:
     if name not in METHODS:
         raise ConfigError(f"unknown attribution method {name!r}; available: {sorted(METHODS)}")
     return METHODS[name]
+
+
+def check_specificity(methods: Iterable[str]) -> None:
+    """The step-specificity arm (``counterfactual.specificity``) compares removals chosen at two
+    steps of the same target: only a step-specific method has two different rows to choose from."""
+    for name in methods:
+        if get_method(name).target_image == "final":
+            raise ConfigError(
+                f"counterfactual.specificity {name}: its scores are the same at every step "
+                "(trajectory-free); choose a step-specific method such as journey_trak"
+            )
 
 
 def scorer(

@@ -6,7 +6,7 @@ from snakemake.utils import validate
 
 from diffattr.config import RunConfig
 from diffattr.layout import FLOOR, Member, Paths, case_name, members
-from diffattr.methods import FeatureKind, get_method
+from diffattr.methods import FeatureKind, check_specificity, get_method
 
 
 RUN_CONFIG = RunConfig.from_dict(config)  # one line per problem; cross-field checks (dry runs too)
@@ -29,6 +29,7 @@ LDS_SEEDS = list(range(LDS.seeds))
 PATCHES = RUN_CONFIG.attribution.patches
 PATCH_METHODS = PATCHES.methods_of(METHODS) if PATCHES.enabled else []
 CF = RUN_CONFIG.counterfactual
+check_specificity(CF.specificity)
 CF_CASES = [case_name(i) for i in range(CF.n_cases)]
 EXTRA = RUN_CONFIG.extra_targets
 EXTRA_SETS = EXTRA.names

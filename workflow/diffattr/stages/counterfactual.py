@@ -38,7 +38,7 @@ from ..counterfactual import (
     sample_metrics,
     summarize,
 )
-from ..diffusion import inference_timesteps, model_predictor
+from ..diffusion import inference_timesteps, model_predictor, target_noise
 from ..figures import (
     counterfactual_metrics_figure,
     counterfactual_samples_figure,
@@ -46,6 +46,7 @@ from ..figures import (
     html_table,
     save,
 )
+from ..methods import check_specificity
 from ..models import load_model, resolve_device
 from ..storage import atomic_path
 
@@ -129,6 +130,7 @@ def cf_plan(
 ) -> None:
     """Plan the counterfactual models: per (target, step, method, k), the examples removed."""
     cf = cfg.counterfactual
+    check_specificity(cf.specificity)
     n = read_data(data).n
     found = read_emergence(emergence)
     files = {}
@@ -143,6 +145,7 @@ def cf_plan(
             found.decision_step,
             lambda method, step, target: files[method].row(step, target),
             cfg.seed,
+            cfg.first_timestep(),
         )
     finally:
         for f in files.values():
@@ -178,8 +181,12 @@ def cf_resample(
     timesteps = inference_timesteps(scheduler, sampling_steps)
     original_p, other_p = model_predictor(original_model), model_predictor(other_model)
     samples = {}
+    shape = stored.final.shape[1:]
     for target, step in pairs:
-        x = torch.from_numpy(stored.x_t[stored.steps.index(step), target]).to(device)
+        if step in stored.steps:
+            x = torch.from_numpy(stored.x_t[stored.steps.index(step), target]).to(device)
+        else:  # D-TRAK's protocol: the target's own x_T, drawn again from its sampling stream
+            x = target_noise(cfg.seed, int(stored.target_ids[target]), shape).to(device)
         runs = protocol_predictors(original_p, other_p, step, cf.delta, timesteps)
         samples[target, step] = {
             name: resample(
@@ -198,6 +205,14 @@ def cf_resample(
         }
     write_resampled(out, samples, {"case": case, "delta": cf.delta})
     log.info("resampled %d (target, step) pairs for case %s", len(pairs), case)
+
+
+SHOWN_TARGETS = 3  # targets drawn in the paired-samples figure
+
+
+def shown_protocol(label: str) -> str:
+    """The protocol a figure shows: D-TRAK's (b) for final, the paper's (a) at a step."""
+    return "b" if label == "final" else "a"
 
 
 def cf_report(
@@ -219,7 +234,6 @@ def cf_report(
     cases = read_plan(plan).cases
     classes = read_emergence(emergence).classes
     files = {layout.parse_case(layout.parse_cf_samples(p)): p for p in samples}
-    label = "emergence" if cfg.counterfactual.at_emergence else None
     rows, shown = [], []
     for case in cases:
         runs = read_resampled(files[case.index])[case.target, case.step]
@@ -227,11 +241,10 @@ def cf_report(
         for protocol in PROTOCOLS:
             other = torch.from_numpy(runs[protocol])
             metrics = sample_metrics(original, other, reader, int(classes[case.target]))
-            step_label = label or case.step
             fields = dict(sorted(case.as_dict().items()))  # case columns by name, as always
-            rows.append({**fields, "protocol": protocol, "step_label": step_label, **metrics})
-            if protocol == "a" and case.target == 0:
-                shown.append((case.as_dict(), original.numpy(), other.numpy()))
+            rows.append({**fields, "protocol": protocol, **metrics})
+            if protocol == shown_protocol(case.label) and case.target < SHOWN_TARGETS:
+                shown.append((case, original.numpy(), other.numpy()))
     floor_rows = []
     for (target, step), runs in read_resampled(floor).items():
         original = torch.from_numpy(runs["original"])
@@ -250,10 +263,16 @@ def cf_report(
     save(counterfactual_samples_figure(shown), out_figure_samples)
     if out_html is not None:
         notes = [
-            "mean over targets with a 95% interval; diff_vs_random: the paired difference to "
-            "removing random examples; seed_floor: a reseeded full-data model's change.",
-            f"Bold rows count (the effect clears its references); classifier held-out accuracy "
-            f"{info['held_out_accuracy']:.2f}.",
+            "mean over targets with a 95% bootstrap interval; diff_vs_random, diff_vs_pixel: "
+            "paired differences (same seed stream, t-intervals) to removing random examples and "
+            "pixel similarity's top examples; seed_floor: a reseeded full-data model's change "
+            "(a reference band, not a bar).",
+            "step final: D-TRAK's protocol (the final image's attribution removed, the target "
+            "regenerated from its own x_T; protocol b is D-TRAK's). diff_vs_other_step: the "
+            "step-specificity test, the same removal size chosen from the attribution at the "
+            "farthest other step, resampled from the same x_t.",
+            f"Bold rows count (above 0 against random and pixel similarity); classifier "
+            f"held-out accuracy {info['held_out_accuracy']:.2f}.",
         ]
         classes = ["strong" if c else "" for c in table["counts"]]
         page = html_table(table, "Counterfactual retraining", (), notes, classes)

@@ -22,6 +22,7 @@ from ..diffusion import (
     init_seeded,
     initial_noise,
     model_predictor,
+    target_generators,
     train,
 )
 from ..errors import ConfigError
@@ -176,7 +177,7 @@ def sample(cfg: RunConfig, *, model: Path, data: Path, out: Path, progress: bool
     unet, scheduler = load_model(layout.checkpoint(model), device, cfg.model)
     n, sampling_steps = cfg.targets.n, cfg.targets.sampling_steps
     steps = attribution_steps(cfg.attribution.steps, inference_timesteps(scheduler, sampling_steps))
-    gens = [generator(cfg.seed, "sample", j) for j in range(n)]
+    gens = target_generators(cfg.seed, range(n))
     shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
     x = initial_noise(shape, gens).to(device)
     prepared = read_data(data)
