@@ -322,10 +322,12 @@ def counterfactual_metrics_figure(table) -> plt.Figure:
                 band = (g.floor_low.min(), g.floor_high.max())
                 ax.axhspan(*band, color="0.85", zorder=0, label="seed floor (95% interval)")
             ax.axhline(0, color="0.4", lw=0.6)
-            ticks = [f"{m}\n−{k}" for m, k in zip(g.method, g.k, strict=True)]
+            ticks = [f"{m}\n−{k} examples" for m, k in zip(g.method, g.k, strict=True)]
             ax.set_xticks(xs, ticks, fontsize=8, rotation=35, ha="right")
             ax.tick_params(axis="y", labelsize=8)
-            where = "final image, from x_T" if label == "final" else f"t = {label}"
+            where = {"final": "final image, from x_T", "emergence": "decision step"}.get(
+                label, f"t = {label}"
+            )
             ax.set_title(f"{title}\n{where}, protocol {protocol}", fontsize=8)
             if c == 0 and r == 0 and len(g):
                 ax.legend(fontsize=8, loc="upper left")
@@ -356,7 +358,7 @@ def counterfactual_samples_figure(shown, per_row: int = 6) -> plt.Figure:
         rows = [("original", group[0][1])]
         for case, _, other in group:
             chosen = f" @t={case.scored_at}" if case.twin else ""
-            rows.append((f"{case.method}{chosen}\n−{case.k}", other))
+            rows.append((f"{case.method}{chosen}\n−{case.k} examples", other))
         for r, (name, images) in enumerate(rows):
             for c in range(n):
                 _show(axes[r, c], images[c])
