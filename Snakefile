@@ -1,13 +1,8 @@
 # diffattr: step-by-step data attribution for diffusion models (Journey-TRAK and successors).
 # Run: snakemake --cores all   (config/config.yaml; override with --configfile config/test.yaml)
-import os
-
 from snakemake.utils import min_version
 
 min_version("9.0")
-
-# envs/diffattr.yaml (--sdm conda) installs the package from this folder: pip expands the variable.
-os.environ["DIFFATTR_ROOT"] = workflow.basedir
 
 
 configfile: "config/config.yaml"

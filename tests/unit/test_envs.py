@@ -25,9 +25,15 @@ def pip_lines() -> list[str]:
     return next(d["pip"] for d in deps if isinstance(d, dict))
 
 
-def test_the_snakefile_exports_the_folder_the_env_file_installs_from():
-    assert 'os.environ["DIFFATTR_ROOT"] = workflow.basedir' in (REPO / "Snakefile").read_text()
-    assert any(line.startswith("-e ${DIFFATTR_ROOT}") for line in pip_lines())
+def test_the_workflow_exports_the_folder_the_env_file_installs_from(monkeypatch, tmp_path):
+    from diffattr.layout import ROOT_VARIABLE, export_workflow_root
+
+    common = (REPO / "workflow" / "rules" / "common.smk").read_text()
+    assert "export_workflow_root(workflow.basedir)" in common
+    monkeypatch.delenv(ROOT_VARIABLE, raising=False)
+    export_workflow_root(tmp_path)
+    assert os.environ[ROOT_VARIABLE] == str(tmp_path.resolve())
+    assert any(line.startswith(f"-e ${{{ROOT_VARIABLE}}}") for line in pip_lines())
 
 
 def test_pip_installs_the_package_from_the_copy_snakemake_makes(tmp_path):

@@ -35,6 +35,7 @@ from diffattr.data import PreparedData
 from diffattr.errors import ArtifactError, ConfigError
 from diffattr.lds.report import LdsInputs, lds_table
 from diffattr.lds.stats import lds, predictions
+from diffattr.methods import get_method
 from diffattr.models import load_model
 from diffattr.ridge import ridge_predictions
 from diffattr.stages import load as load_stage
@@ -558,6 +559,74 @@ def test_final_protocol_regenerates_each_target_from_its_own_noise(tmp_path):
     runs = read_resampled(tmp_path / "r.h5")[1, T]
     assert np.array_equal(runs["original"], runs["b"]) and np.array_equal(runs["a"], runs["b"])
     assert not np.allclose(runs["original"][0], runs["original"][1])  # S streams
+
+
+def test_unlearning_in_target_blocks_equals_one_job(tmp_path):
+    """Two jobs, each unlearning a block of the targets, give the one job's scores bit for bit
+    once the score stage joins them (a job's Fisher and losses do not depend on its block)."""
+    cfg = tiny_config(tmp_path)
+    cfg = dataclasses.replace(
+        cfg, attribution=dataclasses.replace(cfg.attribution, unlearning_draws=8)
+    )
+    data = PreparedData(
+        images=RNG.uniform(-1, 1, (12, 1, 8, 8)).astype(np.float32),
+        labels=np.arange(12) % 2,
+        ids=np.arange(12),
+        class_names=["a", "b"],
+        name="toy",
+    )
+    write_data(tmp_path / "d.h5", data, {})
+    common = {"data": tmp_path / "d.h5", "progress": False}
+    run_stage("train", cfg, model_index=0, out=tmp_path / "m0", **common)
+    run_stage("sample", cfg, model=tmp_path / "m0", out=tmp_path / "t.h5", **common)
+    paths = layout.Paths(str(tmp_path / "run"))
+    files = {}
+    for shards in (1, 2):
+        blocks = dataclasses.replace(cfg.attribution, unlearning_shards=shards)
+        sharded = dataclasses.replace(cfg, attribution=blocks)
+        method = get_method("unlearning")
+        parts = method.score_inputs(paths, paths, ["m0_final"], [], 2, shards)["member_scores"]
+        assert len(parts) == shards
+        for part, path in enumerate(parts):
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            run_stage(
+                "unlearning-member",
+                sharded,
+                data=tmp_path / "d.h5",
+                model=tmp_path / "m0",
+                member="m0_final",
+                targets=tmp_path / "t.h5",
+                out=Path(path),
+                method="unlearning",
+                target_shard=part,
+            )
+        files[shards] = tmp_path / f"scores{shards}.h5"
+        run_stage(
+            "score",
+            sharded,
+            method="unlearning",
+            data=tmp_path / "d.h5",
+            targets=tmp_path / "t.h5",
+            member_scores=[Path(p) for p in parts],
+            out=files[shards],
+        )
+        for path in parts:
+            Path(path).unlink()
+    one, two = read_scores(files[1]), read_scores(files[2])
+    assert read_scores(files[1]).scores.shape[1] == 3 and np.abs(one.scores).max() > 0
+    assert np.array_equal(one.scores, two.scores)
+    with pytest.raises(ConfigError, match="unlearning_shards \\(4\\) exceeds the 3 targets"):
+        blocks = dataclasses.replace(cfg.attribution, unlearning_shards=4)
+        run_stage(
+            "unlearning-member",
+            dataclasses.replace(cfg, attribution=blocks),
+            data=tmp_path / "d.h5",
+            model=tmp_path / "m0",
+            member="m0_final",
+            targets=tmp_path / "t.h5",
+            out=tmp_path / "x.h5",
+            target_shard=0,
+        )
 
 
 def layout_plan(cases, keep):

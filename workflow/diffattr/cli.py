@@ -46,6 +46,7 @@ HELP = {
     "lds": "an LDS report's lds.json: score each step with the λ it tuned",
     "member_scores": "score files of a per-member method (ekfac), one per ensemble member",
     "shard": "shard index (0-based) of the training set",
+    "target_shard": "block index (0-based) of the targets (attribution.unlearning_shards)",
     "shards": "number of shards the training set is split into",
     "targets": "targets with trajectories (targets.h5)",
     "features": "training-feature shards of one member",

@@ -9,6 +9,7 @@ examples is the only difference, while the seed floor retrains the full data wit
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -64,6 +65,16 @@ class Case:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+ROOT_VARIABLE = "DIFFATTR_ROOT"
+
+
+def export_workflow_root(folder: str | Path) -> None:
+    """Export the workflow's folder as ``DIFFATTR_ROOT``: envs/diffattr.yaml (``--sdm conda``)
+    installs the package from ``${DIFFATTR_ROOT}``, since Snakemake copies the file into
+    .snakemake/conda/, where a relative path would point elsewhere (pip expands the variable)."""
+    os.environ[ROOT_VARIABLE] = str(Path(folder).resolve())
 
 
 def case_name(index: int) -> str:
@@ -179,9 +190,13 @@ class Paths:
     def scores(self, method: str) -> str:
         return f"{self.run}/scores/{method}.h5"
 
-    def member_scores(self, method: str, member: str | Member) -> str:
-        """One ensemble member's scores of a method that scores per model (ekfac)."""
-        return f"{self.run}/scores/members/{method}/{member}.h5"
+    def member_scores(
+        self, method: str, member: str | Member, part: int | str | None = None
+    ) -> str:
+        """One ensemble member's scores of a method that scores per model (ekfac), or one
+        ``part`` of them (a block of the targets: unlearning)."""
+        suffix = "" if part is None else f".t{part}"
+        return f"{self.run}/scores/members/{method}/{member}{suffix}.h5"
 
     def tuned_scores(self, method: str) -> str:
         """Scores with the λ the LDS tuned per step (what figures and removals use)."""
@@ -293,9 +308,9 @@ def parse_target_features(path: str | Path) -> tuple[str, Member]:
 
 
 def parse_member_scores(path: str | Path) -> tuple[str, Member]:
-    """``…/scores/members/<method>/<member>.h5`` → (method, member)."""
+    """``…/scores/members/<method>/<member>[.t<part>].h5`` → (method, member)."""
     path = Path(path)
-    return path.parent.name, Member.parse(path.stem)
+    return path.parent.name, Member.parse(path.stem.split(".t")[0])
 
 
 def parse_scores(path: str | Path) -> str:

@@ -131,6 +131,7 @@ class Method(ABC):
     target_image: ClassVar[str] = "x0_hat"  # "x0_hat" (per step) or "final" (same at every step)
     uses_gradients: ClassVar[bool] = False
     uses_member_scores: ClassVar[bool] = False  # scored per ensemble member by its own job
+    shards_targets: ClassVar[bool] = False  # ... by several jobs, each a block of the targets
     train_output: ClassVar[str | None] = None
 
     @abstractmethod
@@ -146,11 +147,18 @@ class Method(ABC):
         }
 
     def score_inputs(
-        self, run: Paths, targets: Paths, members: Sequence[str], steps: Sequence[int], shards: int
+        self,
+        run: Paths,
+        targets: Paths,
+        members: Sequence[str],
+        steps: Sequence[int],
+        shards: int,
+        target_shards: int = 1,
     ) -> dict[str, list[str]]:
-        """The files its score job reads besides data and targets: the run's per-member scores,
-        or its kernels and training shards (every feature kind over ``steps``) with the target
-        features of ``targets`` (the run's own paths, or an extra target set's)."""
+        """The files its score job reads besides data and targets: the run's per-member scores
+        (in ``target_shards`` parts for a method that shards its targets), or its kernels and
+        training shards (every feature kind over ``steps``) with the target features of
+        ``targets`` (the run's own paths, or an extra target set's)."""
         inputs: dict[str, list[str]] = {
             "kernels": [],
             "target_features": [],
@@ -158,7 +166,10 @@ class Method(ABC):
             "member_scores": [],
         }
         if self.uses_member_scores:
-            inputs["member_scores"] = [run.member_scores(self.name, m) for m in members]
+            parts = range(target_shards) if self.shards_targets else [None]
+            inputs["member_scores"] = [
+                run.member_scores(self.name, m, part) for m in members for part in parts
+            ]
         if isinstance(self, GradientMethod):
             kinds = [k.key for k in self.kinds(steps)]
             inputs["kernels"] = [run.kernel(k, m) for k in kinds for m in members]
@@ -318,6 +329,7 @@ class Ekfac(PerMemberMethod):
 class Unlearning(PerMemberMethod):
     name = "unlearning"
     description = "attribution by unlearning (AbU), step-specific objective"
+    shards_targets = True  # attribution.unlearning_shards jobs per member
 
 
 class UnlearningFinal(Unlearning):

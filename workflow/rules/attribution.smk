@@ -103,15 +103,16 @@ rule unlearning_member:
         targets=P.targets,
         model=model_dir_of,
     output:
-        P.member_scores("{method}", "{member}"),
+        P.member_scores("{method}", "{member}", "{part}"),
     wildcard_constraints:
         method="unlearning|unlearning_final",
+        part=r"\d+",
     params:
         cfg=cfg_slice("unlearning_member"),
     log:
-        P.log("unlearning_member", "{method}-{member}"),
+        P.log("unlearning_member", "{method}-{member}.t{part}"),
     benchmark:
-        P.benchmark("unlearning_member", "{method}-{member}")
+        P.benchmark("unlearning_member", "{method}-{member}.t{part}")
     threads: 1
     conda:
         ENV
@@ -121,7 +122,7 @@ rule unlearning_member:
     shell:
         "diffattr unlearning-member --cfg {params.cfg:q} --data {input.data} --model {input.model}"
         " --member {wildcards.member} --method {wildcards.method} --targets {input.targets}"
-        " --out {output}"
+        " --target-shard {wildcards.part} --out {output}"
         " --threads {threads} > {log} 2>&1"
 
 

@@ -5,10 +5,11 @@ from snakemake.logging import logger
 from snakemake.utils import validate
 
 from diffattr.config import RunConfig
-from diffattr.layout import FLOOR, Member, Paths, case_name, members
+from diffattr.layout import FLOOR, Member, Paths, case_name, export_workflow_root, members
 from diffattr.methods import FeatureKind, check_specificity, get_method
 
 
+export_workflow_root(workflow.basedir)  # envs/diffattr.yaml installs the package from there
 RUN_CONFIG = RunConfig.from_dict(config)  # one line per problem; cross-field checks (dry runs too)
 validate(config, schema="../schemas/config.schema.yaml")  # Snakemake's own check, defaults filled
 for _warning in RUN_CONFIG.warnings():
@@ -82,7 +83,9 @@ def shards_of_kernel(wildcards):
 
 def score_inputs(wildcards):
     method = get_method(wildcards.method)
-    inputs = method.score_inputs(P, P, MEMBERS, STEPS, len(SHARDS))
+    inputs = method.score_inputs(
+        P, P, MEMBERS, STEPS, len(SHARDS), RUN_CONFIG.attribution.unlearning_shards
+    )
     return {"data": P.data, "targets": P.targets, **inputs}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -162,9 +163,11 @@ def unlearning_member(
     targets: Path,
     out: Path,
     method: str = "unlearning",
+    target_shard: int = 0,
 ) -> None:
     """Attribution-by-unlearning scores of one ensemble member (``diffattr.unlearning``):
-    ``unlearning`` (step-specific) or ``unlearning_final`` (trajectory-free)."""
+    ``unlearning`` (step-specific) or ``unlearning_final`` (trajectory-free), for the block
+    ``target_shard`` of ``attribution.unlearning_shards`` contiguous blocks of the targets."""
     from ..unlearning import unlearning_scores
 
     chosen = get_method(method)
@@ -172,7 +175,8 @@ def unlearning_member(
         raise ConfigError(f"{method} is not an unlearning method (unlearning, unlearning_final)")
 
     net, scheduler, parsed = _member_model(cfg, model, member)
-    prepared, stored, s = read_data(data), read_targets(targets), cfg.attribution
+    prepared, s = read_data(data), cfg.attribution
+    stored = target_block(read_targets(targets), target_shard, s.unlearning_shards)
     start = time.time()
     scores = unlearning_scores(
         net,
@@ -203,6 +207,28 @@ def unlearning_member(
     attrs["seconds_per_unlearning"] = seconds / max(1, cases)
     _write_member_scores(out, stored, prepared.ids, scores, attrs)
     log.info("unlearning scores of %s in %.1f s", member, seconds)
+
+
+def target_block(stored: Targets, shard: int, shards: int) -> Targets:
+    """Block ``shard`` of ``shards`` contiguous blocks of the targets (numpy's array_split)."""
+    if not 0 <= shard < shards:
+        raise ConfigError(f"target shard {shard} out of range for {shards} shards")
+    if shards > stored.n:
+        raise ConfigError(
+            f"attribution.unlearning_shards ({shards}) exceeds the {stored.n} targets; lower it"
+        )
+    keep = np.array_split(np.arange(stored.n), shards)[shard]
+    cond = None if stored.cond is None else stored.cond[keep]
+    prompts = None if stored.prompts is None else [stored.prompts[i] for i in keep]
+    return dataclasses.replace(
+        stored,
+        final=stored.final[keep],
+        x_t=stored.x_t[:, keep],
+        x0_hat=stored.x0_hat[:, keep],
+        target_ids=stored.target_ids[keep],
+        cond=cond,
+        prompts=prompts,
+    )
 
 
 def featurize_targets(

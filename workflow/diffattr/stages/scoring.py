@@ -15,6 +15,7 @@ import numpy as np
 from .. import layout
 from ..artifacts import (
     FeatureStore,
+    Scores,
     check_made_from,
     digest_key,
     read_data,
@@ -58,6 +59,28 @@ def kernel(cfg: RunConfig, *, features: list[Path], out: Path) -> None:
     log.info("%s kernel %d×%d, λ_abs %.4g", result.form, *result.matrix.shape, result.lambda_abs)
 
 
+def member_arrays(
+    paths: Sequence[Path], files: Sequence[Scores], target_ids: np.ndarray
+) -> list[np.ndarray]:
+    """Each ensemble member's scores (steps, targets, n_train): its parts (blocks of the
+    targets, one per job) joined in the targets' order; every target exactly once."""
+    parts: dict[str, list[Scores]] = {}
+    for path, f in zip(paths, files, strict=True):
+        parts.setdefault(str(layout.parse_member_scores(path)[1]), []).append(f)
+    out = []
+    for member, pieces in parts.items():
+        ids = np.concatenate([p.target_ids for p in pieces])
+        if sorted(ids.tolist()) != sorted(np.asarray(target_ids).tolist()):
+            raise ArtifactError(
+                f"the score parts of member {member} cover targets {sorted(ids.tolist())}, not "
+                f"{np.asarray(target_ids).tolist()}; delete them and rerun"
+            )
+        joined = np.concatenate([p.scores for p in pieces], axis=1)
+        order = {int(t): i for i, t in enumerate(ids)}
+        out.append(joined[:, [order[int(t)] for t in target_ids]])
+    return out
+
+
 def score(
     cfg: RunConfig,
     *,
@@ -91,9 +114,10 @@ def score(
             check_made_from(prepared, store.shards[0][0], store.data_digest)
     attrs.update(gradient_attrs(cfg, chosen, stored.steps, by_kind))
     member_files = [read_scores(path) for path in member_scores]
-    per_member = [f.scores for f in member_files]
+    per_member = member_arrays(member_scores, member_files, stored.target_ids)
     if per_member:
-        attrs["ensemble_members"] = [str(layout.parse_member_scores(p)[1]) for p in member_scores]
+        members_seen = (str(layout.parse_member_scores(p)[1]) for p in member_scores)
+        attrs["ensemble_members"] = list(dict.fromkeys(members_seen))
         n_draws = [prepared.n * int(f.attrs.get("K", 0)) for f in member_files]
         seconds = [float(f.attrs.get("seconds", float("nan"))) for f in member_files]
         attrs["featurize_cost"] = cost_attrs(list(zip(seconds, n_draws, strict=True)))
