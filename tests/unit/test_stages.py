@@ -150,6 +150,8 @@ def test_protocol_windows_use_the_counterfactual_model_only_where_they_say():
         used = {t for tag, t in calls if tag == "cf"}
         expected = {"original": set(), "a": {500, 450, 400}, "b": {500, 450, 400, 300, 0}}
         assert used == expected[name], name
+    first = protocol_predictors(tagged("orig"), tagged("cf"), 900, 100, timesteps)
+    assert sorted(first) == ["b", "original"]  # from x_T: D-TRAK's whole-trajectory run
 
 
 # ---------------------------------------------------------------------------------------------
@@ -557,7 +559,8 @@ def test_final_protocol_regenerates_each_target_from_its_own_noise(tmp_path):
         out=tmp_path / "r.h5",
     )
     runs = read_resampled(tmp_path / "r.h5")[1, T]
-    assert np.array_equal(runs["original"], runs["b"]) and np.array_equal(runs["a"], runs["b"])
+    assert sorted(runs) == ["b", "original"]  # from x_T only the whole-trajectory protocol
+    assert np.array_equal(runs["original"], runs["b"])
     assert not np.allclose(runs["original"][0], runs["original"][1])  # S streams
 
 

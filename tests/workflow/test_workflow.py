@@ -285,6 +285,7 @@ def test_lds_and_counterfactual_reports(finished):
     specific = cf[(cf.method == "journey_trak") & (cf.step.astype(str) == "emergence")]
     assert specific.diff_vs_other_step.notna().all()  # the step-specificity test
     assert cf.loc[cf.step.astype(str) == "final", "diff_vs_other_step"].isna().all()
+    assert set(cf.loc[cf.step.astype(str) == "final", "protocol"]) == {"b"}
     cases = pd.read_csv(run / "reports" / "counterfactual_cases.csv").drop_duplicates("index")
     assert len(cases) == 2 * (2 * 3 + 1)  # targets × (steps × methods + a twin)
     twins = cases[(cases.label != "final") & (cases.scored_at != cases.step)]

@@ -128,17 +128,24 @@ def other_step(step: int, steps: Sequence[int]) -> int:
 PROTOCOLS = ("a", "b")
 
 
+def protocols_at(step: int, timesteps: Sequence[int]) -> tuple[str, ...]:
+    """The protocols run from ``step``: both from an x_t of the trajectory; from x_T (D-TRAK's
+    regeneration) only ``b``, the whole trajectory (``a`` would swap the model in for the first
+    Δ steps of pure noise only)."""
+    return ("b",) if step == timesteps[0] else PROTOCOLS
+
+
 def protocol_predictors(
     original: Predictor, counterfactual: Predictor, step: int, delta: int, timesteps: Sequence[int]
 ) -> dict[str, Predictor]:
     """The runs compared from x_t: ``original``; ``a`` the counterfactual model on the sampler
     steps in [t − Δ, t] and the original elsewhere (the paper's protocol); ``b`` the
-    counterfactual model for every remaining step."""
-    return {
-        "original": original,
+    counterfactual model for every remaining step (:func:`protocols_at` says which run)."""
+    runs = {
         "a": swapped_predictor(original, counterfactual, swap_window(step, delta, timesteps)),
         "b": counterfactual,
     }
+    return {"original": original} | {p: runs[p] for p in protocols_at(step, timesteps)}
 
 
 def floor_pairs(cases: Sequence[Case]) -> list[tuple[int, int]]:

@@ -239,6 +239,8 @@ def cf_report(
         runs = read_resampled(files[case.index])[case.target, case.step]
         original = torch.from_numpy(runs["original"])
         for protocol in PROTOCOLS:
+            if protocol not in runs:  # D-TRAK's regeneration runs b only
+                continue
             other = torch.from_numpy(runs[protocol])
             metrics = sample_metrics(original, other, reader, int(classes[case.target]))
             fields = dict(sorted(case.as_dict().items()))  # case columns by name, as always
@@ -249,6 +251,8 @@ def cf_report(
     for (target, step), runs in read_resampled(floor).items():
         original = torch.from_numpy(runs["original"])
         for protocol in PROTOCOLS:
+            if protocol not in runs:
+                continue
             other = torch.from_numpy(runs[protocol])
             metrics = sample_metrics(original, other, reader, int(classes[target]))
             floor_rows.append({"target": target, "step": step, "protocol": protocol, **metrics})
@@ -268,7 +272,7 @@ def cf_report(
             "pixel similarity's top examples; seed_floor: a reseeded full-data model's change "
             "(a reference band, not a bar).",
             "step final: D-TRAK's protocol (the final image's attribution removed, the target "
-            "regenerated from its own x_T; protocol b is D-TRAK's). diff_vs_other_step: the "
+            "regenerated from its own x_T; protocol b only). diff_vs_other_step: the "
             "step-specificity test, the same removal size chosen from the attribution at the "
             "farthest other step, resampled from the same x_t.",
             f"Bold rows count (above 0 against random and pixel similarity); classifier "
