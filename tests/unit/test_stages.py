@@ -467,16 +467,21 @@ def tiny_config(tmp_path: Path) -> RunConfig:
     return dataclasses.replace(cfg, model=model, train=train)
 
 
-def test_counterfactual_model_on_unchanged_data_is_full_model_0_bit_for_bit(tmp_path):
-    cfg = tiny_config(tmp_path)
+def write_toy_data(path: Path, n: int = 12) -> None:
+    """n random 8×8 grey images of two classes (a tiny model trains on them in a second)."""
     data = PreparedData(
-        images=RNG.uniform(-1, 1, (12, 1, 8, 8)).astype(np.float32),
-        labels=np.arange(12) % 2,
-        ids=np.arange(12),
+        images=RNG.uniform(-1, 1, (n, 1, 8, 8)).astype(np.float32),
+        labels=np.arange(n) % 2,
+        ids=np.arange(n),
         class_names=["a", "b"],
         name="toy",
     )
-    write_data(tmp_path / "d.h5", data, {})
+    write_data(path, data, {})
+
+
+def test_counterfactual_model_on_unchanged_data_is_full_model_0_bit_for_bit(tmp_path):
+    cfg = tiny_config(tmp_path)
+    write_toy_data(tmp_path / "d.h5")
     keep = np.ones((2, 12), bool)
     keep[1, [0, 5]] = False
     cases = [Case(0, "random", 0, 0, 0, "0", 0), Case(1, "random", 0, 0, 2, "0", 0)]
@@ -515,14 +520,7 @@ def test_final_protocol_regenerates_each_target_from_its_own_noise(tmp_path):
     sampled one (the original model then retraces the target), and a counterfactual model equal
     to the original resamples the original's samples bit for bit."""
     cfg = tiny_config(tmp_path)
-    data = PreparedData(
-        images=RNG.uniform(-1, 1, (12, 1, 8, 8)).astype(np.float32),
-        labels=np.arange(12) % 2,
-        ids=np.arange(12),
-        class_names=["a", "b"],
-        name="toy",
-    )
-    write_data(tmp_path / "d.h5", data, {})
+    write_toy_data(tmp_path / "d.h5")
     run_stage(
         "train", cfg, data=tmp_path / "d.h5", model_index=0, out=tmp_path / "m0", progress=False
     )
@@ -571,14 +569,7 @@ def test_unlearning_in_target_blocks_equals_one_job(tmp_path):
     cfg = dataclasses.replace(
         cfg, attribution=dataclasses.replace(cfg.attribution, unlearning_draws=8)
     )
-    data = PreparedData(
-        images=RNG.uniform(-1, 1, (12, 1, 8, 8)).astype(np.float32),
-        labels=np.arange(12) % 2,
-        ids=np.arange(12),
-        class_names=["a", "b"],
-        name="toy",
-    )
-    write_data(tmp_path / "d.h5", data, {})
+    write_toy_data(tmp_path / "d.h5")
     common = {"data": tmp_path / "d.h5", "progress": False}
     run_stage("train", cfg, model_index=0, out=tmp_path / "m0", **common)
     run_stage("sample", cfg, model=tmp_path / "m0", out=tmp_path / "t.h5", **common)
