@@ -263,11 +263,15 @@ def test_counterfactual_case_count():
         ({"steps": [123, "final"]}, r"counterfactual.steps [123] are not attribution steps"),
         ({"specificity": ["das"]}, "counterfactual.specificity das: list it in"),
         ({"steps": "final", "specificity": ["journey_trak"]}, "needs a step in"),
+        ({"attribution": {"unlearning_shards": 99}}, r"unlearning_shards \(99\) exceeds targets.n"),
     ],
 )
-def test_a_counterfactual_design_that_cannot_run_is_refused(change, message):
+def test_a_counterfactual_or_unlearning_design_that_cannot_run_is_refused(change, message):
     raw = yaml.safe_load(DEFAULT.read_text())
-    raw["counterfactual"] = raw.get("counterfactual", {}) | change
+    if "attribution" in change:
+        raw["attribution"] = raw.get("attribution", {}) | change["attribution"]
+    else:
+        raw["counterfactual"] = raw.get("counterfactual", {}) | change
     with pytest.raises(ConfigError, match=re.escape(message) if "[" in message else message):
         RunConfig.from_dict(raw)
 

@@ -585,6 +585,11 @@ class RunConfig(Section):
                 f"dataset.root {root} does not exist: {self.dataset.name} reads your copy of the "
                 "data from there (config/README.md, dataset.root)"
             )
+        if self.attribution.unlearning_shards > self.targets.n:
+            raise ConfigError(
+                f"attribution.unlearning_shards ({self.attribution.unlearning_shards}) exceeds "
+                f"targets.n ({self.targets.n}); lower it"
+            )
         if self.model.conditional and self.model.cross_attention_dim is None:
             raise ConfigError("model.cross_attention_dim is required when model.conditional")
 
