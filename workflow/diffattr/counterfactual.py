@@ -88,15 +88,14 @@ def plan(
         keep.append(mask)
 
     for target in range(cf.targets):
+        decision = int(decision_steps[target])
         for label in cf.labels:
-            step, scored_at = examined_step(label, int(decision_steps[target]), steps)
-            if label == cf.FINAL:
-                step = first_timestep
+            step, scored_at = examined_step(label, decision, steps, first_timestep)
             for method in cf.methods:
                 for k in cf.k:
                     add(method, target, label, step, scored_at, k)
         for label in cf.stepwise_labels:
-            step, _ = examined_step(label, int(decision_steps[target]), steps)
+            step, _ = examined_step(label, decision, steps, first_timestep)
             for method in cf.specificity:
                 for k in cf.k:
                     add(method, target, label, step, other_step(step, steps), k)
@@ -105,13 +104,15 @@ def plan(
     return cases, np.stack(keep)
 
 
-def examined_step(label: str, decision: int, steps: Sequence[int]) -> tuple[int, int]:
+def examined_step(
+    label: str, decision: int, steps: Sequence[int], first_timestep: int
+) -> tuple[int, int]:
     """(the step resampled from, the step whose scores choose the removal) of a label; ``final``
-    reads the last attribution step's row (its resampling step is the sampler's first)."""
+    resamples from x_T at the sampler's first timestep and reads the last attribution step's row."""
     if label == CounterfactualConfig.EMERGENCE:
         step = decision
     elif label == CounterfactualConfig.FINAL:
-        return steps[-1], steps[-1]
+        return first_timestep, steps[-1]
     else:
         step = int(label)
     if step not in steps:
