@@ -134,9 +134,11 @@ def scores(cwd: Path) -> dict[str, np.ndarray]:
 @pytest.fixture(scope="session")
 def local_run(tmp_path_factory) -> Path:
     """The whole test config run once locally with --cores 2 (shared by several test modules),
-    with patch attribution on (a 2 × 2 grid; off in config/test.yaml itself)."""
+    with patch attribution on (a 2 × 2 grid; off in config/test.yaml itself) and each member's
+    training features in one job (the reruns below shard them: their scores equal these bit for
+    bit, so shards equal one job end to end)."""
     cwd = workdir(tmp_path_factory.mktemp("run"))
-    edit_test_config(cwd, {"attribution": {"patches": PATCHES}})
+    edit_test_config(cwd, {"attribution": {"patches": PATCHES, "shards": 1}})
     snakemake(cwd)
     return cwd
 
@@ -151,10 +153,24 @@ RERUN_METHODS = ["journey_trak", "trak", "pixel_similarity"]
 
 
 def rerun_workdir(tmp: Path) -> Path:
-    """A workflow copy whose config/test.yaml scores ``RERUN_METHODS`` without the LDS."""
+    """A workflow copy whose config/test.yaml scores ``RERUN_METHODS`` without the LDS, with
+    the training features in 2 shards per member (the shared run has 1)."""
     cwd = workdir(tmp)
-    edit_test_config(cwd, {"attribution": {"methods": RERUN_METHODS}, "lds": {"enabled": False}})
+    edit_test_config(
+        cwd,
+        {"attribution": {"methods": RERUN_METHODS, "shards": 2}, "lds": {"enabled": False}},
+    )
     return cwd
+
+
+def reuse_trained(source: Path, cwd: Path) -> None:
+    """Copy the data, models and targets of the run in ``source`` into ``cwd`` with their
+    timestamps, so a rerun there starts at featurization (the training stages' own
+    reproducibility is checked by the killed-run test, which starts from scratch)."""
+    for name in ["data.h5", "targets.h5", "models"]:
+        src, dst = source / RUN / name, cwd / RUN / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst)
 
 
 def edit_test_config(cwd: Path, changes: dict) -> None:
