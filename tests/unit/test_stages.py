@@ -5,6 +5,8 @@ randomness."""
 from __future__ import annotations
 
 import dataclasses
+import re
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -562,65 +564,66 @@ def test_final_protocol_regenerates_each_target_from_its_own_noise(tmp_path):
     assert not np.allclose(runs["original"][0], runs["original"][1])  # S streams
 
 
-def test_unlearning_in_target_blocks_equals_one_job(tmp_path):
-    """Two jobs, each unlearning a block of the targets, give the one job's scores bit for bit
-    once the score stage joins them (a job's Fisher and losses do not depend on its block)."""
+def test_unlearning_in_pieces_equals_one_job(tmp_path):
+    """Four jobs, each unlearning a block of the targets and evaluating a shard of the training
+    losses, give the one job's scores bit for bit once the score stage joins them (a job's Fisher
+    covers every example, and the loss batches do not depend on the split)."""
     cfg = tiny_config(tmp_path)
     cfg = dataclasses.replace(
-        cfg, attribution=dataclasses.replace(cfg.attribution, unlearning_draws=8)
-    )
+        cfg, attribution=dataclasses.replace(cfg.attribution, unlearning_draws=8, batch_size=2)
+    )  # loss batches of 8: the 12 examples are 2 of them
     write_toy_data(tmp_path / "d.h5")
     common = {"data": tmp_path / "d.h5", "progress": False}
     run_stage("train", cfg, model_index=0, out=tmp_path / "m0", **common)
     run_stage("sample", cfg, model=tmp_path / "m0", out=tmp_path / "t.h5", **common)
     paths = layout.Paths(str(tmp_path / "run"))
-    files = {}
-    for shards in (1, 2):
-        blocks = dataclasses.replace(cfg.attribution, unlearning_shards=shards)
-        sharded = dataclasses.replace(cfg, attribution=blocks)
-        method = get_method("unlearning")
-        parts = method.score_inputs(paths, paths, ["m0_final"], [], 2, shards)["member_scores"]
-        assert len(parts) == shards
-        for part, path in enumerate(parts):
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            run_stage(
-                "unlearning-member",
-                sharded,
-                data=tmp_path / "d.h5",
-                model=tmp_path / "m0",
-                member="m0_final",
-                targets=tmp_path / "t.h5",
-                out=Path(path),
-                method="unlearning",
-                target_shard=part,
-            )
-        files[shards] = tmp_path / f"scores{shards}.h5"
-        run_stage(
-            "score",
-            sharded,
-            method="unlearning",
-            data=tmp_path / "d.h5",
-            targets=tmp_path / "t.h5",
-            member_scores=[Path(p) for p in parts],
-            out=files[shards],
+
+    def unlearning_job(pieces, out, target_shard, shard):
+        split = dataclasses.replace(
+            cfg.attribution, unlearning_shards=pieces[0], unlearning_train_shards=pieces[1]
         )
-        for path in parts:
-            Path(path).unlink()
-    one, two = read_scores(files[1]), read_scores(files[2])
-    assert read_scores(files[1]).scores.shape[1] == 3 and np.abs(one.scores).max() > 0
-    assert np.array_equal(one.scores, two.scores)
-    with pytest.raises(ConfigError, match="unlearning_shards \\(4\\) exceeds the 3 targets"):
-        blocks = dataclasses.replace(cfg.attribution, unlearning_shards=4)
         run_stage(
             "unlearning-member",
-            dataclasses.replace(cfg, attribution=blocks),
+            dataclasses.replace(cfg, attribution=split),
             data=tmp_path / "d.h5",
             model=tmp_path / "m0",
             member="m0_final",
             targets=tmp_path / "t.h5",
-            out=tmp_path / "x.h5",
-            target_shard=0,
+            out=out,
+            method="unlearning",
+            target_shard=target_shard,
+            shard=shard,
         )
+
+    files = {}
+    for pieces in [(1, 1), (2, 2)]:
+        method = get_method("unlearning")
+        parts = method.score_inputs(paths, paths, ["m0_final"], [], 2, pieces)["member_scores"]
+        assert len(parts) == pieces[0] * pieces[1]
+        for path in parts:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            block, shard = re.fullmatch(r"m0_final\.t(\d)\.s(\d)\.h5", Path(path).name).groups()
+            unlearning_job(pieces, Path(path), int(block), int(shard))
+        if pieces == (2, 2):
+            assert [len(read_scores(p).train_ids) for p in parts] == [8, 4, 8, 4]
+        files[pieces] = tmp_path / f"scores{pieces[0]}{pieces[1]}.h5"
+        score = partial(run_stage, "score", cfg, method="unlearning", data=tmp_path / "d.h5")
+        score(targets=tmp_path / "t.h5", member_scores=[Path(p) for p in parts], out=files[pieces])
+        if pieces == (2, 2):  # a piece left out is named, not zero-filled
+            with pytest.raises(ArtifactError, match=r"leave 4 .* pairs out and hold 0"):
+                pieces_but_one = [Path(p) for p in parts[:-1]]
+                score(
+                    targets=tmp_path / "t.h5", member_scores=pieces_but_one, out=tmp_path / "x.h5"
+                )
+        for path in parts:
+            Path(path).unlink()
+    one, four = read_scores(files[1, 1]), read_scores(files[2, 2])
+    assert one.scores.shape[1:] == (3, 12) and np.abs(one.scores).max() > 0
+    assert np.array_equal(one.scores, four.scores)
+    with pytest.raises(ConfigError, match="unlearning_shards \\(4\\) exceeds the 3 targets"):
+        unlearning_job((4, 1), tmp_path / "x.h5", 0, 0)
+    with pytest.raises(ConfigError, match="unlearning_train_shards \\(3\\) exceeds the 2 loss"):
+        unlearning_job((1, 3), tmp_path / "x.h5", 0, 2)
 
 
 def layout_plan(cases, keep):

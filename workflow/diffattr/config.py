@@ -339,6 +339,7 @@ class AttributionConfig(Section):
     unlearning_eval_draws: int = 20
     unlearning_fisher_draws: int = 5
     unlearning_shards: int = 1
+    unlearning_train_shards: int = 1
     shards: int = 2
     batch_size: int = 64
     lambda_: float = 0.01
@@ -844,6 +845,7 @@ SLICES: dict[str, dict[str, tuple[str, ...] | None]] = {
             "unlearning_eval_draws",
             "unlearning_fisher_draws",
             "unlearning_shards",
+            "unlearning_train_shards",
         ),
     },
     "ekfac_member": {

@@ -191,11 +191,16 @@ class Paths:
         return f"{self.run}/scores/{method}.h5"
 
     def member_scores(
-        self, method: str, member: str | Member, part: int | str | None = None
+        self,
+        method: str,
+        member: str | Member,
+        part: int | str | None = None,
+        shard: int | str | None = None,
     ) -> str:
         """One ensemble member's scores of a method that scores per model (ekfac), or one
-        ``part`` of them (a block of the targets: unlearning)."""
-        suffix = "" if part is None else f".t{part}"
+        piece of them (unlearning: block ``part`` of the targets, ``shard`` of the training
+        examples)."""
+        suffix = ("" if part is None else f".t{part}") + ("" if shard is None else f".s{shard}")
         return f"{self.run}/scores/members/{method}/{member}{suffix}.h5"
 
     def tuned_scores(self, method: str) -> str:
@@ -308,7 +313,7 @@ def parse_target_features(path: str | Path) -> tuple[str, Member]:
 
 
 def parse_member_scores(path: str | Path) -> tuple[str, Member]:
-    """``…/scores/members/<method>/<member>[.t<part>].h5`` → (method, member)."""
+    """``…/scores/members/<method>/<member>[.t<part>][.s<shard>].h5`` → (method, member)."""
     path = Path(path)
     return path.parent.name, Member.parse(path.stem.split(".t")[0])
 

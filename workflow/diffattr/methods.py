@@ -131,7 +131,8 @@ class Method(ABC):
     target_image: ClassVar[str] = "x0_hat"  # "x0_hat" (per step) or "final" (same at every step)
     uses_gradients: ClassVar[bool] = False
     uses_member_scores: ClassVar[bool] = False  # scored per ensemble member by its own job
-    shards_targets: ClassVar[bool] = False  # ... by several jobs, each a block of the targets
+    # ... by several jobs per member: (blocks of the targets) × (shards of the training examples)
+    scored_in_pieces: ClassVar[bool] = False
     train_output: ClassVar[str | None] = None
 
     @abstractmethod
@@ -153,10 +154,11 @@ class Method(ABC):
         members: Sequence[str],
         steps: Sequence[int],
         shards: int,
-        target_shards: int = 1,
+        pieces: tuple[int, int] = (1, 1),
     ) -> dict[str, list[str]]:
         """The files its score job reads besides data and targets: the run's per-member scores
-        (in ``target_shards`` parts for a method that shards its targets), or its kernels and
+        (for a method scored in pieces, ``pieces`` = (target blocks, training-example shards) per
+        member), or its kernels and
         training shards (every feature kind over ``steps``) with the target features of
         ``targets`` (the run's own paths, or an extra target set's)."""
         inputs: dict[str, list[str]] = {
@@ -166,9 +168,11 @@ class Method(ABC):
             "member_scores": [],
         }
         if self.uses_member_scores:
-            parts = range(target_shards) if self.shards_targets else [None]
+            grid = [(t, s) for t in range(pieces[0]) for s in range(pieces[1])]
             inputs["member_scores"] = [
-                run.member_scores(self.name, m, part) for m in members for part in parts
+                run.member_scores(self.name, m, *piece)
+                for m in members
+                for piece in (grid if self.scored_in_pieces else [(None, None)])
             ]
         if isinstance(self, GradientMethod):
             kinds = [k.key for k in self.kinds(steps)]
@@ -329,7 +333,7 @@ class Ekfac(PerMemberMethod):
 class Unlearning(PerMemberMethod):
     name = "unlearning"
     description = "attribution by unlearning (AbU), step-specific objective"
-    shards_targets = True  # attribution.unlearning_shards jobs per member
+    scored_in_pieces = True  # attribution.unlearning_(train_)shards
 
 
 class UnlearningFinal(Unlearning):

@@ -33,10 +33,27 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .config import uniform_timesteps
-from .features import rows_batch, train_draws
+from .errors import ConfigError
+from .features import rows_batch, shard_positions, train_draws
 from .outputs import evaluate, row_outputs
 from .projection import per_owner_gradients
 from .seeding import generator
+
+LOSS_BATCHES = 4  # training examples per loss batch, in units of attribution.batch_size
+
+
+def loss_examples(n: int, batch_size: int, shards: int, shard: int) -> slice:
+    """The training examples whose losses job ``shard`` of ``shards`` evaluates: a contiguous
+    run of whole loss batches (LOSS_BATCHES · batch_size), so no score depends on the split."""
+    batches = -(-n // (LOSS_BATCHES * batch_size))
+    if shards > batches:  # some job would evaluate no example
+        raise ConfigError(
+            f"attribution.unlearning_train_shards ({shards}) exceeds the {batches} loss batches "
+            f"of the {n} training examples ({LOSS_BATCHES} × attribution.batch_size each); "
+            "lower it"
+        )
+    positions = shard_positions(n, LOSS_BATCHES * batch_size, shards, shard)
+    return slice(int(positions[0]), int(positions[-1]) + 1)
 
 
 def _rows_fn(alphas_cumprod: Tensor):
@@ -162,10 +179,12 @@ def unlearning_scores(
     batch_size: int = 64,
     progress: bool = False,
     final: np.ndarray | None = None,
+    examples: slice = slice(None),
 ) -> np.ndarray:
-    """τ (steps, targets, n_train) of one model (see the module doc). With ``final`` (targets,
-    …) the objective is trajectory-free: each target's final image on the uniform grid, one
-    unlearning per target, its scores repeated at every step."""
+    """τ (steps, targets, n) of one model (see the module doc) for the n training examples in
+    ``examples`` (all by default; the Fisher and N always cover all of them). With
+    ``final`` (targets, …) the objective is trajectory-free: each target's final image on the
+    uniform grid, one unlearning per target, its scores repeated at every step."""
     model = model.float().eval()
     T = len(alphas_cumprod)
     fisher = diagonal_fisher(
@@ -178,11 +197,19 @@ def unlearning_scores(
         model_index,
         batch_size,
     )
+    eval_images, eval_ids = train_images[examples], train_ids[examples]
     losses = lambda m: training_losses(  # noqa: E731
-        m, alphas_cumprod, train_images, train_ids, eval_draws, seed, model_index, 4 * batch_size
+        m,
+        alphas_cumprod,
+        eval_images,
+        eval_ids,
+        eval_draws,
+        seed,
+        model_index,
+        LOSS_BATCHES * batch_size,
     )
     before = losses(model)
-    out = np.empty((len(steps), len(target_ids), len(train_images)))
+    out = np.empty((len(steps), len(target_ids), len(eval_images)))
     if final is not None:
         for j in tqdm(range(len(target_ids)), desc="unlearning", disable=not progress):
             rows = final_rows(torch.from_numpy(final[j]), target_draws, T, seed, target_ids[j])

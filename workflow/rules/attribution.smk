@@ -103,16 +103,17 @@ rule unlearning_member:
         targets=P.targets,
         model=model_dir_of,
     output:
-        P.member_scores("{method}", "{member}", "{part}"),
+        P.member_scores("{method}", "{member}", "{part}", "{shard}"),
     wildcard_constraints:
         method="unlearning|unlearning_final",
         part=r"\d+",
+        shard=r"\d+",
     params:
         cfg=cfg_slice("unlearning_member"),
     log:
-        P.log("unlearning_member", "{method}-{member}.t{part}"),
+        P.log("unlearning_member", "{method}-{member}.t{part}.s{shard}"),
     benchmark:
-        P.benchmark("unlearning_member", "{method}-{member}.t{part}")
+        P.benchmark("unlearning_member", "{method}-{member}.t{part}.s{shard}")
     threads: 1
     conda:
         ENV
@@ -122,7 +123,7 @@ rule unlearning_member:
     shell:
         "diffattr unlearning-member --cfg {params.cfg:q} --data {input.data} --model {input.model}"
         " --member {wildcards.member} --method {wildcards.method} --targets {input.targets}"
-        " --target-shard {wildcards.part} --out {output}"
+        " --target-shard {wildcards.part} --shard {wildcards.shard} --out {output}"
         " --threads {threads} > {log} 2>&1"
 
 

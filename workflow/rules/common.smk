@@ -83,8 +83,9 @@ def shards_of_kernel(wildcards):
 
 def score_inputs(wildcards):
     method = get_method(wildcards.method)
+    a = RUN_CONFIG.attribution
     inputs = method.score_inputs(
-        P, P, MEMBERS, STEPS, len(SHARDS), RUN_CONFIG.attribution.unlearning_shards
+        P, P, MEMBERS, STEPS, len(SHARDS), (a.unlearning_shards, a.unlearning_train_shards)
     )
     return {"data": P.data, "targets": P.targets, **inputs}
 

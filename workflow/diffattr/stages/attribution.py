@@ -164,11 +164,13 @@ def unlearning_member(
     out: Path,
     method: str = "unlearning",
     target_shard: int = 0,
+    shard: int = 0,
 ) -> None:
     """Attribution-by-unlearning scores of one ensemble member (``diffattr.unlearning``):
     ``unlearning`` (step-specific) or ``unlearning_final`` (trajectory-free), for the block
-    ``target_shard`` of ``attribution.unlearning_shards`` contiguous blocks of the targets."""
-    from ..unlearning import unlearning_scores
+    ``target_shard`` of ``attribution.unlearning_shards`` contiguous blocks of the targets and
+    the training examples of ``shard`` of ``attribution.unlearning_train_shards``."""
+    from ..unlearning import loss_examples, unlearning_scores
 
     chosen = get_method(method)
     if chosen.name not in ("unlearning", "unlearning_final"):
@@ -177,6 +179,7 @@ def unlearning_member(
     net, scheduler, parsed = _member_model(cfg, model, member)
     prepared, s = read_data(data), cfg.attribution
     stored = target_block(read_targets(targets), target_shard, s.unlearning_shards)
+    examples = loss_examples(prepared.n, s.batch_size, s.unlearning_train_shards, shard)
     start = time.time()
     scores = unlearning_scores(
         net,
@@ -197,6 +200,7 @@ def unlearning_member(
         s.batch_size,
         progress=True,
         final=stored.final if chosen.target_image == "final" else None,
+        examples=examples,
     )
     seconds = time.time() - start
     settings = {k: getattr(s, k) for k in SLICES["unlearning_member"]["attribution"]}
@@ -205,7 +209,7 @@ def unlearning_member(
     attrs["settings"] = settings
     cases = stored.n * (1 if chosen.target_image == "final" else stored.x0_hat.shape[0])
     attrs["seconds_per_unlearning"] = seconds / max(1, cases)
-    _write_member_scores(out, stored, prepared.ids, scores, attrs)
+    _write_member_scores(out, stored, prepared.ids[examples], scores, attrs)
     log.info("unlearning scores of %s in %.1f s", member, seconds)
 
 

@@ -60,24 +60,39 @@ def kernel(cfg: RunConfig, *, features: list[Path], out: Path) -> None:
 
 
 def member_arrays(
-    paths: Sequence[Path], files: Sequence[Scores], target_ids: np.ndarray
+    paths: Sequence[Path], files: Sequence[Scores], target_ids: np.ndarray, train_ids: np.ndarray
 ) -> list[np.ndarray]:
-    """Each ensemble member's scores (steps, targets, n_train): its parts (blocks of the
-    targets, one per job) joined in the targets' order; every target exactly once."""
-    parts: dict[str, list[Scores]] = {}
+    """Each ensemble member's scores (steps, targets, n_train): its pieces (one per job: a block
+    of the targets × a shard of the training examples) placed by their ids; every (target,
+    training example) exactly once."""
+    pieces: dict[str, list[Scores]] = {}
     for path, f in zip(paths, files, strict=True):
-        parts.setdefault(str(layout.parse_member_scores(path)[1]), []).append(f)
+        pieces.setdefault(str(layout.parse_member_scores(path)[1]), []).append(f)
+    target_at = {int(t): i for i, t in enumerate(target_ids)}
+    train_at = {int(i): k for k, i in enumerate(train_ids)}
     out = []
-    for member, pieces in parts.items():
-        ids = np.concatenate([p.target_ids for p in pieces])
-        if sorted(ids.tolist()) != sorted(np.asarray(target_ids).tolist()):
+    for member, parts in pieces.items():
+        shape = (parts[0].scores.shape[0], len(target_ids), len(train_ids))
+        joined = np.zeros(shape, dtype=parts[0].scores.dtype)
+        covered = np.zeros(shape[1:], dtype=int)
+        for part in parts:
+            rows = [target_at.get(int(t), -1) for t in part.target_ids]
+            cols = [train_at.get(int(i), -1) for i in part.train_ids]
+            if -1 in rows or -1 in cols:
+                raise ArtifactError(
+                    f"a score piece of member {member} holds targets or training examples this "
+                    "run does not have; delete the member's pieces and rerun"
+                )
+            cells = np.ix_(rows, cols)
+            joined[(slice(None), *cells)] = part.scores
+            covered[cells] += 1
+        if (covered != 1).any():
+            missing, twice = int((covered == 0).sum()), int((covered > 1).sum())
             raise ArtifactError(
-                f"the score parts of member {member} cover targets {sorted(ids.tolist())}, not "
-                f"{np.asarray(target_ids).tolist()}; delete them and rerun"
+                f"the score pieces of member {member} leave {missing} (target, training example) "
+                f"pairs out and hold {twice} twice or more; delete them and rerun"
             )
-        joined = np.concatenate([p.scores for p in pieces], axis=1)
-        order = {int(t): i for i, t in enumerate(ids)}
-        out.append(joined[:, [order[int(t)] for t in target_ids]])
+        out.append(joined)
     return out
 
 
@@ -114,11 +129,11 @@ def score(
             check_made_from(prepared, store.shards[0][0], store.data_digest)
     attrs.update(gradient_attrs(cfg, chosen, stored.steps, by_kind))
     member_files = [read_scores(path) for path in member_scores]
-    per_member = member_arrays(member_scores, member_files, stored.target_ids)
+    per_member = member_arrays(member_scores, member_files, stored.target_ids, prepared.ids)
     if per_member:
         members_seen = (str(layout.parse_member_scores(p)[1]) for p in member_scores)
         attrs["ensemble_members"] = list(dict.fromkeys(members_seen))
-        n_draws = [prepared.n * int(f.attrs.get("K", 0)) for f in member_files]
+        n_draws = [len(f.train_ids) * int(f.attrs.get("K", 0)) for f in member_files]
         seconds = [float(f.attrs.get("seconds", float("nan"))) for f in member_files]
         attrs["featurize_cost"] = cost_attrs(list(zip(seconds, n_draws, strict=True)))
 
