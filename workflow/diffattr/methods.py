@@ -158,9 +158,8 @@ class Method(ABC):
     ) -> dict[str, list[str]]:
         """The files its score job reads besides data and targets: the run's per-member scores
         (for a method scored in pieces, ``pieces`` = (target blocks, training-example shards) per
-        member), or its kernels and
-        training shards (every feature kind over ``steps``) with the target features of
-        ``targets`` (the run's own paths, or an extra target set's)."""
+        member), or its kernels and training shards (every feature kind over ``steps``) with the
+        target features of ``targets`` (the run's own paths, or an extra target set's)."""
         inputs: dict[str, list[str]] = {
             "kernels": [],
             "target_features": [],
