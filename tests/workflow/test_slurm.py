@@ -94,7 +94,7 @@ def test_slurm_run_equals_local_and_resumes_after_a_cancelled_job(slurm_conf, lo
     assert proc.returncode != 0, output[-3000:]
     assert f"SLURM-job '{cancelled}' failed" in output or "CANCELLED" in output, output[-3000:]
     assert ".snakemake/slurm_logs" in output, output[-3000:]
-    done = sorted((cwd / RUN / "features").rglob("*.h5")) + [cwd / RUN / "data.h5"]
+    done = [*sorted((cwd / RUN / "features").rglob("*.h5")), cwd / RUN / "data.h5"]
     stamps = [path.stat().st_mtime_ns for path in done]
 
     snakemake(
