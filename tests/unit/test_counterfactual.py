@@ -201,3 +201,25 @@ def test_step_specificity_is_the_paired_difference_to_the_twin_and_twins_stay_ou
     assert final["mean"] == 5.0 and final.diff_vs_random == 4.0
     assert np.isnan(final.diff_vs_other_step)  # final has no twin
     assert table.loc["random", "final", "l2"].floor_low == 0.5
+
+
+def test_the_report_names_the_lambda_each_removal_was_ranked_by(tmp_path):
+    """Without an LDS the removals rank by the config λ, and the report says so per method."""
+    from diffattr.artifacts import write_scores
+    from diffattr.stages.counterfactual import removal_ranking
+
+    def block(s, targets, train):
+        return np.zeros((targets.stop - targets.start, train.stop - train.start))
+
+    files = []
+    for method, attrs in [
+        ("journey_trak", {"lambda": 0.01}),
+        ("dtrak", {"lambda": 0.5, "lambda_source": "tuned"}),
+        ("pixel_similarity", {}),
+    ]:
+        files.append(tmp_path / f"{method}.h5")
+        write_scores(files[-1], [0], np.arange(2), np.arange(3), block, {"method": method, **attrs})
+    assert removal_ranking(files) == (
+        "journey_trak (config λ = 0.01, not tuned); "
+        "dtrak (λ tuned per step on the LDS tuning subsets); pixel_similarity"
+    )

@@ -294,6 +294,8 @@ def test_lds_and_counterfactual_reports(finished):
     assert (final.step == 980).all() and (final.scored_at == 0).all()  # x_T; the last step's row
     emergence = pd.read_csv(run / "reports" / "emergence.csv")
     assert emergence.probability.between(0, 1).all()
+    page = (run / "reports" / "counterfactual.html").read_text()
+    assert "ranked by journey_trak (λ tuned per step on the LDS tuning subsets)" in page
     for name in ["counterfactual_metrics.png", "counterfactual_samples.png", "emergence.png"]:
         assert (run / "figures" / name).exists()
 

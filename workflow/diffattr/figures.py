@@ -291,10 +291,11 @@ def emergence_figure(probs: np.ndarray, steps: Sequence[int], decided: Sequence[
     return fig
 
 
-def counterfactual_metrics_figure(table) -> plt.Figure:
+def counterfactual_metrics_figure(table, ranking: str = "") -> plt.Figure:
     """Each metric (rows) at each examined step (columns, under the protocol shown there: the
     paper's a at a step, D-TRAK's b for final): bars per method and removal size, mean over
-    targets with 95% bootstrap intervals; the seed floor's interval as a grey band."""
+    targets with 95% bootstrap intervals; the seed floor's interval as a grey band. ``ranking``
+    (which scores and λ chose the removals) goes under the title."""
     metrics = [
         ("l2", "paired pixel L2"),
         ("prob_drop", "drop of P(target class)"),
@@ -331,9 +332,8 @@ def counterfactual_metrics_figure(table) -> plt.Figure:
             ax.set_title(f"{title}\n{where}, protocol {protocol}", fontsize=8)
             if c == 0 and r == 0 and len(g):
                 ax.legend(fontsize=8, loc="upper left")
-    fig.suptitle(
-        "Counterfactual effect per removal (* counts: above random and pixel removal)", fontsize=9
-    )
+    title = "Counterfactual effect per removal (* counts: above random and pixel removal)"
+    fig.suptitle(title + (f"\nremovals ranked by {ranking}" if ranking else ""), fontsize=9)
     fig.tight_layout()
     return fig
 

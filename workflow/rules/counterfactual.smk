@@ -168,6 +168,7 @@ rule cf_report:
         floor=P.cf_samples(FLOOR),
         classifier=P.classifier,
         emergence=P.emergence,
+        scores=[downstream_scores(m) for m in CF.scored_methods],
     output:
         csv=report(
             P.report("counterfactual.csv"),
@@ -214,5 +215,5 @@ rule cf_report:
         " --floor {input.floor} --classifier {input.classifier}"
         " --emergence {input.emergence} --out-csv {output.csv} --out-cases {output.cases}"
         " --out-figure-metrics {output.metrics} --out-figure-samples {output.samples}"
-        " --out-html {output.html}"
+        " --out-html {output.html} --scores {input.scores}"
         " > {log} 2>&1"

@@ -49,6 +49,7 @@ from ..figures import (
 from ..methods import check_specificity
 from ..models import load_model, resolve_device
 from ..storage import atomic_path
+from .scoring import ridge_caption
 
 log = logging.getLogger("diffattr")
 
@@ -210,6 +211,15 @@ def cf_resample(
 SHOWN_TARGETS = 3  # targets drawn in the paired-samples figure
 
 
+def removal_ranking(scores: Sequence[Path]) -> str:
+    """The scores the removals were ranked by, each with its λ (tuned or the config's)."""
+    named = []
+    for path in scores:
+        with ScoreFile(path) as f:
+            named.append(f"{f.attrs['method']}{ridge_caption(f.attrs)}")
+    return "; ".join(named)
+
+
 def shown_protocol(label: str) -> str:
     """The protocol a figure shows: D-TRAK's (b) for final, the paper's (a) at a step."""
     return "b" if label == "final" else "a"
@@ -228,8 +238,11 @@ def cf_report(
     out_figure_metrics: Path,
     out_figure_samples: Path,
     out_html: Path | None = None,
+    scores: Sequence[Path] = (),
 ) -> None:
-    """Metrics of every case against the original samples, summarized with intervals."""
+    """Metrics of every case against the original samples, summarized with intervals;
+    ``scores`` (the files the plan ranked by) name each method's λ in the figure and notes."""
+    ranking = removal_ranking(scores)
     reader, info = load_classifier(classifier)
     cases = read_plan(plan).cases
     classes = read_emergence(emergence).classes
@@ -263,7 +276,7 @@ def cf_report(
         per_case.to_csv(tmp, index=False, float_format="%.5f")
     with atomic_path(out_csv) as tmp:
         table.to_csv(tmp, index=False, float_format="%.5f")
-    save(counterfactual_metrics_figure(table), out_figure_metrics)
+    save(counterfactual_metrics_figure(table, ranking), out_figure_metrics)
     save(counterfactual_samples_figure(shown), out_figure_samples)
     if out_html is not None:
         notes = [
@@ -277,7 +290,7 @@ def cf_report(
             "farthest other step, resampled from the same x_t.",
             f"Bold rows count (above 0 against random and pixel similarity); classifier "
             f"held-out accuracy {info['held_out_accuracy']:.2f}.",
-        ]
+        ] + ([f"Removals ranked by {ranking}."] if ranking else [])
         classes = ["strong" if c else "" for c in table["counts"]]
         page = html_table(table, "Counterfactual retraining", (), notes, classes)
         with atomic_path(out_html) as tmp:
