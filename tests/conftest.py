@@ -97,8 +97,14 @@ def workdir(tmp: Path) -> Path:
     return tmp
 
 
+NO_SLURM = REPO / "tests" / "no-slurm.conf"  # why: the file's comment (≈ 9 s per Snakemake start)
+
+
 def workflow_env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", **extra}
+    """The environment of a test's Snakemake run: this venv first on PATH; no Slurm controller
+    unless ``extra`` names one (SLURM_CONF)."""
+    path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+    return {**os.environ, "PATH": path, "SLURM_CONF": str(NO_SLURM), **extra}
 
 
 def snakemake(

@@ -4,6 +4,7 @@ import torch
 from conftest import make_unet
 from diffattr.config import TrainConfig
 from diffattr.diffusion import (
+    WeightAverage,
     denoise,
     forward_trajectory,
     initial_noise,
@@ -134,3 +135,31 @@ def test_training_is_seeded(scheduler):
         assert torch.equal(a, b)
     _, l3 = run(torch.arange(20))
     assert l3 != l1  # other images, other losses
+
+
+def test_the_weight_average_is_diffusers_ema_bit_for_bit():
+    """WeightAverage against diffusers' EMAModel on the same parameter updates, with a frozen
+    parameter (copied, not averaged) and steps on both sides of where the ramp k / (k + 9)
+    reaches the decay (k = 9 for 0.5)."""
+    from diffusers.training_utils import EMAModel
+
+    torch.manual_seed(0)
+    model = make_unet(torch.float32)
+    frozen = next(model.parameters())
+    frozen.requires_grad_(False)
+    ours = WeightAverage(model.parameters(), decay=0.5)
+    theirs = EMAModel(model.parameters(), decay=0.5)
+    for _ in range(20):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 0.1)
+        ours.step(model.parameters())
+        theirs.step(model.parameters())
+    ours_model, theirs_model = copy.deepcopy(model), copy.deepcopy(model)
+    ours.copy_to(ours_model.parameters())
+    theirs.copy_to(theirs_model.parameters())
+    pairs = zip(ours_model.parameters(), theirs_model.parameters(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
+    averaged = list(ours_model.parameters())
+    assert torch.equal(averaged[0], frozen)  # the frozen parameter is the model's own
+    assert not torch.equal(averaged[1], list(model.parameters())[1])  # the others are averages

@@ -9,7 +9,17 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "workflow" / "diffattr"
 
 LAYERS = {  # bottom (0) to top; the same table as diffattr/__init__.py
-    0: {"__init__", "seeding", "storage", "errors", "config", "layout", "ridge", "patches"},
+    0: {
+        "__init__",
+        "seeding",
+        "storage",
+        "errors",
+        "config",
+        "layout",
+        "ridge",
+        "patches",
+        "lazy_packages",
+    },
     1: {"data", "models", "projection", "outputs"},
     2: {
         "diffusion",

@@ -3,7 +3,7 @@
 Modules, bottom to top (no module imports one above it; none imports snakemake):
 
 - foundations: ``seeding``, ``storage``, ``errors``, ``config``, ``layout``, ``ridge``,
-  ``patches`` (boxes of a target)
+  ``patches`` (boxes of a target), ``lazy_packages`` (a model job's start without diffusers' zoo)
 - models and data: ``data``, ``models``, ``projection``, ``outputs``
 - algorithms: ``diffusion``, ``scoring``, ``features``, ``ekfac``, ``unlearning``, ``classifier``,
   ``figures``,

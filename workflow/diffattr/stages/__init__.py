@@ -11,6 +11,8 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
+from ..lazy_packages import defer_package_inits
+
 Stage = Callable[..., None]
 
 # command → (module, function, the config slice it reads: a key of diffattr.config.SLICES)
@@ -49,7 +51,9 @@ STAGES: dict[str, tuple[str, str, str]] = {
 
 
 def load(command: str) -> Stage:
-    """The stage function of ``command`` (importing only its module)."""
+    """The stage function of ``command`` (importing only its module, and of diffusers only the
+    models it uses: ``lazy_packages``)."""
+    defer_package_inits()
     module, function, _ = STAGES[command]
     return getattr(importlib.import_module(f"{__name__}.{module}"), function)
 
