@@ -151,20 +151,21 @@ def local_run(tmp_path_factory) -> Path:
 
 PATCHES = {"grid": [2, 2]}  # the shared run's patches: 4 patches of 4×4 pixels
 
-# Runs that re-make the shared run's scores another way (Slurm, killed and resumed) score these
-# methods only, one per kind of job (a gradient method on random and on uniform timesteps, a
-# model-free one), without the LDS (which the figures would otherwise wait for); their scores
-# must equal the shared run's bit for bit (no score job reads the LDS or the method list).
+# Runs that re-make the shared run's scores another way (killed and resumed; Slurm, with the
+# first of them) score these methods only, one per kind of job (a gradient method on random and
+# on uniform timesteps, a model-free one), without the LDS (which the figures would otherwise
+# wait for); their scores must equal the shared run's bit for bit (no score job reads the LDS or
+# the method list).
 RERUN_METHODS = ["journey_trak", "trak", "pixel_similarity"]
 
 
-def rerun_workdir(tmp: Path) -> Path:
-    """A workflow copy whose config/test.yaml scores ``RERUN_METHODS`` without the LDS, with
-    the training features in 2 shards per member (the shared run has 1)."""
+def rerun_workdir(tmp: Path, methods: list[str] = RERUN_METHODS) -> Path:
+    """A workflow copy whose config/test.yaml scores ``methods`` without the LDS, with the
+    training features in 2 shards per member (the shared run has 1)."""
     cwd = workdir(tmp)
     edit_test_config(
         cwd,
-        {"attribution": {"methods": RERUN_METHODS, "shards": 2}, "lds": {"enabled": False}},
+        {"attribution": {"methods": methods, "shards": 2}, "lds": {"enabled": False}},
     )
     return cwd
 
