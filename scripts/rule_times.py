@@ -6,6 +6,10 @@ Every rule writes ``<run>/benchmarks/<rule>[/<job>].tsv`` (wall seconds ``s``, `
 ``max_rss`` in MB). Prints a Markdown table per rule, largest total first: jobs, total and mean
 wall seconds, their share of the summed job time, CPU seconds and the largest RSS; with
 ``--before``, the same rule's total in another run and the ratio.
+
+Read the wall seconds: Snakemake samples a job's CPU time every 0.5 s for its first 15 s, then
+every 30 s, and keeps the last sample, so ``cpu_time`` under-reads every job that ends more than
+15 s in (a 29 s training job on a free core reads ≈ 15 CPU-s).
 """
 
 from __future__ import annotations

@@ -160,12 +160,17 @@ RERUN_METHODS = ["journey_trak", "trak", "pixel_similarity"]
 
 
 def rerun_workdir(tmp: Path, methods: list[str] = RERUN_METHODS) -> Path:
-    """A workflow copy whose config/test.yaml scores ``methods`` without the LDS, with the
-    training features in 2 shards per member (the shared run has 1)."""
+    """A workflow copy whose config/test.yaml scores ``methods`` without the LDS and the
+    counterfactual (which ranks by methods the copy may not score), with the training features
+    in 2 shards per member (the shared run has 1)."""
     cwd = workdir(tmp)
     edit_test_config(
         cwd,
-        {"attribution": {"methods": methods, "shards": 2}, "lds": {"enabled": False}},
+        {
+            "attribution": {"methods": methods, "shards": 2},
+            "lds": {"enabled": False},
+            "counterfactual": {"enabled": False},
+        },
     )
     return cwd
 
