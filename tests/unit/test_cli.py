@@ -82,8 +82,8 @@ def test_a_light_job_imports_neither_torch_nor_diffusers(tmp_path):
 
 def test_a_model_job_imports_only_the_diffusers_models_it_uses():
     """A training or featurization job gets UNet2DModel without diffusers' other UNets and
-    transformers, its pipelines or EMAModel's module (lazy_packages: ≈ 2.6 CPU-s of each model
-    job's start); the deferred packages still give every class when asked for one."""
+    transformers, its pipelines or EMAModel's module (lazy_packages: ≈ 2 of the ≈ 6 CPU-s a
+    model job spent on imports); the deferred packages still give every class when asked for one."""
     code = (
         "import sys; from diffattr.stages import load; load('train'); load('featurize-train'); "
         "from diffattr.models import build_unet; from diffattr.config import ModelConfig; "
