@@ -20,13 +20,21 @@ include: "workflow/rules/counterfactual.smk"
 include: "workflow/rules/extra.smk"
 
 
-onsuccess:
-    from pathlib import Path
+onstart:
+    if workflow.local_exec and not workflow.remote_exec:  # jobs on this machine: warm starts
+        warm.start(Path(P.log("warm_server")))
 
+
+onsuccess:
     from diffattr.results import Run
 
+    warm.stop()
     if Path(P.run).is_dir():
         print(Run(P.run).summary())
+
+
+onerror:
+    warm.stop()
 
 
 rule all:

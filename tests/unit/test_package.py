@@ -33,7 +33,7 @@ LAYERS = {  # bottom (0) to top; the same table as diffattr/__init__.py
         "lds",
     },
     3: {"methods", "artifacts", "attribution", "results", "stages"},
-    4: {"cli", "config_doc", "__main__"},
+    4: {"cli", "config_doc", "__main__", "warm"},
 }
 LEVEL = {name: level for level, names in LAYERS.items() for name in names}
 

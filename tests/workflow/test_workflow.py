@@ -163,6 +163,27 @@ def test_the_report_shows_its_tables_and_figures_in_a_browser(report_html):
         browser.close()
 
 
+def test_every_job_was_served_warm_and_the_rule_table_has_its_own_resources(finished):
+    """The run's jobs were forked from its warm server (diffattr.warm), none started cold, and
+    scripts/rule_times.py reads each served job's own CPU and RSS from the server's log (the
+    benchmark files measure only the waiting caller)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("rule_times", REPO / "scripts/rule_times.py")
+    rule_times = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rule_times)
+    run = finished / RUN
+    jobs = {
+        p.relative_to(run / "benchmarks").with_suffix("") for p in run.glob("benchmarks/**/*.tsv")
+    }
+    own = rule_times.served(run)
+    assert jobs and jobs == set(own)
+    table = rule_times.rule_times(run)
+    assert set(table.index) == {job.parts[0] for job in jobs}
+    bench = pd.read_csv(run / "benchmarks" / "train_model" / "m0.tsv", sep="\t").iloc[-1]
+    assert table.loc["train_model", "cpu_s"] > 2 * float(bench.cpu_time)  # not the caller's
+
+
 def test_rerun_does_nothing(finished):
     proc = snakemake(finished, "-n")
     assert "Nothing to be done" in proc.stdout + proc.stderr

@@ -11,7 +11,7 @@ Modules, bottom to top (no module imports one above it; none imports snakemake):
   ``report``, ``patches``)
 - application: ``methods``, ``artifacts``, ``attribution`` (the facade), ``results`` (a
   finished run as a library), ``stages``
-- adapters: ``cli``, ``config_doc``
+- adapters: ``cli``, ``config_doc``, ``warm`` (a run's jobs forked from one warm interpreter)
 """
 
 __version__ = "0.1.0"

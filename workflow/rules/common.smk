@@ -1,9 +1,12 @@
 # Config validation and the run's paths. Paths come from diffattr.layout, the config slices each
 # job receives from diffattr.config (SLICES); the seed tags (diffattr.layout) are applied by the
 # package's training stages.
+from pathlib import Path
+
 from snakemake.logging import logger
 from snakemake.utils import validate
 
+from diffattr import warm
 from diffattr.config import RunConfig
 from diffattr.layout import FLOOR, Member, Paths, case_name, export_workflow_root, members
 from diffattr.methods import FeatureKind, check_specificity, get_method
