@@ -12,7 +12,9 @@ last sample, so its ``cpu_time`` under-reads every job that ends more than 15 s 
 training job on a free core reads ≈ 15 CPU-s); and a job served by the run's warm server
 (``diffattr.warm``) computes outside the process tree Snakemake measures. For served jobs the
 CPU and RSS columns therefore come from the server's log (``logs/warm_server.log``: each job's
-own CPU seconds and peak RSS from ``wait4``), matched to the benchmark file by the job's log.
+own CPU seconds and peak RSS from ``wait4``), matched to the benchmark file by the job's log. A
+served job's RSS counts the pages it shares with the server (≈ 370 MB of imported libraries,
+resident once on the machine), so it reads higher than the job's own memory.
 """
 
 from __future__ import annotations

@@ -247,9 +247,9 @@ def test_sampler_timesteps_equal_diffusers(T, n):
 
 
 def test_counterfactual_case_count():
-    cfg = load([DEFAULT])
-    assert cfg.counterfactual.n_cases == 3 * 1 * 3 * 1
-    cf = dataclasses.replace(cfg.counterfactual, steps=(500, 0), k=(0.1, 0.2))
+    cf = dataclasses.replace(load([DEFAULT]).counterfactual, targets=3)
+    assert cf.n_cases == 3 * 1 * 3 * 1  # targets × k × steps × methods
+    cf = dataclasses.replace(cf, steps=(500, 0), k=(0.1, 0.2))
     assert cf.n_cases == 3 * 2 * 3 * 2 and cf.scored_methods == ("journey_trak", "pixel_similarity")
     cf = dataclasses.replace(cf, steps=("emergence", 500, "final"), specificity=("journey_trak",))
     assert cf.labels == ("emergence", "500", "final") and cf.stepwise_labels == cf.labels[:2]

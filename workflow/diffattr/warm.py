@@ -187,9 +187,9 @@ def _start(caller: socket.socket, held: list) -> tuple[int, int] | None:
         refusal = "another interpreter or package"
     elif threading.active_count() != 1:  # forking a threaded process can copy a held lock
         refusal = "the server has threads"
-    if refusal is not None:
-        _reply(caller, "refused")
+    if refusal is not None:  # logged before the reply: the log is complete when a call returns
         print(f"warm: refused {request.get('argv')}: {refusal}", flush=True)
+        _reply(caller, "refused")
         for fd in fds:
             os.close(fd)
         return None
@@ -206,9 +206,9 @@ def _start(caller: socket.socket, held: list) -> tuple[int, int] | None:
         _job(request, fds)  # never returns
     for fd in fds:
         os.close(fd)
-    _reply(caller, "started")
     command = " ".join(request["argv"][:1])
     print(f"warm: job {pid} started: diffattr {command} > {stdout}", flush=True)
+    _reply(caller, "started")
     return pid, os.pidfd_open(pid)
 
 
