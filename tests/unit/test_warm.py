@@ -87,7 +87,12 @@ def test_a_served_jobs_error_and_status_reach_the_caller(server, tmp_path):
     assert usage.returncode == 2 and "required" in usage.stderr
 
 
-def test_a_killed_caller_takes_its_job_with_it(server, tmp_path):
+@pytest.mark.parametrize(
+    ("signum", "job_status", "caller_status"),
+    [(signal.SIGKILL, -9, -9), (signal.SIGTERM, -15, 128 + 15)],
+    ids=["killed caller: the server kills the job", "SIGTERM: passed on to the job"],
+)
+def test_a_signalled_caller_ends_its_job(server, tmp_path, signum, job_status, caller_status):
     long = tmp_path / "long.yaml"
     long.write_text("train:\n  steps: 1000000\n")
     data = tmp_path / "data.h5"
@@ -112,11 +117,11 @@ def test_a_killed_caller_takes_its_job_with_it(server, tmp_path):
     while len(jobs(server, "started")) < 2 and time.time() < deadline:
         time.sleep(0.2)
     child = jobs(server, "started")[-1][0]
-    caller.send_signal(signal.SIGKILL)
-    caller.wait()
+    caller.send_signal(signum)
+    assert caller.wait() == caller_status
     while child not in dict(jobs(server, "ended")) and time.time() < deadline:
         time.sleep(0.2)
-    assert dict(jobs(server, "ended"))[child] == "-9"
+    assert dict(jobs(server, "ended"))[child] == str(job_status)
     assert not (tmp_path / "model").exists()
 
 

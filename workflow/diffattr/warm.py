@@ -8,8 +8,9 @@ the Snakefile's ``onstart`` starts :func:`serve` on a Unix socket and names it i
 working folder and environment with its standard streams (SCM_RIGHTS) and waits; the server
 forks, the child becomes the job (its own process group; the caller's streams, folder and
 environment; nothing of an earlier job, since every child is forked from the server as it was
-after the imports) and the child's exit status becomes the caller's. If the caller dies
-(Snakemake cancelling a job, a killed run), the server kills the child's process group at once.
+after the imports) and the child's exit status becomes the caller's. The caller passes SIGINT,
+SIGTERM and SIGHUP on to the job; if the caller dies (SIGKILL: a killed run), the server kills
+the job's process group at once.
 
 A call runs in its own process, exactly as without a server, when: ``DIFFATTR_WARM`` is unset,
 empty or ``0``; the server runs another interpreter or another copy of the package (a conda
@@ -78,17 +79,32 @@ def call(argv: list[str]) -> int | None:
         socket.send_fds(conn, [HEADER.pack(len(request))], list(range(STREAMS)))
         conn.sendall(request)
         replies = conn.makefile("r")
-        if replies.readline().strip() != "started":
+        started = replies.readline().split()
+        if len(started) != 2 or started[0] != "started":
             return None  # refused (another interpreter or package): nothing has run
     except OSError:
         return None
-    # From here the job runs in the server's child: its status is ours. A lost server (no
-    # status line) leaves the job's outcome unknown, which is a failure.
+    # From here the job runs in the server's child: its status is ours, and so are the signals
+    # Snakemake or a terminal send us (SIGKILL, which cannot be passed on, ends us: the server
+    # sees the hang-up and kills the job). A lost server (no status line) leaves the job's
+    # outcome unknown, which is a failure.
+    job = int(started[1])
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, lambda signum, _: _signal(job, signum))
     status = replies.readline().split()
     if len(status) != 2 or status[0] != "exit":
         print(f"diffattr: error: the warm server ({path}) ended during the job", file=sys.stderr)
         return 1
     return int(status[1])
+
+
+def _signal(job: int, signum: int) -> None:
+    """Pass a signal on to the job's process group (to the job alone before it has made one)."""
+    try:
+        os.killpg(job, signum)
+    except ProcessLookupError:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(job, signum)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,6 +203,8 @@ def _start(caller: socket.socket, held: list) -> tuple[int, int] | None:
         refusal = "another interpreter or package"
     elif threading.active_count() != 1:  # forking a threaded process can copy a held lock
         refusal = "the server has threads"
+    elif "torch" in sys.modules and sys.modules["torch"].cuda.is_initialized():
+        refusal = "CUDA was initialised in the server (a forked child could not use it)"
     if refusal is not None:  # logged before the reply: the log is complete when a call returns
         print(f"warm: refused {request.get('argv')}: {refusal}", flush=True)
         _reply(caller, "refused")
@@ -208,7 +226,7 @@ def _start(caller: socket.socket, held: list) -> tuple[int, int] | None:
         os.close(fd)
     command = " ".join(request["argv"][:1])
     print(f"warm: job {pid} started: diffattr {command} > {stdout}", flush=True)
-    _reply(caller, "started")
+    _reply(caller, f"started {pid}")
     return pid, os.pidfd_open(pid)
 
 
