@@ -90,7 +90,6 @@ def test_swap_window_and_decision_step():
 
 def test_classifier_is_accurate_on_held_out_digits(tmp_path):
     data = prepare({"name": "digits"})
-    torch.set_num_threads(2)
     model, info = train_classifier(
         data.images, data.labels, 10, ClassifierConfig(steps=600), seed=0
     )

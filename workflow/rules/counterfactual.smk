@@ -1,6 +1,10 @@
 # Counterfactual retraining: classifier, feature emergence, removal plan, one model per case
 # (plus the seed floor), paired resampling from x_t, the report.
 
+# The plan waits for the emergence curves (≈ 200 s of one core in the default run); scheduled
+# first, they run beside the LDS instead of alone at the end (162 s of the default run's 822 s).
+EARLY = 10
+
 
 rule train_classifier:
     input:
@@ -13,6 +17,7 @@ rule train_classifier:
         P.log("train_classifier"),
     benchmark:
         P.benchmark("train_classifier")
+    priority: EARLY
     threads: 1
     conda:
         ENV
@@ -51,6 +56,7 @@ rule emergence:
         P.log("emergence"),
     benchmark:
         P.benchmark("emergence")
+    priority: EARLY
     threads: 1
     conda:
         ENV
