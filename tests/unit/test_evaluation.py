@@ -308,7 +308,7 @@ def test_ground_truth_uses_common_random_numbers(scheduler):
         assert final_loss.shape == (3,)
 
 
-def test_lds_figure_says_pipeline_check_when_no_ground_truth_is_reliable():
+def test_lds_figure_says_pipeline_check_unless_an_interval_clears_the_null_where_reliable():
     from diffattr.figures import PIPELINE_CHECK, lds_figure
 
     rows = [
@@ -330,7 +330,14 @@ def test_lds_figure_says_pipeline_check_when_no_ground_truth_is_reliable():
         for t, gt, rel in [(500, "f_t", 0.3), (0, "f_t", 0.2), (0, "final_loss", 0.4)]
     ]
     table = pd.DataFrame(rows)
-    texts = [t.get_text() for t in lds_figure(table).texts]
-    assert PIPELINE_CHECK in texts
-    table.loc[table.step == 500, "reliability"] = 0.7
-    assert PIPELINE_CHECK not in [t.get_text() for t in lds_figure(table).texts]
+
+    def banner() -> bool:
+        return PIPELINE_CHECK in [t.get_text() for t in lds_figure(table).texts]
+
+    assert banner()  # nothing reliable
+    table.loc[table.step == 500, ["reliability", "flagged"]] = [0.7, False]
+    assert banner()  # reliable, but every interval reaches into the null band
+    table.loc[(table.step == 500) & (table.method == "random"), ["lds", "ci_low"]] = [0.2, 0.15]
+    assert banner()  # random clearing the null shows nothing
+    table.loc[(table.step == 500) & (table.method != "random"), ["lds", "ci_low"]] = [0.2, 0.15]
+    assert not banner()

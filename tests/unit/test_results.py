@@ -170,6 +170,7 @@ def test_the_end_of_run_summary_names_the_best_reliable_lds(run, tmp_path):
                 "ci_low": v - 0.1,
                 "ci_high": v + 0.1,
                 "ceiling": 0.9,
+                "null_high": 0.2,
                 "flagged": flag,
                 "reliability": 0.3 if flag else 0.8,
                 "ground_truth": "f_t",
@@ -181,9 +182,10 @@ def test_the_end_of_run_summary_names_the_best_reliable_lds(run, tmp_path):
     line = results.summary()
     assert "best LDS 0.70 [0.60, 0.80] (pixel_similarity, t = 500" in line
     assert "UNRELIABLE" in line and "make report" in line and str(results.folder) in line
-    table.assign(reliability=0.2, flagged=True).to_csv(results.paths.report("lds.csv"))
-    line = results.summary()
-    assert "pipeline check only" in line and "best LDS" not in line
+    for noise in [{"reliability": 0.2, "flagged": True}, {"null_high": 0.9}]:  # unreliable; null
+        table.assign(**noise).to_csv(results.paths.report("lds.csv"))
+        line = results.summary()
+        assert "pipeline check only" in line and "best LDS" not in line
 
 
 def test_patch_scores_are_labelled_with_their_boxes(run):

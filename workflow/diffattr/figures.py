@@ -12,6 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from .lds.stats import shows_a_result
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -250,7 +252,7 @@ def lds_figure(table, memorization: dict | None = None) -> plt.Figure:
     bx.set_xticks(range(len(methods)), methods, rotation=45, ha="right")
     bx.set_title("trajectory-free LDS (final image)", fontsize=8)
     fig.tight_layout()
-    if not (table.reliability >= 0.5).any():
+    if not shows_a_result(table):
         fig.text(
             0.5,
             0.5,
@@ -265,10 +267,10 @@ def lds_figure(table, memorization: dict | None = None) -> plt.Figure:
 
 
 PIPELINE_CHECK = (
-    "PIPELINE CHECK ONLY: no ground truth here reaches reliability 0.5,\n"
-    "so these LDS values are noise. Results: config/digits-lds.yaml"
+    "PIPELINE CHECK ONLY: no method's interval clears the null where\n"
+    "the ground truth is reliable (≥ 0.5). Results: config/digits-lds.yaml"
 )
-"""The LDS figure's banner when no column of the ground truth is reliable."""
+"""The LDS figure's banner when the table shows no result (``lds.stats.shows_a_result``)."""
 
 
 def emergence_figure(probs: np.ndarray, steps: Sequence[int], decided: Sequence[int]) -> plt.Figure:

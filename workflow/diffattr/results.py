@@ -33,6 +33,7 @@ from .data import PreparedData
 from .errors import ArtifactError, ConfigError
 from .layout import Paths, parse_scores
 from .layout import members as layout_members
+from .lds.stats import shows_a_result
 from .methods import get_method
 from .storage import config_hash
 
@@ -282,15 +283,17 @@ class Run:
 
     def summary(self) -> str:
         """One line for the end of a run: where the results are, the best per-step LDS (with
-        its interval and whether its ground truth is reliable) and how to open the report."""
+        its interval and whether its ground truth is reliable) or, when no method's interval
+        clears the null on a reliable ground truth, that the LDS is a pipeline check; and how
+        to open the report."""
         text = f"diffattr: results in {self.folder}/"
         if Path(self.paths.report("lds.csv")).exists():
             table = self.lds()
             per_step = table[(table.ground_truth == "f_t") & (table.method != "random")]
-            if len(per_step) and not (table.reliability >= 0.5).any():
+            if len(per_step) and not shows_a_result(table):
                 text += (
-                    "; LDS: pipeline check only (no step's ground truth reaches reliability 0.5;"
-                    " results: config/digits-lds.yaml)"
+                    "; LDS: pipeline check only (no method's interval clears the null where the"
+                    " ground truth is reliable; results: config/digits-lds.yaml)"
                 )
             elif len(per_step):
                 best = per_step.loc[per_step.lds.idxmax()]

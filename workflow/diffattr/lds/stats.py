@@ -154,3 +154,11 @@ def variance_components(per_seed: np.ndarray) -> dict:
         "seeds_for_half": noise_var / subset_var if subset_var > 0 else float("inf"),
         "common_share": float((common**2).sum() / (row**2).sum(-1).mean()),
     }
+
+
+def shows_a_result(table) -> bool:
+    """Whether an LDS table (``reports/lds.csv``) shows more than noise: some method other than
+    random, where the ground truth is reliable (≥ 0.5), with its interval above the null's 95th
+    percentile (``ci_low > null_high``). Otherwise the run's LDS is a pipeline check only."""
+    rows = table[(table.method != "random") & (table.reliability >= 0.5)]
+    return bool((rows.ci_low > rows.null_high).any())
