@@ -288,11 +288,9 @@ def _reply(caller: socket.socket, line: str) -> None:
 
 
 def _kill(pid: int) -> None:
-    """Kill a job and its process group (which it makes first thing: until then, the job
-    alone). Its pid stays reserved until the server reaps it, so no other process is hit."""
-    for kill in (os.kill, os.killpg):
-        with contextlib.suppress(ProcessLookupError):
-            kill(pid, signal.SIGKILL)
+    """Kill a job and its process group. Its pid stays reserved until the server reaps it, so
+    no other process is hit."""
+    _signal(pid, signal.SIGKILL)
 
 
 # ---------------------------------------------------------------------------------------------
