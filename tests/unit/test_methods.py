@@ -285,7 +285,8 @@ class FlatLinear(nn.Module):
 def test_ekfac_scores_equal_the_explicit_damped_fisher_inverse(scheduler):
     """Fitted on one example with one draw, EK-FAC's Fisher is that example's gradient outer
     product F = g gᵀ (A = aaᵀ, G = δδᵀ, corrected eigenvalues (‖δ‖‖a‖)²), so the scores must be
-    ∇f_qᵀ (F + λI)⁻¹ ∇L_i for every query q and training example i scored against it."""
+    ∇f_qᵀ (F + λI)⁻¹ ∇L_i for every query q and training example i scored against it, with
+    λ = c · mean eigenvalue = c ‖g‖²/P (P = 20 weights and biases) for each damping scale c."""
     pytest.importorskip("kronfluence")
     from diffattr.ekfac import ekfac_scores
     from diffattr.features import target_draws
@@ -295,7 +296,7 @@ def test_ekfac_scores_equal_the_explicit_damped_fisher_inverse(scheduler):
     abar = scheduler.alphas_cumprod
     images = RNG.uniform(-1, 1, (1, 1, 2, 2)).astype(np.float32)
     x0_hat = RNG.uniform(-1, 1, (2, 3, 1, 2, 2)).astype(np.float32)
-    steps, damping = [700, 100], 0.05
+    steps, scales = [700, 100], (0.05, 2.0)
     got = ekfac_scores(
         model,
         abar,
@@ -309,7 +310,7 @@ def test_ekfac_scores_equal_the_explicit_damped_fisher_inverse(scheduler):
         0,
         0,
         batch_size=1,
-        damping=damping,
+        dampings=scales,
         fisher="empirical",
     )
     params = list(model.parameters())
@@ -321,14 +322,18 @@ def test_ekfac_scores_equal_the_explicit_damped_fisher_inverse(scheduler):
 
     ts, eps, _, _ = train_draws([11], 1, 1000, (1, 2, 2), 0, 0)
     g_train = grad(torch.from_numpy(images[0]), ts[0], eps[0])
-    inverse = torch.linalg.inv(
-        torch.outer(g_train, g_train) + damping * torch.eye(len(g_train), dtype=torch.float64)
-    )
-    for s, t in enumerate(steps):
-        noise = target_draws(range(3), [t, t], (1, 2, 2), 0, "target-draw")
-        for j in range(3):
-            g_q = grad(torch.from_numpy(x0_hat[s, j]), torch.tensor([t, t]), noise[j])
-            assert got[s, j, 0] == pytest.approx((g_q @ inverse @ g_train).item(), rel=2e-3)
+    assert got.shape == (2, 2, 3, 1)
+    for g, scale in enumerate(scales):
+        damping = scale * (g_train @ g_train) / len(g_train)
+        inverse = torch.linalg.inv(
+            torch.outer(g_train, g_train) + damping * torch.eye(len(g_train), dtype=torch.float64)
+        )
+        for s, t in enumerate(steps):
+            noise = target_draws(range(3), [t, t], (1, 2, 2), 0, "target-draw")
+            for j in range(3):
+                g_q = grad(torch.from_numpy(x0_hat[s, j]), torch.tensor([t, t]), noise[j])
+                want = (g_q @ inverse @ g_train).item()
+                assert got[g, s, j, 0] == pytest.approx(want, rel=2e-3)
 
 
 def test_local_draws_stay_in_their_window_and_the_window_is_clipped(scheduler):

@@ -16,6 +16,7 @@ import torch
 from conftest import TINY_UNET
 from diffattr import diffusion, layout
 from diffattr.artifacts import (
+    Candidates,
     Scores,
     Subsets,
     TargetFeatures,
@@ -27,6 +28,7 @@ from diffattr.artifacts import (
     write_data,
     write_feature_shard,
     write_plan,
+    write_scores,
     write_subsets,
     write_target_features,
     write_targets,
@@ -450,6 +452,97 @@ def test_lds_table_tuned_config_final_and_ensemble_rows():
     assert len(set(shared["methods"]["journey_trak"]["selected_lambda"].values())) == 1
     assert table.columns.tolist()[:4] == ["method", "step", "ground_truth", "lds"]
     assert isinstance(table, pd.DataFrame) and not table.lds.isna().any()
+
+
+def test_ekfac_damping_is_tuned_on_the_tuning_subsets_only():
+    """ekfac's λ is its damping scale: the report predicts from each candidate's scores and
+    chooses on the tuning subsets. Here the tuning subsets' truth follows candidate 0.1 and the
+    reporting subsets' truth candidate 1.0: the choice must be 0.1 at every column."""
+    n, targets, steps, subsets = 40, 6, 2, 16
+    masks = np.zeros((subsets, n), bool)
+    for j in range(subsets):
+        masks[j, RNG.choice(n, n // 2, replace=False)] = True
+    role = np.array(["tuning"] * 6 + ["reporting"] * (subsets - 6))
+    tune_scores, report_scores, noise = (RNG.standard_normal((steps, targets, n)) for _ in "abc")
+    truth = np.where(
+        role == "tuning", predictions(tune_scores, masks), predictions(report_scores, masks)
+    )
+    f_t = truth[None] + 0.05 * RNG.standard_normal((2, steps, targets, subsets))
+    final = truth[-1][None] + 0.05 * RNG.standard_normal((2, targets, subsets))
+    step_values = [500, 0]
+    grid = Candidates(
+        "ekfac_damping", [0.01, 0.1, 1.0], np.stack([noise, tune_scores, report_scores])
+    )
+    ekfac = Scores(
+        noise.astype(np.float32),
+        step_values,
+        np.arange(targets),
+        np.arange(n),
+        {"method": "ekfac", "lambda": 0.01, "lambda_means": "ekfac_damping"},
+        candidates=grid,
+    )
+    inputs = LdsInputs(
+        masks=masks,
+        role=role,
+        f_t=np.moveaxis(f_t, -1, 0),
+        final_loss=np.moveaxis(final, -1, 0),
+        steps=step_values,
+        scores={"ekfac": ekfac},
+    )
+    cfg = dataclasses.replace(config().lds, bootstrap=40, null_draws=30)
+    table, details = lds_table(inputs, cfg, seed=0)
+    info = details["methods"]["ekfac"]
+    assert info["lambdas"] == [0.01, 0.1, 1.0] and info["lambda_means"] == "ekfac_damping"
+    assert set(info["selected_lambda"].values()) == {0.1}
+    tuned = table[table.lambda_source == "tuned"]
+    config_rows = table[table.lambda_source == "config"]
+    assert (tuned["lambda"] == 0.1).all() and (config_rows["lambda"] == 0.01).all()
+    report = role == "reporting"
+    mean_truth = truth_mean(f_t, final)
+    for i in range(steps + 1):
+        pred = predictions(tune_scores, masks)[min(i, steps - 1)]
+        want = lds(pred[:, report], mean_truth[i][:, report])
+        assert tuned.iloc[i]["lds"] == pytest.approx(want)
+        assert want < 0.5  # what the reporting subsets alone would have preferred is not taken
+
+
+def test_tuned_ekfac_scores_take_each_steps_damping_from_the_members_candidates(tmp_path):
+    """The score stage: without an LDS the members' config-damping scores and the mean of their
+    candidates; with lds.json, step s from every member's candidate at the damping tuned there."""
+    p, data, targets, _, _, _ = write_inputs(tmp_path)
+    values, shape = [0.1, 1.0], (2, 3, len(data.ids))
+    paths, grids = [], []
+    for m in range(2):
+        grid = RNG.standard_normal((2, *shape)).astype(np.float32)
+        path = Path(p.member_scores("ekfac", layout.Member(m, "final")))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_scores(
+            path,
+            targets.steps,
+            targets.target_ids,
+            data.ids,
+            lambda s, t, r, g=grid: g[0][s, t, r],
+            {"method": "ekfac", "K": 2, "seconds": 1.0},
+            candidates=Candidates("ekfac_damping", values, grid),
+        )
+        paths.append(path)
+        grids.append(grid)
+    common = dict(method="ekfac", data=Path(p.data), targets=Path(p.targets), member_scores=paths)
+    run_stage("score", config(), out=tmp_path / "ekfac.h5", **common)
+    plain = read_scores(tmp_path / "ekfac.h5")
+    np.testing.assert_allclose(plain.scores, np.mean([g[0] for g in grids], 0), rtol=1e-6)
+    np.testing.assert_allclose(plain.candidates.scores, np.mean(grids, 0), rtol=1e-6)
+    assert plain.attrs["lambda_source"] == "config" and plain.attrs["lambda"] == 0.1
+    lds_json = tmp_path / "lds.json"
+    write_json(lds_json, {"methods": {"ekfac": {"selected_lambda": {"500": 1.0, "0": 0.1}}}})
+    run_stage("score", config(), out=tmp_path / "tuned.h5", lds=lds_json, **common)
+    tuned = read_scores(tmp_path / "tuned.h5")
+    want = np.stack([np.mean([g[1][0] for g in grids], 0), np.mean([g[0][1] for g in grids], 0)])
+    np.testing.assert_allclose(tuned.scores, want, rtol=1e-6)
+    assert tuned.attrs["lambda_source"] == "tuned" and tuned.attrs["lambda_per_step"] == [1.0, 0.1]
+    write_json(lds_json, {"methods": {"ekfac": {"selected_lambda": {"500": 10.0, "0": 0.1}}}})
+    with pytest.raises(ArtifactError, match="no scores for ekfac_damping = 10"):
+        run_stage("score", config(), out=tmp_path / "bad.h5", lds=lds_json, **common)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ from .errors import ArtifactError, DatasetError
 from .layout import Case, parse_sample_group, remake_hint, sample_group
 from .patches import Patches
 from .scoring import BlockFn, Kernel
-from .storage import create_h5, file_digest, read_attrs
+from .storage import create_h5, file_digest, read_attrs, write_attrs
 
 SIGN_CONVENTION = (
     "tau[i] > 0: including training example i lowers the target's output f_t, i.e. supports the "
@@ -436,8 +436,10 @@ def write_scores(
     attrs: Mapping[str, Any],
     train_block: int = 8192,
     target_block: int = 256,
+    candidates: Candidates | None = None,
 ) -> None:
-    """Write a score file, computing it block by block with ``block_fn``."""
+    """Write a score file, computing it block by block with ``block_fn`` (and, given, the scores
+    of every candidate value of the setting a report tunes: dataset ``candidate_scores``)."""
     n_steps, n_targets, n_train = len(steps), len(target_ids), len(train_ids)
     chunk = (1, 1, max(1, min(n_train, 65536)))
     with create_h5(path, {"sign": SIGN_CONVENTION, **attrs}) as f:
@@ -459,6 +461,10 @@ def write_scores(
                     block = block_fn(s, targets, train)
                     _finite(path, scores=block)
                     scores[s, targets, train] = block
+        if candidates is not None:
+            _finite(path, candidate_scores=candidates.scores)
+            grid = f.create_dataset("candidate_scores", data=candidates.scores.astype(np.float32))
+            write_attrs(grid, {"setting": candidates.setting, "values": list(candidates.values)})
 
 
 def write_patch_scores(
@@ -503,9 +509,28 @@ def write_patch_scores(
 
 
 @dataclass(frozen=True)
+class Candidates:
+    """A member's scores for every value of the setting an LDS report tunes (ekfac's damping
+    scale): ``scores`` (values, steps, targets, n_train)."""
+
+    setting: str
+    values: list[float]
+    scores: np.ndarray
+
+    def at(self, value: float) -> np.ndarray:
+        if value not in self.values:
+            raise ArtifactError(
+                f"no scores for {self.setting} = {value:g} (scored: {self.values}); rerun the "
+                "member jobs"
+            )
+        return self.scores[self.values.index(value)]
+
+
+@dataclass(frozen=True)
 class Scores:
     """A whole score file in memory: ``scores`` (steps, targets, n_train), or for patch scores
-    (steps, targets, patches, n_train) with their ``boxes`` (targets, patches, 4)."""
+    (steps, targets, patches, n_train) with their ``boxes`` (targets, patches, 4); a per-member
+    file may hold its ``candidates``."""
 
     scores: np.ndarray
     steps: list[int]
@@ -513,6 +538,7 @@ class Scores:
     train_ids: np.ndarray
     attrs: dict[str, Any]
     boxes: np.ndarray | None = None
+    candidates: Candidates | None = None
 
     @property
     def method(self) -> str:
@@ -522,7 +548,15 @@ class Scores:
 def read_scores(path: str | Path) -> Scores:
     """Load a whole score file (reports over all rows; use :class:`ScoreFile` for single rows)."""
     with ScoreFile(path) as f:
-        return Scores(f.all(), f.steps, f.target_ids, f.train_ids, f.attrs, f.boxes)
+        scores = Scores(f.all(), f.steps, f.target_ids, f.train_ids, f.attrs, f.boxes)
+    with _reading(path) as f:
+        if "candidate_scores" in f:
+            grid = f["candidate_scores"]
+            meta = read_attrs(grid)
+            values = [float(v) for v in meta["values"]]
+            candidates = Candidates(str(meta["setting"]), values, grid[()])
+            scores = replace(scores, candidates=candidates)
+    return scores
 
 
 class ScoreFile:

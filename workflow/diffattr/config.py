@@ -330,7 +330,7 @@ class AttributionConfig(Section):
     R: int = 20
     residual_timesteps: int = 100
     local_window: int = 200
-    ekfac_damping: float | None = None  # None: kronfluence's 0.1 × mean eigenvalue per layer
+    ekfac_damping: float = 0.1  # λ_l = 0.1 × mean eigenvalue of layer l (kronfluence's)
     ekfac_fisher: Literal["mc", "empirical"] = "mc"
     unlearning_lr: float = 0.01
     unlearning_steps: int = 1
@@ -367,6 +367,7 @@ class LdsConfig(Section):
     bootstrap: int = 500
     lambdas: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0)
     lambda_per_step: bool = True
+    ekfac_dampings: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
     memorization_reference: bool = False
 
     @property
@@ -852,11 +853,12 @@ SLICES: dict[str, dict[str, tuple[str, ...] | None]] = {
         **_MODEL_RUN,
         "dataset": ("flip",),
         "attribution": ("K", "R", "batch_size", "ekfac_damping", "ekfac_fisher"),
+        "lds": ("enabled", "ekfac_dampings"),
     },
     "score": {
         "seed": None,
         "diffusion": None,
-        "attribution": ("lambda", "K", "R", "block_size", "local_window"),
+        "attribution": ("lambda", "ekfac_damping", "K", "R", "block_size", "local_window"),
     },
     "figure_attributions": {"figures": None},
     "lds_subsets": {"seed": None, "lds": ("tuning", "reporting", "alpha")},

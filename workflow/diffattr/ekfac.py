@@ -7,23 +7,25 @@ with L_i = Σ_k ℓ(x_i, t_k, ε_k) the DDPM loss over the K keyed draws of trai
 same draws as the gradient methods' training features), f_q = Σ_r ℓ(x̂₀ᵗ, t, ε_r) the measurement
 at each attribution step (the target draws of ``journey_trak``), and F̂ the eigenvalue-corrected
 Kronecker-factored (EK-FAC) approximation of the Fisher of L over every Linear and Conv2d layer.
-By default F̂ is the Monte-Carlo (GGN) Fisher: ℓ = ‖ε_θ − ε‖²/d is the negative
-log-likelihood of N(ε; ε_θ, d/2·I) up to a constant, so targets are sampled as ε_θ + √(d/2)·ξ
-with ξ from a seeded generator; ``fisher="empirical"`` uses the true ε instead. λ is
-kronfluence's per-layer heuristic (0.1 × mean eigenvalue) unless ``attribution.ekfac_damping``
-sets it. Each example's K draws are K calls of the model in one
-forward pass (kronfluence's ``has_shared_parameters``), so its per-example gradient is that of
-the sum over its draws, exactly as for the gradient methods (the same keyed draws and mirror
-flips). Unconditional models only (the config check refuses ekfac for conditional ones).
+The damping is per layer, λ_l = c · mean eigenvalue of layer l (kronfluence's heuristic has
+c = 0.1); one factor fit scores every scale c of ``dampings`` (one pass over the training set
+each, every query's preconditioned gradient held at once). By default F̂ is the Monte-Carlo
+(GGN) Fisher: ℓ = ‖ε_θ − ε‖²/d is the negative log-likelihood of N(ε; ε_θ, d/2·I) up to a
+constant, so targets are sampled as ε_θ + √(d/2)·ξ with ξ from a seeded generator;
+``fisher="empirical"`` uses the true ε instead. Each example's K draws are K calls of the model
+in one forward pass (kronfluence's ``has_shared_parameters``), so its per-example gradient is
+that of the sum over its draws, exactly as for the gradient methods (the same keyed draws and
+mirror flips). Unconditional models only (the config check refuses ekfac for conditional ones).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -35,6 +37,8 @@ from .features import target_draws, train_draws
 from .outputs import add_noise, predict_noise
 
 log = logging.getLogger("diffattr")
+
+QUERY_GRADIENT_BYTES = 2**30  # preconditioned query gradients held at once (one training pass)
 
 
 class TrainDraws(Dataset):
@@ -111,6 +115,20 @@ def _task(alphas_cumprod: Tensor, seed: int):
     return DiffusionTask()
 
 
+@contextlib.contextmanager
+def damping_scale(scale: float) -> Iterator[None]:
+    """kronfluence's per-layer damping λ_l = scale · mean eigenvalue of layer l (its heuristic,
+    used when ``damping_factor`` is None, with the scale a module constant and no argument)."""
+    from kronfluence.factor import config
+
+    default = config.HEURISTIC_DAMPING_SCALE
+    config.HEURISTIC_DAMPING_SCALE = scale
+    try:
+        yield
+    finally:
+        config.HEURISTIC_DAMPING_SCALE = default
+
+
 def ekfac_scores(
     model: nn.Module,
     alphas_cumprod: Tensor,
@@ -124,12 +142,13 @@ def ekfac_scores(
     seed: int,
     model_index: int,
     batch_size: int = 64,
-    damping: float | None = None,
+    dampings: Sequence[float] = (0.1,),
     fisher: str = "mc",
     flip: bool = False,
     progress: bool = False,
 ) -> np.ndarray:
-    """EK-FAC influence scores (steps, targets, n_train) of one model (see the module doc)."""
+    """EK-FAC influence scores (dampings, steps, targets, n_train) of one model, one row per
+    damping scale (see the module doc)."""
     try:
         from kronfluence.analyzer import Analyzer, prepare_model
         from kronfluence.arguments import FactorArguments, ScoreArguments
@@ -151,28 +170,37 @@ def ekfac_scores(
     factor_args = FactorArguments(
         strategy="ekfac", has_shared_parameters=True, use_empirical_fisher=fisher == "empirical"
     )
-    score_args = ScoreArguments(damping_factor=damping)
-    with tempfile.TemporaryDirectory() as out:
+    # Every query's preconditioned gradient (4 bytes per parameter) accumulated before the
+    # training pass, within QUERY_GRADIENT_BYTES: one pass over the training set per damping.
+    n_params = sum(p.numel() for p in model.parameters())
+    held = max(1, QUERY_GRADIENT_BYTES // (4 * n_params * batch_size))
+    accumulate = max(1, min(math.ceil(len(query) / batch_size), held))
+    score_args = ScoreArguments(damping_factor=None, query_gradient_accumulation_steps=accumulate)
+    out = np.empty((len(dampings), n_steps, n_targets, len(train_images)))
+    with tempfile.TemporaryDirectory() as folder:
         analyzer = Analyzer(
             "diffattr",
             prepared,
             task,
             cpu=next(model.parameters()).device.type == "cpu",
             disable_tqdm=not progress,
-            output_dir=out,
+            output_dir=folder,
             log_level=logging.WARNING,
         )
         analyzer.fit_all_factors(
             "factors", train, per_device_batch_size=batch_size, factor_args=factor_args
         )
-        analyzer.compute_pairwise_scores(
-            "scores",
-            "factors",
-            query,
-            train,
-            per_device_query_batch_size=batch_size,
-            per_device_train_batch_size=batch_size,
-            score_args=score_args,
-        )
-        scores = analyzer.load_pairwise_scores("scores")["all_modules"]
-    return scores.double().numpy().reshape(n_steps, n_targets, -1)
+        for g, scale in enumerate(dampings):
+            with damping_scale(scale):
+                analyzer.compute_pairwise_scores(
+                    f"scores{g}",
+                    "factors",
+                    query,
+                    train,
+                    per_device_query_batch_size=batch_size,
+                    per_device_train_batch_size=batch_size,
+                    score_args=score_args,
+                )
+            scores = analyzer.load_pairwise_scores(f"scores{g}")["all_modules"]
+            out[g] = scores.double().numpy().reshape(n_steps, n_targets, -1)
+    return out

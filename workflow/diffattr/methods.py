@@ -133,7 +133,14 @@ class Method(ABC):
     uses_member_scores: ClassVar[bool] = False  # scored per ensemble member by its own job
     # ... by several jobs per member: (blocks of the targets) × (shards of the training examples)
     scored_in_pieces: ClassVar[bool] = False
+    # The config setting a per-member method's jobs score a grid of, for the LDS to tune (its λ)
+    candidate_setting: ClassVar[str | None] = None
     train_output: ClassVar[str | None] = None
+
+    @property
+    def tunable(self) -> bool:
+        """An LDS tunes its λ: the ridge of the TRAK estimator, or the candidate setting."""
+        return self.uses_gradients or self.candidate_setting is not None
 
     @abstractmethod
     def scorer(self, inputs: ScoringInputs) -> BlockFn:
@@ -327,6 +334,7 @@ class PerMemberMethod(Method):
 class Ekfac(PerMemberMethod):
     name = "ekfac"
     description = "EK-FAC influence functions (kronfluence), per step"
+    candidate_setting = "ekfac_damping"  # λ_l = damping × mean eigenvalue of layer l
 
 
 class Unlearning(PerMemberMethod):

@@ -174,7 +174,8 @@ rule tuned_scores:
         "diffattr score --cfg {params.cfg:q} --method {wildcards.method} --data {input.data}"
         " --targets {input.targets} --kernels {input.kernels}"
         " --target-features {input.target_features}"
-        " --train-features {input.train_features} --lds {input.lds} --out {output}"
+        " --train-features {input.train_features} --member-scores {input.member_scores}"
+        " --lds {input.lds} --out {output}"
         " --threads {threads} > {log} 2>&1"
 
 

@@ -107,9 +107,10 @@ def patch_score_inputs(wildcards):
 
 
 def downstream_scores(method):
-    """The scores figures and counterfactual removals use: with an LDS, a gradient method's
-    scores re-made with the λ tuned per step on the tuning subsets; otherwise the config λ."""
-    if LDS.enabled and get_method(method).uses_gradients:
+    """The scores figures and counterfactual removals use: with an LDS, a tunable method's
+    scores re-made with the λ tuned per step on the tuning subsets (the ridge of a gradient
+    method, ekfac's damping); otherwise the config λ."""
+    if LDS.enabled and get_method(method).tunable:
         return P.tuned_scores(method)
     return P.scores(method)
 

@@ -144,20 +144,16 @@ def lds_table(inputs: LdsInputs, cfg: LdsConfig, seed: int) -> tuple[pd.DataFram
         variants = [
             Variant(*stored_lambdas(result.attrs, truth.columns, final), with_final(stored, final))
         ]
-        if method in inputs.members and tune.sum() >= 3 and lambdas:
-            members = member_predictions(inputs.members[method], lambdas, inputs.masks)
-            members = with_final(members, final)
-            by_size = [
-                tune_lambda(members[:size].mean(0), truth.values, tune, report, cfg.lambda_per_step)
-                for size in range(1, len(members) + 1)
-            ]
-            tuned = by_size[-1]  # the whole ensemble is the one reported
-            chosen = [lambdas[b] for b in tuned.best]
+        grid, by_size = tuning_grid(inputs, method, result, lambdas, truth, tune, report, cfg)
+        if by_size:
+            tuned = by_size[-1][1]  # the whole ensemble is the one reported
+            chosen = [grid[b] for b in tuned.best]
             variants.insert(0, Variant("tuned", chosen, tuned.chosen))
-            edges = warn_at_grid_edge(method, lambdas, tuned.best, truth.columns)
+            edges = warn_at_grid_edge(method, grid, tuned.best, truth.columns)
             details["methods"][method] = {
                 "lambda_at_grid_edge": edges,
-                "lambdas": lambdas,
+                "lambdas": grid,
+                "lambda_means": result.attrs.get("lambda_means", "ridge λ"),
                 "lambda_per_step": cfg.lambda_per_step,
                 "tuning_lds": {
                     c: tuned.tuning_lds[:, i].tolist() for i, c in enumerate(truth.columns)
@@ -165,12 +161,10 @@ def lds_table(inputs: LdsInputs, cfg: LdsConfig, seed: int) -> tuple[pd.DataFram
                 "selected_lambda": dict(zip(truth.columns, chosen, strict=True)),
                 "ensemble_size": {
                     str(size): {
-                        "lambda": {
-                            c: lambdas[b] for c, b in zip(truth.columns, t.best, strict=True)
-                        },
+                        "lambda": {c: grid[b] for c, b in zip(truth.columns, t.best, strict=True)},
                         "reporting_lds": dict(zip(truth.columns, t.reporting_lds, strict=True)),
                     }
-                    for size, t in enumerate(by_size, start=1)
+                    for size, t in by_size
                 },
             }
         for variant in variants:
@@ -200,6 +194,40 @@ def lds_table(inputs: LdsInputs, cfg: LdsConfig, seed: int) -> tuple[pd.DataFram
     table["n_seeds"] = inputs.f_t.shape[1]
     table["flagged"] = ~(table["reliability"] >= 0.5)
     return table[COLUMNS], details
+
+
+def tuning_grid(
+    inputs: LdsInputs,
+    method: str,
+    result: Scores,
+    lambdas: list[float],
+    truth: Truth,
+    tune: np.ndarray,
+    report: np.ndarray,
+    cfg: LdsConfig,
+) -> tuple[list[float], list[tuple[int, Tuning]]]:
+    """A method's λ grid and its tuning by ensemble size (first 1, 2, … members; [] when it has
+    nothing to tune or fewer than 3 tuning subsets): gradient methods re-solve the ridge for
+    every λ of ``lds.lambdas``; a method whose file holds candidate scores (ekfac's damping
+    scales, the ensemble mean only) predicts from each candidate."""
+    final, per_step = inputs.final_loss is not None, cfg.lambda_per_step
+    if tune.sum() < 3:
+        return [], []
+    if method in inputs.members and lambdas:
+        members = member_predictions(inputs.members[method], lambdas, inputs.masks)
+        members = with_final(members, final)
+        return lambdas, [
+            (size, tune_lambda(members[:size].mean(0), truth.values, tune, report, per_step))
+            for size in range(1, len(members) + 1)
+        ]
+    if result.candidates is not None:
+        pred = np.stack([predictions(c, inputs.masks) for c in result.candidates.scores])
+        pred = with_final(pred, final)
+        size = len(result.attrs.get("ensemble_members") or [None])
+        return result.candidates.values, [
+            (size, tune_lambda(pred, truth.values, tune, report, per_step))
+        ]
+    return [], []
 
 
 def stored_lambdas(

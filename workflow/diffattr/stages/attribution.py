@@ -11,6 +11,7 @@ import numpy as np
 
 from .. import layout
 from ..artifacts import (
+    Candidates,
     TargetFeatures,
     Targets,
     check_made_from,
@@ -104,11 +105,24 @@ def _member_model(cfg: RunConfig, model_dir: Path, member: str):
 
 
 def _write_member_scores(
-    out: Path, stored: Targets, train_ids: np.ndarray, scores: np.ndarray, attrs: dict
+    out: Path,
+    stored: Targets,
+    train_ids: np.ndarray,
+    scores: np.ndarray,
+    attrs: dict,
+    candidates: Candidates | None = None,
 ) -> None:
     """A per-member method's score array (steps, targets, n_train) as a score file."""
     block = lambda i, t, r: scores[i, t, r].astype(np.float32)  # noqa: E731
-    write_scores(out, stored.steps, stored.target_ids, train_ids, block, attrs)
+    write_scores(
+        out, stored.steps, stored.target_ids, train_ids, block, attrs, candidates=candidates
+    )
+
+
+def ekfac_dampings(cfg: RunConfig) -> list[float]:
+    """The damping scales an ekfac member scores: the config's, and with an LDS its grid."""
+    grid = cfg.lds.ekfac_dampings if cfg.lds.enabled else ()
+    return sorted({float(cfg.attribution.ekfac_damping), *map(float, grid)})
 
 
 def ekfac_member(
@@ -119,8 +133,9 @@ def ekfac_member(
 
     net, scheduler, parsed = _member_model(cfg, model, member)
     prepared, stored, s = read_data(data), read_targets(targets), cfg.attribution
+    dampings = ekfac_dampings(cfg)
     start = time.time()
-    scores = ekfac_scores(
+    grid = ekfac_scores(
         net,
         scheduler.alphas_cumprod,
         prepared.images,
@@ -133,7 +148,7 @@ def ekfac_member(
         cfg.seed,
         parsed.index,
         s.batch_size,
-        s.ekfac_damping,
+        dampings,
         s.ekfac_fisher,
         cfg.dataset.flip,
     )
@@ -143,14 +158,22 @@ def ekfac_member(
         "member": member,
         "K": s.K,
         "R": s.R,
-        "damping": "kronfluence heuristic" if s.ekfac_damping is None else s.ekfac_damping,
+        "damping": s.ekfac_damping,
+        "damping_meaning": "λ_l = damping × mean EK-FAC eigenvalue of layer l",
         "fisher": s.ekfac_fisher,
         "seed": cfg.seed,
         "seconds": seconds,
     }
-    _write_member_scores(out, stored, prepared.ids, scores, attrs)
+    candidates = Candidates("ekfac_damping", dampings, grid) if len(dampings) > 1 else None
+    scores = grid[dampings.index(float(s.ekfac_damping))]
+    _write_member_scores(out, stored, prepared.ids, scores, attrs, candidates)
     log.info(
-        "EK-FAC scores of %s: %d examples × %d draws in %.1f s", member, prepared.n, s.K, seconds
+        "EK-FAC scores of %s: %d examples × %d draws, dampings %s, in %.1f s",
+        member,
+        prepared.n,
+        s.K,
+        dampings,
+        seconds,
     )
 
 

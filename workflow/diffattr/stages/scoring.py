@@ -14,6 +14,7 @@ import numpy as np
 
 from .. import layout
 from ..artifacts import (
+    Candidates,
     FeatureStore,
     Scores,
     check_made_from,
@@ -96,6 +97,38 @@ def member_arrays(
     return out
 
 
+def mean_candidates(
+    paths: Sequence[Path], files: Sequence[Scores], target_ids: np.ndarray, train_ids: np.ndarray
+) -> Candidates | None:
+    """The ensemble mean of the members' candidate scores (one whole file per member), which the
+    LDS report tunes the setting on; None when the members hold no candidates."""
+    held = [f.candidates for f in files if f.candidates is not None]
+    if not held:
+        return None
+    first = held[0]
+    for path, f in zip(paths, files, strict=True):
+        same_rows = np.array_equal(f.target_ids, target_ids) and np.array_equal(
+            f.train_ids, train_ids
+        )
+        if f.candidates is None or f.candidates.values != first.values or not same_rows:
+            raise ArtifactError(
+                f"{path} does not hold {first.setting} scores {first.values} for this run's "
+                f"targets and training examples; {layout.remake_hint(path)}"
+            )
+    return Candidates(first.setting, first.values, np.mean([c.scores for c in held], axis=0))
+
+
+def at_tuned_candidates(member: Scores, tuned: Sequence[float], path: Path) -> Scores:
+    """A member's scores with step s taken from its candidate scored at the tuned ``tuned[s]``."""
+    if member.candidates is None:
+        raise ArtifactError(
+            f"{path} holds no candidate scores to choose the tuned values {list(tuned)} from; "
+            f"{layout.remake_hint(path)}"
+        )
+    per_step = [member.candidates.at(v)[s] for s, v in enumerate(tuned)]
+    return dataclasses.replace(member, scores=np.stack(per_step), candidates=None)
+
+
 def score(
     cfg: RunConfig,
     *,
@@ -129,6 +162,19 @@ def score(
             check_made_from(prepared, store.shards[0][0], store.data_digest)
     attrs.update(gradient_attrs(cfg, chosen, stored.steps, by_kind))
     member_files = [read_scores(path) for path in member_scores]
+    candidates = mean_candidates(member_scores, member_files, stored.target_ids, prepared.ids)
+    if chosen.candidate_setting is not None:
+        attrs.update({"lambda": getattr(cfg.attribution, chosen.candidate_setting)})
+        attrs.update({"lambda_source": "config", "lambda_means": chosen.candidate_setting})
+        tuned = tuned_lambdas(lds, chosen.name, stored.steps) if lds else None
+        if tuned is not None:
+            attrs.update({"lambda_source": "tuned", "lambda_per_step": tuned})
+            attrs["lds_report"] = str(lds)
+            member_files = [
+                at_tuned_candidates(f, tuned, path)
+                for f, path in zip(member_files, member_scores, strict=True)
+            ]
+            candidates = None  # (the grid is the report's input, not the tuned file's)
     per_member = member_arrays(member_scores, member_files, stored.target_ids, prepared.ids)
     if per_member:
         members_seen = (str(layout.parse_member_scores(p)[1]) for p in member_scores)
@@ -163,6 +209,7 @@ def score(
         block_fn,
         attrs,
         train_block=cfg.attribution.block_size,
+        candidates=candidates,
     )
     log.info(
         "wrote %s scores for %d steps × %d targets × %d training examples",
