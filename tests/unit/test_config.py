@@ -290,6 +290,18 @@ def test_typed_sections_have_no_silent_defaults_for_required_keys():
     assert LdsConfig().n_subsets == 12
 
 
+def test_null_means_the_default_and_a_null_required_key_is_refused():
+    """null is 'unset' (the schema check drops nulls): a field or a section set to null takes
+    its default, not None (ekfac's damping scale; the patches section)."""
+    raw = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    raw["attribution"].update({"ekfac_damping": None, "patches": None})
+    cfg = RunConfig.from_dict(raw)
+    assert cfg.attribution.ekfac_damping == AttributionConfig().ekfac_damping == 0.1
+    assert not cfg.attribution.patches.enabled
+    with pytest.raises(ConfigError, match=r"train\.steps is required"):
+        TrainConfig.from_dict({"batch_size": 3, "steps": None})
+
+
 # ---------------------------------------------------------------------------------------------
 # Rules ↔ profile ↔ stages: every job the Slurm profile gives a GPU resolves the device
 

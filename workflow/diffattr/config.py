@@ -82,11 +82,16 @@ class Section:
         kwargs: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             key = cls.key(f.name)
-            if key in values:
-                kwargs[f.name] = _convert(hints[f.name], values[key])
-            elif partial and key not in listed:
+            required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            value = values.get(key)
+            if value is not None:
+                kwargs[f.name] = _convert(hints[f.name], value)
+            elif key in values and not required:  # null means unset: the default
+                factory = f.default_factory
+                kwargs[f.name] = f.default if factory is dataclasses.MISSING else factory()
+            elif partial and key not in listed and key not in values:
                 kwargs[f.name] = NOT_PASSED
-            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            elif required:
                 name = f"{cls.path}.{key}" if cls.path else key
                 raise ConfigError(f"config key {name} is required")
         return cls(**kwargs)
