@@ -184,6 +184,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         datefmt="%H:%M:%S",
     )
+    log.setLevel(logging.INFO)  # its own level: libraries that lower the root's (kronfluence)
     command, stage = args.pop("command"), args.pop("stage")
     try:
         if command in COMMANDS:

@@ -25,6 +25,7 @@ import copy
 import logging
 import math
 import tempfile
+import warnings
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -177,7 +178,9 @@ def ekfac_scores(
     accumulate = max(1, min(math.ceil(len(query) / batch_size), held))
     score_args = ScoreArguments(damping_factor=None, query_gradient_accumulation_steps=accumulate)
     out = np.empty((len(dampings), n_steps, n_targets, len(train_images)))
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
+        # kronfluence 1.0.1 builds torch.cuda.amp.GradScaler, deprecated: a warning per pass
+        warnings.filterwarnings("ignore", "`torch.cuda.amp.GradScaler", FutureWarning)
         analyzer = Analyzer(
             "diffattr",
             prepared,
@@ -191,6 +194,7 @@ def ekfac_scores(
             "factors", train, per_device_batch_size=batch_size, factor_args=factor_args
         )
         for g, scale in enumerate(dampings):
+            log.info("EK-FAC scores with damping scale %g (%d of %d)", scale, g + 1, len(dampings))
             with damping_scale(scale):
                 analyzer.compute_pairwise_scores(
                     f"scores{g}",
