@@ -473,6 +473,7 @@ def test_ekfac_damping_is_tuned_on_the_tuning_subsets_only():
     grid = Candidates(
         "ekfac_damping", [0.01, 0.1, 1.0], np.stack([noise, tune_scores, report_scores])
     )
+    spread = 0.5 * RNG.standard_normal(grid.scores.shape)  # members differ; their mean is grid
     ekfac = Scores(
         noise.astype(np.float32),
         step_values,
@@ -488,10 +489,13 @@ def test_ekfac_damping_is_tuned_on_the_tuning_subsets_only():
         final_loss=np.moveaxis(final, -1, 0),
         steps=step_values,
         scores={"ekfac": ekfac},
+        member_candidates={"ekfac": [grid.scores + spread, grid.scores - spread]},
     )
     cfg = dataclasses.replace(config().lds, bootstrap=40, null_draws=30)
     table, details = lds_table(inputs, cfg, seed=0)
     info = details["methods"]["ekfac"]
+    assert set(info["ensemble_size"]) == {"1", "2"}  # members' own candidates, first 1 and 2
+    assert info["ensemble_size"]["2"]["lambda"] == info["selected_lambda"]
     assert info["lambdas"] == [0.01, 0.1, 1.0] and info["lambda_means"] == "ekfac_damping"
     assert set(info["selected_lambda"].values()) == {0.1}
     tuned = table[table.lambda_source == "tuned"]

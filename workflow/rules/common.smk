@@ -21,6 +21,7 @@ for _warning in RUN_CONFIG.warnings():
 P = Paths(f"results/{RUN_CONFIG.run}")
 METHODS = list(RUN_CONFIG.attribution.methods)
 GRADIENT_METHODS = [m for m in METHODS if get_method(m).uses_gradients]
+CANDIDATE_METHODS = [m for m in METHODS if get_method(m).candidate_setting]  # λ grid per member
 STEPS = RUN_CONFIG.attribution_steps()
 FEATURE_KINDS = sorted({k.key for m in GRADIENT_METHODS for k in get_method(m).kinds(STEPS)})
 MODELS = list(range(RUN_CONFIG.train.ensemble))
@@ -132,6 +133,7 @@ def lds_report_inputs(wildcards):
         "scores": [P.scores(m) for m in METHODS],
         "train_features": [s for o in FEATURE_KINDS for m in MEMBERS for s in train_shards(o, m)],
         "target_features": [P.target_features(g, m) for g in GRADIENT_METHODS for m in MEMBERS],
+        "member_scores": [P.member_scores(m, member) for m in CANDIDATE_METHODS for member in MEMBERS],
     }
 
 

@@ -139,7 +139,7 @@ rule lds_report:
         "diffattr lds-report --cfg {params.cfg:q} --subsets {input.subsets}"
         " --ground-truth {input.ground_truth} --scores {input.scores}"
         " --train-features {input.train_features} --target-features {input.target_features}"
-        " {params.memorization}"
+        " --member-scores {input.member_scores} {params.memorization}"
         " --out-csv {output.csv} --out-json {output.json} --out-figure {output.figure}"
         " --out-html {output.html}"
         " > {log} 2>&1"

@@ -71,7 +71,9 @@ class LdsInputs:
     its score file's ``members``), its training features Φ per step (the same store at every step
     but for step-local methods), target features ψ (steps, targets, k) and the method's
     per-example score weights (n,) or None (DAS's residual weights);
-    ``memorization`` (steps, targets, subsets) or None.
+    ``memorization`` (steps, targets, subsets) or None; ``member_candidates[method]``: per
+    member of a method whose score file holds candidate scores, its own (values, steps,
+    targets, n) (without them λ is tuned on the ensemble mean only).
     """
 
     masks: np.ndarray
@@ -84,6 +86,7 @@ class LdsInputs:
         default_factory=dict
     )
     memorization: np.ndarray | None = None
+    member_candidates: dict[str, list[np.ndarray]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -221,12 +224,15 @@ def tuning_grid(
             for size in range(1, len(members) + 1)
         ]
     if result.candidates is not None:
-        pred = np.stack([predictions(c, inputs.masks) for c in result.candidates.scores])
-        pred = with_final(pred, final)
-        size = len(result.attrs.get("ensemble_members") or [None])
-        return result.candidates.values, [
-            (size, tune_lambda(pred, truth.values, tune, report, per_step))
-        ]
+        members = inputs.member_candidates.get(method) or [result.candidates.scores]
+        sizes = range(1, len(members) + 1) if method in inputs.member_candidates else [0]
+        out = []
+        for size in sizes:  # 0: the ensemble mean the score file holds
+            grid = np.mean(members[:size], axis=0) if size else members[0]
+            pred = with_final(np.stack([predictions(c, inputs.masks) for c in grid]), final)
+            tuned = tune_lambda(pred, truth.values, tune, report, per_step)
+            out.append((size or len(result.attrs.get("ensemble_members") or [None]), tuned))
+        return result.candidates.values, out
     return [], []
 
 

@@ -14,6 +14,7 @@ import pandas as pd
 from .. import layout
 from ..artifacts import (
     FeatureStore,
+    Scores,
     Subsets,
     digest_key,
     read_data,
@@ -65,11 +66,12 @@ def lds_report(
     out_html: Path | None = None,
     train_features: Sequence[Path] = (),
     target_features: Sequence[Path] = (),
+    member_scores: Sequence[Path] = (),
     memorization: Path | None = None,
 ) -> None:
     """LDS per (method, step) with λ tuned on the tuning subsets: CSV, JSON details, figure."""
     inputs = lds_inputs(
-        subsets, ground_truth, scores, train_features, target_features, memorization
+        subsets, ground_truth, scores, train_features, target_features, memorization, member_scores
     )
     table, details = lds_table(inputs, cfg.lds, cfg.seed)
     details["pipeline_check"] = not bool((table.reliability >= 0.5).any())
@@ -181,8 +183,10 @@ def lds_inputs(
     train_features: Sequence[Path],
     target_features: Sequence[Path],
     memorization: Path | None = None,
+    member_scores: Sequence[Path] = (),
 ) -> LdsInputs:
-    """Read what the report needs; ensemble members in the order of each score file's members."""
+    """Read what the report needs; ensemble members in the order of each score file's members
+    (for a method with candidate scores, each member's, to tune λ by ensemble size)."""
     split = read_subsets(subsets)
     truths = [read_ground_truth(p) for p in sorted(ground_truth, key=layout.parse_ground_truth)]
     shards: dict[tuple[str, layout.Member], list[Path]] = defaultdict(list)
@@ -229,6 +233,7 @@ def lds_inputs(
     if memorized is not None and memorized.shape != expected:
         raise ArtifactError(f"{memorization} has shape {memorized.shape}, expected {expected}")
     return LdsInputs(
+        member_candidates=member_candidates(member_scores, results),
         masks=split.masks,
         role=split.role,
         f_t=np.stack([t.f_t for t in truths]),  # (subsets, seeds, steps, targets)
@@ -238,6 +243,26 @@ def lds_inputs(
         members=members,
         memorization=memorized,
     )
+
+
+def member_candidates(paths: Sequence[Path], results: dict[str, Scores]) -> dict:
+    """Per method, its members' candidate scores (values, steps, targets, n) in the order of the
+    score file's ``ensemble_members``; each must hold the score file's candidate values."""
+    found: dict[str, dict[str, np.ndarray]] = defaultdict(dict)
+    for path in paths:
+        method, member = layout.parse_member_scores(path)
+        result, own = results.get(method), read_scores(path)
+        grid = None if result is None else result.candidates
+        if grid is None or own.candidates is None or own.candidates.values != grid.values:
+            raise ArtifactError(
+                f"{path} does not hold the candidate scores of {method}'s score file; "
+                f"{layout.remake_hint(path)}"
+            )
+        found[method][str(member)] = own.candidates.scores
+    return {
+        method: [by_member[m] for m in results[method].attrs["ensemble_members"]]
+        for method, by_member in found.items()
+    }
 
 
 def check_consistent(subsets_path, split, truth_paths, truths, score_paths, results) -> None:
