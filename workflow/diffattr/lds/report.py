@@ -212,7 +212,8 @@ def tuning_grid(
     """A method's λ grid and its tuning by ensemble size (first 1, 2, … members; [] when it has
     nothing to tune or fewer than 3 tuning subsets): gradient methods re-solve the ridge for
     every λ of ``lds.lambdas``; a method whose file holds candidate scores (ekfac's damping
-    scales, the ensemble mean only) predicts from each candidate."""
+    scales) predicts from each candidate: by ensemble size from its members' own candidates,
+    or from the file's ensemble mean alone when the report was not given them."""
     final, per_step = inputs.final_loss is not None, cfg.lambda_per_step
     if tune.sum() < 3:
         return [], []
