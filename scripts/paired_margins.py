@@ -8,7 +8,9 @@ resamples (same subsets × targets bootstrap, same seed), so differences are pai
 The first method is compared with each other one. Scores: ``scores/tuned/<method>.h5`` where it
 exists (λ tuned per step on the tuning subsets, as the report's tuned rows), else
 ``scores/<method>.h5``. The final-image column uses the last step's scores against the final
-image's loss. Prints LDS [95 % CI] per method and column, then first − other [95 % CI].
+image's loss (with the last step's λ; the report tunes a λ for that column of its own, so a
+gradient method's final-image number can differ slightly from lds.csv's). Prints LDS [95 % CI]
+per method and column, then first − other [95 % CI].
 """
 
 from __future__ import annotations
