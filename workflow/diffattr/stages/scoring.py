@@ -164,8 +164,13 @@ def score(
     member_files = [read_scores(path) for path in member_scores]
     candidates = mean_candidates(member_scores, member_files, stored.target_ids, prepared.ids)
     if chosen.candidate_setting is not None:
-        attrs.update({"lambda": getattr(cfg.attribution, chosen.candidate_setting)})
-        attrs.update({"lambda_source": "config", "lambda_means": chosen.candidate_setting})
+        attrs.update(
+            {
+                "lambda": getattr(cfg.attribution, chosen.candidate_setting),
+                "lambda_source": "config",
+                "lambda_means": chosen.candidate_setting,
+            }
+        )
         tuned = tuned_lambdas(lds, chosen.name, stored.steps) if lds else None
         if tuned is not None:
             attrs.update({"lambda_source": "tuned", "lambda_per_step": tuned})
