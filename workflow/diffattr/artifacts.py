@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -548,15 +548,7 @@ class Scores:
 def read_scores(path: str | Path) -> Scores:
     """Load a whole score file (reports over all rows; use :class:`ScoreFile` for single rows)."""
     with ScoreFile(path) as f:
-        scores = Scores(f.all(), f.steps, f.target_ids, f.train_ids, f.attrs, f.boxes)
-    with _reading(path) as f:
-        if "candidate_scores" in f:
-            grid = f["candidate_scores"]
-            meta = read_attrs(grid)
-            values = [float(v) for v in meta["values"]]
-            candidates = Candidates(str(meta["setting"]), values, grid[()])
-            scores = replace(scores, candidates=candidates)
-    return scores
+        return Scores(f.all(), f.steps, f.target_ids, f.train_ids, f.attrs, f.boxes, f.candidates())
 
 
 class ScoreFile:
@@ -579,6 +571,15 @@ class ScoreFile:
 
     def all(self) -> np.ndarray:
         return self._file["scores"][()]
+
+    def candidates(self) -> Candidates | None:
+        """The candidate scores a per-member file holds (None: it holds none)."""
+        if "candidate_scores" not in self._file:
+            return None
+        grid = self._file["candidate_scores"]
+        meta = read_attrs(grid)
+        values = [float(v) for v in meta["values"]]
+        return Candidates(str(meta["setting"]), values, grid[()])
 
     def close(self) -> None:
         self._file.close()

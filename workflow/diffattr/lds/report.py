@@ -225,14 +225,17 @@ def tuning_grid(
             for size in range(1, len(members) + 1)
         ]
     if result.candidates is not None:
-        members = inputs.member_candidates.get(method) or [result.candidates.scores]
-        sizes = range(1, len(members) + 1) if method in inputs.member_candidates else [0]
+        members = inputs.member_candidates.get(method)
+        if members:
+            grids = [(size, np.mean(members[:size], axis=0)) for size in range(1, len(members) + 1)]
+        else:  # the ensemble mean the score file holds
+            grids = [
+                (len(result.attrs.get("ensemble_members") or [None]), result.candidates.scores)
+            ]
         out = []
-        for size in sizes:  # 0: the ensemble mean the score file holds
-            grid = np.mean(members[:size], axis=0) if size else members[0]
+        for size, grid in grids:
             pred = with_final(np.stack([predictions(c, inputs.masks) for c in grid]), final)
-            tuned = tune_lambda(pred, truth.values, tune, report, per_step)
-            out.append((size or len(result.attrs.get("ensemble_members") or [None]), tuned))
+            out.append((size, tune_lambda(pred, truth.values, tune, report, per_step)))
         return result.candidates.values, out
     return [], []
 
