@@ -66,3 +66,8 @@ rule counterfactual:
 rule extra:
     input:
         extra_outputs(),
+
+
+rule figures:
+    input:
+        figure_outputs(),

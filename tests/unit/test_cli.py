@@ -100,3 +100,18 @@ def test_a_model_job_imports_only_the_diffusers_models_it_uses():
         "[]",
         "UNet2DConditionModel SD3Transformer2DModel",
     ]
+
+
+def test_every_subcommand_summary_is_its_docstrings_whole_first_sentence():
+    """`diffattr --help` lists each stage with the first sentence of its docstring, whole (the
+    first docstring line cut `score` at "…the method's score file. With"), read without
+    importing the stage."""
+    from diffattr.stages import summary
+
+    for name in STAGES:
+        doc = " ".join((load_stage(name).__doc__ or "").split())
+        line = summary(name)
+        assert line.endswith(".") and doc.startswith(line), (name, line)
+    assert summary("score") == (
+        "Score every training example for every (step, target): the method's score file."
+    )

@@ -402,3 +402,27 @@ def test_shipped_lds_configs_set_their_subset_training_length(name):
     otherwise be inherited silently by a benchmark's subset models."""
     cfg = yaml.safe_load((REPO / "config" / f"{name}.yaml").read_text())
     assert "steps" in cfg["lds"]["train"], f"{name}.yaml must set lds.train.steps"
+
+
+@pytest.mark.parametrize("tuning", [1, 2])
+def test_too_few_tuning_subsets_to_tune_lambda_are_refused_in_one_line(tuning):
+    """A Spearman across 1 or 2 subsets cannot choose λ: refused at DAG build, with the fix;
+    0 (report the config λ, labelled) and the default are accepted."""
+    values = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    assert values["lds"]["tuning"] >= LdsConfig.MIN_TUNING  # the default run tunes λ
+    values["lds"]["tuning"] = tuning
+    with pytest.raises(
+        ConfigError, match=rf"lds.tuning: {tuning} subsets cannot tune λ.*≥ 3, or 0"
+    ):
+        RunConfig.from_dict(values)
+    values["lds"]["tuning"] = 0
+    RunConfig.from_dict(values)
+
+
+def test_a_nested_config_value_given_as_text_says_to_use_a_config_file():
+    """Snakemake reads values nested in --config as text ('lds={tuning: 3}' gives '3'): the
+    message says so and names the fix instead of blaming the user's integer."""
+    values = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    values["lds"]["tuning"] = "3"
+    with pytest.raises(ConfigError, match=r"lds.tuning: '3' is text, not integer.*--configfile"):
+        RunConfig.from_dict(values)

@@ -13,17 +13,21 @@ from diffattr.classifier import (
 )
 from diffattr.config import ClassifierConfig
 from diffattr.counterfactual import (
-    bootstrap_interval,
     decision_step,
     frechet_distance,
     random_removal,
     removal_size,
     resample,
     sample_metrics,
-    summarize,
     swap_window,
-    t_interval,
     top_influencers,
+)
+from diffattr.counterfactual_summary import (
+    MIN_INTERVAL_TARGETS,
+    bootstrap_interval,
+    shows_an_effect,
+    summarize,
+    t_interval,
 )
 from diffattr.data import prepare
 from diffattr.diffusion import inference_timesteps, model_predictor, swapped_predictor
@@ -102,7 +106,8 @@ def test_classifier_is_accurate_on_held_out_digits(tmp_path):
     assert info2["held_out_accuracy"] == info["held_out_accuracy"]
 
 
-def test_summary_differences_and_counts():
+def summary_cases(targets: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-case metrics of three removals at t = 500 over ``targets`` targets, and the floor."""
     cases = pd.DataFrame(
         [
             {
@@ -118,15 +123,20 @@ def test_summary_differences_and_counts():
                 "frechet": 1.0,
             }
             for m, v in [("journey_trak", 3.0), ("pixel_similarity", 2.0), ("random", 1.0)]
-            for j in range(4)
+            for j in range(targets)
         ]
     )
     floor = pd.DataFrame(
         [
             {"target": j, "step": 500, "protocol": "a", "l2": 0.5, "prob_drop": 0.0, "frechet": 1.0}
-            for j in range(4)
+            for j in range(targets)
         ]
     )
+    return cases, floor
+
+
+def test_summary_differences_and_counts():
+    cases, floor = summary_cases(4)
     table = summarize(cases, floor)
     row = table[(table.method == "journey_trak") & (table.metric == "l2")].iloc[0]
     assert row["diff_vs_random"] == pytest.approx(2.0)
@@ -199,13 +209,13 @@ def test_step_specificity_is_the_paired_difference_to_the_twin_and_twins_stay_ou
     final = table.loc["journey_trak", "final", "l2"]
     assert final["mean"] == 5.0 and final.diff_vs_random == 4.0
     assert np.isnan(final.diff_vs_other_step)  # final has no twin
-    assert table.loc["random", "final", "l2"].floor_low == 0.5
+    assert table.loc["random", "final", "l2"].seed_floor == 0.5  # x_T's floor, not t = 500's
 
 
 def test_the_report_names_the_lambda_each_removal_was_ranked_by(tmp_path):
     """Without an LDS the removals rank by the config λ, and the report says so per method."""
     from diffattr.artifacts import write_scores
-    from diffattr.stages.counterfactual import removal_ranking
+    from diffattr.stages.figures import removal_ranking
 
     def block(s, targets, train):
         return np.zeros((targets.stop - targets.start, train.stop - train.start))
@@ -222,3 +232,31 @@ def test_the_report_names_the_lambda_each_removal_was_ranked_by(tmp_path):
         "journey_trak (config λ = 0.01, not tuned); "
         "dtrak (λ tuned per step on the LDS tuning subsets); pixel_similarity"
     )
+
+
+def test_fewer_targets_than_an_interval_needs_give_points_and_a_pipeline_check(tmp_path):
+    """Over 2 targets a percentile bootstrap 'interval' is their min and max: the summary has no
+    interval (NaN, n_targets said), the figure draws each target as a point with n in its title
+    and the pipeline-check banner; from MIN_INTERVAL_TARGETS targets on, intervals and a
+    counted effect are reported (no banner)."""
+    from diffattr.figures import CF_PIPELINE_CHECK, counterfactual_metrics_figure
+
+    cases, floor = summary_cases(2)
+    table = summarize(cases, floor)
+    assert table.ci_low.isna().all() and table.floor_low.isna().all()
+    assert (table.n_targets == 2).all() and table["mean"].notna().all()
+    assert bool(table.query("method == 'journey_trak' and metric == 'l2'")["counts"].iloc[0])
+    assert not shows_an_effect(table)  # counted, but over 2 targets: a pipeline check
+    fig = counterfactual_metrics_figure(table, cases)
+    texts = [t.get_text() for t in fig.texts]
+    assert CF_PIPELINE_CHECK.format(n=MIN_INTERVAL_TARGETS) in texts
+    assert "n = 2 targets" in fig._suptitle.get_text()
+    points = [line for line in fig.axes[0].lines if line.get_marker() == "."]
+    assert sorted(len(p.get_ydata()) for p in points) == [2, 2, 2]
+    cases, floor = summary_cases(MIN_INTERVAL_TARGETS)
+    table = summarize(cases, floor)
+    assert table.ci_low.notna().all() and shows_an_effect(table)
+    fig = counterfactual_metrics_figure(table, cases)
+    texts = [t.get_text() for t in fig.texts]
+    assert CF_PIPELINE_CHECK.format(n=MIN_INTERVAL_TARGETS) not in texts
+    assert "targets:" not in fig._suptitle.get_text()

@@ -30,6 +30,7 @@ LAYERS = {  # bottom (0) to top; the same table as diffattr/__init__.py
         "classifier",
         "figures",
         "counterfactual",
+        "counterfactual_summary",
         "lds",
     },
     3: {"methods", "artifacts", "attribution", "results", "stages"},

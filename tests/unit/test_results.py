@@ -129,10 +129,121 @@ def test_diffattr_top_prints_the_table_and_draws_it(run, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
-    assert lines[0].split() == ["rank", "sign", "train_id", "position", "label", "score"]
+    assert lines[0] == (
+        "journey_trak: target 0, t = 0; the 2 strongest positive (+, supports the target) and "
+        "negative (−) of 6 training examples"
+    )
+    assert lines[1].split() == ["rank", "sign", "train_id", "position", "label", "score"]
     best = int(np.argmax(tau[1, 0]))
-    assert lines[1].split()[:3] == ["1", "+", str(ids[best])]
-    assert len(lines) == 5 and figure.stat().st_size > 1000
+    assert lines[2].split()[:3] == ["1", "+", str(ids[best])]
+    assert len(lines) == 7 and figure.stat().st_size > 1000
+    assert lines[-1] == f"figure: {figure}"
+
+
+def diffattr(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "diffattr", *args], capture_output=True, text=True)
+
+
+def test_top_checks_k_names_targets_and_suggests_the_run_folder(run, tmp_path):
+    """k ≥ 1 (k = 0 printed an empty table, k = −2 alternating ranks); a target id given as text
+    is the integer it spells, other text is named; a misspelt run folder gets its closest
+    neighbour; each problem is one line from the CLI."""
+    results, _, _ = run
+    for k in (0, -2):
+        with pytest.raises(ConfigError, match=rf"k = {k}: ask for k ≥ 1"):
+            results.top("journey_trak", target=1, step=500, k=k)
+    by_text = results.top("journey_trak", target="1", step=500, k=2)
+    pd.testing.assert_frame_equal(by_text, results.top("journey_trak", 1, 500, k=2))
+    with pytest.raises(ConfigError, match=r"target 'three': target ids are integers"):
+        results.top("journey_trak", target="three", step=500)
+    with pytest.raises(ConfigError, match=r"no target 7; targets are \[0, 1\]"):
+        results.top("journey_trak", target=7, step=500)
+    with pytest.raises(ArtifactError, match=r"no run at .*tyo; did you mean .*toy\?"):
+        Run(results.folder.parent / "tyo")
+    base = ["top", "--run", str(results.folder), "--method", "journey_trak", "--step", "500"]
+    for args, message in [
+        (["--target", "1", "-k", "0"], "k = 0: ask for k ≥ 1"),
+        (["--target", "1", "-k", "-2"], "k = -2: ask for k ≥ 1"),
+        (["--target", "9"], "no target 9"),
+    ]:
+        proc = diffattr(*base, *args)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and not proc.stdout
+    proc = diffattr(
+        "top",
+        "--run",
+        str(results.folder.parent / "tyo"),
+        "--method",
+        "x",
+        "--target",
+        "0",
+        "--step",
+        "0",
+    )
+    assert proc.returncode == 2 and "did you mean" in proc.stderr
+
+
+def test_top_reads_an_extra_target_set_and_help_lists_methods_and_the_runs_steps(run):
+    """--target-set reads an extra set's scores; `diffattr top --run R --help` lists the
+    registry's methods and that run's methods, steps and targets."""
+    results, tau, ids = run
+    extra = results.paths.extra("mine")
+    Path(extra.scores("journey_trak")).parent.mkdir(parents=True)
+    write_scores(
+        extra.scores("journey_trak"),
+        [500, 0],
+        np.array([0]),
+        ids,
+        lambda s, t, i: -tau[s, :1][t, i],
+        {"method": "journey_trak"},
+    )
+    table = results.top("journey_trak", 0, 500, k=1, target_set="mine")
+    assert table.position.tolist() == [np.argmin(tau[0, 0]), np.argmax(tau[0, 0])]
+    proc = diffattr(
+        "top",
+        "--run",
+        str(results.folder),
+        "--method",
+        "journey_trak",
+        "--target",
+        "0",
+        "--step",
+        "500",
+        "-k",
+        "1",
+        "--target-set",
+        "mine",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[2].split()[3] == str(np.argmin(tau[0, 0]))
+    help_text = diffattr("top", "--run", str(results.folder), "--help").stdout
+    assert "methods of the registry: journey_trak," in help_text
+    assert "methods journey_trak; steps (--step, timesteps t, noisy → clean) 500, 0" in help_text
+    assert "targets [0, 1]" in help_text
+
+
+def test_top_and_help_import_no_model_library(run):
+    """`diffattr top` reads one HDF5 row: it imports neither torch nor diffusers (it took 10–15 s
+    on busy cores when the CLI loaded every stage), nor does `diffattr --help`."""
+    results, _, _ = run
+    argv = [
+        "top",
+        "--run",
+        str(results.folder),
+        "--method",
+        "journey_trak",
+        "--target",
+        "0",
+        "--step",
+        "0",
+    ]
+    code = (
+        f"import sys; from diffattr.cli import main; main({argv!r}); "
+        "from diffattr.cli import _parser; _parser('').format_help(); "
+        "print(sorted(m for m in ('torch', 'diffusers') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_scores_prefer_the_lds_tuned_file_when_the_run_has_one(run):
@@ -186,6 +297,31 @@ def test_the_end_of_run_summary_names_the_best_reliable_lds(run, tmp_path):
         table.assign(**noise).to_csv(results.paths.report("lds.csv"))
         line = results.summary()
         assert "pipeline check only" in line and "best LDS" not in line
+
+
+def test_the_end_of_run_summary_names_untuned_lambda_and_a_counterfactual_pipeline_check(run):
+    """A method read with its config λ is named; a counterfactual summarized over 2 targets is
+    called a pipeline check, one over 8 whose removal counts is not."""
+    results, _, _ = run
+    lds_rows = [
+        {"method": "journey_trak", "step": 500, "lambda_source": "config", "lds": 0.4},
+        {"method": "random", "step": 500, "lambda_source": "none", "lds": 0.0},
+    ]
+    common = {"ci_low": 0, "ci_high": 1, "ceiling": 1, "null_high": 1, "flagged": True}
+    common |= {"reliability": 0.1, "ground_truth": "f_t"}
+    pd.DataFrame([r | common for r in lds_rows]).to_csv(results.paths.report("lds.csv"))
+    assert "λ not tuned (config λ) for journey_trak" in results.summary()
+    for n, counts, expected in [(2, True, True), (8, True, False), (8, False, True)]:
+        cf = pd.DataFrame(
+            [
+                {"method": "journey_trak", "n_targets": n, "counts": counts},
+                {"method": "random", "n_targets": n, "counts": False},
+            ]
+        )
+        cf.to_csv(results.paths.report("counterfactual.csv"), index=False)
+        line = results.summary()
+        assert ("counterfactual: pipeline check only" in line) == expected, (n, counts)
+        assert (f"({n} targets;" in line) == expected
 
 
 def test_patch_scores_are_labelled_with_their_boxes(run):

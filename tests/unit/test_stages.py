@@ -402,6 +402,33 @@ def truth_mean(f_t, final):
     return np.concatenate([f_t.mean(0), final.mean(0)[None]])  # (columns, targets, subsets)
 
 
+def test_without_tuning_subsets_the_rows_to_read_are_the_config_lambda_labelled_as_such(tmp_path):
+    """lds.tuning: 0 tunes nothing: a gradient method's rows to read are then its config-λ rows
+    (not dropped, as they were when 2 tuning subsets left every gradient method out), named in
+    lds.json, the HTML table, the figure's legend and the end-of-run line; with tuning subsets
+    the same method's rows to read are the tuned ones only."""
+    from diffattr.figures import lds_figure
+    from diffattr.lds.stats import rows_to_read, untuned_methods
+    from diffattr.stages.figures import lds_html
+
+    inputs, _ = lds_case()
+    untuned = dataclasses.replace(inputs, role=np.array(["reporting"] * len(inputs.role)))
+    cfg = dataclasses.replace(config().lds, lambdas=(0.01, 1.0), bootstrap=20, null_draws=20)
+    table, details = lds_table(untuned, cfg, seed=0)
+    rows = rows_to_read(table)
+    jt = rows[rows.method == "journey_trak"]
+    assert len(jt) == 3 and set(jt.lambda_source) == {"config"} and details["methods"] == {}
+    assert set(rows.method) == {"journey_trak", "random"}
+    assert untuned_methods(table) == ["journey_trak"]
+    assert not np.isnan(rows.margin).all()  # config rows are compared when nothing is tuned
+    assert "λ not tuned for journey_trak" in lds_html(table, details)
+    legend = [t.get_text() for t in lds_figure(table).axes[0].get_legend().get_texts()]
+    assert "journey_trak (config λ, untuned)" in legend
+    tuned, _ = lds_table(inputs, cfg, seed=0)
+    assert set(rows_to_read(tuned).query("method == 'journey_trak'").lambda_source) == {"tuned"}
+    assert untuned_methods(tuned) == []
+
+
 def test_lds_table_tuned_config_final_and_ensemble_rows():
     inputs, truth = lds_case()
     cfg = dataclasses.replace(

@@ -148,6 +148,9 @@ def test_image_folder_dataset_with_a_pretrained_model_end_to_end(tmp_path):
     assert again.dims == ("step", "target", "train") and again.shape == (2, 6, 18)
     np.testing.assert_array_equal(again.values, workflow_scores.values)
     assert Run(run).extra_sets() == ["mine", "more"]
+    # The README's one call: the same images, one method, the scores returned.
+    tau = Run(run).score_targets("journey_trak", "again", configs, images=tmp_path / "imgs" / "b")
+    np.testing.assert_array_equal(tau.values, workflow_scores.values)
     with pytest.raises(ConfigError, match="does not match the one"):
         Run(run).add_targets("other", [*configs, run.parent.parent / "config" / "seed1.yaml"])
 

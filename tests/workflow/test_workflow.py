@@ -189,6 +189,56 @@ def test_rerun_does_nothing(finished):
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
+DRAWING_RULES = {
+    "figure_attributions",
+    "figure_extra",
+    "figure_patches",
+    "lds_figures",
+    "lds_patches_report",
+    "emergence_figure",
+    "cf_figures",
+}
+
+
+def test_the_readmes_figures_only_rerun_redraws_every_figure_and_computes_nothing(finished):
+    """The README's figures-only command, taken from the README itself: its dry run on a finished
+    run lists only the rules that draw from stored results (no training, sampling, featurizing,
+    λ tuning or counterfactual plan), and among them every figure of the run."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Rerunning only the figures", 1)[1].split("\n## ", 1)[0]
+    command = re.search(r"`(snakemake [^`]*--forcerun[^`]*)`", section).group(1).split()
+    assert command[:3] == ["snakemake", "--cores", "1"]
+    proc = snakemake(finished, "-n", *command[1:], cores=False)
+    stats = (proc.stdout + proc.stderr).split("Job stats:", 1)[1]
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", stats, flags=re.M))
+    jobs.pop("total")
+    assert set(jobs) == DRAWING_RULES - {"figure_extra"} | {"figures"}, jobs
+    assert int(jobs["figure_attributions"]) == len(TEST_METHODS)
+
+
+def test_the_readmes_from_python_example_reproduces_the_runs_scores_with_every_member(
+    finished, monkeypatch
+):
+    """The README's in-process facade example, taken from the README and run on the shared run
+    (its config files; a timestep of this run): it loads every member of the ensemble and its
+    τ at the named timestep equals the run's scores/journey_trak.h5 there (with one member, as
+    the example once had, it correlated 0.57 with them)."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## From Python", 1)[1].split("\n## ", 1)[0]
+    code = re.findall(r"```python\n(.*?)```", section, flags=re.S)[1]
+    assert 'load(["config/config.yaml"])' in code and "index(300)" in code
+    code = code.replace('load(["config/config.yaml"])', 'load(["config/config.yaml", TEST])')
+    code = code.replace("index(300)", "index(340)")
+    monkeypatch.chdir(finished)
+    names = {"TEST": "config/test.yaml"}
+    exec(compile(code, "README.md", "exec"), names)
+    assert len(names["parts"]) == 2  # both members of the test ensemble
+    with h5py.File(finished / RUN / "scores" / "journey_trak.h5") as f:
+        step = f["steps"][()].tolist().index(340)
+        stored = f["scores"][step]
+    np.testing.assert_allclose(names["tau"], stored, rtol=1e-4, atol=1e-6)
+
+
 def test_top_influencers_look_like_the_target(finished):
     """Sanity of meaning: at the last step, the top-5 positive influencers are closer in pixels to
     the generated image than random training images are (mean over targets)."""

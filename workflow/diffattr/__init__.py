@@ -7,7 +7,8 @@ Modules, bottom to top (no module imports one above it; none imports snakemake):
 - models and data: ``data``, ``models``, ``projection``, ``outputs``
 - algorithms: ``diffusion``, ``scoring``, ``features``, ``ekfac``, ``unlearning``, ``classifier``,
   ``figures``,
-  ``counterfactual``, ``lds`` (``stats``, ``subsets``, ``ground_truth``, ``memorization``,
+  ``counterfactual`` (plan, protocols, metrics), ``counterfactual_summary`` (the report's
+  statistics), ``lds`` (``stats``, ``subsets``, ``ground_truth``, ``memorization``,
   ``report``, ``patches``)
 - application: ``methods``, ``artifacts``, ``attribution`` (the facade), ``results`` (a
   finished run as a library), ``stages``

@@ -551,6 +551,15 @@ def read_scores(path: str | Path) -> Scores:
         return Scores(f.all(), f.steps, f.target_ids, f.train_ids, f.attrs, f.boxes, f.candidates())
 
 
+def ridge_caption(attrs: Mapping[str, Any]) -> str:
+    """Which λ a gradient method's scores used, for titles and headers ('' for other methods)."""
+    if attrs.get("lambda_source") == "tuned":
+        return " (λ tuned per step on the LDS tuning subsets)"
+    if "lambda" in attrs:
+        return f" (config λ = {attrs['lambda']:g}, not tuned)"
+    return ""
+
+
 class ScoreFile:
     """A score file opened for lazy row access: ``row(step, target)`` reads one chunk."""
 

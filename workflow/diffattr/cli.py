@@ -21,8 +21,8 @@ from . import __version__
 from .config import RunConfig
 from .config import load as load_config
 from .errors import DiffattrError
-from .results import top
-from .stages import STAGES, slice_of
+from .results import top, top_epilog
+from .stages import STAGES, first_sentence, slice_of, summary
 from .stages import load as load_stage
 
 COMMANDS = {"top": top}  # commands for users, beside the workflow's stages
@@ -70,6 +70,9 @@ HELP = {
     "original": "the original model's folder (full model 0)",
     "samples": "resampled-case files",
     "floor": "the seed floor's resampled file",
+    "table": "a report's table (reports/<name>.csv)",
+    "details": "the LDS report's details (reports/lds.json)",
+    "cases": "every counterfactual case (reports/counterfactual_cases.csv)",
     "out_csv": "output CSV",
     "out_json": "output JSON",
     "out_cases": "output CSV of every case",
@@ -123,25 +126,31 @@ def _option(parser: argparse.ArgumentParser, name: str, hint: object, default: o
         )
 
 
-def _parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The parser; with ``only``, just that subcommand gets its options (its stage module is the
-    only one imported, so a light job starts fast)."""
+def _parser(only: str | None = None, argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The parser. ``only``: the one stage that gets its options (its module is the only one
+    imported, so a job starts fast); "": none (``diffattr --help`` and ``diffattr top`` import
+    no stage, hence no model library); None: every stage (tests)."""
     parser = argparse.ArgumentParser(prog="diffattr", description=__doc__)
     parser.add_argument("--version", action="version", version=f"diffattr {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, command in COMMANDS.items():  # for users: no config needed
-        p = sub.add_parser(name, help=command.__doc__.strip().split("\n")[0])
+        p = sub.add_parser(
+            name,
+            help=first_sentence(command.__doc__),
+            description=command.__doc__,
+            epilog=top_epilog(argv),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         hints = typing.get_type_hints(command)
         for param in inspect.signature(command).parameters.values():
             _option(p, param.name, hints[param.name], param.default)
         p.set_defaults(stage=command)
     for name in STAGES:  # the workflow's steps
         if only is not None and name != only:
-            sub.add_parser(name)
+            sub.add_parser(name, help=summary(name))
             continue
         stage = load_stage(name)
-        summary = (stage.__doc__ or "").strip().split("\n")[0]
-        p = sub.add_parser(name, help=summary, description=stage.__doc__)
+        p = sub.add_parser(name, help=summary(name), description=stage.__doc__)
         config = p.add_mutually_exclusive_group()
         config.add_argument(
             "--cfg", default="", help="the config slice a workflow rule passes (flow YAML or JSON)"
@@ -177,8 +186,8 @@ def _setup(threads: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
-    only = argv[0] if argv and argv[0] in STAGES else None
-    args = vars(_parser(only).parse_args(argv))
+    only = argv[0] if argv and argv[0] in STAGES else ""
+    args = vars(_parser(only, argv).parse_args(argv))
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",

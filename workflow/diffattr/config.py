@@ -359,6 +359,8 @@ class LdsConfig(Section):
     """The linear datamodeling score."""
 
     path: ClassVar[str] = "lds"
+    # A Spearman across fewer than 3 subsets is ±1 per target: it cannot choose a λ.
+    MIN_TUNING: ClassVar[int] = 3
     enabled: bool = True
     tuning: int = 4
     reporting: int = 8
@@ -553,6 +555,12 @@ class RunConfig(Section):
                 "attribution.methods"
             )
         self.check_patches()
+        if self.lds.enabled and 0 < self.lds.tuning < LdsConfig.MIN_TUNING:
+            raise ConfigError(
+                f"lds.tuning: {self.lds.tuning} subsets cannot tune λ (a Spearman across fewer "
+                f"than {LdsConfig.MIN_TUNING} subsets is ±1); set lds.tuning ≥ "
+                f"{LdsConfig.MIN_TUNING}, or 0 to report attribution.lambda untuned"
+            )
         cf = self.counterfactual
         if cf.enabled:
             missing = sorted(set(cf.scored_methods) - set(self.attribution.methods))
@@ -881,6 +889,7 @@ SLICES: dict[str, dict[str, tuple[str, ...] | None]] = {
     },
     "cf_resample": {**_MODEL_RUN, "targets": None, "counterfactual": ("samples", "delta")},
     "cf_report": {"seed": None},
+    "report_figures": {},  # figures and tables drawn from stored reports: no config key
 }
 
 
@@ -903,6 +912,14 @@ def validate(values: Mapping[str, Any]) -> None:
         jsonschema.validate(_without_nulls(values), schema(), cls=jsonschema.Draft202012Validator)
     except jsonschema.ValidationError as err:
         where = ".".join(str(p) for p in err.absolute_path) or "the top level"
+        if err.validator == "type" and isinstance(err.instance, str) and len(err.path) > 1:
+            kinds = err.validator_value
+            kinds = " or ".join(kinds) if isinstance(kinds, list) else kinds
+            raise ConfigError(
+                f"invalid config at {where}: {err.instance!r} is text, not {kinds} "
+                "(Snakemake reads values nested in --config as text): put nested overrides in a "
+                "YAML file and pass it with --configfile"
+            ) from None
         raise ConfigError(f"invalid config at {where}: {err.message}") from None
 
 

@@ -12,7 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .lds.stats import shows_a_result
+from .counterfactual_summary import MIN_INTERVAL_TARGETS, shows_an_effect
+from .lds.stats import rows_to_read, shows_a_result, untuned_methods
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -200,9 +201,12 @@ def lds_figure(table, memorization: dict | None = None) -> plt.Figure:
     """LDS against step (noisy → clean) for every method, with bootstrap intervals, the shared-
     random-vector null band (5–95%) and the noise ceiling √reliability; steps whose ground truth
     is unreliable (reliability < 0.5) are shaded; ``memorization`` ({step: {"spearman": ...}}):
-    the memorizing denoiser's correlation with the truth, dotted. Right: the trajectory-free LDS."""
-    per_step = table[(table.ground_truth == "f_t") & (table.lambda_source != "config")]
-    final = table[(table.ground_truth == "final_loss") & (table.lambda_source != "config")]
+    the memorizing denoiser's correlation with the truth, dotted. Right: the trajectory-free LDS.
+    The rows are :func:`rows_to_read`'s; a method whose λ was not tuned is labelled so."""
+    rows = rows_to_read(table)
+    untuned = set(untuned_methods(table))
+    per_step = rows[rows.ground_truth == "f_t"]
+    final = rows[rows.ground_truth == "final_loss"]
     steps = sorted(per_step.step.unique(), reverse=True)
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(8.5, 3.2), gridspec_kw={"width_ratios": [3, 1.2]})
     ctx = per_step.drop_duplicates("step").set_index("step").loc[steps]
@@ -230,7 +234,7 @@ def lds_figure(table, memorization: dict | None = None) -> plt.Figure:
             lw=1,
             capsize=2,
             color=palette[k % len(palette)],
-            label=method,
+            label=_lambda_label(method, untuned),
         )
     ax.axhline(0, color="0.4", lw=0.6)
     ax.set_xticks(xs, [str(s) for s in steps])
@@ -249,7 +253,8 @@ def lds_figure(table, memorization: dict | None = None) -> plt.Figure:
     )
     bx.axhline(f.ceiling.iloc[0], color="k", ls="--", lw=1)
     bx.axhline(0, color="0.4", lw=0.6)
-    bx.set_xticks(range(len(methods)), methods, rotation=45, ha="right")
+    labels = [_lambda_label(m, untuned) for m in methods]
+    bx.set_xticks(range(len(methods)), labels, rotation=45, ha="right", fontsize=8)
     bx.set_title("trajectory-free LDS (final image)", fontsize=8)
     fig.tight_layout()
     if not shows_a_result(table):
@@ -264,6 +269,10 @@ def lds_figure(table, memorization: dict | None = None) -> plt.Figure:
             bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "tab:red"},
         )
     return fig
+
+
+def _lambda_label(method: str, untuned: set[str]) -> str:
+    return f"{method} (config λ, untuned)" if method in untuned else method
 
 
 PIPELINE_CHECK = (
@@ -293,11 +302,14 @@ def emergence_figure(probs: np.ndarray, steps: Sequence[int], decided: Sequence[
     return fig
 
 
-def counterfactual_metrics_figure(table, ranking: str = "") -> plt.Figure:
+def counterfactual_metrics_figure(table, cases=None, ranking: str = "") -> plt.Figure:
     """Each metric (rows) at each examined step (columns, under the protocol shown there: the
     paper's a at a step, D-TRAK's b for final): bars per method and removal size, mean over
-    targets with 95% bootstrap intervals; the seed floor's interval as a grey band. ``ranking``
-    (which scores and λ chose the removals) goes under the title."""
+    targets with 95% bootstrap intervals; the seed floor's interval as a grey band. A summary
+    over fewer than ``MIN_INTERVAL_TARGETS`` targets has no interval (NaN): its bars show each
+    target's value of ``cases`` (counterfactual_cases.csv) as points instead, and n is said.
+    ``ranking`` (which scores and λ chose the removals) goes under the title; without an effect
+    (``counterfactual_summary.shows_an_effect``) the figure carries the pipeline-check banner."""
     metrics = [
         ("l2", "paired pixel L2"),
         ("prob_drop", "drop of P(target class)"),
@@ -305,6 +317,7 @@ def counterfactual_metrics_figure(table, ranking: str = "") -> plt.Figure:
     ]
     labels = list(dict.fromkeys(table.step.astype(str)))
     fig, axes = plt.subplots(3, len(labels), figsize=(3.4 * len(labels) + 0.6, 8.4), squeeze=False)
+    few = bool((table.n_targets < MIN_INTERVAL_TARGETS).any())
     for c, label in enumerate(labels):
         protocol = "b" if label == "final" else "a"
         for r, (metric, title) in enumerate(metrics):
@@ -317,13 +330,19 @@ def counterfactual_metrics_figure(table, ranking: str = "") -> plt.Figure:
             xs = np.arange(len(g))
             yerr = np.nan_to_num([g["mean"] - g.ci_low, g.ci_high - g["mean"]])
             colors = [_method_color(m) for m in g.method]
-            ax.bar(xs, g["mean"], yerr=yerr, capsize=2, color=colors)
+            ax.bar(xs, g["mean"], yerr=yerr, capsize=2, color=colors, alpha=0.5 if few else 1)
+            if few and cases is not None:
+                for x, (_, row) in zip(xs, g.iterrows(), strict=True):
+                    values = _case_values(cases, row, label, protocol, metric)
+                    ax.plot(np.full(len(values), x), values, "k.", ms=5)
             for x, counted in zip(xs, g["counts"], strict=True):
                 if counted:
                     ax.annotate("*", (x, 1.0), xycoords=("data", "axes fraction"), ha="center")
-            if len(g):
+            if len(g) and g.floor_low.notna().any():
                 band = (g.floor_low.min(), g.floor_high.max())
                 ax.axhspan(*band, color="0.85", zorder=0, label="seed floor (95% interval)")
+            elif len(g):
+                ax.axhline(g.seed_floor.mean(), color="0.6", ls=":", lw=1, label="seed floor")
             ax.axhline(0, color="0.4", lw=0.6)
             ticks = [f"{m}\n−{k} examples" for m, k in zip(g.method, g.k, strict=True)]
             ax.set_xticks(xs, ticks, fontsize=8, rotation=35, ha="right")
@@ -335,9 +354,45 @@ def counterfactual_metrics_figure(table, ranking: str = "") -> plt.Figure:
             if c == 0 and r == 0 and len(g):
                 ax.legend(fontsize=8, loc="upper left")
     title = "Counterfactual effect per removal (* counts: above random and pixel removal)"
+    if few:
+        n = int(table.n_targets.min())
+        title += (
+            f"\nn = {n} targets: points are targets, bars their mean, no interval "
+            f"(an interval needs ≥ {MIN_INTERVAL_TARGETS})"
+        )
     fig.suptitle(title + (f"\nremovals ranked by {ranking}" if ranking else ""), fontsize=9)
     fig.tight_layout()
+    if not shows_an_effect(table):
+        fig.text(
+            0.5,
+            0.5,
+            CF_PIPELINE_CHECK.format(n=MIN_INTERVAL_TARGETS),
+            ha="center",
+            va="center",
+            fontsize=9,
+            color="tab:red",
+            bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "tab:red"},
+        )
     return fig
+
+
+CF_PIPELINE_CHECK = (
+    "PIPELINE CHECK ONLY: no removal counts over ≥ {n} targets.\nResults: config/digits-cf.yaml"
+)
+"""The counterfactual figure's banner when its summary shows no effect."""
+
+
+def _case_values(cases, row, label: str, protocol: str, metric: str) -> np.ndarray:
+    """Per-target values behind one summary row (the step-specificity twins left out)."""
+    twin = (cases.label.astype(str) != "final") & (cases.scored_at != cases.step)
+    pick = (
+        ~twin
+        & (cases.method == row.method)
+        & (cases.label.astype(str) == label)
+        & (cases.k == row.k)
+        & (cases.protocol == protocol)
+    )
+    return cases.loc[pick, metric].to_numpy()
 
 
 def _method_color(method: str) -> str:

@@ -26,15 +26,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .artifacts import ScoreFile, Targets, read_data, read_scores, read_targets
+from .artifacts import (
+    ScoreFile,
+    Targets,
+    read_data,
+    read_emergence,
+    read_scores,
+    read_targets,
+    ridge_caption,
+)
 from .config import RunConfig
 from .config import load as load_config
+from .counterfactual_summary import shows_an_effect
 from .data import PreparedData
 from .errors import ArtifactError, ConfigError
 from .layout import Paths, parse_scores
 from .layout import members as layout_members
-from .lds.stats import shows_a_result
-from .methods import get_method
+from .lds.stats import rows_to_read, shows_a_result, untuned_methods
+from .methods import METHODS, get_method
 from .storage import config_hash
 
 log = logging.getLogger("diffattr")
@@ -46,7 +55,7 @@ class Run:
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
         if not self.folder.is_dir():
-            raise ArtifactError(f"no run at {self.folder}; run the workflow first")
+            raise ArtifactError(f"no run at {self.folder}{_closest_run(self.folder)}")
         self.paths = Paths(str(self.folder))
 
     @cached_property
@@ -147,6 +156,25 @@ class Run:
             )
         return chosen
 
+    def score_targets(
+        self,
+        method: str,
+        name: str,
+        config: RunConfig | Sequence[str | Path],
+        *,
+        images: str | Path | None = None,
+        samples: int = 0,
+        progress: bool = False,
+    ):
+        """One call: τ of new targets (the images of the folder ``images``, or ``samples`` new
+        samples of model 0) under ``method`` with every member of the run and, where the run
+        has an LDS, the λ it tuned per step — ``add_targets`` for this one method, then
+        ``scores(method, target_set=name)``: an ``xarray.DataArray`` (step, target, train)."""
+        self.add_targets(
+            name, config, images=images, samples=samples, methods=[method], progress=progress
+        )
+        return self.scores(method, target_set=name)
+
     def _score_path(self, method: str, tuned: bool = True, target_set: str | None = None) -> Path:
         if target_set is not None:
             path = Path(self.paths.extra(target_set).scores(method))
@@ -235,7 +263,11 @@ class Run:
         """The ``k`` strongest positive and ``k`` strongest negative influencers of target id
         ``target`` at timestep ``step`` (of its patch ``patch`` with attribution.patches; of an
         extra target set with ``target_set``): columns rank, sign, train_id, position, label,
-        score (the images are ``run.data.images[df.position]``)."""
+        score (the images are ``run.data.images[df.position]``). ``df.attrs`` says what was
+        read: method, target, its class, step, λ and the number of training examples."""
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise ConfigError(f"k = {k!r}: ask for k ≥ 1 influencers of each sign")
+        target = _target_id(target)
         if patch is None:
             path = self._score_path(method, target_set=target_set)
         else:
@@ -244,20 +276,25 @@ class Run:
             raise ArtifactError(f"no patch scores of {method!r} in {self.folder}")
         with ScoreFile(path) as scores:
             if step not in scores.steps:
-                raise ConfigError(f"step {step} is not an attribution step; choose {scores.steps}")
+                raise ConfigError(
+                    f"step {step} is not an attribution step; choose {scores.steps} "
+                    "(timesteps t, noisy → clean)"
+                )
             where = np.flatnonzero(scores.target_ids == target)
             if not len(where):
-                raise ConfigError(f"no target {target}; targets are {scores.target_ids.tolist()}")
+                ids = scores.target_ids.tolist()
+                raise ConfigError(f"no target {target}; targets are {_id_range(ids)}")
             row = scores.row(step, int(where[0]))
             if patch is not None:
                 if not 0 <= patch < len(row):
                     raise ConfigError(f"no patch {patch}; target {target} has {len(row)} patches")
                 row = row[patch]
-            train_ids = scores.train_ids
+            train_ids, attrs = scores.train_ids, dict(scores.attrs)
         order = np.argsort(-row, kind="stable")
+        k = min(k, len(row))
         picks = [("+", i) for i in order[:k]] + [("−", i) for i in order[::-1][:k]]
         positions = np.searchsorted(self.data.ids, train_ids)
-        return pd.DataFrame(
+        table = pd.DataFrame(
             [
                 {
                     "rank": r % k + 1,
@@ -270,12 +307,33 @@ class Run:
                 for r, (sign, i) in enumerate(picks)
             ]
         )
+        table.attrs = {
+            "method": method,
+            "target": target,
+            "target_class": self._target_class(target, target_set),
+            "step": step,
+            "patch": patch,
+            "lambda": ridge_caption(attrs).strip(" ()"),
+            "n_train": len(row),
+            "scores": str(path),
+        }
+        return table
+
+    def _target_class(self, target: int, target_set: str | None) -> int | None:
+        """The class the feature classifier read in the target's final image (counterfactual
+        runs; None elsewhere or for extra target sets)."""
+        path = Path(self.paths.emergence)
+        if target_set is not None or not path.exists():
+            return None
+        emergence, targets = read_emergence(path), self.targets
+        return int(emergence.classes[int(np.flatnonzero(targets.target_ids == target)[0])])
 
     def lds(self) -> pd.DataFrame:
-        """The LDS rows to read: λ tuned on the tuning subsets (gradient methods) and the
-        methods without λ; the rows scored with the config λ of the score files are dropped."""
+        """The LDS rows to read (``lds.stats.rows_to_read``): λ tuned on the tuning subsets where
+        the run tuned it, else the config λ (``lambda_source`` says which), and the methods
+        without λ."""
         table = pd.read_csv(self.paths.report("lds.csv"))
-        return table[table.lambda_source != "config"].reset_index(drop=True)
+        return rows_to_read(table).reset_index(drop=True)
 
     def counterfactual(self) -> pd.DataFrame:
         """The counterfactual report (one row per method, step, k, protocol and metric)."""
@@ -284,8 +342,9 @@ class Run:
     def summary(self) -> str:
         """One line for the end of a run: where the results are, the best per-step LDS (with
         its interval and whether its ground truth is reliable) or, when no method's interval
-        clears the null on a reliable ground truth, that the LDS is a pipeline check; and how
-        to open the report."""
+        clears the null on a reliable ground truth, that the LDS is a pipeline check; the methods
+        whose λ was not tuned; whether the counterfactual shows an effect
+        (``counterfactual_summary.shows_an_effect``); and how to open the report."""
         text = f"diffattr: results in {self.folder}/"
         if Path(self.paths.report("lds.csv")).exists():
             table = self.lds()
@@ -302,6 +361,16 @@ class Run:
                     f"; best LDS {best.lds:.2f} [{best.ci_low:.2f}, {best.ci_high:.2f}] "
                     f"({best.method}, t = {int(best.step)}, ceiling {best.ceiling:.2f}, {note})"
                 )
+            untuned = untuned_methods(table)
+            if untuned:
+                text += f"; λ not tuned (config λ) for {', '.join(untuned)}"
+        if Path(self.paths.report("counterfactual.csv")).exists():
+            effects = self.counterfactual()
+            if len(effects) and not shows_an_effect(effects):
+                text += (
+                    f"; counterfactual: pipeline check only ({int(effects.n_targets.min())} "
+                    "targets; results: config/digits-cf.yaml)"
+                )
         return text + "; report: make report (report.html)"
 
 
@@ -313,32 +382,109 @@ def top(
     step: int,
     k: int = 10,
     patch: int | None = None,
+    target_set: str | None = None,
     figure: Path | None = None,
 ) -> None:
     """Print the top positive and negative influencers of one target (or one of its patches)
-    at one step."""
+    at one step t."""
     results = Run(run)
-    table = results.top(method, target, step, k, patch)
+    table = results.top(method, target, step, k, patch, target_set)
+    print(top_header(table))
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    if figure is not None:
-        from .figures import attribution_grid, save
+    if figure is None:
+        return
+    from .figures import attribution_grid, save
 
-        box = None
-        if patch is None:
-            tau = results.scores(method).sel(step=step, target=target).values
-        else:
-            patches = results.patch_scores(method).sel(step=step, target=target, patch=patch)
-            tau, box = patches.values, [int(patches[c]) for c in ("y0", "x0", "y1", "x1")]
-        s = results.targets.steps.index(step)
-        j = int(np.flatnonzero(results.targets.target_ids == target)[0])
-        fig = attribution_grid(
-            results.targets.x0_hat[s : s + 1, j],
-            [step],
-            tau[None],
-            results.data.images,
-            results.data.labels,
-            k,
-            f"{method}: target {target}, t = {step}" + ("" if box is None else f", patch {patch}"),
-            box=box,
+    box = None
+    if patch is None:
+        tau = results.scores(method, target_set=target_set).sel(step=step, target=target).values
+    else:
+        patches = results.patch_scores(method).sel(step=step, target=target, patch=patch)
+        tau, box = patches.values, [int(patches[c]) for c in ("y0", "x0", "y1", "x1")]
+    targets = (
+        results.targets
+        if target_set is None
+        else read_targets(results.paths.extra(target_set).targets)
+    )
+    s = targets.steps.index(step)
+    j = int(np.flatnonzero(targets.target_ids == target)[0])
+    fig = attribution_grid(
+        targets.x0_hat[s : s + 1, j],
+        [step],
+        tau[None],
+        results.data.images,
+        results.data.labels,
+        len(table) // 2,
+        f"{method}: target {target}, t = {step}" + ("" if box is None else f", patch {patch}"),
+        box=box,
+    )
+    save(fig, figure)
+    print(f"figure: {figure}")
+
+
+def top_epilog(argv: Sequence[str] = ()) -> str:
+    """``diffattr top --help``'s closing text: the registry's methods and, when ``--run`` names a
+    finished run, its methods, steps and targets."""
+    text = f"methods of the registry: {', '.join(METHODS)}"
+    argv = list(argv)
+    if "--run" in argv[:-1]:
+        folder = Path(argv[argv.index("--run") + 1])
+        try:
+            run = Run(folder)
+            methods = run.methods()
+            with ScoreFile(run._score_path(methods[0], tuned=False)) as f:
+                steps, ids = f.steps, f.target_ids.tolist()
+        except (ArtifactError, IndexError, OSError) as err:
+            return text + f"\n{folder}: {err or 'no score files yet'}"
+        text += (
+            f"\n{folder}: methods {', '.join(methods)}; steps (--step, timesteps t, noisy → "
+            f"clean) {', '.join(map(str, steps))}; targets {_id_range(ids)}"
         )
-        save(fig, figure)
+    else:
+        text += "\n(with --run <folder> --help: that run's methods, steps and targets)"
+    return text
+
+
+def top_header(table: pd.DataFrame) -> str:
+    """One line saying what a ``Run.top`` table is."""
+    a = table.attrs
+    target = f"target {a['target']}"
+    if a.get("target_class") is not None:
+        target += f" (class {a['target_class']})"
+    if a.get("patch") is not None:
+        target += f", patch {a['patch']}"
+    lam = f", {a['lambda']}" if a.get("lambda") else ""
+    k = len(table) // 2
+    return (
+        f"{a['method']}: {target}, t = {a['step']}{lam}; the {k} strongest positive (+, supports "
+        f"the target) and negative (−) of {a['n_train']} training examples"
+    )
+
+
+def _target_id(target: int | str) -> int:
+    """A target id as stored (an integer); text that is one is accepted."""
+    if isinstance(target, str) and target.strip().lstrip("-").isdigit():
+        return int(target)
+    if isinstance(target, bool) or not isinstance(target, int | np.integer):
+        raise ConfigError(f"target {target!r}: target ids are integers (targets.h5 target_ids)")
+    return int(target)
+
+
+def _id_range(ids: Sequence[int]) -> str:
+    """[0, 1, …, 15] as '0–15' when consecutive."""
+    if len(ids) > 3 and list(ids) == list(range(ids[0], ids[0] + len(ids))):
+        return f"{ids[0]}–{ids[-1]}"
+    return str(list(ids))
+
+
+def _closest_run(folder: Path) -> str:
+    """'; did you mean results/default?' for a misspelt run folder, else how to make one."""
+    import difflib
+
+    parent = folder.parent if folder.parent.is_dir() else None
+    runs = [p.name for p in parent.iterdir() if p.is_dir()] if parent else []
+    close = difflib.get_close_matches(folder.name, runs, n=1)
+    if close:
+        return f"; did you mean {parent / close[0]}?"
+    listed = f" (runs there: {', '.join(sorted(runs))})" if runs else ""
+    return f"; run the workflow first{listed}"

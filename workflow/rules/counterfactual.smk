@@ -43,13 +43,6 @@ rule emergence:
             subcategory="Feature emergence",
             labels={"result": "feature emergence", "format": "CSV"},
         ),
-        figure=report(
-            P.figure("emergence.png"),
-            caption="../report/emergence.rst",
-            category="Evaluation",
-            subcategory="Feature emergence",
-            labels={"result": "feature emergence", "format": "figure"},
-        ),
     params:
         cfg=cfg_slice("emergence"),
     log:
@@ -66,7 +59,35 @@ rule emergence:
     shell:
         "diffattr emergence --cfg {params.cfg:q} --model {input.model} --targets {input.targets}"
         " --classifier {input.classifier} --out {output.h5} --out-csv {output.csv}"
-        " --out-figure {output.figure} --threads {threads} > {log} 2>&1"
+        " --threads {threads} > {log} 2>&1"
+
+
+rule emergence_figure:
+    input:
+        P.emergence,
+    output:
+        report(
+            P.figure("emergence.png"),
+            caption="../report/emergence.rst",
+            category="Evaluation",
+            subcategory="Feature emergence",
+            labels={"result": "feature emergence", "format": "figure"},
+        ),
+    params:
+        cfg=cfg_slice("report_figures"),
+    log:
+        P.log("emergence_figure"),
+    benchmark:
+        P.benchmark("emergence_figure")
+    threads: 1
+    conda:
+        ENV
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    shell:
+        "diffattr emergence-figure --cfg {params.cfg:q} --emergence {input}"
+        " --out-figure {output} > {log} 2>&1"
 
 
 rule cf_plan:
@@ -174,7 +195,6 @@ rule cf_report:
         floor=P.cf_samples(FLOOR),
         classifier=P.classifier,
         emergence=P.emergence,
-        scores=[downstream_scores(m) for m in CF.scored_methods],
     output:
         csv=report(
             P.report("counterfactual.csv"),
@@ -184,6 +204,33 @@ rule cf_report:
             labels={"result": "counterfactual effects", "format": "CSV"},
         ),
         cases=P.report("counterfactual_cases.csv"),
+    params:
+        cfg=cfg_slice("cf_report"),
+    log:
+        P.log("cf_report"),
+    benchmark:
+        P.benchmark("cf_report")
+    conda:
+        ENV
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "diffattr cf-report --cfg {params.cfg:q} --plan {input.plan} --samples {input.samples}"
+        " --floor {input.floor} --classifier {input.classifier}"
+        " --emergence {input.emergence} --out-csv {output.csv} --out-cases {output.cases}"
+        " > {log} 2>&1"
+
+
+# Drawn from the stored report and samples only (nothing depends on it).
+rule cf_figures:
+    input:
+        table=P.report("counterfactual.csv"),
+        cases=P.report("counterfactual_cases.csv"),
+        plan=P.plan,
+        samples=[P.cf_samples(c) for c in CF_CASES],
+        scores=[downstream_scores(m) for m in CF.scored_methods],
+    output:
         html=report(
             P.report("counterfactual.html"),
             caption="../report/counterfactual.rst",
@@ -206,20 +253,19 @@ rule cf_report:
             labels={"result": "paired samples", "format": "figure"},
         ),
     params:
-        cfg=cfg_slice("cf_report"),
+        cfg=cfg_slice("report_figures"),
     log:
-        P.log("cf_report"),
+        P.log("cf_figures"),
     benchmark:
-        P.benchmark("cf_report")
+        P.benchmark("cf_figures")
+    threads: 1
     conda:
         ENV
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=2000,
+        runtime=15,
     shell:
-        "diffattr cf-report --cfg {params.cfg:q} --plan {input.plan} --samples {input.samples}"
-        " --floor {input.floor} --classifier {input.classifier}"
-        " --emergence {input.emergence} --out-csv {output.csv} --out-cases {output.cases}"
+        "diffattr cf-figures --cfg {params.cfg:q} --table {input.table} --cases {input.cases}"
+        " --plan {input.plan} --samples {input.samples} --scores {input.scores}"
         " --out-figure-metrics {output.metrics} --out-figure-samples {output.samples}"
-        " --out-html {output.html} --scores {input.scores}"
-        " > {log} 2>&1"
+        " --out-html {output.html} > {log} 2>&1"

@@ -210,12 +210,13 @@ def tuning_grid(
     cfg: LdsConfig,
 ) -> tuple[list[float], list[tuple[int, Tuning]]]:
     """A method's λ grid and its tuning by ensemble size (first 1, 2, … members; [] when it has
-    nothing to tune or fewer than 3 tuning subsets): gradient methods re-solve the ridge for
-    every λ of ``lds.lambdas``; a method whose file holds candidate scores (ekfac's damping
-    scales) predicts from each candidate: by ensemble size from its members' own candidates,
-    or from the file's ensemble mean alone when the report was not given them."""
+    nothing to tune or fewer than ``LdsConfig.MIN_TUNING`` tuning subsets): gradient methods
+    re-solve the ridge for every λ of ``lds.lambdas``; a method whose file holds candidate
+    scores (ekfac's damping scales) predicts from each candidate: by ensemble size from its
+    members' own candidates, or from the file's ensemble mean alone when the report was not
+    given them."""
     final, per_step = inputs.final_loss is not None, cfg.lambda_per_step
-    if tune.sum() < 3:
+    if tune.sum() < cfg.MIN_TUNING:
         return [], []
     if method in inputs.members and lambdas:
         members = member_predictions(inputs.members[method], lambdas, inputs.masks)

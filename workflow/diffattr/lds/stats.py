@@ -75,12 +75,12 @@ def bootstrap_interval(
 def paired_margins(table, resamples: Sequence[np.ndarray]) -> None:
     """Add, in place, each row's margin over the best other method at the same step and ground
     truth (``margin_over``, ``margin`` = LDS difference, ``margin_ci_low/high`` = 95 % interval of
-    the difference over the same bootstrap resamples). Rows with ``lambda_source == config`` are
-    left out of the comparison."""
+    the difference over the same bootstrap resamples), among the rows to read
+    (:func:`rows_to_read`: a method's config-λ rows only where it has no tuned ones)."""
     table["margin_over"] = ""
     for col in ("margin", "margin_ci_low", "margin_ci_high"):
         table[col] = np.nan
-    compared = table[table.lambda_source != "config"]
+    compared = rows_to_read(table)
     for _, group in compared.groupby(["ground_truth", "step"]):
         for i in group.index:
             others = group.drop(index=i)
@@ -94,6 +94,20 @@ def paired_margins(table, resamples: Sequence[np.ndarray]) -> None:
                 lo,
                 hi,
             ]
+
+
+def rows_to_read(table):
+    """The LDS rows to read: a method's ``config`` rows (attribution.lambda, untuned) only where
+    it has no others (``tuned``: λ chosen on the tuning subsets; ``none``: nothing to tune). The
+    one definition behind the table, the figure, ``Run.lds()`` and the paired margins."""
+    read = set(table.method[table.lambda_source != "config"])
+    keep = (table.lambda_source != "config") | ~table.method.isin(read)
+    return table[keep]
+
+
+def untuned_methods(table) -> list[str]:
+    """Methods whose rows to read carry the config λ: no λ was tuned for them."""
+    return sorted(set(rows_to_read(table).query("lambda_source == 'config'").method))
 
 
 def shared_null(masks: np.ndarray, truth: np.ndarray, draws: int, seed: int) -> np.ndarray:

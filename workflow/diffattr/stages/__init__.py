@@ -8,8 +8,12 @@ imports only its own stage's module (``load``)."""
 
 from __future__ import annotations
 
+import ast
 import importlib
+import re
 from collections.abc import Callable
+from functools import cache
+from pathlib import Path
 
 from ..lazy_packages import defer_package_inits
 
@@ -40,13 +44,16 @@ STAGES: dict[str, tuple[str, str, str]] = {
     "ground-truth": ("ground_truth", "ground_truth", "ground_truth"),
     "memorization-reference": ("ground_truth", "memorization_reference", "memorization_reference"),
     "lds-report": ("lds", "lds_report", "lds_report"),
+    "lds-figures": ("figures", "lds_figures", "report_figures"),
     "ground-truth-patches": ("ground_truth", "ground_truth_patches", "ground_truth_patches"),
     "lds-patches-report": ("lds", "lds_patches_report", "lds_report"),
     "train-classifier": ("counterfactual", "train_classifier_stage", "train_classifier"),
     "emergence": ("counterfactual", "emergence_stage", "emergence"),
+    "emergence-figure": ("figures", "emergence_figure_stage", "report_figures"),
     "cf-plan": ("counterfactual", "cf_plan", "cf_plan"),
     "cf-resample": ("counterfactual", "cf_resample", "cf_resample"),
     "cf-report": ("counterfactual", "cf_report", "cf_report"),
+    "cf-figures": ("figures", "cf_figures", "report_figures"),
 }
 
 
@@ -61,3 +68,29 @@ def load(command: str) -> Stage:
 def slice_of(command: str) -> str:
     """The config slice ``command`` reads."""
     return STAGES[command][2]
+
+
+def summary(command: str) -> str:
+    """The first sentence of ``command``'s stage docstring, read from its module's source (no
+    import: ``diffattr --help`` starts without the model libraries)."""
+    module, function, _ = STAGES[command]
+    for node in _module_tree(module).body:
+        if isinstance(node, ast.FunctionDef) and node.name == function:
+            return first_sentence(ast.get_docstring(node) or "")
+    return ""
+
+
+def first_sentence(doc: str) -> str:
+    """The first sentence of a docstring's first paragraph, whole (never cut mid-sentence)."""
+    text = " ".join(doc.strip().split("\n\n")[0].split())
+    depth = 0
+    for i, char in enumerate(text):
+        depth += (char == "(") - (char == ")")
+        if char == "." and depth == 0 and re.match(r"\s+[A-Z(`]|$", text[i + 1 :]):
+            return text[: i + 1]
+    return text
+
+
+@cache
+def _module_tree(module: str) -> ast.Module:
+    return ast.parse(Path(__file__).with_name(f"{module}.py").read_text())

@@ -36,20 +36,12 @@ from ..counterfactual import (
     protocol_predictors,
     resample,
     sample_metrics,
-    summarize,
 )
+from ..counterfactual_summary import summarize
 from ..diffusion import inference_timesteps, model_predictor, target_noise
-from ..figures import (
-    counterfactual_metrics_figure,
-    counterfactual_samples_figure,
-    emergence_figure,
-    html_table,
-    save,
-)
 from ..methods import check_specificity
 from ..models import load_model, resolve_device
 from ..storage import atomic_path
-from .scoring import ridge_caption
 
 log = logging.getLogger("diffattr")
 
@@ -79,9 +71,9 @@ def emergence_stage(
     classifier: Path,
     out: Path,
     out_csv: Path,
-    out_figure: Path,
 ) -> None:
-    """P(final class) of samples from p(·|x_t) along each trajectory, and the decision steps."""
+    """P(final class) of samples from p(·|x_t) along each trajectory, and the decision steps
+    (the figure: ``stages.figures.emergence_figure_stage``)."""
     device = resolve_device(cfg.device)
     unet, scheduler = load_model(layout.checkpoint(model), device, cfg.model)
     reader, _ = load_classifier(classifier)
@@ -122,7 +114,6 @@ def emergence_stage(
     ]
     with atomic_path(out_csv) as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.4f")
-    save(emergence_figure(probs, steps, decided), out_figure)
     log.info("decision steps per target: %s", decided)
 
 
@@ -208,23 +199,6 @@ def cf_resample(
     log.info("resampled %d (target, step) pairs for case %s", len(pairs), case)
 
 
-SHOWN_TARGETS = 3  # targets drawn in the paired-samples figure
-
-
-def removal_ranking(scores: Sequence[Path]) -> str:
-    """The scores the removals were ranked by, each with its λ (tuned or the config's)."""
-    named = []
-    for path in scores:
-        with ScoreFile(path) as f:
-            named.append(f"{f.attrs['method']}{ridge_caption(f.attrs)}")
-    return "; ".join(named)
-
-
-def shown_protocol(label: str) -> str:
-    """The protocol a figure shows: D-TRAK's (b) for final, the paper's (a) at a step."""
-    return "b" if label == "final" else "a"
-
-
 def cf_report(
     cfg: RunConfig,
     *,
@@ -235,19 +209,14 @@ def cf_report(
     emergence: Path,
     out_csv: Path,
     out_cases: Path,
-    out_figure_metrics: Path,
-    out_figure_samples: Path,
-    out_html: Path | None = None,
-    scores: Sequence[Path] = (),
 ) -> None:
-    """Metrics of every case against the original samples, summarized with intervals;
-    ``scores`` (the files the plan ranked by) name each method's λ in the figure and notes."""
-    ranking = removal_ranking(scores)
+    """Metrics of every case against the original samples, summarized with intervals (the
+    figures and HTML table: ``stages.figures.cf_figures``)."""
     reader, info = load_classifier(classifier)
     cases = read_plan(plan).cases
     classes = read_emergence(emergence).classes
     files = {layout.parse_case(layout.parse_cf_samples(p)): p for p in samples}
-    rows, shown = [], []
+    rows = []
     for case in cases:
         runs = read_resampled(files[case.index])[case.target, case.step]
         original = torch.from_numpy(runs["original"])
@@ -258,8 +227,6 @@ def cf_report(
             metrics = sample_metrics(original, other, reader, int(classes[case.target]))
             fields = dict(sorted(case.as_dict().items()))  # case columns by name, as always
             rows.append({**fields, "protocol": protocol, **metrics})
-            if protocol == shown_protocol(case.label) and case.target < SHOWN_TARGETS:
-                shown.append((case, original.numpy(), other.numpy()))
     floor_rows = []
     for (target, step), runs in read_resampled(floor).items():
         original = torch.from_numpy(runs["original"])
@@ -276,25 +243,6 @@ def cf_report(
         per_case.to_csv(tmp, index=False, float_format="%.5f")
     with atomic_path(out_csv) as tmp:
         table.to_csv(tmp, index=False, float_format="%.5f")
-    save(counterfactual_metrics_figure(table, ranking), out_figure_metrics)
-    save(counterfactual_samples_figure(shown), out_figure_samples)
-    if out_html is not None:
-        notes = [
-            "mean over targets with a 95% bootstrap interval; diff_vs_random, diff_vs_pixel: "
-            "paired differences (same seed stream, t-intervals) to removing random examples and "
-            "pixel similarity's top examples; seed_floor: a reseeded full-data model's change "
-            "(a reference band, not a bar).",
-            "step final: D-TRAK's protocol (the final image's attribution removed, the target "
-            "regenerated from its own x_T; protocol b only). diff_vs_other_step: the "
-            "step-specificity test, the same removal size chosen from the attribution at the "
-            "farthest other step, resampled from the same x_t.",
-            f"Bold rows count (above 0 against random and pixel similarity); classifier "
-            f"held-out accuracy {info['held_out_accuracy']:.2f}.",
-        ] + ([f"Removals ranked by {ranking}."] if ranking else [])
-        classes = ["strong" if c else "" for c in table["counts"]]
-        page = html_table(table, "Counterfactual retraining", (), notes, classes)
-        with atomic_path(out_html) as tmp:
-            tmp.write_text(page)
     log.info(
         "counterfactual report:\n%s",
         table[table.protocol == "a"].to_string(index=False, float_format=lambda v: f"{v:.3f}"),

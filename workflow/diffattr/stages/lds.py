@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from .. import layout
 from ..artifacts import (
@@ -28,10 +27,10 @@ from ..artifacts import (
 )
 from ..config import RunConfig
 from ..errors import ArtifactError
-from ..figures import html_table, lds_figure, patch_lds_figure, save
+from ..figures import patch_lds_figure, save
 from ..lds.patches import patch_lds_table
 from ..lds.report import LdsInputs, lds_table
-from ..lds.stats import shows_a_result
+from ..lds.stats import shows_a_result, untuned_methods
 from ..lds.subsets import make_subsets, subset_roles
 from ..methods import gradient_method
 from ..storage import atomic_path, write_json
@@ -63,14 +62,13 @@ def lds_report(
     scores: list[Path],
     out_csv: Path,
     out_json: Path,
-    out_figure: Path,
-    out_html: Path | None = None,
     train_features: Sequence[Path] = (),
     target_features: Sequence[Path] = (),
     member_scores: Sequence[Path] = (),
     memorization: Path | None = None,
 ) -> None:
-    """LDS per (method, step) with λ tuned on the tuning subsets: CSV, JSON details, figure."""
+    """LDS per (method, step) with λ tuned on the tuning subsets: the CSV and the JSON details
+    (the figure and HTML table: ``stages.figures.lds_figures``)."""
     inputs = lds_inputs(
         subsets, ground_truth, scores, train_features, target_features, memorization, member_scores
     )
@@ -82,6 +80,13 @@ def lds_report(
             "this LDS is a pipeline check, not a result (more subsets and seeds, or "
             "config/digits-lds.yaml)"
         )
+    details["untuned_methods"] = untuned_methods(table)
+    if details["untuned_methods"]:
+        log.warning(
+            "λ not tuned for %s (lds.tuning = %d subsets): their rows carry attribution.lambda",
+            ", ".join(details["untuned_methods"]),
+            cfg.lds.tuning,
+        )
     details["featurize_cost"] = {
         r.method: r.attrs["featurize_cost"]
         for r in inputs.scores.values()
@@ -90,42 +95,7 @@ def lds_report(
     with atomic_path(out_csv) as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")
     write_json(out_json, details)
-    save(lds_figure(table, details.get("memorization_reference")), out_figure)
-    if out_html is not None:
-        with atomic_path(out_html) as tmp:
-            tmp.write_text(lds_html(table, details))
     log.info("LDS report:\n%s", table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-
-
-def lds_html(table: pd.DataFrame, details: dict) -> str:
-    """The LDS rows to read (λ tuned on the tuning subsets; untuned copies left out) as the
-    report's HTML table, with the pipeline-check, reliability and λ-grid warnings."""
-    rows = table[table.lambda_source != "config"].reset_index(drop=True)
-    warnings = []
-    if details.get("pipeline_check"):
-        warnings.append(
-            "Pipeline check only: no method's interval clears the null where the ground truth "
-            "is reliable (≥ 0.5), so these numbers are not a result (config/digits-lds.yaml is "
-            "the benchmark)."
-        )
-    edges = {m: d["lambda_at_grid_edge"] for m, d in details.get("methods", {}).items()}
-    for method, steps in sorted(edges.items()):
-        if steps:
-            warnings.append(
-                f"{method}: the tuned λ is at the edge of lds.lambdas at {', '.join(steps)}; "
-                "extend the grid."
-            )
-    notes = [
-        "Muted rows: the step's ground truth has reliability < 0.5 (⚑ in the figure); bold: "
-        "the best method at a step whose margin interval over the next best is above 0.",
-        "lds with a 95% bootstrap interval [ci_low, ci_high]; null: the shared random-score band; "
-        "ceiling: √reliability.",
-    ]
-    best = rows.margin_ci_low.fillna(-1) > 0
-    classes = [
-        "muted" if f else ("strong" if b else "") for f, b in zip(rows.flagged, best, strict=True)
-    ]
-    return html_table(rows, "Linear datamodeling score per step", warnings, notes, classes)
 
 
 def lds_patches_report(

@@ -25,6 +25,7 @@ from ..artifacts import (
     read_scores,
     read_target_features,
     read_targets,
+    ridge_caption,
     write_kernel,
     write_patch_scores,
     write_patches,
@@ -386,15 +387,6 @@ def score_patches(
         boxes.n,
         prepared.n,
     )
-
-
-def ridge_caption(attrs: dict[str, Any]) -> str:
-    """Which λ a gradient method's scores used, for figure titles ('' for other methods)."""
-    if attrs.get("lambda_source") == "tuned":
-        return " (λ tuned per step on the LDS tuning subsets)"
-    if "lambda" in attrs:
-        return f" (config λ = {attrs['lambda']:g}, not tuned)"
-    return ""
 
 
 def cost_attrs(costs: Sequence[tuple[float, int]]) -> dict[str, float]:
