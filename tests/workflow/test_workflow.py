@@ -194,7 +194,7 @@ DRAWING_RULES = {
     "figure_extra",
     "figure_patches",
     "lds_figures",
-    "lds_patches_report",
+    "lds_patches_figure",
     "emergence_figure",
     "cf_figures",
 }
@@ -214,6 +214,14 @@ def test_the_readmes_figures_only_rerun_redraws_every_figure_and_computes_nothin
     jobs.pop("total")
     assert set(jobs) == DRAWING_RULES - {"figure_extra"} | {"figures"}, jobs
     assert int(jobs["figure_attributions"]) == len(TEST_METHODS)
+    # A forced rule without wildcards would be a target of its own (Snakemake): with the
+    # counterfactual off, forcing its drawing rules must add nothing (no counterfactual to draw).
+    (finished / "config" / "no-cf.yaml").write_text("counterfactual: {enabled: false}\n")
+    args = ["-n", "--configfile", "config/test.yaml", "config/no-cf.yaml", *command[1:]]
+    proc = snakemake(finished, *args, cores=False)
+    stats = (proc.stdout + proc.stderr).split("Job stats:", 1)[1]
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", stats, flags=re.M))
+    assert not {"cf_figures", "emergence_figure"} & set(jobs), jobs
 
 
 def test_the_readmes_from_python_example_reproduces_the_runs_scores_with_every_member(

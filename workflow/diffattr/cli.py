@@ -57,6 +57,7 @@ HELP = {
     "patches": "every target's patch boxes (patches.h5)",
     "patch_scores": "patch score files (scores/patches/<method>.h5)",
     "out_localization": "output CSV of the localization margins (patch − whole image)",
+    "localization": "the localization margins (reports/lds_patches_localization.csv)",
     "subsets": "LDS subsets (lds/subsets.h5)",
     "subset": "LDS subset index",
     "seed_index": "training seed r of the subset models (seed tag lds-seed-<r>)",

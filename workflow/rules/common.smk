@@ -1,6 +1,7 @@
 # Config validation and the run's paths. Paths come from diffattr.layout, the config slices each
 # job receives from diffattr.config (SLICES); the seed tags (diffattr.layout) are applied by the
 # package's training stages.
+import re
 from pathlib import Path
 
 from snakemake.logging import logger
@@ -19,6 +20,11 @@ for _warning in RUN_CONFIG.warnings():
     logger.warning(_warning)
 
 P = Paths(f"results/{RUN_CONFIG.run}")
+# The rules that only draw (figures, HTML tables) name their outputs with the run folder as a
+# wildcard that matches this run alone: Snakemake makes a rule forced with --forcerun a target
+# of its own when it has no wildcards, so the README's figures-only command would otherwise add
+# (and compute) an LDS, patch LDS or counterfactual the config does not have.
+DRAWN = Paths("results/{run}")
 METHODS = list(RUN_CONFIG.attribution.methods)
 GRADIENT_METHODS = [m for m in METHODS if get_method(m).uses_gradients]
 CANDIDATE_METHODS = [m for m in METHODS if get_method(m).candidate_setting]  # λ grid per member
@@ -42,6 +48,7 @@ EXTRA_METHODS = [m for m in METHODS if not get_method(m).uses_member_scores]  # 
 
 
 wildcard_constraints:
+    run=re.escape(RUN_CONFIG.run),
     model=r"\d+",
     member=Member.PATTERN,
     method=r"[a-z_]+",

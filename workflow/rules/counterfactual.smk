@@ -67,7 +67,7 @@ rule emergence_figure:
         P.emergence,
     output:
         report(
-            P.figure("emergence.png"),
+            DRAWN.figure("emergence.png"),
             caption="../report/emergence.rst",
             category="Evaluation",
             subcategory="Feature emergence",
@@ -76,9 +76,9 @@ rule emergence_figure:
     params:
         cfg=cfg_slice("report_figures"),
     log:
-        P.log("emergence_figure"),
+        DRAWN.log("emergence_figure"),
     benchmark:
-        P.benchmark("emergence_figure")
+        DRAWN.benchmark("emergence_figure")
     threads: 1
     conda:
         ENV
@@ -232,21 +232,21 @@ rule cf_figures:
         scores=[downstream_scores(m) for m in CF.scored_methods],
     output:
         html=report(
-            P.report("counterfactual.html"),
+            DRAWN.report("counterfactual.html"),
             caption="../report/counterfactual.rst",
             category="Evaluation",
             subcategory="Counterfactual",
             labels={"result": "counterfactual effects", "format": "table"},
         ),
         metrics=report(
-            P.figure("counterfactual_metrics.png"),
+            DRAWN.figure("counterfactual_metrics.png"),
             caption="../report/counterfactual.rst",
             category="Evaluation",
             subcategory="Counterfactual",
             labels={"result": "counterfactual effects", "format": "figure"},
         ),
         samples=report(
-            P.figure("counterfactual_samples.png"),
+            DRAWN.figure("counterfactual_samples.png"),
             caption="../report/counterfactual.rst",
             category="Evaluation",
             subcategory="Counterfactual",
@@ -255,9 +255,9 @@ rule cf_figures:
     params:
         cfg=cfg_slice("report_figures"),
     log:
-        P.log("cf_figures"),
+        DRAWN.log("cf_figures"),
     benchmark:
-        P.benchmark("cf_figures")
+        DRAWN.benchmark("cf_figures")
     threads: 1
     conda:
         ENV

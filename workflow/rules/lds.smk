@@ -137,14 +137,14 @@ rule lds_figures:
         details=P.report("lds.json"),
     output:
         html=report(
-            P.report("lds.html"),
+            DRAWN.report("lds.html"),
             caption="../report/lds.rst",
             category="Evaluation",
             subcategory="LDS",
             labels={"result": "LDS per step, the rows to read", "format": "table"},
         ),
         figure=report(
-            P.figure("lds.png"),
+            DRAWN.figure("lds.png"),
             caption="../report/lds.rst",
             category="Evaluation",
             subcategory="LDS",
@@ -153,9 +153,9 @@ rule lds_figures:
     params:
         cfg=cfg_slice("report_figures"),
     log:
-        P.log("lds_figures"),
+        DRAWN.log("lds_figures"),
     benchmark:
-        P.benchmark("lds_figures")
+        DRAWN.benchmark("lds_figures")
     threads: 1
     conda:
         ENV

@@ -146,13 +146,6 @@ rule lds_patches_report:
             labels={"result": "patch LDS", "format": "CSV"},
         ),
         localization=P.report("lds_patches_localization.csv"),
-        figure=report(
-            P.figure("lds_patches.png"),
-            caption="../report/patches.rst",
-            category="Evaluation",
-            subcategory="Patch LDS",
-            labels={"result": "patch LDS and localization", "format": "figure"},
-        ),
     params:
         cfg=cfg_slice("lds_report"),
     log:
@@ -169,4 +162,33 @@ rule lds_patches_report:
         "diffattr lds-patches-report --cfg {params.cfg:q} --subsets {input.subsets}"
         " --ground-truth {input.ground_truth} --patch-scores {input.patch_scores}"
         " --scores {input.scores} --out-csv {output.csv}"
-        " --out-localization {output.localization} --out-figure {output.figure} > {log} 2>&1"
+        " --out-localization {output.localization} > {log} 2>&1"
+
+
+rule lds_patches_figure:
+    input:
+        table=P.report("lds_patches.csv"),
+        localization=P.report("lds_patches_localization.csv"),
+    output:
+        report(
+            DRAWN.figure("lds_patches.png"),
+            caption="../report/patches.rst",
+            category="Evaluation",
+            subcategory="Patch LDS",
+            labels={"result": "patch LDS and localization", "format": "figure"},
+        ),
+    params:
+        cfg=cfg_slice("report_figures"),
+    log:
+        DRAWN.log("lds_patches_figure"),
+    benchmark:
+        DRAWN.benchmark("lds_patches_figure")
+    threads: 1
+    conda:
+        ENV
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    shell:
+        "diffattr lds-patches-figure --cfg {params.cfg:q} --table {input.table}"
+        " --localization {input.localization} --out-figure {output} > {log} 2>&1"

@@ -1,7 +1,7 @@
 """Stages that draw figures and HTML tables from stored results only: the LDS figure and table,
-the feature-emergence curves, the counterfactual figures and table. They import no model
-library and nothing depends on their outputs, so forcing them (the README's figures-only
-rerun) never retrains, samples or featurizes."""
+the patch LDS figure, the feature-emergence curves, the counterfactual figures and table. They
+import no model library and nothing depends on their outputs, so forcing them (the README's
+figures-only rerun) never retrains, samples or featurizes."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from ..figures import (
     emergence_figure,
     html_table,
     lds_figure,
+    patch_lds_figure,
     save,
 )
 from ..lds.stats import rows_to_read, untuned_methods
@@ -76,6 +77,13 @@ def lds_html(table: pd.DataFrame, details: dict) -> str:
         "muted" if f else ("strong" if b else "") for f, b in zip(rows.flagged, best, strict=True)
     ]
     return html_table(rows, "Linear datamodeling score per step", warnings, notes, classes)
+
+
+def lds_patches_figure(
+    cfg: RunConfig, *, table: Path, localization: Path, out_figure: Path
+) -> None:
+    """The patch LDS figure, from reports/lds_patches.csv and its localization margins."""
+    save(patch_lds_figure(pd.read_csv(table), pd.read_csv(localization)), out_figure)
 
 
 def emergence_figure_stage(cfg: RunConfig, *, emergence: Path, out_figure: Path) -> None:

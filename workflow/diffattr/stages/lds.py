@@ -27,7 +27,6 @@ from ..artifacts import (
 )
 from ..config import RunConfig
 from ..errors import ArtifactError
-from ..figures import patch_lds_figure, save
 from ..lds.patches import patch_lds_table
 from ..lds.report import LdsInputs, lds_table
 from ..lds.stats import shows_a_result, untuned_methods
@@ -107,10 +106,10 @@ def lds_patches_report(
     scores: list[Path],
     out_csv: Path,
     out_localization: Path,
-    out_figure: Path,
 ) -> None:
     """The patch LDS per (method, step, patch) against each patch's ground truth, whole-image
-    scores (``scores``) beside the patch scores, and the localization margins."""
+    scores (``scores``) beside the patch scores, and the localization margins (the figure:
+    ``stages.figures.lds_patches_figure``)."""
     split = read_subsets(subsets)
     truths = [
         read_patch_ground_truth(p) for p in sorted(ground_truth, key=layout.parse_ground_truth)
@@ -142,7 +141,6 @@ def lds_patches_report(
         table.to_csv(tmp, index=False, float_format="%.4f")
     with atomic_path(out_localization) as tmp:
         localized.to_csv(tmp, index=False, float_format="%.4f")
-    save(patch_lds_figure(table, localized), out_figure)
     log.info(
         "patch LDS, localization:\n%s",
         localized.to_string(index=False, float_format=lambda v: f"{v:.3f}"),
