@@ -395,6 +395,8 @@ def top(
         return
     from .figures import attribution_grid, save
 
+    target = table.attrs["target"]  # the id as stored (text that spells one is accepted)
+
     box = None
     if patch is None:
         tau = results.scores(method, target_set=target_set).sel(step=step, target=target).values
