@@ -328,7 +328,7 @@ def counterfactual_metrics_figure(table, cases=None, ranking: str = "") -> plt.F
                 & (table.metric == metric)
             ].sort_values(["method", "k"])
             xs = np.arange(len(g))
-            yerr = np.nan_to_num([g["mean"] - g.ci_low, g.ci_high - g["mean"]])
+            yerr = None if few else np.nan_to_num([g["mean"] - g.ci_low, g.ci_high - g["mean"]])
             colors = [_method_color(m) for m in g.method]
             ax.bar(xs, g["mean"], yerr=yerr, capsize=2, color=colors, alpha=0.5 if few else 1)
             if few and cases is not None:
