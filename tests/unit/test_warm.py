@@ -151,3 +151,48 @@ def test_the_server_ends_with_the_process_that_started_it(tmp_path):
     while path.parent.exists() and time.time() < deadline:
         time.sleep(0.2)
     assert not path.parent.exists()  # the socket and its folder are removed
+
+
+def _stat(pid: int) -> tuple[int, int]:
+    """(session id, niceness) of a process, from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[3]), int(fields[16])
+
+
+def test_a_served_job_runs_in_its_callers_session_at_its_callers_niceness(server, tmp_path):
+    """`nice snakemake …` must keep served jobs niced and in Snakemake's session (one autogroup
+    CPU share for the run): a job in a session of its own ran at full priority beside the user."""
+    long = tmp_path / "long.yaml"
+    long.write_text("train:\n  steps: 1000000\n")
+    data = tmp_path / "data.h5"
+    assert diffattr("prepare-data", *CONFIG, "--out", str(data)).returncode == 0
+    caller = subprocess.Popen(
+        [
+            "nice",
+            "-n",
+            "7",
+            DIFFATTR,
+            "train",
+            *CONFIG,
+            str(long),
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "model"),
+            "--model-index",
+            "0",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while len(jobs(server, "started")) < 2 and time.time() < deadline:
+        time.sleep(0.2)
+    child = jobs(server, "started")[-1][0]
+    try:
+        assert _stat(child) == (os.getsid(caller.pid), _stat(caller.pid)[1])
+        assert _stat(caller.pid)[1] == os.getpriority(os.PRIO_PROCESS, 0) + 7
+        assert os.getpgid(child) == child  # its own group: killing it kills what it started
+    finally:
+        caller.send_signal(signal.SIGTERM)
+        caller.wait()

@@ -909,7 +909,7 @@ def validate(values: Mapping[str, Any]) -> None:
 
     _check_keys(values, schema(), "")
     try:
-        jsonschema.validate(_without_nulls(values), schema(), cls=jsonschema.Draft202012Validator)
+        jsonschema.validate(without_nulls(values), schema(), cls=jsonschema.Draft202012Validator)
     except jsonschema.ValidationError as err:
         where = ".".join(str(p) for p in err.absolute_path) or "the top level"
         if err.validator == "type" and isinstance(err.instance, str) and len(err.path) > 1:
@@ -938,9 +938,10 @@ def _check_keys(values: Any, node: Mapping[str, Any], where: str) -> None:
         _check_keys(value, props[key], f"{where}{key}.")
 
 
-def _without_nulls(value: Any) -> Any:
+def without_nulls(value: Any) -> Any:
+    """``value`` without its null entries (a null means the key's default), recursively."""
     if isinstance(value, Mapping):
-        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+        return {k: without_nulls(v) for k, v in value.items() if v is not None}
     return _plain(value)
 
 

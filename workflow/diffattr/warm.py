@@ -6,11 +6,14 @@ README "Where the time goes"); a run of 130 jobs on 2 cores loses minutes to it.
 the Snakefile's ``onstart`` starts :func:`serve` on a Unix socket and names it in
 ``DIFFATTR_WARM``. The ``diffattr`` command (:func:`main`) sends the server its arguments,
 working folder and environment with its standard streams (SCM_RIGHTS) and waits; the server
-forks, the child becomes the job (its own process group; the caller's streams, folder and
-environment; nothing of an earlier job, since every child is forked from the server as it was
-after the imports) and the child's exit status becomes the caller's. The caller passes SIGINT,
-SIGTERM and SIGHUP on to the job; if the caller dies (SIGKILL: a killed run), the server kills
-the job's process group at once.
+forks, the child becomes the job (its own process group in the caller's session, at the
+caller's niceness; the caller's streams, folder and environment; nothing of an earlier job,
+since every child is forked from the server as it was after the imports) and the child's exit
+status becomes the caller's. Server and jobs stay in Snakemake's session: on Linux's autogroup
+scheduler a session is one CPU share, so ``nice snakemake …`` keeps the whole run below an
+interactive session, as with cold jobs (a job in a session of its own took a share of its own).
+The caller passes SIGINT, SIGTERM and SIGHUP on to the job; if the caller dies (SIGKILL: a
+killed run), the server kills the job's process group at once.
 
 A call runs in its own process, exactly as without a server, when: ``DIFFATTR_WARM`` is unset,
 empty or ``0``; the server runs another interpreter or another copy of the package (a conda
@@ -74,7 +77,13 @@ def call(argv: list[str]) -> int | None:
     try:
         conn.connect(path)
         request = json.dumps(
-            {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), **identity()}
+            {
+                "argv": argv,
+                "cwd": os.getcwd(),
+                "env": dict(os.environ),
+                "nice": os.getpriority(os.PRIO_PROCESS, 0),
+                **identity(),
+            }
         ).encode()
         socket.send_fds(conn, [HEADER.pack(len(request))], list(range(STREAMS)))
         conn.sendall(request)
@@ -234,7 +243,8 @@ def _job(request: dict, fds: list[int]) -> None:
     """In the forked child: become the caller's job, run it, exit with its status."""
     code = 1
     try:
-        os.setsid()  # its own process group: killing the job kills what it started
+        os.setpgid(0, 0)  # its own process group (killing the job kills what it started), in
+        _adopt_niceness(request.get("nice"))  # the caller's session, at the caller's niceness
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
@@ -262,6 +272,15 @@ def _job(request: dict, fds: list[int]) -> None:
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         os._exit(code)
+
+
+def _adopt_niceness(nice: int | None) -> None:
+    """Run at the caller's niceness (raising it is always allowed; lowering it below the
+    server's needs privileges, and then the server's stays)."""
+    if nice is None or nice == os.getpriority(os.PRIO_PROCESS, 0):
+        return
+    with contextlib.suppress(PermissionError):
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
 
 
 def _path_of(fd: int) -> str:
@@ -317,7 +336,9 @@ def start(log: Path) -> bool:
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C in a terminal reaches Snakemake, not the server
+            # Its own process group, so Ctrl-C in a terminal reaches Snakemake, not the server;
+            # Snakemake's session (not a new one), so its jobs keep the run's CPU share.
+            process_group=0,
         )
     while not os.path.exists(path):  # it binds before its imports: a fraction of a second
         if server.poll() is not None:

@@ -2,20 +2,36 @@
 # job receives from diffattr.config (SLICES); the seed tags (diffattr.layout) are applied by the
 # package's training stages.
 import re
+import sys
 from pathlib import Path
 
 from snakemake.logging import logger
 from snakemake.utils import validate
 
 from diffattr import warm
-from diffattr.config import RunConfig
+from diffattr.config import RunConfig, without_nulls
+from diffattr.errors import DiffattrError
 from diffattr.layout import FLOOR, Member, Paths, case_name, export_workflow_root, members
 from diffattr.methods import FeatureKind, check_specificity, get_method
 
 
+def checked_config(values):
+    """The run's typed config: schema and cross-field checks (dry runs too); a problem ends the
+    workflow with its one line, without the package's frames."""
+    try:
+        run_config = RunConfig.from_dict(values)
+        check_specificity(run_config.counterfactual.specificity)
+    except DiffattrError as err:
+        logger.error(f"diffattr: config error: {err}")
+        sys.exit(1)
+    return run_config
+
+
 export_workflow_root(workflow.basedir)  # envs/diffattr.yaml installs the package from there
-RUN_CONFIG = RunConfig.from_dict(config)  # one line per problem; cross-field checks (dry runs too)
-validate(config, schema="../schemas/config.schema.yaml")  # Snakemake's own check, defaults filled
+RUN_CONFIG = checked_config(config)
+# Snakemake's own check (on a copy: a null means the key's default, which its schema check
+# would reject)
+validate(without_nulls(config), schema="../schemas/config.schema.yaml")
 for _warning in RUN_CONFIG.warnings():
     logger.warning(_warning)
 
@@ -40,7 +56,6 @@ LDS_SEEDS = list(range(LDS.seeds))
 PATCHES = RUN_CONFIG.attribution.patches
 PATCH_METHODS = PATCHES.methods_of(METHODS) if PATCHES.enabled else []
 CF = RUN_CONFIG.counterfactual
-check_specificity(CF.specificity)
 CF_CASES = [case_name(i) for i in range(CF.n_cases)]
 EXTRA = RUN_CONFIG.extra_targets
 EXTRA_SETS = EXTRA.names
