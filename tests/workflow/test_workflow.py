@@ -388,6 +388,8 @@ def test_lds_and_counterfactual_reports(finished):
     assert emergence.probability.between(0, 1).all()
     page = (run / "reports" / "counterfactual.html").read_text()
     assert "ranked by journey_trak (λ tuned per step on the LDS tuning subsets)" in page
+    assert "PIPELINE CHECK ONLY: no removal counts over ≥ 8 targets." in page  # 2 targets
+    assert cf.ci_low.isna().all() and (cf.n_targets == 2).all()  # no interval over 2 targets
     for name in ["counterfactual_metrics.png", "counterfactual_samples.png", "emergence.png"]:
         assert (run / "figures" / name).exists()
 

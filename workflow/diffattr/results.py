@@ -169,7 +169,8 @@ class Run:
         """One call: τ of new targets (the images of the folder ``images``, or ``samples`` new
         samples of model 0) under ``method`` with every member of the run and, where the run
         has an LDS, the λ it tuned per step — ``add_targets`` for this one method, then
-        ``scores(method, target_set=name)``: an ``xarray.DataArray`` (step, target, train)."""
+        ``scores(method, target_set=name)``: an ``xarray.DataArray`` (step, target, train). The
+        set's ``name`` keys its noise (forward diffusion, new samples), as in the workflow."""
         self.add_targets(
             name, config, images=images, samples=samples, methods=[method], progress=progress
         )

@@ -5,7 +5,6 @@ figures-only rerun) never retrains, samples or featurizes."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from ..artifacts import ScoreFile, read_emergence, read_plan, read_resampled, ri
 from ..config import RunConfig
 from ..counterfactual_summary import MIN_INTERVAL_TARGETS, shows_an_effect
 from ..figures import (
+    CF_PIPELINE_CHECK,
     counterfactual_metrics_figure,
     counterfactual_samples_figure,
     emergence_figure,
@@ -26,8 +26,6 @@ from ..figures import (
 )
 from ..lds.stats import rows_to_read, untuned_methods
 from ..storage import atomic_path, read_json
-
-log = logging.getLogger("diffattr")
 
 SHOWN_TARGETS = 3  # targets drawn in the paired-samples figure
 
@@ -148,14 +146,9 @@ def cf_figures(
         f"Bold rows count (above 0 against random and pixel similarity); classifier "
         f"held-out accuracy {accuracy:.2f}.",
     ] + ([f"Removals ranked by {ranking}."] if ranking else [])
-    warnings = [] if shows_an_effect(summary) else [PIPELINE_CHECK]
+    banner = CF_PIPELINE_CHECK.format(n=MIN_INTERVAL_TARGETS).replace("\n", " ")
+    warnings = [] if shows_an_effect(summary) else [banner]
     classes = ["strong" if c else "" for c in summary["counts"]]
     page = html_table(summary, "Counterfactual retraining", warnings, notes, classes)
     with atomic_path(out_html) as tmp:
         tmp.write_text(page)
-
-
-PIPELINE_CHECK = (
-    f"Pipeline check only: no removal counts over at least {MIN_INTERVAL_TARGETS} targets, so "
-    "these numbers are not a result (config/digits-cf.yaml is the benchmark)."
-)
