@@ -199,21 +199,8 @@ def test_top_reads_an_extra_target_set_and_help_lists_methods_and_the_runs_steps
     )
     table = results.top("journey_trak", 0, 500, k=1, target_set="mine")
     assert table.position.tolist() == [np.argmin(tau[0, 0]), np.argmax(tau[0, 0])]
-    proc = diffattr(
-        "top",
-        "--run",
-        str(results.folder),
-        "--method",
-        "journey_trak",
-        "--target",
-        "0",
-        "--step",
-        "500",
-        "-k",
-        "1",
-        "--target-set",
-        "mine",
-    )
+    args = ["--run", str(results.folder), "--method", "journey_trak", "--target", "0"]
+    proc = diffattr("top", *args, "--step", "500", "-k", "1", "--target-set", "mine")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[2].split()[3] == str(np.argmin(tau[0, 0]))
     help_text = diffattr("top", "--run", str(results.folder), "--help").stdout
@@ -226,17 +213,8 @@ def test_top_and_help_import_no_model_library(run):
     """`diffattr top` reads one HDF5 row: it imports neither torch nor diffusers (it took 10–15 s
     on busy cores when the CLI loaded every stage), nor does `diffattr --help`."""
     results, _, _ = run
-    argv = [
-        "top",
-        "--run",
-        str(results.folder),
-        "--method",
-        "journey_trak",
-        "--target",
-        "0",
-        "--step",
-        "0",
-    ]
+    argv = ["top", "--run", str(results.folder), "--method", "journey_trak"]
+    argv += ["--target", "0", "--step", "0"]
     code = (
         f"import sys; from diffattr.cli import main; main({argv!r}); "
         "from diffattr.cli import _parser; _parser('').format_help(); "

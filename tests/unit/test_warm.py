@@ -87,18 +87,16 @@ def test_a_served_jobs_error_and_status_reach_the_caller(server, tmp_path):
     assert usage.returncode == 2 and "required" in usage.stderr
 
 
-@pytest.mark.parametrize(
-    ("signum", "job_status", "caller_status"),
-    [(signal.SIGKILL, -9, -9), (signal.SIGTERM, -15, 128 + 15)],
-    ids=["killed caller: the server kills the job", "SIGTERM: passed on to the job"],
-)
-def test_a_signalled_caller_ends_its_job(server, tmp_path, signum, job_status, caller_status):
+def long_training(server: Path, tmp_path: Path, prefix: tuple[str, ...] = ()):
+    """A served training of a million steps: (its caller, the served job's pid), once started;
+    ``prefix`` runs the caller under a command (e.g. ``nice -n 7``)."""
     long = tmp_path / "long.yaml"
     long.write_text("train:\n  steps: 1000000\n")
     data = tmp_path / "data.h5"
     assert diffattr("prepare-data", *CONFIG, "--out", str(data)).returncode == 0
     caller = subprocess.Popen(
         [
+            *prefix,
             DIFFATTR,
             "train",
             *CONFIG,
@@ -116,7 +114,17 @@ def test_a_signalled_caller_ends_its_job(server, tmp_path, signum, job_status, c
     deadline = time.time() + 120
     while len(jobs(server, "started")) < 2 and time.time() < deadline:
         time.sleep(0.2)
-    child = jobs(server, "started")[-1][0]
+    return caller, jobs(server, "started")[-1][0]
+
+
+@pytest.mark.parametrize(
+    ("signum", "job_status", "caller_status"),
+    [(signal.SIGKILL, -9, -9), (signal.SIGTERM, -15, 128 + 15)],
+    ids=["killed caller: the server kills the job", "SIGTERM: passed on to the job"],
+)
+def test_a_signalled_caller_ends_its_job(server, tmp_path, signum, job_status, caller_status):
+    caller, child = long_training(server, tmp_path)
+    deadline = time.time() + 120
     caller.send_signal(signum)
     assert caller.wait() == caller_status
     while child not in dict(jobs(server, "ended")) and time.time() < deadline:
@@ -162,33 +170,7 @@ def _stat(pid: int) -> tuple[int, int]:
 def test_a_served_job_runs_in_its_callers_session_at_its_callers_niceness(server, tmp_path):
     """`nice snakemake …` must keep served jobs niced and in Snakemake's session (one autogroup
     CPU share for the run): a job in a session of its own ran at full priority beside the user."""
-    long = tmp_path / "long.yaml"
-    long.write_text("train:\n  steps: 1000000\n")
-    data = tmp_path / "data.h5"
-    assert diffattr("prepare-data", *CONFIG, "--out", str(data)).returncode == 0
-    caller = subprocess.Popen(
-        [
-            "nice",
-            "-n",
-            "7",
-            DIFFATTR,
-            "train",
-            *CONFIG,
-            str(long),
-            "--data",
-            str(data),
-            "--out",
-            str(tmp_path / "model"),
-            "--model-index",
-            "0",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 120
-    while len(jobs(server, "started")) < 2 and time.time() < deadline:
-        time.sleep(0.2)
-    child = jobs(server, "started")[-1][0]
+    caller, child = long_training(server, tmp_path, ("nice", "-n", "7"))
     try:
         assert _stat(child) == (os.getsid(caller.pid), _stat(caller.pid)[1])
         assert _stat(caller.pid)[1] == os.getpriority(os.PRIO_PROCESS, 0) + 7
