@@ -163,10 +163,22 @@ class DatasetConfig(Section):
     prompts: tuple[str, ...] | None = None
     val_prompts: int | None = None
 
+    PROCEDURAL: ClassVar[tuple[str, ...]] = ("fontdigits", "photopatches")
+    PROCEDURAL_SIZES: ClassVar[tuple[int, ...]] = (8, 16, 32)
+
     @property
     def has_labels(self) -> bool:
         """Class labels exist (counterfactual retraining measures a class probability)."""
         return self.name != "mscoco"
+
+    def check_procedural(self) -> None:
+        """A procedural dataset renders 8×8, 16×16 or 32×32 images (image_size's default, 128,
+        is the photographs' side)."""
+        if self.name in self.PROCEDURAL and self.image_size not in self.PROCEDURAL_SIZES:
+            raise ConfigError(
+                f"{self.name} renders images of side {list(self.PROCEDURAL_SIZES)}, not "
+                f"dataset.image_size {self.image_size}; set dataset.image_size: 8 (or 16, 32)"
+            )
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -590,6 +602,7 @@ class RunConfig(Section):
             if len(set(cf.labels)) != len(cf.labels):
                 raise ConfigError(f"counterfactual.steps {list(cf.labels)} repeat a step")
             self._check_specificity()
+        self.dataset.check_procedural()
         root = self.dataset.root
         if (
             self.dataset.name in ("cifar10", "mscoco", "folder")

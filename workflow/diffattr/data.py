@@ -116,6 +116,58 @@ def load_digits(cfg: Mapping[str, Any]) -> PreparedData:
     )
 
 
+FONTDIGITS_PER_CLASS = 180  # per_class null: about the bundled digits' 1797
+PHOTOPATCHES = 2000  # limit null
+
+
+def _procedural_size(cfg: Mapping[str, Any]) -> int:
+    DatasetConfig.from_dict({k: v for k, v in cfg.items() if k not in RUN_KEYS}).check_procedural()
+    return cfg["image_size"]
+
+
+@register("fontdigits")
+def load_fontdigits(cfg: Mapping[str, Any]) -> PreparedData:
+    """Digits 0–9 drawn from matplotlib's bundled fonts with random affine jitter, stroke width
+    and blur (``procedural.render_fontdigits``), ``per_class`` of each (null: 180), keyed by the
+    run's seed; ``classes`` keeps some digits. Extra: each image's font."""
+    from .procedural import render_fontdigits
+
+    per_class = cfg.get("per_class") or FONTDIGITS_PER_CLASS
+    images, labels, fonts = render_fontdigits(
+        per_class, int(cfg.get("seed") or 0), _procedural_size(cfg)
+    )
+    keep = select_classes(labels, cfg.get("classes"), None)
+    return PreparedData(
+        images=images[keep],
+        labels=labels[keep],
+        ids=keep.astype(np.int64),
+        class_names=[str(c) for c in range(10)],
+        name="fontdigits",
+        extra={"font": fonts[keep]},
+    )
+
+
+@register("photopatches")
+def load_photopatches(cfg: Mapping[str, Any]) -> PreparedData:
+    """``limit`` (null: 2000) grey patches of the bundled photographs (``procedural.
+    cut_photopatches``), keyed by the run's seed; the label is the photograph. Extra: each
+    patch's top-left corner in its photograph (supersampled pixels)."""
+    from .procedural import cut_photopatches
+
+    n = cfg.get("limit") or PHOTOPATCHES
+    images, labels, names, where = cut_photopatches(
+        n, int(cfg.get("seed") or 0), _procedural_size(cfg)
+    )
+    return PreparedData(
+        images=images,
+        labels=labels,
+        ids=np.arange(n, dtype=np.int64),
+        class_names=names,
+        name="photopatches",
+        extra={"corner": where},
+    )
+
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 FOLDER_HELP = (
     "dataset.root must be a folder with one subfolder per class (the subfolder names, sorted, "
@@ -161,15 +213,20 @@ def load_folder(cfg: Mapping[str, Any]) -> PreparedData:
     )
 
 
+RUN_KEYS = ("device", "seed")
+"""Keys a loader receives beside the ``dataset`` section: the device (mscoco's encoders) and the
+run's master seed (procedural datasets draw from it)."""
+
+
 def prepare(cfg: Mapping[str, Any]) -> PreparedData:
     """Load the configured dataset through the registry. ``cfg``: the ``dataset`` section (keys
-    left out take DatasetConfig's defaults) plus an optional ``device`` for encoders. Loaders
-    receive every key; ``split`` None means the dataset's training split."""
+    left out take DatasetConfig's defaults) plus the optional :data:`RUN_KEYS`. Loaders receive
+    every key; ``split`` None means the dataset's training split."""
     name = cfg.get("name")
     if name not in DATASETS:
         raise ConfigError(f"unknown dataset {name!r}; available: {sorted(DATASETS)}")
-    options = DatasetConfig.from_dict({k: v for k, v in cfg.items() if k != "device"})
-    return DATASETS[name]({**options.to_dict(), "device": cfg.get("device")})
+    options = DatasetConfig.from_dict({k: v for k, v in cfg.items() if k not in RUN_KEYS})
+    return DATASETS[name]({**options.to_dict(), **{k: cfg.get(k) for k in RUN_KEYS}})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -43,8 +43,8 @@ log = logging.getLogger("diffattr")
 def prepare_data(cfg: RunConfig, *, out: Path) -> None:
     """Load the configured dataset (encoding mscoco once) into data.h5."""
     device = str(resolve_device(cfg.device))
-    data = prepare({**cfg.dataset.to_dict(), "device": device})
-    write_data(out, data, cfg.dataset.to_dict())
+    data = prepare({**cfg.dataset.to_dict(), "device": device, "seed": cfg.seed})
+    write_data(out, data, {**cfg.dataset.to_dict(), "seed": cfg.seed})
     log.info("prepared %s: %d images of shape %s", data.name, data.n, data.shape)
 
 
