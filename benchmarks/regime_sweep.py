@@ -3,11 +3,13 @@ stop memorizing? Models of complementary halves (disjoint data) of a procedural 
 (master seed, n per half, training steps), measured with the regime diagnostics of
 ``diffattr.lds.regime`` at every attribution step.
 
-    python benchmarks/regime_sweep.py [--n 250 1000 4000 16000] [--train-steps 800 400]
-        [--seeds 0 1] [--targets 64] [--out results/regime-sweep.csv]
+    python benchmarks/regime_sweep.py [--dataset fontdigits] [--n 250 1000 4000 16000]
+        [--train-steps 800 400] [--seeds 0 1] [--targets 64] [--out results/regime-sweep.csv]
 
 The model, recipe and attribution steps are ``config/digits-lds.yaml``'s (one core, as one job
-runs); the data: ``fontdigits`` 8×8, 2n images, split in two halves at random. Per model pair:
+runs); the data: ``fontdigits`` 8×8, 2n images, split in two halves at random (or the
+bundled ``digits``, 50 per class and 2n of them drawn at random: the calibration point, since
+``config/digits-lds.yaml`` trains on 250 of those 500). Per model pair:
 each half's model trained alone; 64 targets sampled by model A (100-step DDPM sampler) from
 x_T; from each step's x_t (and from x_T) both models regenerate with the same noise
 (agreement); each regeneration against its own half (near copies, d₁/d₂ < 1/3); each model's
@@ -131,13 +133,26 @@ def measure_pair(pair: Pair, scheduler, steps: list[int], args) -> list[dict]:
     return rows
 
 
-def main() -> None:
-    from diffattr.config import load
-    from diffattr.models import build_scheduler
+def dataset(name: str, n: int, seed: int) -> np.ndarray:
+    """2n images of ``name``: fontdigits keyed by the seed; digits: 2n of the first 50 per
+    class (digits-lds's 500), drawn by the seed."""
+    from diffattr.data import prepare
     from diffattr.procedural import render_fontdigits
     from diffattr.seeding import numpy_rng
 
+    if name == "fontdigits":
+        return render_fontdigits(2 * n // 10, seed, 8)[0]
+    images = prepare({"name": "digits", "per_class": 50}).images
+    return images[np.sort(numpy_rng(seed, "regime-digits", n).permutation(len(images))[: 2 * n])]
+
+
+def main() -> None:
+    from diffattr.config import load
+    from diffattr.models import build_scheduler
+    from diffattr.seeding import numpy_rng
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dataset", choices=["fontdigits", "digits"], default="fontdigits")
     ap.add_argument("--n", type=int, nargs="+", default=[250, 1000, 4000, 16000])
     ap.add_argument("--train-steps", type=int, nargs="+", default=[800, 400])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -157,18 +172,21 @@ def main() -> None:
     done = set()
     if out.exists():
         with out.open() as f:
-            done = {(int(r["seed"]), int(r["n"]), int(r["train_steps"])) for r in csv.DictReader(f)}
+            done = {
+                (r["dataset"], int(r["seed"]), int(r["n"]), int(r["train_steps"]))
+                for r in csv.DictReader(f)
+            }
     else:
         with out.open("w", newline="") as f:
             csv.writer(f).writerow(COLUMNS)
     for n in args.n:
         for seed in args.seeds:
-            images, _, _ = render_fontdigits(2 * n // 10, seed, 8)
+            images = dataset(args.dataset, n, seed)
             order = numpy_rng(seed, "regime-halves", n).permutation(len(images))
             halves = [torch.from_numpy(np.sort(order[:n])), torch.from_numpy(np.sort(order[n:]))]
             x = torch.from_numpy(images)
             for length in args.train_steps:
-                if (seed, n, length) in done:
+                if (args.dataset, seed, n, length) in done:
                     continue
                 start = time.time()
                 models = train_pair(cfg, scheduler, x, halves, seed, length)
@@ -176,7 +194,7 @@ def main() -> None:
                 start = time.time()
                 rows = measure_pair(Pair(seed, n, x, halves, models), scheduler, steps, args)
                 measure = time.time() - start
-                fixed = {"dataset": "fontdigits", "seed": seed, "n": n, "train_steps": length}
+                fixed = {"dataset": args.dataset, "seed": seed, "n": n, "train_steps": length}
                 timing = {
                     "train_seconds": f"{train_seconds:.1f}",
                     "measure_seconds": f"{measure:.1f}",

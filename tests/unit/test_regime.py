@@ -78,3 +78,41 @@ def test_verdict_rule():
     assert regime.verdict(0.2, 0.01) == "transitional"
     assert regime.verdict(0.05, 0.01, reference_share=np.nan) == "generalizing"
     assert "d₁" not in rule.text() and "near copies" in rule.text()
+
+
+def test_report_section_takes_the_reference_share_only_where_the_truth_is_reliable():
+    diag = {
+        "steps": {
+            "500": {
+                "agreement": 0.9,
+                "agreement_per_target": [0.9],
+                "near_copies": 0.0,
+                "near_copies_per_model": [0.0, 0.0],
+                "loss_train": 0.1,
+                "loss_held": 0.1,
+                "loss_gap": 0.0,
+            },
+            "100": {
+                "agreement": 0.99,
+                "near_copies": 0.0,
+                "loss_train": 0.2,
+                "loss_held": 0.21,
+                "loss_gap": 0.02,
+            },
+        },
+        "models": ["a", "b"],
+    }
+    context = {
+        "500": {"ceiling": 0.84, "reliability": 0.7},
+        "100": {"ceiling": 0.6, "reliability": 0.36},
+    }
+    memo = {"500": {"spearman": 0.80}, "100": {"spearman": 0.55}}
+    section = regime.report_section(diag, context, memo)
+    assert section["steps"]["500"]["reference_share"] == 0.80 / 0.84
+    assert section["steps"]["500"]["verdict"] == "memorizing"  # digits-lds at t = 500
+    assert section["steps"]["100"]["reference_share"] is None  # reliability < 0.5
+    assert section["steps"]["100"]["verdict"] == "generalizing"
+    assert "agreement_per_target" not in section["steps"]["500"]
+    assert section["rule"] == regime.RULE.text() and section["pair"] == ["a", "b"]
+    without = regime.report_section(diag, context, None)
+    assert without["steps"]["500"]["verdict"] == "generalizing"

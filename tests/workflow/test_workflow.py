@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -368,6 +369,14 @@ def test_lds_and_counterfactual_reports(finished):
     memo = details["memorization_reference"]
     assert set(memo) == {str(s) for s in lds.step.unique()}
     assert all(-1 <= v["spearman"] <= 1 and v["ci_low"] <= v["ci_high"] for v in memo.values())
+    regime = details["regime"]  # a verdict per step from the complementary pair
+    assert set(regime["steps"]) == {str(s) for s in lds[lds.ground_truth == "f_t"].step}
+    for d in regime["steps"].values():
+        assert d["verdict"] in {"memorizing", "transitional", "generalizing"}
+        assert 0 <= d["near_copies"] <= 1 and -1 <= d["agreement"] <= 1
+    assert regime["pair"][1].endswith("lds/regime/complement")
+    page = (run / "reports" / "lds.html").read_text()
+    assert "Regime per step" in page and html.escape(regime["rule"]) in page
     cf = pd.read_csv(run / "reports" / "counterfactual.csv")
     assert set(cf.method) == {"journey_trak", "pixel_similarity", "random"}
     assert set(cf.metric) == {"l2", "prob_drop", "frechet"} and set(cf.protocol) == {"a", "b"}

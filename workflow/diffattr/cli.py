@@ -64,6 +64,7 @@ HELP = {
     "models": "subset models' folders (one per training seed)",
     "ground_truth": "ground-truth files, one per subset",
     "memorization": "memorization reference (optional)",
+    "regime": "regime diagnostics (lds/regime.json, optional)",
     "classifier": "the feature classifier's folder",
     "emergence": "feature emergence (emergence.h5)",
     "plan": "counterfactual plan (plan.h5)",

@@ -167,6 +167,11 @@ class DatasetConfig(Section):
     PROCEDURAL_SIZES: ClassVar[tuple[int, ...]] = (8, 16, 32)
 
     @property
+    def reads_seed(self) -> bool:
+        """Drawn from the run's master seed (procedural data); the others ignore it."""
+        return self.name in self.PROCEDURAL
+
+    @property
     def has_labels(self) -> bool:
         """Class labels exist (counterfactual retraining measures a class probability)."""
         return self.name != "mscoco"
@@ -388,6 +393,8 @@ class LdsConfig(Section):
     lambda_per_step: bool = True
     ekfac_dampings: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
     memorization_reference: bool = False
+    regime: bool = True
+    regime_loss_images: int = 2000
 
     @property
     def n_subsets(self) -> int:
@@ -528,18 +535,25 @@ class RunConfig(Section):
         quote escaped, and flow YAML needs none).
         Unset optional keys (None, no schema default) are left out, as Snakemake's validated
         config leaves them out; so are ``unused`` keys ("section.key") a particular job of the
-        stage does not read (they take their defaults there, and changing them reruns nothing)."""
+        stage does not read (they take their defaults there, and changing them reruns nothing),
+        or a whole ``unused`` section such as "seed"."""
         whole = _without_unset(self.to_dict(), schema())
         out: dict[str, Any] = {}
         for section, keys in _slice_spec(stage).items():
             value = whole.get(section)
             if keys is None:
-                if value is not None:
+                if value is not None and section not in unused:
                     out[section] = value
             else:
                 kept = [k for k in keys if f"{section}.{k}" not in unused]
                 out[section] = {k: value[k] for k in kept if k in value}
         return yaml.safe_dump(out, default_flow_style=True, sort_keys=True, width=2**31).strip()
+
+    @property
+    def regime_diagnostics(self) -> bool:
+        """The LDS report carries the regime diagnostics (``lds.regime``; unconditional models:
+        the regeneration and loss gap use no captions)."""
+        return self.lds.enabled and self.lds.regime and not self.model.conditional
 
     def for_subset_models(self) -> RunConfig:
         """The config whose train recipe is the LDS subset models' (``lds.train`` overrides)."""
@@ -834,7 +848,7 @@ def attribution_steps(spec: int | Sequence[int], timesteps: Sequence[int]) -> li
 
 _MODEL_RUN = {"seed": None, "device": None, "model": None}  # jobs that load models check them
 SLICES: dict[str, dict[str, tuple[str, ...] | None]] = {
-    "prepare_data": {"device": None, "dataset": None},
+    "prepare_data": {"seed": None, "device": None, "dataset": None},  # seed: procedural only
     "train": {
         **_MODEL_RUN,
         "dataset": None,
@@ -891,6 +905,11 @@ SLICES: dict[str, dict[str, tuple[str, ...] | None]] = {
     "ground_truth": {**_MODEL_RUN, "lds": ("draws", "final_timesteps", "final_noise")},
     "ground_truth_patches": {**_MODEL_RUN, "lds": ("draws",)},
     "memorization_reference": {"seed": None, "diffusion": None, "lds": ("draws",)},
+    "regime_diagnostics": {
+        **_MODEL_RUN,
+        "targets": ("sampling_steps",),
+        "lds": ("regime_loss_images",),
+    },
     "lds_report": {"seed": None, "lds": None},
     "train_classifier": {"seed": None, "counterfactual": ("classifier",)},
     "emergence": {**_MODEL_RUN, "targets": None, "counterfactual": ("samples",)},

@@ -197,12 +197,30 @@ def save(fig: plt.Figure, path: str | Path) -> None:
     plt.close(fig)
 
 
-def lds_figure(table, memorization: dict | None = None) -> plt.Figure:
+def _html_rows(table: pd.DataFrame, row_class: Sequence[str] | None = None) -> str:
+    import html
+
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return "" if np.isnan(value) else f"{value:.3f}"
+        return html.escape(str(value))
+
+    classes = list(row_class) if row_class is not None else [""] * len(table)
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
+    rows = "".join(
+        f'<tr class="{cls}">' + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>"
+        for cls, row in zip(classes, table.itertuples(index=False), strict=True)
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+def lds_figure(table, memorization: dict | None = None, regime: dict | None = None) -> plt.Figure:
     """LDS against step (noisy → clean) for every method, with bootstrap intervals, the shared-
     random-vector null band (5–95%) and the noise ceiling √reliability; steps whose ground truth
     is unreliable (reliability < 0.5) are shaded; ``memorization`` ({step: {"spearman": ...}}):
-    the memorizing denoiser's correlation with the truth, dotted. Right: the trajectory-free LDS.
-    The rows are :func:`rows_to_read`'s; a method whose λ was not tuned is labelled so."""
+    the memorizing denoiser's correlation with the truth, dotted; ``regime`` (lds.json's): each
+    step's verdict under its tick. Right: the trajectory-free LDS. The rows are
+    :func:`rows_to_read`'s; a method whose λ was not tuned is labelled so."""
     rows = rows_to_read(table)
     untuned = set(untuned_methods(table))
     per_step = rows[rows.ground_truth == "f_t"]
@@ -237,10 +255,13 @@ def lds_figure(table, memorization: dict | None = None) -> plt.Figure:
             label=_lambda_label(method, untuned),
         )
     ax.axhline(0, color="0.4", lw=0.6)
-    ax.set_xticks(xs, [str(s) for s in steps])
+    verdicts = (regime or {}).get("steps", {})
+    ticks = [f"{s}\n{verdicts[str(s)]['verdict']}" if str(s) in verdicts else str(s) for s in steps]
+    ax.set_xticks(xs, ticks, fontsize=7 if verdicts else None)
     ax.set_xlabel("attribution step t (noisy → clean; red: reliability < 0.5)")
     ax.set_ylabel("LDS (Spearman)")
-    ax.legend(fontsize=8, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.22))
+    below = -0.32 if verdicts else -0.22  # under two-line tick labels
+    ax.legend(fontsize=8, ncol=4, loc="upper center", bbox_to_anchor=(0.5, below))
     ax.set_title("LDS per step (reporting subsets)", fontsize=8)
     f = final.set_index("method").loc[methods]
     bx.axhspan(f.null_low.iloc[0], f.null_high.iloc[0], color="0.85")
@@ -448,26 +469,20 @@ def html_table(
     warnings: Sequence[str] = (),
     notes: Sequence[str] = (),
     row_class: Sequence[str] | None = None,
+    sections: Sequence[tuple[str, str, pd.DataFrame]] = (),
 ) -> str:
     """A report table as a standalone HTML page (the report shows it inline): a title, warning
-    boxes, notes, then the rows (``row_class`` per row: "muted", "strong" or "")."""
+    boxes, notes, then the rows (``row_class`` per row: "muted", "strong" or ""); then each of
+    ``sections`` (heading, note, table)."""
     import html
 
-    def cell(value) -> str:
-        if isinstance(value, float):
-            return "" if np.isnan(value) else f"{value:.3f}"
-        return html.escape(str(value))
-
-    classes = list(row_class) if row_class is not None else [""] * len(table)
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
-    rows = "".join(
-        f'<tr class="{cls}">' + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>"
-        for cls, row in zip(classes, table.itertuples(index=False), strict=True)
-    )
     parts = [f"<h1>{html.escape(title)}</h1>"]
     parts += [f'<p class="warn">{html.escape(w)}</p>' for w in warnings]
     parts += [f'<p class="note">{html.escape(n)}</p>' for n in notes]
-    parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+    parts.append(_html_rows(table, row_class))
+    for heading, note, rows in sections:
+        parts += [f"<h2>{html.escape(heading)}</h2>", f'<p class="note">{html.escape(note)}</p>']
+        parts.append(_html_rows(rows))
     return (
         f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
         f"<style>{_TABLE_STYLE}</style></head><body>{''.join(parts)}</body></html>\n"

@@ -138,6 +138,15 @@ def subset_model_seed(seed: int | str) -> str:
     return f"lds-seed-{seed}"
 
 
+REGIME_SUBSET = 0
+"""The regime diagnostics' pair: subset 0's model of seed 0 and a model of its complement."""
+
+
+def regime_model_seed() -> str:
+    """The complement model of the regime diagnostics (its own initialisation and batches)."""
+    return "lds-regime-complement"
+
+
 def counterfactual_seed() -> str:
     """Counterfactual models reuse full model 0's stream: the data is the only difference."""
     return full_model_seed(0)
@@ -243,6 +252,14 @@ class Paths:
     @property
     def memorization(self) -> str:
         return f"{self.run}/lds/memorization.h5"
+
+    @property
+    def regime_model(self) -> str:
+        return f"{self.run}/lds/regime/complement"
+
+    @property
+    def regime(self) -> str:
+        return f"{self.run}/lds/regime.json"
 
     # Counterfactual
     @property
@@ -353,6 +370,8 @@ _RULES = [  # (path pattern within a run, the rule that makes it)
     (r"models/m\d+(/.*)?", "train_model"),
     (r"lds/subsets\.h5", "lds_subsets"),
     (r"lds/models/.+", "train_subset_model"),
+    (r"lds/regime/complement(/.*)?", "train_regime_model"),
+    (r"lds/regime\.json", "regime_diagnostics"),
     (r"lds/ground_truth/.+\.h5", "ground_truth"),
     (r"lds/memorization\.h5", "memorization_reference"),
     (r"classifier(/.*)?", "train_classifier"),

@@ -11,7 +11,15 @@ from snakemake.utils import validate
 from diffattr import warm
 from diffattr.config import RunConfig, without_nulls
 from diffattr.errors import DiffattrError
-from diffattr.layout import FLOOR, Member, Paths, case_name, export_workflow_root, members
+from diffattr.layout import (
+    FLOOR,
+    REGIME_SUBSET,
+    Member,
+    Paths,
+    case_name,
+    export_workflow_root,
+    members,
+)
 from diffattr.methods import FeatureKind, check_specificity, get_method
 
 
@@ -148,8 +156,10 @@ def subset_models_of(wildcards):
 
 def lds_report_inputs(wildcards):
     memorization = {"memorization": P.memorization} if LDS.memorization_reference else {}
+    regime = {"regime": P.regime} if RUN_CONFIG.regime_diagnostics else {}
     return {
         **memorization,
+        **regime,
         "subsets": P.subsets,
         "ground_truth": [P.ground_truth(j) for j in LDS_SUBSETS],
         "scores": [P.scores(m) for m in METHODS],

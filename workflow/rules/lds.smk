@@ -94,6 +94,55 @@ rule memorization_reference:
         " > {log} 2>&1"
 
 
+rule train_regime_model:
+    input:
+        data=P.data,
+        subsets=P.subsets,
+    output:
+        directory(P.regime_model),
+    params:
+        cfg=subset_train_cfg(),
+    log:
+        P.log("train_regime_model"),
+    benchmark:
+        P.benchmark("train_regime_model")
+    threads: 1
+    conda:
+        ENV
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    shell:
+        "diffattr train-regime --cfg {params.cfg:q} --data {input.data} --out {output}"
+        " --subsets {input.subsets} --threads {threads} --no-progress > {log} 2>&1"
+
+
+rule regime_diagnostics:
+    input:
+        data=P.data,
+        subsets=P.subsets,
+        models=[P.subset_model(REGIME_SUBSET, 0), P.regime_model],
+        targets=P.targets,
+    output:
+        P.regime,
+    params:
+        cfg=cfg_slice("regime_diagnostics"),
+    log:
+        P.log("regime_diagnostics"),
+    benchmark:
+        P.benchmark("regime_diagnostics")
+    threads: 1
+    conda:
+        ENV
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    shell:
+        "diffattr regime --cfg {params.cfg:q} --data {input.data} --subsets {input.subsets}"
+        " --models {input.models} --targets {input.targets} --out {output}"
+        " --threads {threads} --no-progress > {log} 2>&1"
+
+
 rule lds_report:
     input:
         unpack(lds_report_inputs),
@@ -111,6 +160,9 @@ rule lds_report:
         memorization=lambda wildcards, input: (
             f"--memorization {input.memorization}" if "memorization" in input.keys() else ""
         ),
+        regime=lambda wildcards, input: (
+            f"--regime {input.regime}" if "regime" in input.keys() else ""
+        ),
     log:
         P.log("lds_report"),
     benchmark:
@@ -125,7 +177,7 @@ rule lds_report:
         "diffattr lds-report --cfg {params.cfg:q} --subsets {input.subsets}"
         " --ground-truth {input.ground_truth} --scores {input.scores}"
         " --train-features {input.train_features} --target-features {input.target_features}"
-        " --member-scores {input.member_scores} {params.memorization}"
+        " --member-scores {input.member_scores} {params.memorization} {params.regime}"
         " --out-csv {output.csv} --out-json {output.json}"
         " > {log} 2>&1"
 

@@ -132,3 +132,22 @@ def denoising_loss(model, alphas_cumprod, images, t: int, draws: int, seed_keys)
             )
             total += float(((pred - eps[part]) ** 2).sum())
     return total / eps.numel()
+
+
+def report_section(diagnostics: dict, context: dict, memorization: dict | None) -> dict:
+    """lds.json's ``regime``: per step the diagnostics (regime.json), the memorization
+    reference's share of the ceiling (its Spearman / √reliability, where reliability ≥ 0.5)
+    and the verdict under :data:`RULE`. ``context[step]``: {"ceiling", "reliability"}."""
+    steps = {}
+    for step, measured in diagnostics["steps"].items():
+        ctx = context.get(step, {})
+        spearman = (memorization or {}).get(step, {}).get("spearman")
+        usable = spearman is not None and ctx.get("reliability", -1) >= 0.5
+        share = spearman / ctx["ceiling"] if usable and ctx["ceiling"] > 0 else None
+        summary = {k: v for k, v in measured.items() if not k.endswith(("per_target", "per_model"))}
+        steps[step] = {
+            **summary,
+            "reference_share": share,
+            "verdict": verdict(measured["near_copies"], measured["loss_gap"], share),
+        }
+    return {"steps": steps, "rule": RULE.text(), "pair": diagnostics.get("models", [])}

@@ -43,6 +43,8 @@ STAGES: dict[str, tuple[str, str, str]] = {
     "lds-subsets": ("lds", "lds_subsets", "lds_subsets"),
     "ground-truth": ("ground_truth", "ground_truth", "ground_truth"),
     "memorization-reference": ("ground_truth", "memorization_reference", "memorization_reference"),
+    "train-regime": ("models", "train_regime_model", "train"),
+    "regime": ("regime", "regime_diagnostics", "regime_diagnostics"),
     "lds-report": ("lds", "lds_report", "lds_report"),
     "lds-figures": ("figures", "lds_figures", "report_figures"),
     "ground-truth-patches": ("ground_truth", "ground_truth_patches", "ground_truth_patches"),

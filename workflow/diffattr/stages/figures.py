@@ -35,7 +35,7 @@ def lds_figures(
 ) -> None:
     """The LDS figure and the HTML table of the rows to read, from reports/lds.csv and lds.json."""
     rows, info = pd.read_csv(table), read_json(details)
-    save(lds_figure(rows, info.get("memorization_reference")), out_figure)
+    save(lds_figure(rows, info.get("memorization_reference"), info.get("regime")), out_figure)
     with atomic_path(out_html) as tmp:
         tmp.write_text(lds_html(rows, info))
 
@@ -74,7 +74,25 @@ def lds_html(table: pd.DataFrame, details: dict) -> str:
     classes = [
         "muted" if f else ("strong" if b else "") for f, b in zip(rows.flagged, best, strict=True)
     ]
-    return html_table(rows, "Linear datamodeling score per step", warnings, notes, classes)
+    regime = details.get("regime")
+    sections = [("Regime per step", regime["rule"], regime_table(regime))] if regime else []
+    return html_table(
+        rows, "Linear datamodeling score per step", warnings, notes, classes, sections
+    )
+
+
+def regime_table(regime: dict) -> pd.DataFrame:
+    """lds.json's regime section as rows (noisy → clean): step, verdict and the measurements
+    behind it."""
+    columns = ["agreement", "near_copies", "loss_gap", "reference_share"]
+    steps = sorted(regime["steps"], key=int, reverse=True)
+    return pd.DataFrame(
+        [
+            {"step": int(step), "verdict": regime["steps"][step]["verdict"]}
+            | {c: regime["steps"][step][c] for c in columns}
+            for step in steps
+        ]
+    ).astype({c: float for c in columns})
 
 
 def lds_patches_figure(

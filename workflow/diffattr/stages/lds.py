@@ -28,11 +28,12 @@ from ..artifacts import (
 from ..config import RunConfig
 from ..errors import ArtifactError
 from ..lds.patches import patch_lds_table
+from ..lds.regime import report_section
 from ..lds.report import LdsInputs, lds_table
 from ..lds.stats import shows_a_result, untuned_methods
 from ..lds.subsets import make_subsets, subset_roles
 from ..methods import gradient_method
-from ..storage import atomic_path, write_json
+from ..storage import atomic_path, read_json, write_json
 
 log = logging.getLogger("diffattr")
 
@@ -65,9 +66,11 @@ def lds_report(
     target_features: Sequence[Path] = (),
     member_scores: Sequence[Path] = (),
     memorization: Path | None = None,
+    regime: Path | None = None,
 ) -> None:
     """LDS per (method, step) with λ tuned on the tuning subsets: the CSV and the JSON details
-    (the figure and HTML table: ``stages.figures.lds_figures``)."""
+    (the figure and HTML table: ``stages.figures.lds_figures``), with the regime verdict per
+    step where the regime diagnostics were measured."""
     inputs = lds_inputs(
         subsets, ground_truth, scores, train_features, target_features, memorization, member_scores
     )
@@ -86,6 +89,8 @@ def lds_report(
             ", ".join(details["untuned_methods"]),
             cfg.lds.tuning,
         )
+    if regime is not None:
+        details["regime"] = regime_section(read_json(regime), table, details)
     details["featurize_cost"] = {
         r.method: r.attrs["featurize_cost"]
         for r in inputs.scores.values()
@@ -95,6 +100,27 @@ def lds_report(
         table.to_csv(tmp, index=False, float_format="%.4f")
     write_json(out_json, details)
     log.info("LDS report:\n%s", table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
+def regime_section(diagnostics: dict, table, details: dict) -> dict:
+    """The regime verdict per step from regime.json, the table's ceilings and the memorization
+    reference (``lds.regime.report_section``), logged one line per step."""
+    per_step = table[table.ground_truth == "f_t"].drop_duplicates("step")
+    context = {
+        str(r.step): {"ceiling": r.ceiling, "reliability": r.reliability}
+        for r in per_step.itertuples()
+    }
+    section = report_section(diagnostics, context, details.get("memorization_reference"))
+    for step, d in section["steps"].items():
+        log.info(
+            "regime at t=%s: %s (near copies %.0f%%, loss gap %+.1f%%, agreement %.2f)",
+            step,
+            d["verdict"],
+            100 * d["near_copies"],
+            100 * d["loss_gap"],
+            d["agreement"],
+        )
+    return section
 
 
 def lds_patches_report(

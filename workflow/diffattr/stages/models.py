@@ -43,8 +43,9 @@ log = logging.getLogger("diffattr")
 def prepare_data(cfg: RunConfig, *, out: Path) -> None:
     """Load the configured dataset (encoding mscoco once) into data.h5."""
     device = str(resolve_device(cfg.device))
-    data = prepare({**cfg.dataset.to_dict(), "device": device, "seed": cfg.seed})
-    write_data(out, data, {**cfg.dataset.to_dict(), "seed": cfg.seed})
+    seed = {"seed": cfg.seed} if cfg.dataset.reads_seed else {}  # procedural data only
+    data = prepare({**cfg.dataset.to_dict(), "device": device, **seed})
+    write_data(out, data, {**cfg.dataset.to_dict(), **seed})
     log.info("prepared %s: %d images of shape %s", data.name, data.n, data.shape)
 
 
@@ -86,6 +87,15 @@ def train_subset_model(
     device = resolve_device(cfg.device)
     keep = read_subsets(subsets).masks[subset]
     _train(cfg, device, data, out, layout.subset_model_seed(seed_index), keep, progress)
+
+
+def train_regime_model(
+    cfg: RunConfig, *, data: Path, subsets: Path, out: Path, progress: bool = True
+) -> None:
+    """Train the regime diagnostics' complement model: the examples LDS subset 0 leaves out,
+    with the subset models' recipe and a seed of its own (``lds.regime``)."""
+    keep = ~read_subsets(subsets).masks[layout.REGIME_SUBSET]
+    _train(cfg, resolve_device(cfg.device), data, out, layout.regime_model_seed(), keep, progress)
 
 
 def train_cf_model(
