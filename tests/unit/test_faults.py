@@ -477,6 +477,21 @@ def test_a_truncated_cifar_archive_says_corrupt(tmp_path):
         read_cifar10(archive)
 
 
+@pytest.mark.parametrize("fmt", ["binary", "python"])
+def test_a_cifar_archive_with_bytes_flipped_in_the_middle_says_corrupt(tmp_path, fmt):
+    from diffattr.data import read_cifar10
+    from diffattr.errors import DatasetError
+    from synthetic import write_cifar_archive
+
+    archive = write_cifar_archive(tmp_path / f"cifar-10-{fmt}.tar.gz", fmt, n_train=200)
+    data = bytearray(archive.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 200] = bytes(b ^ 0xFF for b in data[middle : middle + 200])
+    archive.write_bytes(bytes(data))
+    with pytest.raises(DatasetError, match=r"corrupt or truncated archive.*download it again"):
+        read_cifar10(archive)
+
+
 class _Payload:
     def __reduce__(self):
         import os
