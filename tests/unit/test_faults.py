@@ -492,6 +492,58 @@ def test_a_cifar_archive_with_bytes_flipped_in_the_middle_says_corrupt(tmp_path,
         read_cifar10(archive)
 
 
+HUB = "someone/some-diffusion"
+ENCODERS = {
+    "vae": HUB,
+    "vae_subfolder": "vae",
+    "text_encoder": HUB,
+    "tokenizer_subfolder": "tokenizer",
+    "text_encoder_subfolder": "text_encoder",
+}
+
+
+def test_a_hub_model_offline_says_offline(tmp_path):
+    pytest.importorskip("transformers")
+    script = f"from diffattr.data import load_encoders\nload_encoders({ENCODERS!r}, 'cpu')\n"
+    env = {**__import__("os").environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)}
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 1 and last.startswith("diffattr.errors.DatasetError:"), last
+    assert f"dataset.vae '{HUB}' is a hub model and this machine is offline" in last, last
+    assert f"hf download {HUB} --local-dir <folder>" in last and "config.json" not in last
+
+
+def test_an_unreachable_hub_says_so_not_missing_config_json(monkeypatch):
+    pytest.importorskip("transformers")
+    import diffusers
+    from diffattr.data import load_encoders
+    from diffattr.errors import DatasetError
+
+    class LocalEntryNotFoundError(OSError):  # huggingface_hub's, when no connection is made
+        pass
+
+    def from_pretrained(*args, **kwargs):
+        try:
+            raise LocalEntryNotFoundError("cannot find the requested files in the local cache")
+        except OSError as err:
+            raise OSError(f"{HUB} does not appear to have a file named config.json.") from err
+
+    for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(diffusers.AutoencoderKL, "from_pretrained", from_pretrained)
+    with pytest.raises(DatasetError) as err:
+        load_encoders(ENCODERS, "cpu")
+    assert "hub cannot be reached from this machine (offline?)" in str(err.value)
+    assert "config.json" not in str(err.value)
+
+
+def test_a_hub_name_given_as_a_model_folder_says_so():
+    with pytest.raises(ModelError, match=r"no model folder google/ddpm-cifar10-32 \(a hub name"):
+        load_model("google/ddpm-cifar10-32", "cpu")
+
+
 class _Payload:
     def __reduce__(self):
         import os
@@ -638,6 +690,12 @@ def pretrained(tmp_path_factory):
         (
             lambda c, ours, _: c["train"].update(pretrained=[ours + "-typo"]),
             "-typo is not a diffusers model folder",
+        ),
+        (
+            lambda c, _, __: c["train"].update(pretrained=["google/ddpm-cifar10-32"]),
+            "google/ddpm-cifar10-32 is not a local folder; a hub name? train.pretrained takes "
+            "local folders: download it where the hub is reachable (hf download "
+            "google/ddpm-cifar10-32 --local-dir <folder>)",
         ),
         (
             lambda c, _, wider: c["train"].update(pretrained=[wider]),

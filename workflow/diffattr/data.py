@@ -25,6 +25,7 @@ import numpy as np
 
 from .config import DatasetConfig
 from .errors import ConfigError, DatasetError
+from .hub import is_hub_name, offline, offline_message, unreachable
 
 
 def take_rows(array, rows, columns=None):
@@ -402,6 +403,10 @@ def load_encoders(cfg: Mapping[str, Any], device: str):
             cfg["text_encoder"], subfolder=cfg["text_encoder_subfolder"]
         )
     except (OSError, ValueError) as err:
+        for key in ("vae", "text_encoder"):
+            name = str(cfg.get(key))
+            if is_hub_name(name) and (offline() or unreachable(err)):
+                raise DatasetError(offline_message(name, f"dataset.{key}")) from None
         raise DatasetError(
             f"cannot load the VAE / CLIP text encoder from {cfg.get('vae')!r} / "
             f"{cfg.get('text_encoder')!r}: {err}. Give a hub name reachable from this machine or a "

@@ -18,6 +18,7 @@ from diffusers.utils import logging as diffusers_logging
 from . import layout
 from .config import DiffusionConfig, ModelConfig
 from .errors import ConfigError, ModelError
+from .hub import download_hint, is_hub_name
 from .storage import file_digest
 
 if TYPE_CHECKING:  # imported where used: its module costs a job ≈ 1.3 CPU-s (lazy_packages)
@@ -158,6 +159,11 @@ def load_model(
     refused before its weights are read."""
     folder = Path(folder)
     unet_dir, scheduler_dir = layout.model_files(folder)
+    if is_hub_name(str(folder)):
+        raise ModelError(
+            f"no model folder {folder} (a hub name? models load from local folders: "
+            f"{download_hint(str(folder))})"
+        )
     if not (unet_dir / "config.json").exists():
         raise ModelError(
             f"no model in {folder} (neither unet/config.json nor config.json); train it with the "
