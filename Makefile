@@ -32,10 +32,13 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt kronfluence
 	touch $(STAMP)
 
+# preflight: a missing --configfile or a YAML error is one line naming the file (and line)
 run: $(STAMP)
+	@$(BIN)/python -m diffattr.preflight $(ARGS)
 	snakemake --cores $(CORES) $(ARGS)
 
 report: $(STAMP)
+	@$(BIN)/python -m diffattr.preflight $(ARGS)
 	snakemake --report report.html $(ARGS)
 
 test: $(STAMP)

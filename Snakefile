@@ -2,10 +2,12 @@
 # Run: snakemake --cores all   (config/config.yaml; override with --configfile config/test.yaml)
 from snakemake.utils import min_version
 
+from diffattr.preflight import checked
+
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+configfile: checked("config/config.yaml")  # a YAML error: one line naming the file and line
 
 
 report: "workflow/report/workflow.rst"

@@ -162,6 +162,110 @@ def test_data_edited_in_place_is_named(tmp_path):
         read_data(path)
 
 
+def tamper(path: Path, dataset: str) -> None:
+    """Overwrite three rows of a written file in place (the file stays a valid HDF5 file)."""
+    with h5py.File(path, "r+") as f:
+        f[dataset][:3] = 1e3
+
+
+def test_a_feature_shard_overwritten_in_place_is_refused_when_the_kernel_is_remade(tmp_path):
+    from diffattr.stages.scoring import kernel
+
+    run = layout.Paths(str(tmp_path / "run"))
+    shard = Path(run.train_features("loss", "m0_final", 0))
+    write_feature_shard(shard, RNG.standard_normal((6, 3), np.float32), *[np.arange(6)] * 2, {})
+    tamper(shard, "features")
+    out = Path(run.kernel("loss", "m0_final"))
+    cfg = load([REPO / "config" / "config.yaml", REPO / "config" / "test.yaml"])
+    with pytest.raises(
+        ArtifactError, match=r"shard0\.h5 does not hold what it was written with.*featurize_train"
+    ) as err:
+        kernel(cfg, features=[shard], out=out)
+    assert "\n" not in str(err.value)
+    assert nothing_left(out)
+
+
+def _artefacts(run: layout.Paths) -> list[tuple[str, str, object, object]]:
+    """(path, dataset to tamper, write, read) of each artefact one job writes and another reads."""
+    from diffattr import artifacts as a
+    from diffattr.scoring import Kernel
+
+    steps, ids = [0], np.arange(2)
+    k = Kernel("primal", np.eye(3), 0.1, {})
+    gt = a.GroundTruth(RNG.standard_normal((2, 1, 2)), RNG.standard_normal((2, 2)), steps, ids)
+    pgt = a.PatchGroundTruth(RNG.standard_normal((2, 1, 2, 4)), steps, ids, np.zeros((2, 4, 4)))
+    psi = a.TargetFeatures(RNG.standard_normal((1, 2, 3)).astype(np.float32), steps, ids)
+
+    def scores(path):
+        a.write_scores(path, steps, ids, np.arange(5), lambda s, t, i: np.ones((2, 5)), {})
+
+    return [
+        (run.targets, "x0_hat", lambda p: write_targets(p, targets()), read_targets),
+        (run.kernel("loss", "m0_final"), "matrix", lambda p: a.write_kernel(p, k), a.read_kernel),
+        (
+            run.target_features("journey_trak", "m0_final"),
+            "features",
+            lambda p: a.write_target_features(p, psi),
+            a.read_target_features,
+        ),
+        (run.ground_truth(0), "f_t", lambda p: a.write_ground_truth(p, gt), a.read_ground_truth),
+        (
+            run.patch_ground_truth(0),
+            "f_t",
+            lambda p: a.write_patch_ground_truth(p, pgt),
+            a.read_patch_ground_truth,
+        ),
+        (run.scores("journey_trak"), "scores", scores, read_scores),
+        (run.tuned_scores("journey_trak"), "scores", scores, read_scores),
+    ]
+
+
+@pytest.mark.parametrize("index", range(7))
+def test_every_artefact_edited_in_place_is_named_with_its_rule(tmp_path, index):
+    run = layout.Paths(str(tmp_path / "run"))
+    path, dataset, write, read = _artefacts(run)[index]
+    path = Path(path)
+    write(path)
+    tamper(path, dataset)
+    rule = layout.remake_hint(path).split("(rule ")[1].rstrip(")")
+    with pytest.raises(ArtifactError, match=rf"does not hold what it was written with.*{rule}\)"):
+        read(path)
+
+
+def test_artefacts_of_older_versions_without_a_digest_are_read(tmp_path):
+    path = tmp_path / "run" / "targets.h5"
+    write_targets(path, targets())
+    with h5py.File(path, "r+") as f:
+        del f.attrs["datasets_digest"]
+        f["x0_hat"][:1] = 1e3
+    assert read_targets(path).x0_hat.max() == 1e3  # not checked: no digest was recorded
+
+
+def test_a_kernel_of_an_older_version_records_file_digests_that_are_accepted(tmp_path):
+    from diffattr.storage import file_digest
+
+    shard = Path(layout.Paths(str(tmp_path)).train_features("loss", "m0_final", 0))
+    write_feature_shard(shard, np.ones((4, 2), np.float32), *[np.arange(4)] * 2, {})
+    store = FeatureStore([shard])
+    store.check_unchanged_since({"shard0.h5": file_digest(shard)}, "k.h5")  # older kernels
+    store.check_unchanged_since(store.digests(), "k.h5")
+    with pytest.raises(ArtifactError, match=r"shard0\.h5 changed after k\.h5 was made"):
+        store.check_unchanged_since({"shard0.h5": "0" * 64}, "k.h5")
+
+
+def test_checkpoint_weights_edited_in_place_are_named(tmp_path):
+    folder = tmp_path / "run" / "models" / "m0" / "final"
+    saved_model(folder, TINY_UNET)
+    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-12:-4] = bytes(8)  # the last weights' bytes: still a loadable file
+    weights.write_bytes(bytes(data))
+    with pytest.raises(
+        ModelError, match=r"safetensors does not hold the weights it was saved with.*train_model"
+    ):
+        load_model(folder, "cpu")
+
+
 def test_shards_of_different_data_are_refused(tmp_path):
     paths = [
         Path(layout.Paths(str(tmp_path)).train_features("loss", "m0_final", s)) for s in (0, 1)
@@ -187,7 +291,7 @@ def test_a_model_trained_on_other_data_is_named(tmp_path):
     write_data(data_path, tiny_data(), {})
     folder = tmp_path / "run" / "models" / "m0"
     saved_model(folder / "final", TINY_UNET, made_from={"data_digest": "0" * 64})
-    assert made_from(folder / "final") == {"data_digest": "0" * 64}
+    assert made_from(folder / "final")["data_digest"] == "0" * 64
     with pytest.raises(
         ArtifactError,
         match=r"models/m0 was made from other training data.*"
@@ -255,7 +359,7 @@ def test_truncated_safetensors_are_one_line(tmp_path):
     folder = tmp_path / "m0" / "final"
     saved_model(folder, TINY_UNET)
     truncate(folder / "unet" / "diffusion_pytorch_model.safetensors", 0.5)
-    with pytest.raises(ModelError, match="cannot load the checkpoint"):
+    with pytest.raises(ModelError, match="does not hold the weights it was saved with"):
         load_model(folder, "cpu")
 
 
@@ -371,6 +475,73 @@ def test_a_truncated_cifar_archive_says_corrupt(tmp_path):
     truncate(archive, 0.6)
     with pytest.raises(DatasetError, match=r"corrupt or truncated archive.*download it again"):
         read_cifar10(archive)
+
+
+@pytest.mark.parametrize("fmt", ["binary", "python"])
+def test_a_cifar_archive_with_bytes_flipped_in_the_middle_says_corrupt(tmp_path, fmt):
+    from diffattr.data import read_cifar10
+    from diffattr.errors import DatasetError
+    from synthetic import write_cifar_archive
+
+    archive = write_cifar_archive(tmp_path / f"cifar-10-{fmt}.tar.gz", fmt, n_train=200)
+    data = bytearray(archive.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 200] = bytes(b ^ 0xFF for b in data[middle : middle + 200])
+    archive.write_bytes(bytes(data))
+    with pytest.raises(DatasetError, match=r"corrupt or truncated archive.*download it again"):
+        read_cifar10(archive)
+
+
+HUB = "someone/some-diffusion"
+ENCODERS = {
+    "vae": HUB,
+    "vae_subfolder": "vae",
+    "text_encoder": HUB,
+    "tokenizer_subfolder": "tokenizer",
+    "text_encoder_subfolder": "text_encoder",
+}
+
+
+def test_a_hub_model_offline_says_offline(tmp_path):
+    pytest.importorskip("transformers")
+    script = f"from diffattr.data import load_encoders\nload_encoders({ENCODERS!r}, 'cpu')\n"
+    env = {**__import__("os").environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)}
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 1 and last.startswith("diffattr.errors.DatasetError:"), last
+    assert f"dataset.vae '{HUB}' is a hub model and this machine is offline" in last, last
+    assert f"hf download {HUB} --local-dir <folder>" in last and "config.json" not in last
+
+
+def test_an_unreachable_hub_says_so_not_missing_config_json(monkeypatch):
+    pytest.importorskip("transformers")
+    import diffusers
+    from diffattr.data import load_encoders
+    from diffattr.errors import DatasetError
+
+    class LocalEntryNotFoundError(OSError):  # huggingface_hub's, when no connection is made
+        pass
+
+    def from_pretrained(*args, **kwargs):
+        try:
+            raise LocalEntryNotFoundError("cannot find the requested files in the local cache")
+        except OSError as err:
+            raise OSError(f"{HUB} does not appear to have a file named config.json.") from err
+
+    for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(diffusers.AutoencoderKL, "from_pretrained", from_pretrained)
+    with pytest.raises(DatasetError) as err:
+        load_encoders(ENCODERS, "cpu")
+    assert "hub cannot be reached from this machine (offline?)" in str(err.value)
+    assert "config.json" not in str(err.value)
+
+
+def test_a_hub_name_given_as_a_model_folder_says_so():
+    with pytest.raises(ModelError, match=r"no model folder google/ddpm-cifar10-32 \(a hub name"):
+        load_model("google/ddpm-cifar10-32", "cpu")
 
 
 class _Payload:
@@ -519,6 +690,12 @@ def pretrained(tmp_path_factory):
         (
             lambda c, ours, _: c["train"].update(pretrained=[ours + "-typo"]),
             "-typo is not a diffusers model folder",
+        ),
+        (
+            lambda c, _, __: c["train"].update(pretrained=["google/ddpm-cifar10-32"]),
+            "google/ddpm-cifar10-32 is not a local folder; a hub name? train.pretrained takes "
+            "local folders: download it where the hub is reachable (hf download "
+            "google/ddpm-cifar10-32 --local-dir <folder>)",
         ),
         (
             lambda c, _, wider: c["train"].update(pretrained=[wider]),

@@ -19,6 +19,7 @@ LAYERS = {  # bottom (0) to top; the same table as diffattr/__init__.py
         "ridge",
         "patches",
         "lazy_packages",
+        "hub",
     },
     1: {"data", "models", "projection", "outputs"},
     2: {
@@ -34,7 +35,7 @@ LAYERS = {  # bottom (0) to top; the same table as diffattr/__init__.py
         "lds",
     },
     3: {"methods", "artifacts", "attribution", "results", "stages"},
-    4: {"cli", "config_doc", "__main__", "warm"},
+    4: {"cli", "config_doc", "__main__", "warm", "preflight"},
 }
 LEVEL = {name: level for level, names in LAYERS.items() for name in names}
 

@@ -3,7 +3,8 @@
 Modules, bottom to top (no module imports one above it; none imports snakemake):
 
 - foundations: ``seeding``, ``storage``, ``errors``, ``config``, ``layout``, ``ridge``,
-  ``patches`` (boxes of a target), ``lazy_packages`` (a model job's start without diffusers' zoo)
+  ``patches`` (boxes of a target), ``lazy_packages`` (a model job's start without diffusers' zoo),
+  ``hub`` (hub names that cannot be reached)
 - models and data: ``data``, ``models``, ``projection``, ``outputs``
 - algorithms: ``diffusion``, ``scoring``, ``features``, ``ekfac``, ``unlearning``, ``classifier``,
   ``figures``,
@@ -12,7 +13,8 @@ Modules, bottom to top (no module imports one above it; none imports snakemake):
   ``report``, ``patches``)
 - application: ``methods``, ``artifacts``, ``attribution`` (the facade), ``results`` (a
   finished run as a library), ``stages``
-- adapters: ``cli``, ``config_doc``, ``warm`` (a run's jobs forked from one warm interpreter)
+- adapters: ``cli``, ``config_doc``, ``warm`` (a run's jobs forked from one warm interpreter),
+  ``preflight`` (a command line's config files checked before Snakemake reads them)
 """
 
 __version__ = "0.1.0"

@@ -41,7 +41,7 @@ from .errors import ArtifactError, DatasetError
 from .layout import Case, parse_sample_group, remake_hint, sample_group
 from .patches import Patches
 from .scoring import BlockFn, Kernel
-from .storage import create_h5, file_digest, read_attrs, write_attrs
+from .storage import DIGEST, check_digest, create_h5, file_digest, read_attrs, write_attrs
 
 SIGN_CONVENTION = (
     "tau[i] > 0: including training example i lowers the target's output f_t, i.e. supports the "
@@ -51,8 +51,9 @@ SIGN_CONVENTION = (
 
 @contextlib.contextmanager
 def _reading(path: str | Path) -> Iterator[h5py.File]:
-    """Open a result for reading; a missing, truncated or foreign file is one ArtifactError
-    naming it and how to remake it (also when a dataset turns out missing or unreadable)."""
+    """Open a result for reading, verifying its datasets' digest (``storage.check_digest``); a
+    missing, truncated, foreign or altered file is one ArtifactError naming it and how to remake
+    it (also when a dataset turns out missing or unreadable)."""
     path = Path(path)
     if not path.exists():
         raise ArtifactError(f"{path} does not exist; run the workflow to make it")
@@ -64,6 +65,7 @@ def _reading(path: str | Path) -> Iterator[h5py.File]:
         ) from None
     try:
         with f:
+            check_digest(f, path)
             yield f
     except (KeyError, OSError) as err:
         raise ArtifactError(
@@ -118,7 +120,7 @@ def write_data(path: str | Path, data: PreparedData, config: Mapping[str, Any]) 
         "config": dict(config),
         "content_digest": content_digest(data.images, data.labels, data.ids),
     }
-    with create_h5(path, attrs) as f:
+    with create_h5(path, attrs, digest=False) as f:  # its content_digest is checked instead
         f.create_dataset("images", data=data.images.astype(np.float32))
         f.create_dataset("labels", data=data.labels)
         f.create_dataset("ids", data=data.ids)
@@ -302,17 +304,26 @@ class FeatureStore:
         self.n = expected
 
     def digests(self) -> dict[str, str]:
-        """sha256 of each shard file, by file name (recorded by the kernel made from them)."""
-        return {path.name: file_digest(path) for path, _, _ in self.shards}
+        """Each shard's digest by file name (recorded by the kernel made from them): the datasets
+        digest it records and :func:`_reading` verified, or for shards of older versions the
+        sha256 of the file."""
+        out = {}
+        for path, _, _ in self.shards:
+            with _reading(path) as f:
+                recorded = f.attrs.get(DIGEST)
+            out[path.name] = str(recorded) if recorded is not None else file_digest(path)
+        return out
 
     def check_unchanged_since(self, recorded: Mapping[str, str] | None, made: str | Path) -> None:
         """The shards are the bytes ``made`` (a kernel, a score file) was computed from, by the
-        digests it recorded (None: made before digests were recorded, not checked)."""
+        digests it recorded (None: made before digests were recorded, not checked; a file's
+        sha256, recorded by older versions, is accepted too)."""
         if recorded is None:
             return
         for name, digest in self.digests().items():
-            if recorded.get(name) != digest:
-                path = next(p for p, _, _ in self.shards if p.name == name)
+            path = next(p for p, _, _ in self.shards if p.name == name)
+            known = recorded.get(name)
+            if known != digest and (known is None or known != file_digest(path)):
                 raise ArtifactError(
                     f"{path} changed after {made} was made from it; {remake_hint(made)}"
                 )

@@ -688,9 +688,15 @@ class RunConfig(Section):
                 "attribution.checkpoints must be [final] with train.pretrained (a pretrained "
                 "model has no intermediate checkpoints)"
             )
+        from .hub import download_hint, is_hub_name
         from .layout import model_files
 
         for folder in folders:
+            if is_hub_name(folder):
+                raise ConfigError(
+                    f"train.pretrained {folder} is not a local folder; a hub name? "
+                    f"train.pretrained takes local folders: {download_hint(folder)}"
+                )
             unet, scheduler = model_files(folder)
             files = [unet / "config.json", scheduler / "scheduler_config.json"]
             missing = [str(f) for f in files if not f.is_file()]

@@ -8,10 +8,14 @@ encoders).
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import io
 import json
+import lzma
 import pickle
 import tarfile
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +25,7 @@ import numpy as np
 
 from .config import DatasetConfig
 from .errors import ConfigError, DatasetError
+from .hub import is_hub_name, offline, offline_message, unreachable
 
 
 def take_rows(array, rows, columns=None):
@@ -279,6 +284,21 @@ def restricted_load(blob: bytes) -> Any:
     return RestrictedUnpickler(io.BytesIO(blob), encoding="bytes").load()
 
 
+_COMPRESSED = {b"\x1f\x8b": gzip.open, b"BZh": bz2.open, b"\xfd7zXZ": lzma.open}
+
+
+def _decompress_whole(archive: Path) -> None:
+    """Read a compressed archive to its end: its checksum (gzip's CRC, …) is checked there only,
+    so bytes changed in a member read before the end would otherwise pass unnoticed."""
+    with open(archive, "rb") as f:
+        head = f.read(6)
+    for magic, opener in _COMPRESSED.items():
+        if head.startswith(magic):
+            with opener(archive, "rb") as f:
+                while f.read(1 << 24):
+                    pass
+
+
 def _cifar_members(root: Path, split: str) -> tuple[str, list[tuple[str, bytes]]]:
     """(format, [(name, bytes)]) of the batch files of ``split`` from a folder or an archive."""
     names = {
@@ -292,15 +312,16 @@ def _cifar_members(root: Path, split: str) -> tuple[str, list[tuple[str, bytes]]
     folders = {"binary": "cifar-10-batches-bin", "python": "cifar-10-batches-py"}
     if root.is_file():
         try:
+            _decompress_whole(root)
             with tarfile.open(root) as tar:
                 members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
                 for fmt, wanted in names.items():
                     if all(w in members for w in wanted):
                         return fmt, [(w, tar.extractfile(members[w]).read()) for w in wanted]
-        except (tarfile.TarError, EOFError, OSError) as err:
+        except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as err:
             raise DatasetError(
-                f"{root} is a corrupt or truncated archive ({type(err).__name__}); download it "
-                f"again. {CIFAR_HELP}"
+                f"{root} is a corrupt or truncated archive ({type(err).__name__}: "
+                f"{str(err)[:80]}); download it again. {CIFAR_HELP}"
             ) from None
         raise DatasetError(f"{root} holds no CIFAR-10 {split} batches. {CIFAR_HELP}")
     for fmt, wanted in names.items():
@@ -439,6 +460,10 @@ def load_encoders(cfg: Mapping[str, Any], device: str):
             cfg["text_encoder"], subfolder=cfg["text_encoder_subfolder"]
         )
     except (OSError, ValueError) as err:
+        for key in ("vae", "text_encoder"):
+            name = str(cfg.get(key))
+            if is_hub_name(name) and (offline() or unreachable(err)):
+                raise DatasetError(offline_message(name, f"dataset.{key}")) from None
         raise DatasetError(
             f"cannot load the VAE / CLIP text encoder from {cfg.get('vae')!r} / "
             f"{cfg.get('text_encoder')!r}: {err}. Give a hub name reachable from this machine or a "

@@ -18,6 +18,8 @@ from diffusers.utils import logging as diffusers_logging
 from . import layout
 from .config import DiffusionConfig, ModelConfig
 from .errors import ConfigError, ModelError
+from .hub import download_hint, is_hub_name
+from .storage import file_digest
 
 if TYPE_CHECKING:  # imported where used: its module costs a job ≈ 1.3 CPU-s (lazy_packages)
     from diffusers import UNet2DConditionModel
@@ -86,7 +88,8 @@ def n_parameters(model: torch.nn.Module) -> int:
 
 
 MADE_FROM = "diffattr.json"
-"""What a checkpoint trained here was made from (``data_digest``), beside model_index.json."""
+"""What a checkpoint saved here was made from (``data_digest``) and its weights' sha256
+(``weights_sha256``), beside model_index.json."""
 
 
 def save_model(
@@ -110,8 +113,29 @@ def save_model(
             "unet": ["diffusers", "UNet2DModel"],
         }
         (folder / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
-    if made_from is not None:
-        (folder / MADE_FROM).write_text(json.dumps(made_from, sort_keys=True) + "\n")
+    record = {**(made_from or {}), "weights_sha256": weights_digests(folder / "unet")}
+    (folder / MADE_FROM).write_text(json.dumps(record, sort_keys=True) + "\n")
+
+
+def weights_digests(unet_dir: Path) -> dict[str, str]:
+    """sha256 of each safetensors weights file of a UNet folder, by file name."""
+    return {p.name: file_digest(p) for p in sorted(unet_dir.glob("*.safetensors"))}
+
+
+def check_weights(folder: Path, unet_dir: Path) -> None:
+    """The weights files hold the bytes :func:`save_model` recorded (checkpoints saved before
+    digests were recorded, and foreign models, are not checked)."""
+    recorded = made_from(folder).get("weights_sha256") or {}
+    actual = weights_digests(unet_dir)
+    for name, digest in recorded.items():
+        if actual.get(name) != digest:
+            model = folder.parent if folder.name.startswith(("final", "step-")) else folder
+            found = actual.get(name, "missing")
+            raise ModelError(
+                f"{unet_dir / name} does not hold the weights it was saved with (sha256 "
+                f"{found[:12]} ≠ recorded {digest[:12]}: corrupted or edited in place); "
+                f"{model}: {layout.remake_hint(model)}"
+            )
 
 
 def made_from(folder: str | Path) -> dict[str, Any]:
@@ -135,6 +159,11 @@ def load_model(
     refused before its weights are read."""
     folder = Path(folder)
     unet_dir, scheduler_dir = layout.model_files(folder)
+    if is_hub_name(str(folder)):
+        raise ModelError(
+            f"no model folder {folder} (a hub name? models load from local folders: "
+            f"{download_hint(str(folder))})"
+        )
     if not (unet_dir / "config.json").exists():
         raise ModelError(
             f"no model in {folder} (neither unet/config.json nor config.json); train it with the "
@@ -148,6 +177,7 @@ def load_model(
         ) from None
     if expected is not None:
         check_architecture(folder, saved, expected)
+    check_weights(folder, unet_dir)
     if saved.get("_class_name") == "UNet2DConditionModel":
         from diffusers import UNet2DConditionModel
 

@@ -54,12 +54,74 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def create_h5(
-    path: str | os.PathLike, attrs: Mapping[str, Any] | None = None
+    path: str | os.PathLike, attrs: Mapping[str, Any] | None = None, digest: bool = True
 ) -> Iterator[h5py.File]:
-    """Open a new HDF5 file for writing that appears at ``path`` only once closed successfully."""
+    """Open a new HDF5 file for writing that appears at ``path`` only once closed successfully,
+    recording its :func:`datasets_digest` as the ``DIGEST`` attribute (unless ``digest`` is off:
+    ``data.h5`` records its own)."""
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         write_attrs(f, {**provenance(), **(attrs or {})})
         yield f
+        if digest:
+            f.attrs[DIGEST] = datasets_digest(f)
+
+
+DIGEST = "datasets_digest"
+"""The attribute holding a file's :func:`datasets_digest`, written by :func:`create_h5`."""
+
+_BLOCK_BYTES = 1 << 26  # datasets are hashed in blocks of rows of about 64 MB
+
+
+def datasets_digest(f: h5py.File) -> str:
+    """sha256 of every dataset of ``f`` in name order: its name, dtype, shape and bytes (read in
+    blocks of rows, so memory stays bounded). Attributes are not covered."""
+    digest = hashlib.sha256()
+    names: list[str] = []
+    f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+    for name in sorted(names):
+        data = f[name]
+        digest.update(str((name, data.dtype.str, data.shape)).encode())
+        if data.shape is None:  # an empty dataspace
+            continue
+        if data.shape == ():
+            digest.update(repr(data[()]).encode())
+            continue
+        row_bytes = data.dtype.itemsize * int(np.prod(data.shape[1:]))
+        rows = max(1, _BLOCK_BYTES // max(1, row_bytes))
+        for lo in range(0, data.shape[0], rows):
+            block = data[lo : lo + rows]
+            if block.dtype.kind == "O":  # variable-length strings: their values, not pointers
+                digest.update(repr(block.tolist()).encode())
+            else:
+                digest.update(np.ascontiguousarray(block).data)
+    return digest.hexdigest()
+
+
+_VERIFIED: set[tuple[str, int, int, int]] = set()
+
+
+def check_digest(f: h5py.File, path: str | os.PathLike) -> None:
+    """``f`` (open at ``path``) holds the datasets it was written with, by the digest
+    :func:`create_h5` recorded: a mismatch is one ArtifactError naming the file and the rule that
+    remakes it. Files written before digests were recorded are not checked. A file is hashed
+    once per process and version (inode, size, modification time)."""
+    recorded = f.attrs.get(DIGEST)
+    if recorded is None:
+        return
+    stat = os.stat(path)
+    key = (os.path.abspath(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    if key in _VERIFIED:
+        return
+    actual = datasets_digest(f)
+    if actual != str(recorded):
+        from .errors import ArtifactError
+        from .layout import remake_hint
+
+        raise ArtifactError(
+            f"{path} does not hold what it was written with (content digest {actual[:12]} ≠ "
+            f"recorded {str(recorded)[:12]}: corrupted or edited in place); {remake_hint(path)}"
+        )
+    _VERIFIED.add(key)
 
 
 def write_attrs(obj: h5py.HLObject, attrs: Mapping[str, Any]) -> None:
