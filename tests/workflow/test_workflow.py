@@ -356,6 +356,7 @@ def test_lds_and_counterfactual_reports(finished):
     assert lds.lds.between(-1, 1).all() and (lds.ci_low <= lds.ci_high).all()
     assert set(lds.ground_truth) == {"f_t", "final_loss"}
     assert (run / "figures" / "lds.png").stat().st_size > 10_000
+    assert (run / "figures" / "data.png").stat().st_size > 10_000  # the training data
     details = json.loads((run / "reports" / "lds.json").read_text())
     tuned = lds[lds.lambda_source == "tuned"]
     for method, info in details["methods"].items():  # λ chosen per step, as the CSV says

@@ -35,6 +35,28 @@ def _show(ax: plt.Axes, image: np.ndarray, title: str | None = None) -> None:
         ax.set_title(title, fontsize=8, pad=2)
 
 
+def data_samples_figure(
+    images: np.ndarray, labels: np.ndarray, class_names: Sequence[str], per_class: int = 12
+) -> plt.Figure:
+    """The first ``per_class`` training images of each of the first 10 classes, one row per
+    class named on the left (what the models were trained on)."""
+    classes = np.unique(labels)[:10]
+    fig, axes = plt.subplots(
+        len(classes), per_class, figsize=(0.55 * per_class, 0.6 * len(classes)), squeeze=False
+    )
+    for row, label in zip(axes, classes, strict=True):
+        shown = images[labels == label][:per_class]
+        for ax in row:
+            ax.axis("off")
+        for ax, image in zip(row, shown, strict=False):
+            _show(ax, image)
+        name = class_names[label] if label < len(class_names) else str(label)
+        row[0].text(-0.15, 0.5, name, transform=row[0].transAxes, ha="right", va="center")
+    fig.subplots_adjust(left=0.1, right=0.99, bottom=0.01, top=0.92, wspace=0.05, hspace=0.05)
+    fig.suptitle(f"training data: {len(images)} images, {len(classes)} classes shown", y=0.97)
+    return fig
+
+
 def attribution_grid(
     x0_hat: np.ndarray,
     steps: Sequence[int | str],

@@ -186,7 +186,7 @@ def counterfactual_outputs():
 # draw from stored results; tests/workflow/test_workflow.py checks its dry run).
 def figure_outputs():
     """Every figure (and HTML table) the config draws."""
-    out = [P.attribution_figures(m) for m in METHODS]
+    out = data_outputs() + [P.attribution_figures(m) for m in METHODS]
     out += [P.extra(name).attribution_figures(m) for name in EXTRA_SETS for m in EXTRA_METHODS]
     if PATCHES.enabled:
         out += [P.patch_figures(m) for m in PATCH_METHODS]
@@ -234,9 +234,15 @@ def extra_outputs():
     ]
 
 
+def data_outputs():
+    """The training data's figure (not for latent datasets: mscoco's data.h5 holds latents)."""
+    return [P.figure("data.png")] if RUN_CONFIG.dataset.name != "mscoco" else []
+
+
 def final_outputs():
     return (
-        attribution_outputs()
+        data_outputs()
+        + attribution_outputs()
         + extra_outputs()
         + patch_outputs()
         + (lds_outputs() if LDS.enabled else [])

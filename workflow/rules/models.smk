@@ -19,6 +19,33 @@ rule prepare_data:
         "diffattr prepare-data --cfg {params.cfg:q} --out {output} > {log} 2>&1"
 
 
+# Drawn from data.h5 only (nothing depends on it).
+rule data_figure:
+    input:
+        P.data,
+    output:
+        report(
+            DRAWN.figure("data.png"),
+            caption="../report/data.rst",
+            category="Data",
+            labels={"figure": "training data"},
+        ),
+    params:
+        cfg=cfg_slice("report_figures"),
+    log:
+        DRAWN.log("data_figure"),
+    benchmark:
+        DRAWN.benchmark("data_figure")
+    conda:
+        ENV
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "diffattr data-figure --cfg {params.cfg:q} --data {input} --out-figure {output}"
+        " > {log} 2>&1"
+
+
 if RUN_CONFIG.train.pretrained:
 
     rule import_model:

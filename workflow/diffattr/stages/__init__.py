@@ -47,6 +47,7 @@ STAGES: dict[str, tuple[str, str, str]] = {
     "regime": ("regime", "regime_diagnostics", "regime_diagnostics"),
     "lds-report": ("lds", "lds_report", "lds_report"),
     "lds-figures": ("figures", "lds_figures", "report_figures"),
+    "data-figure": ("figures", "data_figure", "report_figures"),
     "ground-truth-patches": ("ground_truth", "ground_truth_patches", "ground_truth_patches"),
     "lds-patches-report": ("lds", "lds_patches_report", "lds_report"),
     "lds-patches-figure": ("figures", "lds_patches_figure", "report_figures"),

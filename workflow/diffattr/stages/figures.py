@@ -11,13 +11,21 @@ from pathlib import Path
 import pandas as pd
 
 from .. import layout
-from ..artifacts import ScoreFile, read_emergence, read_plan, read_resampled, ridge_caption
+from ..artifacts import (
+    ScoreFile,
+    read_data,
+    read_emergence,
+    read_plan,
+    read_resampled,
+    ridge_caption,
+)
 from ..config import RunConfig
 from ..counterfactual_summary import MIN_INTERVAL_TARGETS, shows_an_effect
 from ..figures import (
     CF_PIPELINE_CHECK,
     counterfactual_metrics_figure,
     counterfactual_samples_figure,
+    data_samples_figure,
     emergence_figure,
     html_table,
     lds_figure,
@@ -28,6 +36,12 @@ from ..lds.stats import rows_to_read, untuned_methods
 from ..storage import atomic_path, read_json
 
 SHOWN_TARGETS = 3  # targets drawn in the paired-samples figure
+
+
+def data_figure(cfg: RunConfig, *, data: Path, out_figure: Path) -> None:
+    """A figure of the training data: the first images of each class (data.h5)."""
+    prepared = read_data(data)
+    save(data_samples_figure(prepared.images, prepared.labels, prepared.class_names), out_figure)
 
 
 def lds_figures(
