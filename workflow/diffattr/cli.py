@@ -21,11 +21,12 @@ from . import __version__
 from .config import RunConfig
 from .config import load as load_config
 from .errors import DiffattrError
+from .evaluate import evaluate
 from .results import top, top_epilog
 from .stages import STAGES, first_sentence, slice_of, summary
 from .stages import load as load_stage
 
-COMMANDS = {"top": top}  # commands for users, beside the workflow's stages
+COMMANDS = {"top": top, "evaluate": evaluate}  # commands for users, beside the stages
 
 log = logging.getLogger("diffattr")
 
@@ -83,6 +84,7 @@ HELP = {
     "out_figure_metrics": "output figure of the metrics (PNG)",
     "out_figure_samples": "output figure of paired samples (PNG)",
     "run": "a run's results folder, e.g. results/default",
+    "configfile": "the config files the run was made with (merged left to right)",
     "target": "target id",
     "step": "attribution timestep t (one of the run's steps)",
     "k": "how many positive and negative influencers",
