@@ -21,11 +21,13 @@ from . import __version__
 from .config import RunConfig
 from .config import load as load_config
 from .errors import DiffattrError
+from .estimate import estimate_command
 from .results import top, top_epilog
 from .stages import STAGES, first_sentence, slice_of, summary
 from .stages import load as load_stage
 
-COMMANDS = {"top": top}  # commands for users, beside the workflow's stages
+# commands for users, beside the workflow's stages
+COMMANDS = {"top": top, "estimate": estimate_command}
 
 log = logging.getLogger("diffattr")
 
