@@ -29,6 +29,17 @@ from .sizes import sizes
 
 RATES = Path(__file__).with_name("rates.json")
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "config.yaml"
+# rules measured through their whole-image or run-target twin (same code, other inputs)
+TWIN = {
+    "ground_truth_patches": "ground_truth",
+    "featurize_patch_targets": "featurize_targets",
+    "featurize_extra_targets": "featurize_targets",
+    "score_patches": "score",
+    "score_extra": "score",
+    "figure_patches": "figure_attributions",
+    "figure_extra": "figure_attributions",
+    "sample_extra_targets": "sample_targets",
+}
 COLUMNS = ["jobs", "hours", "mean_s", "peak_mem_gb", "disk_gb", "on"]
 
 
@@ -67,11 +78,11 @@ def estimate(cfg: RunConfig, device: str | None = None) -> pd.DataFrame:
     table = rates()
     rows = []
     for rule, count in jobs.items():
-        rate = table["cpu"].get(rule, table["cpu"]["other"])
+        rate = table["cpu"].get(TWIN.get(rule, rule), table["cpu"]["other"])
         seconds = count * rate["s_per_job"] + costs[rule].work * rate["s_per_unit"]
         on = "cpu"
-        if gpu and rule in table["gpu"]["speedup"]:
-            speedup = table["gpu"]["speedup"][rule]
+        speedup = table["gpu"]["speedup"].get(TWIN.get(rule, rule))
+        if gpu and speedup:
             seconds = count * (rate["s_per_job"] + table["gpu"]["start_s"])
             seconds += costs[rule].work * rate["s_per_unit"] / speedup
             on = "gpu"
