@@ -33,8 +33,9 @@ LAYERS = {  # bottom (0) to top; the same table as diffattr/__init__.py
         "counterfactual",
         "counterfactual_summary",
         "lds",
+        "sizes",
     },
-    3: {"methods", "artifacts", "attribution", "results", "stages"},
+    3: {"methods", "artifacts", "attribution", "results", "stages", "fanout", "costs", "estimate"},
     4: {"cli", "config_doc", "__main__", "warm", "preflight"},
 }
 LEVEL = {name: level for level, names in LAYERS.items() for name in names}

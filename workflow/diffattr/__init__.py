@@ -10,9 +10,10 @@ Modules, bottom to top (no module imports one above it; none imports snakemake):
   ``figures``,
   ``counterfactual`` (plan, protocols, metrics), ``counterfactual_summary`` (the report's
   statistics), ``lds`` (``stats``, ``subsets``, ``ground_truth``, ``memorization``,
-  ``report``, ``patches``)
+  ``report``, ``patches``), ``sizes`` (a config's n, shapes, UNet FLOPs and k)
 - application: ``methods``, ``artifacts``, ``attribution`` (the facade), ``results`` (a
-  finished run as a library), ``stages``
+  finished run as a library), ``stages``, ``fanout`` (jobs per rule), ``costs`` (work, memory
+  and disk per rule), ``estimate`` (``diffattr estimate``)
 - adapters: ``cli``, ``config_doc``, ``warm`` (a run's jobs forked from one warm interpreter),
   ``preflight`` (a command line's config files checked before Snakemake reads them)
 """

@@ -21,12 +21,14 @@ from . import __version__
 from .config import RunConfig
 from .config import load as load_config
 from .errors import DiffattrError
+from .estimate import estimate_command
 from .evaluate import evaluate
 from .results import top, top_epilog
 from .stages import STAGES, first_sentence, slice_of, summary
 from .stages import load as load_stage
 
-COMMANDS = {"top": top, "evaluate": evaluate}  # commands for users, beside the stages
+# commands for users, beside the workflow's stages
+COMMANDS = {"top": top, "evaluate": evaluate, "estimate": estimate_command}
 
 log = logging.getLogger("diffattr")
 
