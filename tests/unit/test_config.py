@@ -318,11 +318,15 @@ def rule_commands() -> dict[str, tuple[str, str]]:
         for block in re.split(r"\n\s*rule ", path.read_text())[1:]:
             name = block.split(":")[0]
             slice_ = re.search(
-                r'cfg=(?:cfg_slice\("(\w+)"\)|(subset_train_cfg)\(\)|(featurize_train_cfg))', block
+                r'cfg=(?:cfg_slice\("(\w+)"\)|(subset_train_cfg)\(\)|(featurize_train_cfg)'
+                r"|(prepare_data_cfg)\(\))",
+                block,
             )
             command = re.search(r'"diffattr ([\w-]+) ', block)
             if slice_ and command:
-                out[name] = (slice_[1] or ("train" if slice_[2] else "featurize_train"), command[1])
+                named = {2: "train", 3: "featurize_train", 4: "prepare_data"}
+                kind = slice_[1] or next(v for k, v in named.items() if slice_[k])
+                out[name] = (kind, command[1])
     return out
 
 

@@ -21,7 +21,7 @@ LAYERS = {  # bottom (0) to top; the same table as diffattr/__init__.py
         "lazy_packages",
         "hub",
     },
-    1: {"data", "models", "projection", "outputs"},
+    1: {"data", "procedural", "models", "projection", "outputs"},
     2: {
         "diffusion",
         "scoring",
@@ -34,8 +34,21 @@ LAYERS = {  # bottom (0) to top; the same table as diffattr/__init__.py
         "counterfactual_summary",
         "lds",
         "sizes",
+        "local_denoiser",
+        "mucs",
+        "population",
     },
-    3: {"methods", "artifacts", "attribution", "results", "stages", "fanout", "costs", "estimate"},
+    3: {
+        "methods",
+        "artifacts",
+        "attribution",
+        "results",
+        "stages",
+        "fanout",
+        "costs",
+        "estimate",
+        "evaluate",
+    },
     4: {"cli", "config_doc", "__main__", "warm", "preflight"},
 }
 LEVEL = {name: level for level, names in LAYERS.items() for name in names}

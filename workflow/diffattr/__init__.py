@@ -5,15 +5,19 @@ Modules, bottom to top (no module imports one above it; none imports snakemake):
 - foundations: ``seeding``, ``storage``, ``errors``, ``config``, ``layout``, ``ridge``,
   ``patches`` (boxes of a target), ``lazy_packages`` (a model job's start without diffusers' zoo),
   ``hub`` (hub names that cannot be reached)
-- models and data: ``data``, ``models``, ``projection``, ``outputs``
+- models and data: ``data``, ``procedural`` (fontdigits, photopatches), ``models``,
+  ``projection``, ``outputs``
 - algorithms: ``diffusion``, ``scoring``, ``features``, ``ekfac``, ``unlearning``, ``classifier``,
   ``figures``,
   ``counterfactual`` (plan, protocols, metrics), ``counterfactual_summary`` (the report's
   statistics), ``lds`` (``stats``, ``subsets``, ``ground_truth``, ``memorization``,
-  ``report``, ``patches``), ``sizes`` (a config's n, shapes, UNet FLOPs and k)
+  ``report``, ``patches``, ``regime``), ``sizes`` (a config's n, shapes, UNet FLOPs and k),
+  ``local_denoiser`` (the patch empirical denoiser's leave-one-out scores), ``mucs`` (bounded
+  unlearning, skew scores), ``population`` (P models trained at once)
 - application: ``methods``, ``artifacts``, ``attribution`` (the facade), ``results`` (a
   finished run as a library), ``stages``, ``fanout`` (jobs per rule), ``costs`` (work, memory
-  and disk per rule), ``estimate`` (``diffattr estimate``)
+  and disk per rule), ``estimate`` (``diffattr estimate``), ``evaluate`` (``diffattr evaluate``:
+  new score files on a finished LDS run)
 - adapters: ``cli``, ``config_doc``, ``warm`` (a run's jobs forked from one warm interpreter),
   ``preflight`` (a command line's config files checked before Snakemake reads them)
 """

@@ -177,7 +177,7 @@ def photographs() -> tuple[list[np.ndarray], list[str]]:
     from sklearn.datasets import load_sample_images
 
     bunch = load_sample_images()
-    names = [Path(f).stem for f in bunch.filenames]
+    names = [Path(f).with_suffix("").name for f in bunch.filenames]
     photos = [_grey(image) for image in bunch.images]
     try:
         from skimage import data as skdata

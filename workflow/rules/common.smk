@@ -98,6 +98,12 @@ def featurize_train_cfg(wildcards):
     return RUN_CONFIG.slice("featurize_train", unused)
 
 
+def prepare_data_cfg():
+    """prepare_data's slice: the master seed only for procedural data, so that changing the seed
+    of a run on stored data prepares nothing again."""
+    return RUN_CONFIG.slice("prepare_data", () if RUN_CONFIG.dataset.reads_seed else ("seed",))
+
+
 def subset_train_cfg():
     """The subset models' recipe: the full-model recipe with ``lds.train`` overrides."""
     return RUN_CONFIG.for_subset_models().slice("train")

@@ -5,7 +5,7 @@ rule prepare_data:
     output:
         P.data,
     params:
-        cfg=RUN_CONFIG.slice("prepare_data", () if RUN_CONFIG.dataset.reads_seed else ("seed",)),
+        cfg=prepare_data_cfg(),
     log:
         P.log("prepare_data"),
     benchmark:

@@ -94,8 +94,9 @@ def train_regime_model(
 ) -> None:
     """Train the regime diagnostics' complement model: the examples LDS subset 0 leaves out,
     with the subset models' recipe and a seed of its own (``lds.regime``)."""
+    device = resolve_device(cfg.device)
     keep = ~read_subsets(subsets).masks[layout.REGIME_SUBSET]
-    _train(cfg, resolve_device(cfg.device), data, out, layout.regime_model_seed(), keep, progress)
+    _train(cfg, device, data, out, layout.regime_model_seed(), keep, progress)
 
 
 def train_cf_model(
@@ -235,9 +236,9 @@ def sample_extra_targets(
     the images of ``image_folder`` forward-diffused at each step with keyed noise
     (``forward_trajectory``), or ``new_samples`` new samples of model 0 (noise keyed by the
     set's name). Scored later against the run's stored training side."""
+    device = resolve_device(cfg.device)
     if (image_folder is None) == (new_samples == 0):
         raise ConfigError("give an extra target set either --image-folder or --new-samples")
-    device = resolve_device(cfg.device)
     unet, scheduler = load_model(layout.checkpoint(model), device, cfg.model)
     prepared = read_data(data)
     if prepared.conditional:
