@@ -428,3 +428,38 @@ def test_the_readmes_result_examples_run_as_written(finished, tmp_path):
     proc = subprocess.run(shell.split(), capture_output=True, text=True, env=workflow_env())
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "train_id" in proc.stdout and (tmp_path / "top.png").exists()
+
+
+def test_evaluate_reproduces_the_runs_lds_and_scores_a_new_method(finished, tmp_path):
+    """diffattr evaluate on the finished run: its own score files give its lds.csv bit for bit;
+    a new method's file joins the table (a candidate grid tuned on the tuning subsets); a file
+    for other targets, or named like a run method, is one line."""
+    from diffattr.artifacts import Candidates
+    from diffattr.errors import ArtifactError
+    from diffattr.evaluate import evaluate_scores, write_method_scores
+    from diffattr.results import Run
+
+    run, configs = (
+        finished / RUN,
+        [finished / "config" / "config.yaml", finished / "config" / "test.yaml"],
+    )
+    evaluate_scores(run, configs, out=tmp_path / "same")
+    assert (tmp_path / "same" / "lds.csv").read_bytes() == (
+        run / "reports" / "lds.csv"
+    ).read_bytes()
+    pixels = Run(run).scores("pixel_similarity").values
+    noise = np.random.default_rng(0).normal(size=pixels.shape)
+    grid = Candidates("mix", [0.0, 1.0], np.stack([noise, pixels]).astype(np.float32))
+    write_method_scores(tmp_path / "mine.h5", run, "mine", noise, grid, 0.0)
+    table, details = evaluate_scores(run, configs, [tmp_path / "mine.h5"])
+    mine = table[table.method == "mine"]
+    assert set(mine.lambda_source) == {"tuned", "config"} and "mine" in details["methods"]
+    assert set(mine[mine.lambda_source == "tuned"]["lambda"]) <= {0.0, 1.0}
+    write_method_scores(tmp_path / "pixel_similarity.h5", run, "pixel_similarity", noise)
+    with pytest.raises(ArtifactError, match="a method the run already has"):
+        evaluate_scores(run, configs, [tmp_path / "pixel_similarity.h5"])
+    with h5py.File(tmp_path / "mine.h5", "r+") as f:
+        f.attrs.pop("datasets_digest", None)
+        f["target_ids"][0] = 999
+    with pytest.raises(ArtifactError, match="score the run's targets"):
+        evaluate_scores(run, configs, [tmp_path / "mine.h5"])

@@ -112,9 +112,12 @@ def write_method_scores(
     method: str,
     scores: np.ndarray,
     candidates: Candidates | None = None,
+    setting: float | None = None,
 ) -> None:
     """Write ``scores`` (steps, targets, n) of a new method for the run's targets as a score
-    file ``diffattr evaluate`` reads (candidate scores of a setting to tune, optionally)."""
+    file ``diffattr evaluate`` reads; optionally the ``candidates`` of a setting the report
+    tunes on the tuning subsets, ``scores`` being those at its value ``setting`` (the table's
+    ``lambda`` column, ``config`` rows)."""
     targets, data = Run(run).targets, Run(run).data
     expected = (len(targets.steps), targets.n, data.n)
     if scores.shape != expected:
@@ -129,7 +132,7 @@ def write_method_scores(
         targets.target_ids,
         data.ids,
         block,
-        {"method": method},
+        {"method": method, **({} if setting is None else {"lambda": setting})},
         candidates=candidates,
     )
 
