@@ -146,6 +146,33 @@ def dataset(name: str, n: int, seed: int) -> np.ndarray:
     return images[np.sort(numpy_rng(seed, "regime-digits", n).permutation(len(images))[: 2 * n])]
 
 
+def table(path: Path) -> str:
+    """The sweep as Markdown: per (dataset, n, training steps) and step the verdicts (M, T, G:
+    seed 0, seed 1) and loss gaps in % (seed 0/seed 1); then the lowest agreement over the steps
+    and the largest share of near copies of either model."""
+    import pandas as pd
+
+    rows = pd.read_csv(path)
+    rows["step"] = rows["step"].astype(str)
+    letter = {"memorizing": "M", "transitional": "T", "generalizing": "G"}
+    head = ["data", "n per half", "train steps", *_steps(rows), "agreement ≥", "near copies ≤"]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (data, n, length), group in rows.groupby(["dataset", "n", "train_steps"], sort=False):
+        cells = []
+        for step in _steps(rows):
+            at = group[group.step == step].sort_values("seed")
+            gap = "/".join(f"{100 * v:+.0f}" for v in at.loss_gap)
+            cells.append("".join(letter[v] for v in at.verdict) + f" {gap}")
+        copies = max(group.near_copies_a.max(), group.near_copies_b.max())
+        cells += [f"{group.agreement.min():.2f}", f"{100 * copies:.0f} %"]
+        out.append(f"| {data} | {n} | {length} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def _steps(rows) -> list[str]:
+    return list(dict.fromkeys(rows.step))
+
+
 def main() -> None:
     from diffattr.config import load
     from diffattr.models import build_scheduler
@@ -162,7 +189,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--config", nargs="+", default=["config/config.yaml", "config/digits-lds.yaml"])
     ap.add_argument("--out", default="results/regime-sweep.csv")
+    ap.add_argument("--table", action="store_true", help="print --out as Markdown and stop")
     args = ap.parse_args()
+    if args.table:
+        print(table(Path(args.out)))
+        return
     torch.set_num_threads(args.threads)
     cfg = load(args.config)
     steps = list(cfg.attribution_steps())
