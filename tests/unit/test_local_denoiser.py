@@ -8,14 +8,16 @@ from diffattr.local_denoiser import (
     box_sum,
     covers_image,
     local_denoiser_block,
+    local_estimate,
     local_scores,
     patches_of,
 )
 from diffattr.scoring import optimal_denoiser_block
 
 
-def brute_f(train, x_t, e, ab, patch, equivariant, drop=None):
-    """f_t of the local denoiser built from every image but ``drop``, pixel by pixel."""
+def brute_f(train, x_t, e, ab, patch, equivariant, drop=None, estimate=None):
+    """f_t of the local denoiser built from every image but ``drop``, pixel by pixel (its x̂₀
+    into ``estimate`` when given)."""
     n, _, H, W = train.shape
     h = patch // 2
     pad = lambda img: np.pad(img, [(0, 0), (h, h), (h, h)])  # noqa: E731
@@ -40,6 +42,8 @@ def brute_f(train, x_t, e, ab, patch, equivariant, drop=None):
             w = np.exp(logits - logits.max())
             w /= w.sum()
             m = (w[:, None] * np.array(values)).sum(0)
+            if estimate is not None:
+                estimate[:, y, x] = m
             eps_hat = (x_t[:, y, x] - a * m) / sd
             total += ((eps_hat - e[:, y, x]) ** 2).sum()
     return total / train[0].size
@@ -59,6 +63,21 @@ def test_leave_one_out_scores_equal_brute_force(equivariant, patch, ab, block):
         full = brute_f(train, x_t, e, ab, patch, equivariant)
         expected += [brute_f(train, x_t, e, ab, patch, equivariant, i) - full for i in range(5)]
     np.testing.assert_allclose(got, expected / len(eps), rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.parametrize("equivariant", [False, True])
+def test_the_local_estimate_is_the_posterior_mean_per_pixel(equivariant):
+    rng = np.random.default_rng(3)
+    train = rng.uniform(-1, 1, (6, 2, 5, 4))
+    x_t = rng.normal(size=(2, 5, 4))
+    expected = np.zeros_like(x_t)
+    brute_f(train, x_t, np.zeros_like(x_t), 0.4, 3, equivariant, estimate=expected)
+    got = local_estimate(train, x_t, 0.4, 3, equivariant, block=6)
+    np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
+    whole = local_estimate(train, x_t, 0.4, 9)  # the empirical optimal denoiser's Σ w_i x_i
+    logits = -((x_t[None] - np.sqrt(0.4) * train) ** 2).sum((1, 2, 3)) / (2 * 0.6)
+    w = np.exp(logits - logits.max())
+    np.testing.assert_allclose(whole, np.tensordot(w / w.sum(), train, 1), rtol=1e-10)
 
 
 def test_peaked_posteriors_take_the_explicit_path():

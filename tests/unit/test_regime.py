@@ -116,3 +116,13 @@ def test_report_section_takes_the_reference_share_only_where_the_truth_is_reliab
     assert section["rule"] == regime.RULE.text() and section["pair"] == ["a", "b"]
     without = regime.report_section(diag, context, None)
     assert without["steps"]["500"]["verdict"] == "generalizing"
+
+
+def test_r_squared_of_a_denoisers_estimate():
+    rng = np.random.default_rng(4)
+    model = rng.normal(size=(3, 1, 4, 4))
+    assert regime.r_squared(model, model) == 1.0
+    assert abs(regime.r_squared(model, np.full_like(model, model.mean()))) < 1e-12
+    noisy = model + 0.1 * rng.normal(size=model.shape)
+    expected = 1 - ((model - noisy) ** 2).sum() / ((model - model.mean()) ** 2).sum()
+    assert regime.r_squared(model, noisy) == expected

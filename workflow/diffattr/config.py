@@ -395,6 +395,7 @@ class LdsConfig(Section):
     memorization_reference: bool = False
     regime: bool = True
     regime_loss_images: int = 2000
+    fidelity_patches: tuple[int, ...] = (3, 5, 7)
 
     @property
     def n_subsets(self) -> int:
@@ -914,7 +915,7 @@ SLICES: dict[str, dict[str, tuple[str, ...] | None]] = {
     "regime_diagnostics": {
         **_MODEL_RUN,
         "targets": ("sampling_steps",),
-        "lds": ("regime_loss_images",),
+        "lds": ("regime_loss_images", "fidelity_patches"),
     },
     "lds_report": {"seed": None, "lds": None},
     "train_classifier": {"seed": None, "counterfactual": ("classifier",)},

@@ -94,6 +94,53 @@ def loo_losses(logits: np.ndarray, values: np.ndarray, u: np.ndarray, c: float) 
     return np.append(loo, full)
 
 
+def candidate_blocks(train, x_t, alpha_bar: float, patch: int, equivariant: bool, block: int):
+    """Per block of pixels: (pixels, logits (n, K, B), values (n, K, B, C)) — the candidates of
+    every pixel of the block for the noisy image ``x_t`` (C, H, W), float64."""
+    n, channels, rows, cols = train.shape
+    a, sd = np.sqrt(alpha_bar), np.sqrt(1.0 - alpha_bar)
+    centre = train.reshape(n, channels, rows * cols).transpose(0, 2, 1)  # (n, Q, C)
+    if equivariant:
+        bank = patches_of(train, patch).reshape(n * rows * cols, -1)  # (n·Q', P)
+        bank_sq = (bank**2).sum(1)
+        queries = patches_of(x_t, patch)  # (Q, P)
+        for lo in range(0, rows * cols, block):
+            pixels = slice(lo, min(rows * cols, lo + block))
+            logits = a * bank @ queries[pixels].T - 0.5 * alpha_bar * bank_sq[:, None]
+            logits = (logits / sd**2).reshape(n, rows * cols, -1)  # (n, K = Q', B)
+            yield pixels, logits, np.broadcast_to(centre[:, :, None, :], (*logits.shape, channels))
+        return
+    band, h = max(1, block // cols), patch // 2  # locality: image rows per block
+    for y0 in range(0, rows, band):
+        y1 = min(rows, y0 + band)
+        lo, hi = max(0, y0 - h), min(rows, y1 + h)  # the rows their windows reach
+        part = train[:, :, lo:hi]
+        dot = box_sum((part * x_t[:, lo:hi]).sum(1), patch)[:, y0 - lo : y1 - lo]
+        sq = box_sum((part**2).sum(1), patch)[:, y0 - lo : y1 - lo]
+        logits = ((a * dot - 0.5 * alpha_bar * sq) / sd**2).reshape(n, 1, -1)
+        pixels = slice(y0 * cols, y1 * cols)
+        yield pixels, logits, centre[:, None, pixels]  # values (n, 1, B, C)
+
+
+def local_estimate(
+    train: np.ndarray,
+    x_t: np.ndarray,
+    alpha_bar: float,
+    patch: int,
+    equivariant: bool = False,
+    block: int = 64,
+) -> np.ndarray:
+    """The local denoiser's x̂₀ = m (C, H, W) of ``x_t`` (C, H, W) under ``train``."""
+    train, x_t = train.astype(np.float64), x_t.astype(np.float64)
+    channels, rows, cols = x_t.shape
+    m = np.empty((rows * cols, channels))
+    for pixels, logits, values in candidate_blocks(
+        train, x_t, alpha_bar, patch, equivariant, block
+    ):
+        m[pixels] = np.einsum("nkq,nkqc->qc", _weights(logits), values)
+    return m.T.reshape(channels, rows, cols)
+
+
 def local_scores(
     train: np.ndarray,
     x0: np.ndarray,
@@ -109,35 +156,15 @@ def local_scores(
     d = channels * rows * cols
     a, sd = np.sqrt(alpha_bar), np.sqrt(1.0 - alpha_bar)
     train = train.astype(np.float64)
-    centre = train.reshape(n, channels, rows * cols).transpose(0, 2, 1)  # (n, Q, C)
-    if equivariant:
-        bank = patches_of(train, patch).reshape(n * rows * cols, -1)  # (n·Q', P)
-        bank_sq = (bank**2).sum(1)
-    band = max(1, block // cols)  # locality: image rows per block
     total = np.zeros(n)
     for e in eps.astype(np.float64):
         x_t = a * x0.astype(np.float64) + sd * e
         u = (x_t / sd - e).reshape(channels, -1).T  # (Q, C)
         losses = np.zeros(n + 1)
-        if equivariant:
-            queries = patches_of(x_t, patch)  # (Q, P)
-            for lo in range(0, rows * cols, block):
-                pixels = slice(lo, min(rows * cols, lo + block))
-                logits = a * bank @ queries[pixels].T - 0.5 * alpha_bar * bank_sq[:, None]
-                logits = (logits / sd**2).reshape(n, rows * cols, -1)  # (n, K = Q', B)
-                values = np.broadcast_to(centre[:, :, None, :], (*logits.shape, channels))
-                losses += loo_losses(logits, values, u[pixels], a / sd)
-        else:
-            for y0 in range(0, rows, band):
-                y1, h = min(rows, y0 + band), patch // 2
-                lo, hi = max(0, y0 - h), min(rows, y1 + h)  # the rows their windows reach
-                part = train[:, :, lo:hi]
-                dot = box_sum((part * x_t[:, lo:hi]).sum(1), patch)[:, y0 - lo : y1 - lo]
-                sq = box_sum((part**2).sum(1), patch)[:, y0 - lo : y1 - lo]
-                logits = ((a * dot - 0.5 * alpha_bar * sq) / sd**2).reshape(n, 1, -1)
-                pixels = slice(y0 * cols, y1 * cols)
-                values = centre[:, None, pixels]  # (n, 1, B, C)
-                losses += loo_losses(logits, values, u[pixels], a / sd)
+        for pixels, logits, values in candidate_blocks(
+            train, x_t, alpha_bar, patch, equivariant, block
+        ):
+            losses += loo_losses(logits, values, u[pixels], a / sd)
         total += (losses[:n] - losses[n]) / d
     return total / len(eps)
 

@@ -151,3 +151,10 @@ def report_section(diagnostics: dict, context: dict, memorization: dict | None) 
             "verdict": verdict(measured["near_copies"], measured["loss_gap"], share),
         }
     return {"steps": steps, "rule": RULE.text(), "pair": diagnostics.get("models", [])}
+
+
+def r_squared(model: np.ndarray, estimate: np.ndarray) -> float:
+    """1 − Σ(model − estimate)² / Σ(model − mean(model))², pooled over targets and pixels:
+    how much of the trained model's x̂₀ a gradient-free denoiser explains (Kamb & Ganguli)."""
+    model, estimate = np.asarray(model, np.float64), np.asarray(estimate, np.float64)
+    return float(1.0 - ((model - estimate) ** 2).sum() / ((model - model.mean()) ** 2).sum())

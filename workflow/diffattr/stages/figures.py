@@ -89,24 +89,30 @@ def lds_html(table: pd.DataFrame, details: dict) -> str:
         "muted" if f else ("strong" if b else "") for f, b in zip(rows.flagged, best, strict=True)
     ]
     regime = details.get("regime")
-    sections = [("Regime per step", regime["rule"], regime_table(regime))] if regime else []
+    note = regime and (
+        f"{regime['rule']}. r2: the share of subset 0's model's x̂₀ that each empirical denoiser "
+        "of its training half explains (whole image or p×p patches)."
+    )
+    sections = [("Regime per step", note, regime_table(regime))] if regime else []
     return html_table(
         rows, "Linear datamodeling score per step", warnings, notes, classes, sections
     )
 
 
 def regime_table(regime: dict) -> pd.DataFrame:
-    """lds.json's regime section as rows (noisy → clean): step, verdict and the measurements
-    behind it."""
+    """lds.json's regime section as rows (noisy → clean): step, verdict, the measurements
+    behind it and the model fidelity (r² of the model's x̂₀ explained by each gradient-free
+    denoiser: ``r2 optimal_denoiser``, ``r2 local_<p>``)."""
     columns = ["agreement", "near_copies", "loss_gap", "reference_share"]
-    steps = sorted(regime["steps"], key=int, reverse=True)
-    return pd.DataFrame(
-        [
-            {"step": int(step), "verdict": regime["steps"][step]["verdict"]}
-            | {c: regime["steps"][step][c] for c in columns}
-            for step in steps
-        ]
-    ).astype({c: float for c in columns})
+    rows = []
+    for step in sorted(regime["steps"], key=int, reverse=True):
+        d = regime["steps"][step]
+        fidelity = {f"r2 {k}": v for k, v in d.get("fidelity", {}).items()}
+        rows.append(
+            {"step": int(step), "verdict": d["verdict"]} | {c: d[c] for c in columns} | fidelity
+        )
+    table = pd.DataFrame(rows)
+    return table.astype({c: float for c in table.columns if c not in ("step", "verdict")})
 
 
 def lds_patches_figure(

@@ -22,6 +22,26 @@ from ..storage import write_json
 log = logging.getLogger("diffattr")
 
 
+def model_fidelity(net, alphas, x_t, t: int, train: np.ndarray, patches) -> dict[str, float]:
+    """r² between the model's x̂₀ of every target's x_t (clipped like the sampler) and the
+    x̂₀ of the empirical denoisers of its training half: the whole image (``optimal_denoiser``)
+    and the local one at each patch size (``local_<p>``, locality only)."""
+    from ..local_denoiser import local_estimate
+    from ..outputs import predict_noise
+
+    abar = float(alphas[t])
+    with torch.no_grad():
+        eps = predict_noise(net, x_t, torch.full((len(x_t),), t, device=x_t.device))
+    model = ((x_t - (1 - abar) ** 0.5 * eps) / abar**0.5).clamp(-1, 1).double().cpu().numpy()
+    noisy = x_t.double().cpu().numpy()
+    whole = 2 * max(train.shape[-2:]) - 1
+    out = {}
+    for name, patch in [("optimal_denoiser", whole), *((f"local_{p}", p) for p in patches)]:
+        estimate = np.stack([local_estimate(train, x, abar, patch) for x in noisy])
+        out[name] = regime.r_squared(model, estimate)
+    return out
+
+
 def regime_diagnostics(
     cfg: RunConfig,
     *,
@@ -82,6 +102,9 @@ def regime_diagnostics(
         train_loss = float(np.mean(np.diag(losses)))
         held_loss = float(np.mean(losses[[0, 1], [1, 0]]))
         agree = regime.agreement(a, b)
+        fidelity = model_fidelity(
+            nets[0], alphas, x_t, t, images[halves[0]].numpy(), cfg.lds.fidelity_patches
+        )
         steps[str(t)] = {
             "agreement": float(agree.mean()),
             "agreement_per_target": agree.tolist(),
@@ -90,6 +113,7 @@ def regime_diagnostics(
             "loss_train": train_loss,
             "loss_held": held_loss,
             "loss_gap": regime.relative_gap(train_loss, held_loss),
+            "fidelity": fidelity,
         }
     write_json(
         out,
@@ -104,10 +128,11 @@ def regime_diagnostics(
         },
     )
     log.info(
-        "regime diagnostics:\n%s",
+        "regime diagnostics (fidelity: r² of subset 0's model's x̂₀ explained):\n%s",
         "\n".join(
             f"  t={t}: agreement {d['agreement']:.3f}, near copies {d['near_copies']:.0%}, "
-            f"loss gap {d['loss_gap']:+.1%}"
+            f"loss gap {d['loss_gap']:+.1%}, fidelity "
+            + ", ".join(f"{k} {v:.2f}" for k, v in d["fidelity"].items())
             for t, d in steps.items()
         ),
     )
