@@ -205,8 +205,13 @@ def write_inputs(tmp: Path, n=30, dim=6, members=2):
 
 
 def run_stage(command: str, cfg: RunConfig, **kwargs) -> None:
-    stage, slice_ = load_stage(command), slice_of(command)
+    stage, slice_ = load_stage(command), slice_of(command, kwargs.get("method"))
     stage(RunConfig.from_slice(cfg.slice(slice_), slice_), **kwargs)
+
+
+def run_member_stage(cfg: RunConfig, **kwargs) -> None:
+    """``member-scores`` for ``kwargs["method"]`` with that method's slice."""
+    run_stage("member-scores", cfg, **kwargs)
 
 
 def test_score_stage_assembles_each_method(tmp_path):
@@ -706,8 +711,7 @@ def test_unlearning_in_pieces_equals_one_job(tmp_path):
         split = dataclasses.replace(
             cfg.attribution, unlearning_shards=pieces[0], unlearning_train_shards=pieces[1]
         )
-        run_stage(
-            "unlearning-member",
+        run_member_stage(
             dataclasses.replace(cfg, attribution=split),
             data=tmp_path / "d.h5",
             model=tmp_path / "m0",
@@ -715,14 +719,14 @@ def test_unlearning_in_pieces_equals_one_job(tmp_path):
             targets=tmp_path / "t.h5",
             out=out,
             method="unlearning",
-            target_shard=target_shard,
-            shard=shard,
         )
+        assert layout.parse_member_piece(out) == (target_shard, shard)
 
     files = {}
     for pieces in [(1, 1), (2, 2)]:
         method = get_method("unlearning")
-        parts = method.score_inputs(paths, paths, ["m0_final"], [], 2, pieces)["member_scores"]
+        needs = method.needs([])
+        parts = paths.score_inputs(needs, paths, ["m0_final"], 2, pieces)["member_scores"]
         assert len(parts) == pieces[0] * pieces[1]
         for path in parts:
             Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ that featurizes one member (training shards, targets) projects with the same mat
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -26,8 +27,7 @@ from .data import PreparedData
 from .errors import ConfigError
 from .features import featurize_targets, featurize_training, residual_weights
 from .layout import Member
-from .methods import FeatureKind, GradientMethod, Method
-from .methods import scorer as scores_of
+from .methods import FeatureKind, GradientMethod, Method, ScoringContext
 from .patches import Patches, groups
 from .projection import Projector, make_projector
 from .scoring import BlockFn, Kernel, RowBlocks, kernel
@@ -182,7 +182,6 @@ def scorer(
     seed: int,
     members: Sequence[tuple[RowBlocks, Kernel, np.ndarray]] = (),
 ) -> BlockFn:
-    """Blocks of the method's scores for the targets (see ``methods.scorer``)."""
-    return scores_of(
-        method, data.images, targets.x0_hat, targets.steps, targets.target_ids, seed, members
-    )
+    """Blocks of the method's scores for the targets (``Method.blocks``)."""
+    ctx = ScoringContext(data.images, targets.steps, targets.target_ids, targets.x0_hat, seed)
+    return method.blocks(dataclasses.replace(ctx, members=members))

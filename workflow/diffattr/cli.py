@@ -46,7 +46,6 @@ HELP = {
     "lds": "an LDS report's lds.json: score each step with the λ it tuned",
     "member_scores": "score files of a per-member method (ekfac), one per ensemble member",
     "shard": "shard index (0-based) of the training set",
-    "target_shard": "block index (0-based) of the targets (attribution.unlearning_shards)",
     "shards": "number of shards the training set is split into",
     "targets": "targets with trajectories (targets.h5)",
     "features": "training-feature shards of one member",
@@ -203,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             return
         text, files = args.pop("cfg"), args.pop("configfile")
         _setup(args.pop("threads"))
-        slice_ = slice_of(command)
+        slice_ = slice_of(command, args.get("method"))
         cfg = RunConfig.from_slice(load_config(files).slice(slice_) if files else text, slice_)
         stage(cfg, **args)
     except DiffattrError as err:

@@ -132,7 +132,9 @@ class Run:
         lds = Path(run.report("lds.json"))
         for method in chosen:
             chosen_method = get_method(method)
-            files = chosen_method.score_inputs(run, extra, members, steps, cfg.attribution.shards)
+            files = run.score_inputs(
+                chosen_method.needs(steps), extra, members, cfg.attribution.shards
+            )
             for member, out in zip(members, files["target_features"], strict=False):
                 featurize_targets(
                     cfg,

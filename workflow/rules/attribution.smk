@@ -72,58 +72,31 @@ rule featurize_targets:
         " --out {output} --threads {threads} > {log} 2>&1"
 
 
-rule ekfac_member:
+rule member_scores:
     input:
         data=P.data,
         targets=P.targets,
         model=model_dir_of,
     output:
-        P.member_scores("ekfac", "{member}"),
-    params:
-        cfg=cfg_slice("ekfac_member"),
-    log:
-        P.log("ekfac_member", "{member}"),
-    benchmark:
-        P.benchmark("ekfac_member", "{member}")
-    threads: 1
-    conda:
-        ENV
-    resources:
-        mem_mb=8000,
-        runtime=240,
-    shell:
-        "diffattr ekfac-member --cfg {params.cfg:q} --data {input.data} --model {input.model}"
-        " --member {wildcards.member} --targets {input.targets} --out {output}"
-        " --threads {threads} > {log} 2>&1"
-
-
-rule unlearning_member:
-    input:
-        data=P.data,
-        targets=P.targets,
-        model=model_dir_of,
-    output:
-        P.member_scores("{method}", "{member}", "{part}", "{shard}"),
+        P.member_scores("{method}", "{member}{piece}"),
     wildcard_constraints:
-        method="unlearning|unlearning_final",
-        part=r"\d+",
-        shard=r"\d+",
+        piece=r"(\.t\d+\.s\d+)?",
     params:
-        cfg=cfg_slice("unlearning_member"),
+        cfg=member_cfg,
     log:
-        P.log("unlearning_member", "{method}-{member}.t{part}.s{shard}"),
+        P.log("member_scores", "{method}-{member}{piece}"),
     benchmark:
-        P.benchmark("unlearning_member", "{method}-{member}.t{part}.s{shard}")
+        P.benchmark("member_scores", "{method}-{member}{piece}")
     threads: 1
     conda:
         ENV
     resources:
-        mem_mb=8000,
-        runtime=240,
+        mem_mb=lambda wildcards: member_method(wildcards.method).resources["mem_mb"],
+        runtime=lambda wildcards: member_method(wildcards.method).resources["runtime"],
     shell:
-        "diffattr unlearning-member --cfg {params.cfg:q} --data {input.data} --model {input.model}"
-        " --member {wildcards.member} --method {wildcards.method} --targets {input.targets}"
-        " --target-shard {wildcards.part} --shard {wildcards.shard} --out {output}"
+        "diffattr member-scores --cfg {params.cfg:q} --method {wildcards.method}"
+        " --data {input.data} --model {input.model} --member {wildcards.member}"
+        " --targets {input.targets} --out {output}"
         " --threads {threads} > {log} 2>&1"
 
 

@@ -20,7 +20,7 @@ from diffattr.layout import (
     export_workflow_root,
     members,
 )
-from diffattr.methods import FeatureKind, check_specificity, get_method
+from diffattr.methods import FeatureKind, check_specificity, get_method, member_method
 
 
 def checked_config(values):
@@ -98,6 +98,11 @@ def featurize_train_cfg(wildcards):
     return RUN_CONFIG.slice("featurize_train", unused)
 
 
+def member_cfg(wildcards):
+    """A per-member method's job: its method's slice (``methods.PerMemberMethod.slice``)."""
+    return RUN_CONFIG.slice(member_method(wildcards.method).slice)
+
+
 def subset_train_cfg():
     """The subset models' recipe: the full-model recipe with ``lds.train`` overrides."""
     return RUN_CONFIG.for_subset_models().slice("train")
@@ -117,10 +122,9 @@ def shards_of_kernel(wildcards):
 
 def score_inputs(wildcards):
     method = get_method(wildcards.method)
-    a = RUN_CONFIG.attribution
-    inputs = method.score_inputs(
-        P, P, MEMBERS, STEPS, len(SHARDS), (a.unlearning_shards, a.unlearning_train_shards)
-    )
+    needs = method.needs(STEPS)
+    pieces = member_method(method.name).pieces(RUN_CONFIG) if needs.pieces else (1, 1)
+    inputs = P.score_inputs(needs, P, MEMBERS, len(SHARDS), pieces)
     return {"data": P.data, "targets": P.targets, **inputs}
 
 
@@ -212,7 +216,7 @@ def extra_score_inputs(wildcards):
     training side is remade), the set's own targets and target features, and with the LDS its
     lds.json (each step scored with the λ tuned there, as the run's figures are)."""
     method, extra = get_method(wildcards.method), P.extra(wildcards.target_set)
-    inputs = method.score_inputs(P, extra, MEMBERS, STEPS, len(SHARDS))
+    inputs = P.score_inputs(method.needs(STEPS), extra, MEMBERS, len(SHARDS))
     lds = {"lds": P.report("lds.json")} if LDS.enabled and method.uses_gradients else {}
     return {"data": P.data, "targets": extra.targets, **inputs, **lds}
 

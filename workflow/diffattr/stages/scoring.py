@@ -36,7 +36,7 @@ from ..data import decode_latents
 from ..errors import ArtifactError, ConfigError
 from ..figures import attribution_grid, patches_overview, save
 from ..layout import Member
-from ..methods import Method, get_method, scorer
+from ..methods import Method, ScoringContext, get_method
 from ..patches import resolve
 from ..scoring import BlockFn, Kernel, TrakScorer, patch_pixel_similarity_block
 from ..scoring import kernel as build_kernel
@@ -167,7 +167,7 @@ def score(
     if chosen.candidate_setting is not None:
         attrs.update(
             {
-                "lambda": getattr(cfg.attribution, chosen.candidate_setting),
+                "lambda": chosen.candidate_value(cfg),
                 "lambda_source": "config",
                 "lambda_means": chosen.candidate_setting,
             }
@@ -190,17 +190,18 @@ def score(
         attrs["featurize_cost"] = cost_attrs(list(zip(seconds, n_draws, strict=True)))
 
     def blocks(members: Sequence[tuple[FeatureStore, Kernel, np.ndarray]]) -> BlockFn:
-        return scorer(
-            chosen,
-            prepared.images,
-            stored.x0_hat,
-            stored.steps,
-            stored.target_ids,
-            cfg.seed,
-            members,
-            alphas_cumprod(cfg.diffusion),
-            cfg.attribution.R,
-            per_member,
+        return chosen.blocks(
+            ScoringContext(
+                prepared.images,
+                stored.steps,
+                stored.target_ids,
+                stored.x0_hat,
+                cfg.seed,
+                members,
+                alphas_cumprod(cfg.diffusion),
+                cfg.attribution.R,
+                per_member,
+            )
         )
 
     if by_kind:
