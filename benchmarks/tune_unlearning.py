@@ -33,8 +33,10 @@ def main() -> None:
     from diffattr import layout
     from diffattr.artifacts import read_data, read_ground_truth, read_subsets, read_targets
     from diffattr.config import load
+    from diffattr.draws import ModelDraws, TargetSet
     from diffattr.lds.stats import bootstrap_lds, lds, percentile_interval, predictions
     from diffattr.lds.subsets import TUNING
+    from diffattr.methods.unlearning import settings as unlearning_settings
     from diffattr.models import load_model, resolve_device
     from diffattr.unlearning import unlearning_scores
 
@@ -90,22 +92,17 @@ def main() -> None:
         per_step, final = [], []
         for index, net, scheduler in models:
             common = dict(
-                model=net,
-                alphas_cumprod=scheduler.alphas_cumprod,
-                train_images=data.images,
-                train_ids=data.ids,
-                x0_hat=stored.x0_hat[:, :n_t],
-                steps=stored.steps,
-                target_ids=stored.target_ids[:n_t],
-                seed=cfg.seed,
-                model_index=index,
-                lr=a.unlearning_lr,
-                ascent_steps=a.unlearning_steps,
-                window=a.unlearning_window,
-                target_draws=a.unlearning_draws,
-                eval_draws=a.unlearning_eval_draws,
-                fisher_draws=a.unlearning_fisher_draws,
-                batch_size=a.batch_size,
+                draws=ModelDraws(
+                    net,
+                    scheduler.alphas_cumprod,
+                    data.images,
+                    data.ids,
+                    cfg.seed,
+                    index,
+                    a.batch_size,
+                ),
+                targets=TargetSet(stored.x0_hat[:, :n_t], stored.steps, stored.target_ids[:n_t]),
+                settings=unlearning_settings(dataclasses.replace(cfg, attribution=a)),
             )
             per_step.append(unlearning_scores(**common))
             final.append(unlearning_scores(**common, final=stored.final[:n_t])[0])

@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import loss_rows, make_unet, random_rows
 from diffattr.config import DiffusionConfig, alphas_cumprod, uniform_timesteps
+from diffattr.draws import ModelDraws, TargetSet
 from diffattr.errors import ConfigError
 from diffattr.features import residual_weights, train_draws
 from diffattr.lds.report import member_predictions
@@ -298,18 +299,10 @@ def test_ekfac_scores_equal_the_explicit_damped_fisher_inverse(scheduler):
     x0_hat = RNG.uniform(-1, 1, (2, 3, 1, 2, 2)).astype(np.float32)
     steps, scales = [700, 100], (0.05, 2.0)
     got = ekfac_scores(
-        model,
-        abar,
-        images,
-        np.array([11]),
-        x0_hat,
-        steps,
-        np.arange(3),
+        ModelDraws(model, abar, images, np.array([11]), 0, 0, batch_size=1),
+        TargetSet(x0_hat, steps, np.arange(3)),
         1,
         2,
-        0,
-        0,
-        batch_size=1,
         dampings=scales,
         fisher="empirical",
     )

@@ -20,6 +20,7 @@ LAYERS = {  # bottom (0) to top; the same table as diffattr/__init__.py
         "patches",
         "lazy_packages",
         "hub",
+        "draws",
     },
     1: {"data", "models", "projection", "outputs"},
     2: {

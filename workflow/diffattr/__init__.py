@@ -4,7 +4,8 @@ Modules, bottom to top (no module imports one above it; none imports snakemake):
 
 - foundations: ``seeding``, ``storage``, ``errors``, ``config``, ``layout``, ``ridge``,
   ``patches`` (boxes of a target), ``lazy_packages`` (a model job's start without diffusers' zoo),
-  ``hub`` (hub names that cannot be reached)
+  ``hub`` (hub names that cannot be reached), ``draws`` (the value objects the per-member
+  numerics share)
 - models and data: ``data``, ``models``, ``projection``, ``outputs``
 - algorithms: ``diffusion``, ``scoring``, ``features``, ``ekfac``, ``unlearning``, ``classifier``,
   ``figures``,

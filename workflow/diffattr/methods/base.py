@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ..draws import ModelDraws
 from ..errors import ConfigError
 from ..scoring import BlockFn, Kernel
 
@@ -106,19 +107,8 @@ class ScoringContext:
 ScoringInputs = ScoringContext  # (its earlier name)
 
 
-@dataclass(frozen=True)
-class MemberDraws:
-    """The clump every member job hands its numerics: one ensemble member's ``model`` and
-    schedule ᾱ_t, the training ``images`` and ``ids``, the run's ``seed``, the member's model
-    index (its training draws' seed tag) and the batch size."""
-
-    model: Any
-    alphas_cumprod: Any
-    images: np.ndarray
-    ids: np.ndarray
-    seed: int
-    model_index: int
-    batch_size: int
+MemberDraws = ModelDraws
+"""The clump every member job hands its numerics (``diffattr.draws.ModelDraws``)."""
 
 
 @dataclass(frozen=True)

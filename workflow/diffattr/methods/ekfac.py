@@ -7,6 +7,7 @@ import logging
 import time
 from typing import Any
 
+from ..draws import TargetSet
 from .base import MemberJob, MemberResult, PerMemberMethod
 
 log = logging.getLogger("diffattr")
@@ -39,18 +40,10 @@ class Ekfac(PerMemberMethod):
         dampings = ekfac_dampings(cfg)
         start = time.time()
         grid = ekfac_scores(
-            d.model,
-            d.alphas_cumprod,
-            d.images,
-            d.ids,
-            stored.x0_hat,
-            stored.steps,
-            stored.target_ids,
+            d,
+            TargetSet(stored.x0_hat, stored.steps, stored.target_ids),
             s.K,
             s.R,
-            d.seed,
-            d.model_index,
-            d.batch_size,
             dampings,
             s.ekfac_fisher,
             cfg.dataset.flip,

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ..draws import TargetSet
 from ..errors import ConfigError
 from .base import MemberJob, MemberResult, PerMemberMethod
 
@@ -51,6 +52,21 @@ def target_block(stored: Any, shard: int, shards: int) -> Any:
     )
 
 
+def settings(cfg: Any) -> Any:
+    """AbU's settings from the config (``unlearning.UnlearningSettings``)."""
+    from ..unlearning import UnlearningSettings
+
+    s = cfg.attribution
+    return UnlearningSettings(
+        s.unlearning_lr,
+        s.unlearning_steps,
+        s.unlearning_window,
+        s.unlearning_draws,
+        s.unlearning_eval_draws,
+        s.unlearning_fisher_draws,
+    )
+
+
 class Unlearning(PerMemberMethod):
     name = "unlearning"
     description = "attribution by unlearning (AbU), step-specific objective"
@@ -71,22 +87,9 @@ class Unlearning(PerMemberMethod):
         examples = loss_examples(len(d.ids), s.batch_size, s.unlearning_train_shards, job.shard)
         start = time.time()
         scores = unlearning_scores(
-            d.model,
-            d.alphas_cumprod,
-            d.images,
-            d.ids,
-            stored.x0_hat,
-            stored.steps,
-            stored.target_ids,
-            d.seed,
-            d.model_index,
-            s.unlearning_lr,
-            s.unlearning_steps,
-            s.unlearning_window,
-            s.unlearning_draws,
-            s.unlearning_eval_draws,
-            s.unlearning_fisher_draws,
-            d.batch_size,
+            d,
+            TargetSet(stored.x0_hat, stored.steps, stored.target_ids),
+            settings(cfg),
             progress=True,
             final=stored.final if final else None,
             examples=examples,

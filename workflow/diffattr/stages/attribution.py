@@ -38,7 +38,7 @@ def _attributor(cfg: RunConfig, model_dir: Path, member: str) -> Attributor:
     return Attributor(model, scheduler, parsed, cfg.attribution, cfg.seed)
 
 
-def featurize_train(
+def featurize_train(  # noqa: PLR0913  (issue 32: not yet split)
     cfg: RunConfig,
     *,
     data: Path,

@@ -130,7 +130,7 @@ def at_tuned_candidates(member: Scores, tuned: Sequence[float], path: Path) -> S
     return dataclasses.replace(member, scores=np.stack(per_step), candidates=None)
 
 
-def score(
+def score(  # noqa: PLR0913  (issue 32: not yet split)
     cfg: RunConfig,
     *,
     method: str,
@@ -320,7 +320,7 @@ def per_step_blocks(
     return block_fn
 
 
-def score_patches(
+def score_patches(  # noqa: PLR0913  (issue 32: not yet split)
     cfg: RunConfig,
     *,
     method: str,
