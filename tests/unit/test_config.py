@@ -263,7 +263,10 @@ def test_counterfactual_case_count():
         ({"steps": [123, "final"]}, r"counterfactual.steps [123] are not attribution steps"),
         ({"specificity": ["das"]}, "counterfactual.specificity das: list it in"),
         ({"steps": "final", "specificity": ["journey_trak"]}, "needs a step in"),
-        ({"attribution": {"unlearning_shards": 99}}, r"unlearning_shards \(99\) exceeds targets.n"),
+        (
+            {"attribution": {"unlearning": {"shards": 99}}},
+            r"unlearning.shards \(99\) exceeds targets.n",
+        ),
     ],
 )
 def test_a_counterfactual_or_unlearning_design_that_cannot_run_is_refused(change, message):
@@ -294,9 +297,9 @@ def test_null_means_the_default_and_a_null_required_key_is_refused():
     """null is 'unset' (the schema check drops nulls): a field or a section set to null takes
     its default, not None (ekfac's damping scale; the patches section)."""
     raw = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    raw["attribution"].update({"ekfac_damping": None, "patches": None})
+    raw["attribution"].update({"ekfac": {"damping": None}, "patches": None})
     cfg = RunConfig.from_dict(raw)
-    assert cfg.attribution.ekfac_damping == AttributionConfig().ekfac_damping == 0.1
+    assert cfg.attribution.ekfac.damping == AttributionConfig().ekfac.damping == 0.1
     assert not cfg.attribution.patches.enabled
     with pytest.raises(ConfigError, match=r"train\.steps is required"):
         TrainConfig.from_dict({"batch_size": 3, "steps": None})
@@ -448,3 +451,18 @@ def test_a_nested_config_value_given_as_text_says_to_use_a_config_file():
     values["lds"]["tuning"] = "3"
     with pytest.raises(ConfigError, match=r"lds.tuning: '3' is text, not integer.*--configfile"):
         RunConfig.from_dict(values)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [("unlearning_window", "unlearning.window"), ("ekfac_damping", "ekfac.damping")],
+)
+def test_an_old_flat_method_key_is_one_line_naming_its_new_key(old, new):
+    raw = yaml.safe_load((REPO / "config" / "test.yaml").read_text())
+    raw["attribution"][old] = 1
+    with pytest.raises(
+        ConfigError, match=rf"^config key attribution\.{old} moved: write attribution\.{new}$"
+    ):
+        RunConfig.from_dict(raw)
+    with pytest.raises(ConfigError, match=rf"attribution\.{old} moved"):
+        AttributionConfig.from_dict({old: 1})

@@ -42,3 +42,12 @@ def test_methods_name_no_paths_and_the_protocol_checks_no_types():
     base = ast.parse((PACKAGE / "base.py").read_text())
     calls = [n for n in ast.walk(base) if isinstance(n, ast.Call)]
     assert not [c for c in calls if getattr(c.func, "id", "") == "isinstance"]
+
+
+def test_an_ekfac_member_scores_the_config_damping_and_the_lds_grid():
+    from diffattr.config import load
+    from diffattr.methods.ekfac import ekfac_dampings
+
+    cfg = load([REPO / "config" / "config.yaml", REPO / "config" / "test.yaml"])
+    assert ekfac_dampings(cfg) == [0.1, 1.0]
+    assert METHODS["ekfac"].candidate_value(cfg) == 0.1

@@ -699,7 +699,12 @@ def test_unlearning_in_pieces_equals_one_job(tmp_path):
     covers every example, and the loss batches do not depend on the split)."""
     cfg = tiny_config(tmp_path)
     cfg = dataclasses.replace(
-        cfg, attribution=dataclasses.replace(cfg.attribution, unlearning_draws=8, batch_size=2)
+        cfg,
+        attribution=dataclasses.replace(
+            cfg.attribution,
+            unlearning=dataclasses.replace(cfg.attribution.unlearning, draws=8),
+            batch_size=2,
+        ),
     )  # loss batches of 8: the 12 examples are 2 of them
     write_toy_data(tmp_path / "d.h5")
     common = {"data": tmp_path / "d.h5", "progress": False}
@@ -709,7 +714,10 @@ def test_unlearning_in_pieces_equals_one_job(tmp_path):
 
     def unlearning_job(pieces, out, target_shard, shard):
         split = dataclasses.replace(
-            cfg.attribution, unlearning_shards=pieces[0], unlearning_train_shards=pieces[1]
+            cfg.attribution,
+            unlearning=dataclasses.replace(
+                cfg.attribution.unlearning, shards=pieces[0], train_shards=pieces[1]
+            ),
         )
         run_member_stage(
             dataclasses.replace(cfg, attribution=split),
@@ -748,9 +756,9 @@ def test_unlearning_in_pieces_equals_one_job(tmp_path):
     one, four = read_scores(files[1, 1]), read_scores(files[2, 2])
     assert one.scores.shape[1:] == (3, 12) and np.abs(one.scores).max() > 0
     assert np.array_equal(one.scores, four.scores)
-    with pytest.raises(ConfigError, match="unlearning_shards \\(4\\) exceeds the 3 targets"):
+    with pytest.raises(ConfigError, match=r"unlearning\.shards \(4\) exceeds the 3 targets"):
         unlearning_job((4, 1), tmp_path / "x.h5", 0, 0)
-    with pytest.raises(ConfigError, match="unlearning_train_shards \\(3\\) exceeds the 2 loss"):
+    with pytest.raises(ConfigError, match=r"unlearning\.train_shards \(3\) exceeds the 2 loss"):
         unlearning_job((1, 3), tmp_path / "x.h5", 0, 2)
 
 

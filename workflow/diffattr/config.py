@@ -75,6 +75,7 @@ class Section:
         sections are whole."""
         hints = get_type_hints(cls)
         known = {cls.key(f.name) for f in dataclasses.fields(cls)}
+        check_moved(sorted(set(values) - known), cls.path)
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"unknown config keys {unknown} in {cls.path or 'the top level'}")
@@ -327,6 +328,56 @@ class PatchesConfig(Section):
         return [m for m in methods if m in PATCH_METHODS]
 
 
+@dataclass(frozen=True, eq=False, repr=False)
+class EkfacConfig(Section):
+    """ekfac's settings (its member jobs' slice, ``ekfac_member``)."""
+
+    path: ClassVar[str] = "attribution.ekfac"
+    damping: float = 0.1  # λ_l = 0.1 × mean eigenvalue of layer l (kronfluence's)
+    fisher: Literal["mc", "empirical"] = "mc"
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class UnlearningConfig(Section):
+    """The unlearning methods' settings (their member jobs' slice, ``unlearning_member``)."""
+
+    path: ClassVar[str] = "attribution.unlearning"
+    lr: float = 0.01
+    steps: int = 1
+    window: int = 200
+    draws: int = 64
+    eval_draws: int = 20
+    fisher_draws: int = 5
+    shards: int = 1
+    train_shards: int = 1
+
+
+MOVED = {  # an old flat key → where it lives now (a one-line error names it, never a silent drop)
+    **{f"attribution.ekfac_{k}": f"attribution.ekfac.{k}" for k in ("damping", "fisher")},
+    **{
+        f"attribution.unlearning_{k}": f"attribution.unlearning.{k}"
+        for k in (
+            "lr",
+            "steps",
+            "window",
+            "draws",
+            "eval_draws",
+            "fisher_draws",
+            "shards",
+            "train_shards",
+        )
+    },
+}
+
+
+def check_moved(keys: Sequence[str], where: str) -> None:
+    """A key of ``MOVED`` among ``keys`` (of section ``where``) is an error naming its new key."""
+    for key in keys:
+        name = f"{where}.{key}" if where else str(key)
+        if name in MOVED:
+            raise ConfigError(f"config key {name} moved: write {MOVED[name]}")
+
+
 ALL_METHODS = (
     "journey_trak",
     "trak",
@@ -352,16 +403,8 @@ class AttributionConfig(Section):
     R: int = 20
     residual_timesteps: int = 100
     local_window: int = 200
-    ekfac_damping: float = 0.1  # λ_l = 0.1 × mean eigenvalue of layer l (kronfluence's)
-    ekfac_fisher: Literal["mc", "empirical"] = "mc"
-    unlearning_lr: float = 0.01
-    unlearning_steps: int = 1
-    unlearning_window: int = 200
-    unlearning_draws: int = 64
-    unlearning_eval_draws: int = 20
-    unlearning_fisher_draws: int = 5
-    unlearning_shards: int = 1
-    unlearning_train_shards: int = 1
+    ekfac: EkfacConfig = field(default_factory=EkfacConfig)
+    unlearning: UnlearningConfig = field(default_factory=UnlearningConfig)
     shards: int = 2
     batch_size: int = 64
     lambda_: float = 0.01
@@ -627,9 +670,9 @@ class RunConfig(Section):
                 f"dataset.root {root} does not exist: {self.dataset.name} reads your copy of the "
                 "data from there (config/README.md, dataset.root)"
             )
-        if self.attribution.unlearning_shards > self.targets.n:
+        if self.attribution.unlearning.shards > self.targets.n:
             raise ConfigError(
-                f"attribution.unlearning_shards ({self.attribution.unlearning_shards}) exceeds "
+                f"attribution.unlearning.shards ({self.attribution.unlearning.shards}) exceeds "
                 f"targets.n ({self.targets.n}); lower it"
             )
         if self.model.conditional and self.model.cross_attention_dim is None:
@@ -883,28 +926,18 @@ SLICES: dict[str, dict[str, tuple[str, ...] | None]] = {
     },
     "unlearning_member": {
         **_MODEL_RUN,
-        "attribution": (
-            "batch_size",
-            "unlearning_lr",
-            "unlearning_steps",
-            "unlearning_window",
-            "unlearning_draws",
-            "unlearning_eval_draws",
-            "unlearning_fisher_draws",
-            "unlearning_shards",
-            "unlearning_train_shards",
-        ),
+        "attribution": ("batch_size", "unlearning"),
     },
     "ekfac_member": {
         **_MODEL_RUN,
         "dataset": ("flip",),
-        "attribution": ("K", "R", "batch_size", "ekfac_damping", "ekfac_fisher"),
+        "attribution": ("K", "R", "batch_size", "ekfac"),
         "lds": ("enabled", "ekfac_dampings"),
     },
     "score": {
         "seed": None,
         "diffusion": None,
-        "attribution": ("lambda", "ekfac_damping", "K", "R", "block_size", "local_window"),
+        "attribution": ("lambda", "ekfac", "K", "R", "block_size", "local_window"),
     },
     "figure_attributions": {"figures": None},
     "lds_subsets": {"seed": None, "lds": ("tuning", "reporting", "alpha")},
@@ -968,6 +1001,7 @@ def _check_keys(values: Any, node: Mapping[str, Any], where: str) -> None:
     props = node.get("properties")
     if not isinstance(values, Mapping) or props is None:
         return
+    check_moved([k for k in values if k not in props], where.rstrip("."))
     for key, value in values.items():
         if key not in props:
             close = difflib.get_close_matches(str(key), list(props), n=1)

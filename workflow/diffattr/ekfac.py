@@ -162,7 +162,7 @@ def ekfac_scores(
     task = _task(alphas_cumprod, seed)
     prepared = prepare_model(model, task)
     if fisher not in ("mc", "empirical"):
-        raise ConfigError(f"attribution.ekfac_fisher must be mc or empirical, not {fisher!r}")
+        raise ConfigError(f"attribution.ekfac.fisher must be mc or empirical, not {fisher!r}")
     factor_args = FactorArguments(
         strategy="ekfac", has_shared_parameters=True, use_empirical_fisher=fisher == "empirical"
     )

@@ -49,7 +49,7 @@ def loss_examples(n: int, batch_size: int, shards: int, shard: int) -> slice:
     batches = -(-n // (LOSS_BATCHES * batch_size))
     if shards > batches:  # some job would evaluate no example
         raise ConfigError(
-            f"attribution.unlearning_train_shards ({shards}) exceeds the {batches} loss batches "
+            f"attribution.unlearning.train_shards ({shards}) exceeds the {batches} loss batches "
             f"of the {n} training examples ({LOSS_BATCHES} × attribution.batch_size each); "
             "lower it"
         )

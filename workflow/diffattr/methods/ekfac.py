@@ -16,7 +16,7 @@ log = logging.getLogger("diffattr")
 def ekfac_dampings(cfg: Any) -> list[float]:
     """The damping scales an ekfac member scores: the config's, and with an LDS its grid."""
     grid = cfg.lds.ekfac_dampings if cfg.lds.enabled else ()
-    return sorted({float(cfg.attribution.ekfac_damping), *map(float, grid)})
+    return sorted({float(cfg.attribution.ekfac.damping), *map(float, grid)})
 
 
 class Ekfac(PerMemberMethod):
@@ -29,7 +29,7 @@ class Ekfac(PerMemberMethod):
 
     def candidate_value(self, cfg: Any) -> float:
         """The configured value of its candidate setting (the score job's λ)."""
-        return cfg.attribution.ekfac_damping
+        return cfg.attribution.ekfac.damping
 
     def member_job(self, job: MemberJob) -> MemberResult:
         from ..artifacts import Candidates
@@ -45,7 +45,7 @@ class Ekfac(PerMemberMethod):
             s.K,
             s.R,
             dampings,
-            s.ekfac_fisher,
+            s.ekfac.fisher,
             cfg.dataset.flip,
         )
         seconds = time.time() - start
@@ -54,14 +54,14 @@ class Ekfac(PerMemberMethod):
             "member": job.member,
             "K": s.K,
             "R": s.R,
-            "damping": s.ekfac_damping,
+            "damping": s.ekfac.damping,
             "damping_meaning": "λ_l = damping × mean EK-FAC eigenvalue of layer l",
-            "fisher": s.ekfac_fisher,
+            "fisher": s.ekfac.fisher,
             "seed": cfg.seed,
             "seconds": seconds,
         }
         candidates = Candidates("ekfac_damping", dampings, grid) if len(dampings) > 1 else None
-        scores = grid[dampings.index(float(s.ekfac_damping))]
+        scores = grid[dampings.index(float(s.ekfac.damping))]
         log.info(
             "EK-FAC scores of %s: %d examples × %d draws, dampings %s, in %.1f s",
             job.member,

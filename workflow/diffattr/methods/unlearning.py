@@ -1,6 +1,6 @@
 """``unlearning`` and ``unlearning_final``: attribution by unlearning (AbU; numerics:
 ``diffattr.unlearning``), the latter trajectory-free; each member scored in pieces (blocks of
-the targets × shards of the training examples, ``attribution.unlearning_(train_)shards``)."""
+the targets × shards of the training examples, ``attribution.unlearning.(train_)shards``)."""
 
 from __future__ import annotations
 
@@ -17,17 +17,24 @@ from .base import MemberJob, MemberResult, PerMemberMethod
 
 log = logging.getLogger("diffattr")
 
-SETTINGS = (  # what a score file records of the config (its member job's slice)
-    "batch_size",
-    "unlearning_lr",
-    "unlearning_steps",
-    "unlearning_window",
-    "unlearning_draws",
-    "unlearning_eval_draws",
-    "unlearning_fisher_draws",
-    "unlearning_shards",
-    "unlearning_train_shards",
+SETTINGS = (  # what a score file records of attribution.unlearning (as unlearning_<key>)
+    "lr",
+    "steps",
+    "window",
+    "draws",
+    "eval_draws",
+    "fisher_draws",
+    "shards",
+    "train_shards",
 )
+
+
+def recorded_settings(cfg: Any) -> dict[str, Any]:
+    """The settings a member score file records (the flat names earlier versions wrote)."""
+    u = cfg.attribution.unlearning
+    return {"batch_size": cfg.attribution.batch_size} | {
+        f"unlearning_{k}": getattr(u, k) for k in SETTINGS
+    }
 
 
 def target_block(stored: Any, shard: int, shards: int) -> Any:
@@ -36,7 +43,7 @@ def target_block(stored: Any, shard: int, shards: int) -> Any:
         raise ConfigError(f"target shard {shard} out of range for {shards} shards")
     if shards > stored.n:
         raise ConfigError(
-            f"attribution.unlearning_shards ({shards}) exceeds the {stored.n} targets; lower it"
+            f"attribution.unlearning.shards ({shards}) exceeds the {stored.n} targets; lower it"
         )
     keep = np.array_split(np.arange(stored.n), shards)[shard]
     cond = None if stored.cond is None else stored.cond[keep]
@@ -56,35 +63,28 @@ def settings(cfg: Any) -> Any:
     """AbU's settings from the config (``unlearning.UnlearningSettings``)."""
     from ..unlearning import UnlearningSettings
 
-    s = cfg.attribution
-    return UnlearningSettings(
-        s.unlearning_lr,
-        s.unlearning_steps,
-        s.unlearning_window,
-        s.unlearning_draws,
-        s.unlearning_eval_draws,
-        s.unlearning_fisher_draws,
-    )
+    u = cfg.attribution.unlearning
+    return UnlearningSettings(u.lr, u.steps, u.window, u.draws, u.eval_draws, u.fisher_draws)
 
 
 class Unlearning(PerMemberMethod):
     name = "unlearning"
     description = "attribution by unlearning (AbU), step-specific objective"
-    scored_in_pieces = True  # attribution.unlearning_(train_)shards
+    scored_in_pieces = True  # attribution.unlearning.(train_)shards
     slice = "unlearning_member"
 
     def pieces(self, cfg: Any) -> tuple[int, int]:
         """(blocks of the targets, shards of the training examples) per member."""
-        s = cfg.attribution
-        return s.unlearning_shards, s.unlearning_train_shards
+        u = cfg.attribution.unlearning
+        return u.shards, u.train_shards
 
     def member_job(self, job: MemberJob) -> MemberResult:
         from ..unlearning import loss_examples, unlearning_scores
 
-        cfg, d, s = job.cfg, job.draws, job.cfg.attribution
+        cfg, d, u = job.cfg, job.draws, job.cfg.attribution.unlearning
         final = self.target_image == "final"
-        stored = target_block(job.targets, job.part, s.unlearning_shards)
-        examples = loss_examples(len(d.ids), s.batch_size, s.unlearning_train_shards, job.shard)
+        stored = target_block(job.targets, job.part, u.shards)
+        examples = loss_examples(len(d.ids), d.batch_size, u.train_shards, job.shard)
         start = time.time()
         scores = unlearning_scores(
             d,
@@ -96,8 +96,8 @@ class Unlearning(PerMemberMethod):
         )
         seconds = time.time() - start
         attrs = {"method": self.name, "member": job.member, "seed": cfg.seed, "seconds": seconds}
-        attrs["K"] = s.unlearning_eval_draws
-        attrs["settings"] = {k: getattr(s, k) for k in SETTINGS}
+        attrs["K"] = u.eval_draws
+        attrs["settings"] = recorded_settings(cfg)
         cases = stored.n * (1 if final else stored.x0_hat.shape[0])
         attrs["seconds_per_unlearning"] = seconds / max(1, cases)
         log.info("unlearning scores of %s in %.1f s", job.member, seconds)
