@@ -21,6 +21,11 @@ LAYERS = {  # bottom (0) to top; the same table as diffattr/__init__.py
         "lazy_packages",
         "hub",
         "draws",
+        "config_section",
+        "config_schema",
+        "config_slices",
+        "config_checks",
+        "schedule",
     },
     1: {"data", "models", "projection", "outputs"},
     2: {

@@ -17,12 +17,12 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .config import uniform_timesteps
 from .data import take_rows
 from .diffusion import autocast
 from .errors import ConfigError
 from .outputs import Batch, evaluate, row_outputs
 from .projection import Projector
+from .schedule import uniform_timesteps
 from .seeding import generator
 
 

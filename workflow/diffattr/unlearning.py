@@ -32,12 +32,12 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .config import uniform_timesteps
 from .draws import ModelDraws, TargetSet
 from .errors import ConfigError
 from .features import rows_batch, shard_positions, train_draws
 from .outputs import evaluate, row_outputs
 from .projection import per_owner_gradients
+from .schedule import uniform_timesteps
 from .seeding import generator
 
 LOSS_BATCHES = 4  # training examples per loss batch, in units of attribution.batch_size

@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..config import uniform_timesteps
+from ..schedule import uniform_timesteps
 from ..scoring import BlockFn, TrakScorer
 from .base import FeatureKind, Method, Needs, ScoringContext, TargetQuery
 

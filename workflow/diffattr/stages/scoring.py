@@ -31,13 +31,14 @@ from ..artifacts import (
     write_patches,
     write_scores,
 )
-from ..config import PATCH_METHODS, RunConfig, alphas_cumprod
+from ..config import PATCH_METHODS, RunConfig
 from ..data import decode_latents
 from ..errors import ArtifactError, ConfigError
 from ..figures import attribution_grid, patches_overview, save
 from ..layout import Member
 from ..methods import Method, ScoringContext, get_method
 from ..patches import resolve
+from ..schedule import alphas_cumprod
 from ..scoring import BlockFn, Kernel, TrakScorer, patch_pixel_similarity_block
 from ..scoring import kernel as build_kernel
 from ..storage import atomic_path, config_hash, read_json
