@@ -330,6 +330,9 @@ def rule_commands() -> dict[str, tuple[str, str]]:
             if slice_ and command:
                 named = slice_[1] or ("train" if slice_[2] else "featurize_train")
                 out[name] = (METHOD_SLICE if slice_[4] else named, command[1])
+    text = "\n".join(p.read_text() for p in (REPO / "workflow" / "rules").glob("*.smk"))
+    for parent, twin in re.findall(r"\nuse rule (\w+) as (\w+) with:", text):
+        out[twin] = out[parent]  # (its parent's command and slice)
     return out
 
 

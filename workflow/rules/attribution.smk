@@ -107,6 +107,7 @@ rule score:
         P.scores("{method}"),
     params:
         cfg=cfg_slice("score"),
+        lds=lds_option,
     log:
         P.log("score", "{method}"),
     benchmark:
@@ -122,34 +123,20 @@ rule score:
         " --targets {input.targets} --kernels {input.kernels}"
         " --target-features {input.target_features}"
         " --train-features {input.train_features} --member-scores {input.member_scores}"
-        " --out {output} --threads {threads} > {log} 2>&1"
+        " {params.lds} --out {output} --threads {threads} > {log} 2>&1"
 
 
-rule tuned_scores:
+# Scores with the λ the LDS tuned per step (what figures and counterfactual removals use)
+use rule score as tuned_scores with:
     input:
         unpack(score_inputs),
         lds=P.report("lds.json"),
     output:
         P.tuned_scores("{method}"),
-    params:
-        cfg=cfg_slice("score"),
     log:
         P.log("tuned_scores", "{method}"),
     benchmark:
         P.benchmark("tuned_scores", "{method}")
-    threads: 1
-    conda:
-        ENV
-    resources:
-        mem_mb=8000,
-        runtime=60,
-    shell:
-        "diffattr score --cfg {params.cfg:q} --method {wildcards.method} --data {input.data}"
-        " --targets {input.targets} --kernels {input.kernels}"
-        " --target-features {input.target_features}"
-        " --train-features {input.train_features} --member-scores {input.member_scores}"
-        " --lds {input.lds} --out {output}"
-        " --threads {threads} > {log} 2>&1"
 
 
 rule figure_attributions:

@@ -221,6 +221,11 @@ def extra_score_inputs(wildcards):
     return {"data": P.data, "targets": extra.targets, **inputs, **lds}
 
 
+def lds_option(wildcards, input):
+    """``--lds <lds.json>`` for a score job that reads the LDS report (tuned λ), else nothing."""
+    return f"--lds {input.lds}" if "lds" in input.keys() else ""
+
+
 def extra_source(wildcards):
     """The CLI option naming where an extra target set comes from (a rerun trigger)."""
     name = wildcards.target_set
