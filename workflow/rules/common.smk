@@ -21,6 +21,7 @@ from diffattr.layout import (
     members,
 )
 from diffattr.methods import FeatureKind, check_specificity, get_method, member_method
+from diffattr.stages.extra import extra_target_jobs
 
 
 def checked_config(values):
@@ -214,11 +215,13 @@ def patch_outputs():
 def extra_score_inputs(wildcards):
     """An extra target set's scores: the run's kernels and training shards (nothing on the
     training side is remade), the set's own targets and target features, and with the LDS its
-    lds.json (each step scored with the λ tuned there, as the run's figures are)."""
-    method, extra = get_method(wildcards.method), P.extra(wildcards.target_set)
-    inputs = P.score_inputs(method.needs(STEPS), extra, MEMBERS, len(SHARDS))
-    lds = {"lds": P.report("lds.json")} if LDS.enabled and method.uses_gradients else {}
-    return {"data": P.data, "targets": extra.targets, **inputs, **lds}
+    lds.json (each step scored with the λ tuned there, as the run's figures are): the inputs of
+    its score call in ``stages.extra.extra_target_jobs`` (which Run.add_targets runs)."""
+    jobs = extra_target_jobs(RUN_CONFIG, P, wildcards.target_set, [wildcards.method], {}, LDS.enabled)
+    score = next(kwargs for command, kwargs in jobs if command == "score")
+    keys = ("data", "targets", "kernels", "target_features", "train_features", "lds")
+    as_text = lambda v: [str(p) for p in v] if isinstance(v, list) else str(v)
+    return {k: as_text(score[k]) for k in keys if k in score} | {"member_scores": []}
 
 
 def lds_option(wildcards, input):
