@@ -12,6 +12,7 @@ from diffattr.artifacts import (
     write_feature_shard,
     write_scores,
 )
+from diffattr.draws import FeatureDraws, ModelDraws
 from diffattr.features import (
     featurize_targets,
     featurize_training,
@@ -36,20 +37,8 @@ def setup(scheduler):
 
 def featurize(setup, positions, batch_size=4):
     model, proj, abar, images, ids = setup
-    return featurize_training(
-        model,
-        proj,
-        abar,
-        "loss",
-        images,
-        ids,
-        positions,
-        3,
-        batch_size,
-        seed=0,
-        model_index=0,
-        progress=False,
-    )
+    member = ModelDraws(model, abar, images, ids, seed=0, model_index=0, batch_size=batch_size)
+    return featurize_training(member, proj, FeatureDraws("loss", 3), positions, progress=False)
 
 
 def test_draws_are_keyed_by_example_not_position():

@@ -24,6 +24,7 @@ from torch import nn
 from .artifacts import Targets
 from .config import PATCH_METHODS, AttributionConfig
 from .data import PreparedData
+from .draws import FeatureDraws, ModelDraws
 from .errors import ConfigError
 from .features import featurize_targets, featurize_training, residual_weights
 from .layout import Member
@@ -60,26 +61,26 @@ class Attributor:
     ) -> np.ndarray:
         """φ_i = Pᵀ∇θ Σ_k output(x_i, t_k, ε_k) (unit per draw for normalised kinds) for the
         examples at ``positions`` (whole batches)."""
-        return featurize_training(
+        member = ModelDraws(
             self.model,
-            self.projector,
             self.scheduler.alphas_cumprod,
-            kind.output,
             data.images,
             data.ids,
-            positions,
-            self.settings.K,
-            self.settings.batch_size,
             self.seed,
             self.member.index,
-            progress=progress,
-            conditions=data.extra.get("caption_embeddings"),
-            flip=flip,
-            precision=self.settings.precision,
-            uniform=kind.uniform,
-            normalize=kind.normalize,
-            window=self.window(kind),
+            self.settings.batch_size,
         )
+        spec = FeatureDraws(
+            kind.output,
+            self.settings.K,
+            self.settings.precision,
+            flip,
+            kind.uniform,
+            kind.normalize,
+            self.window(kind),
+        )
+        conditions = data.extra.get("caption_embeddings")
+        return featurize_training(member, self.projector, spec, positions, conditions, progress)
 
     def window(self, kind: FeatureKind) -> tuple[int, int] | None:
         """Timesteps lo…hi of a step-local kind: ``local_window`` wide around its step, inside

@@ -2,7 +2,8 @@
 
 :class:`ModelDraws` is one ensemble member's clump — its model and schedule, the training images
 and ids, the run's seed, the member's model index (its keyed draws' tag) and the batch size —
-and :class:`TargetSet` the targets a member job scores (x̂_0 per step, the steps, target ids)."""
+and :class:`TargetSet` the targets a member job scores (x̂_0 per step, the steps, target ids);
+:class:`FeatureDraws` how a training feature set draws."""
 
 from __future__ import annotations
 
@@ -38,3 +39,18 @@ class TargetSet:
     x0_hat: np.ndarray
     steps: Sequence[int]
     target_ids: np.ndarray
+
+
+@dataclass(frozen=True)
+class FeatureDraws:
+    """How a training feature set draws: the model ``output`` differentiated, K ``draws`` per
+    example, the autocast ``precision``, seeded mirror ``flip``s, D-TRAK's ``uniform`` timestep
+    grid, DAS's unit per-draw gradients (``normalize``) and a timestep ``window`` (lo, hi)."""
+
+    output: str
+    draws: int
+    precision: str = "fp32"
+    flip: bool = False
+    uniform: bool = False
+    normalize: bool = False
+    window: tuple[int, int] | None = None

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from .data import take_rows
 from .diffusion import autocast
+from .draws import FeatureDraws, ModelDraws
 from .errors import ConfigError
 from .outputs import Batch, evaluate, row_outputs
 from .projection import Projector
@@ -137,25 +138,13 @@ def shard_positions(n: int, batch_size: int, shards: int, shard: int) -> np.ndar
     return np.arange(lo * batch_size, min(hi * batch_size, n))
 
 
-def featurize_training(  # noqa: PLR0913  (issue 32: not yet split)
-    model: nn.Module,
+def featurize_training(
+    member: ModelDraws,
     projector: Projector,
-    alphas_cumprod: Tensor,
-    output: str,
-    images: np.ndarray,
-    ids: np.ndarray,
+    spec: FeatureDraws,
     positions: np.ndarray,
-    draws: int,
-    batch_size: int,
-    seed: int,
-    model_index: int,
-    progress: bool = True,
     conditions: np.ndarray | None = None,
-    flip: bool = False,
-    precision: str = "fp32",
-    uniform: bool = False,
-    normalize: bool = False,
-    window: tuple[int, int] | None = None,
+    progress: bool = True,
 ) -> np.ndarray:
     """Features (len(positions), dim) of the training examples at ``positions``.
 
@@ -163,8 +152,17 @@ def featurize_training(  # noqa: PLR0913  (issue 32: not yet split)
     embeddings ``conditions`` (n, captions, L, D) every draw uses one seeded caption; ``flip``
     mirrors each draw's image with a seeded coin. ``uniform`` puts the K draws on D-TRAK's grid
     (:func:`uniform_timesteps`) instead of random timesteps; ``normalize`` sums unit per-draw
-    gradients (DAS); ``window`` (lo, hi) restricts random timesteps to lo…hi.
+    gradients (DAS); ``window`` (lo, hi) restricts random timesteps to lo…hi (``spec``).
     """
+    model, alphas_cumprod, images, ids = (
+        member.model,
+        member.alphas_cumprod,
+        member.images,
+        member.ids,
+    )
+    batch_size, seed, model_index = member.batch_size, member.seed, member.model_index
+    output, draws, precision, flip = spec.output, spec.draws, spec.precision, spec.flip
+    uniform, normalize, window = spec.uniform, spec.normalize, spec.window
     T = len(alphas_cumprod)
     shape = tuple(images.shape[1:])
     grid = uniform_timesteps(draws, T) if uniform else None
