@@ -839,6 +839,7 @@ def test_each_gradient_methods_target_features(scheduler):
     from conftest import make_unet
     from diffattr.attribution import Attributor
     from diffattr.config import uniform_timesteps
+    from diffattr.draws import FeatureDraws, TargetDraws
     from diffattr.features import featurize_targets
     from diffattr.layout import Member
     from diffattr.methods import METHODS
@@ -856,17 +857,9 @@ def test_each_gradient_methods_target_features(scheduler):
     abar, proj = scheduler.alphas_cumprod, attributor.projector
 
     def direct(images, output, timesteps, normalize=False):
+        spec = FeatureDraws(output, len(timesteps), normalize=normalize)
         return featurize_targets(
-            model,
-            proj,
-            abar,
-            output,
-            torch.from_numpy(images),
-            [4, 9],
-            timesteps,
-            0,
-            2,
-            normalize=normalize,
+            model, proj, abar, spec, TargetDraws(torch.from_numpy(images), [4, 9], timesteps), 0, 2
         )
 
     grid = uniform_timesteps(3, 1000)

@@ -24,7 +24,7 @@ from torch import nn
 from .artifacts import Targets
 from .config import PATCH_METHODS, AttributionConfig
 from .data import PreparedData
-from .draws import FeatureDraws, ModelDraws
+from .draws import FeatureDraws, ModelDraws, TargetDraws
 from .errors import ConfigError
 from .features import featurize_targets, featurize_training, residual_weights
 from .layout import Member
@@ -106,6 +106,15 @@ class Attributor:
             captions,
         )
 
+    def target_spec(self, method: GradientMethod, timesteps: Sequence[int]) -> FeatureDraws:
+        """What a method's target features differentiate (one draw per timestep)."""
+        return FeatureDraws(
+            method.target_output,
+            len(timesteps),
+            self.settings.precision,
+            normalize=method.target_normalized,
+        )
+
     def featurize_targets(self, method: GradientMethod, targets: Targets) -> np.ndarray:
         """ψ (steps, targets, k): the method's target output at every attribution step."""
         s = self.settings
@@ -119,15 +128,15 @@ class Attributor:
                 self.model,
                 self.projector,
                 self.scheduler.alphas_cumprod,
-                method.target_output,
-                torch.from_numpy(query.images),
-                targets.target_ids.tolist(),
-                query.timesteps,
+                self.target_spec(method, query.timesteps),
+                TargetDraws(
+                    torch.from_numpy(query.images),
+                    targets.target_ids.tolist(),
+                    query.timesteps,
+                    cond,
+                ),
                 self.seed,
                 s.batch_size,
-                cond,
-                s.precision,
-                method.target_normalized,
             )
         return out
 
@@ -156,15 +165,15 @@ class Attributor:
                         self.model,
                         self.projector,
                         self.scheduler.alphas_cumprod,
-                        method.target_output,
-                        torch.from_numpy(query.images[pos]),
-                        ids[pos].tolist(),
-                        query.timesteps,
+                        self.target_spec(method, query.timesteps),
+                        TargetDraws(
+                            torch.from_numpy(query.images[pos]),
+                            ids[pos].tolist(),
+                            query.timesteps,
+                            None if cond is None else cond[pos],
+                        ),
                         self.seed,
                         s.batch_size,
-                        None if cond is None else cond[pos],
-                        s.precision,
-                        method.target_normalized,
                         box,
                     )
                     for step in query.step_indices:

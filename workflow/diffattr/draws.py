@@ -54,3 +54,14 @@ class FeatureDraws:
     uniform: bool = False
     normalize: bool = False
     window: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class TargetDraws:
+    """Targets whose output gradients are featurized: ``images`` (targets, …), their ids (which
+    key the noise draws), one draw at each of ``timesteps`` and optional ``conditions``."""
+
+    images: Any
+    target_ids: Sequence[int]
+    timesteps: Sequence[int]
+    conditions: Any = None

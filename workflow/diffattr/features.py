@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from .data import take_rows
 from .diffusion import autocast
-from .draws import FeatureDraws, ModelDraws
+from .draws import FeatureDraws, ModelDraws, TargetDraws
 from .errors import ConfigError
 from .outputs import Batch, evaluate, row_outputs
 from .projection import Projector
@@ -191,24 +191,27 @@ def featurize_training(
     return out
 
 
-def featurize_targets(  # noqa: PLR0913  (issue 32: not yet split)
+def featurize_targets(
     model: nn.Module,
     projector: Projector,
     alphas_cumprod: Tensor,
-    output: str,
-    images: Tensor,
-    target_ids: Sequence[int],
-    timesteps: Sequence[int],
+    spec: FeatureDraws,
+    targets: TargetDraws,
     seed: int,
     batch_size: int,
-    conditions: Tensor | None = None,
-    precision: str = "fp32",
-    normalize: bool = False,
     box: Sequence[int] | None = None,
 ) -> np.ndarray:
     """Features (n_targets, dim) of f = Σ_r f(images[j], timesteps[r], ε_r[, c_j]) per target j
     (of Σ_r unit gradients with ``normalize``; of the patch ``box`` of every target when given).
-    The draws ε_r are keyed by target id, so patches and the whole image share them."""
+    The draws ε_r are keyed by target id, so patches and the whole image share them. ``spec``:
+    the output, precision and normalisation (its ``draws`` are the ``targets``' timesteps)."""
+    images, target_ids, timesteps = targets.images, targets.target_ids, targets.timesteps
+    conditions, output, precision, normalize = (
+        targets.conditions,
+        spec.output,
+        spec.precision,
+        spec.normalize,
+    )
     shape = tuple(images.shape[1:])
     out = np.empty((len(target_ids), projector.dim), dtype=np.float32)
     draws = len(timesteps)
