@@ -142,15 +142,9 @@ def test_streamed_caption_embeddings_train_and_featurize_bit_for_bit(tmp_path):
     assert np.array_equal(features(captions), features(streamed))
     weights = [
         residual_weights(
-            model,
-            scheduler.alphas_cumprod,
-            data.images,
-            data.ids,
+            ModelDraws(model, scheduler.alphas_cumprod, data.images, data.ids, 0, 0, 4),
             positions,
             3,
-            4,
-            0,
-            0,
             conditions,
         )
         for conditions in (captions, streamed)

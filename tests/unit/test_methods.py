@@ -178,7 +178,8 @@ def test_residual_weights_are_mean_over_norm_of_rms_residuals(scheduler):
     model = make_unet(torch.float32)
     images = RNG.uniform(-1, 1, (5, 1, 8, 8)).astype(np.float32)
     ids = np.array([3, 1, 4, 1, 5]) * 10
-    got = residual_weights(model, scheduler.alphas_cumprod, images, ids, np.arange(5), 4, 2, 0, 1)
+    member = ModelDraws(model, scheduler.alphas_cumprod, images, ids, 0, 1, batch_size=2)
+    got = residual_weights(member, np.arange(5), 4)
     from diffattr.seeding import generator
 
     grid = uniform_timesteps(4, 1000)

@@ -61,15 +61,7 @@ class Attributor:
     ) -> np.ndarray:
         """φ_i = Pᵀ∇θ Σ_k output(x_i, t_k, ε_k) (unit per draw for normalised kinds) for the
         examples at ``positions`` (whole batches)."""
-        member = ModelDraws(
-            self.model,
-            self.scheduler.alphas_cumprod,
-            data.images,
-            data.ids,
-            self.seed,
-            self.member.index,
-            self.settings.batch_size,
-        )
+        member = self.member_draws(data)
         spec = FeatureDraws(
             kind.output,
             self.settings.K,
@@ -81,6 +73,18 @@ class Attributor:
         )
         conditions = data.extra.get("caption_embeddings")
         return featurize_training(member, self.projector, spec, positions, conditions, progress)
+
+    def member_draws(self, data: PreparedData) -> ModelDraws:
+        """This member's model, schedule, seed and batch size with the training data."""
+        return ModelDraws(
+            self.model,
+            self.scheduler.alphas_cumprod,
+            data.images,
+            data.ids,
+            self.seed,
+            self.member.index,
+            self.settings.batch_size,
+        )
 
     def window(self, kind: FeatureKind) -> tuple[int, int] | None:
         """Timesteps lo…hi of a step-local kind: ``local_window`` wide around its step, inside
@@ -94,16 +98,7 @@ class Attributor:
         """DAS's residual weights (len(positions),) on ``attribution.residual_timesteps``."""
         captions = data.extra.get("caption_embeddings")
         return residual_weights(
-            self.model,
-            self.scheduler.alphas_cumprod,
-            data.images,
-            data.ids,
-            positions,
-            self.settings.residual_timesteps,
-            self.settings.batch_size,
-            self.seed,
-            self.member.index,
-            captions,
+            self.member_draws(data), positions, self.settings.residual_timesteps, captions
         )
 
     def target_spec(self, method: GradientMethod, timesteps: Sequence[int]) -> FeatureDraws:

@@ -97,19 +97,18 @@ def rows_batch(x0: Tensor, t: Tensor, eps: Tensor, cond: Tensor | None = None) -
     return batch
 
 
-def project_rows(  # noqa: PLR0913  (issue 32: not yet split)
+def project_rows(
     model: nn.Module,
     projector: Projector,
     alphas_cumprod: Tensor,
-    output: str,
+    spec: FeatureDraws,
     batch: Batch,
-    draws: int,
-    precision: str = "fp32",
-    normalize: bool = False,
     box: Sequence[int] | None = None,
 ) -> Tensor:
     """Projected gradient features (owners, dim) of owner-summed outputs (of unit row gradients
-    with ``normalize``; of the patch ``box`` only when given), in float32."""
+    with ``normalize``; of the patch ``box`` only when given), in float32; ``spec``: the output,
+    the draws per owner, the precision and the normalisation."""
+    output, draws, precision, normalize = spec.output, spec.draws, spec.precision, spec.normalize
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     batch = {
@@ -161,8 +160,8 @@ def featurize_training(
         member.ids,
     )
     batch_size, seed, model_index = member.batch_size, member.seed, member.model_index
-    output, draws, precision, flip = spec.output, spec.draws, spec.precision, spec.flip
-    uniform, normalize, window = spec.uniform, spec.normalize, spec.window
+    output, draws, flip = spec.output, spec.draws, spec.flip
+    uniform, window = spec.uniform, spec.window
     T = len(alphas_cumprod)
     shape = tuple(images.shape[1:])
     grid = uniform_timesteps(draws, T) if uniform else None
@@ -182,11 +181,7 @@ def featurize_training(
             cond = torch.from_numpy(take_rows(conditions, rows, caps.numpy()))
         batch = rows_batch(x0, ts, eps, None if cond is None else cond.float())
         out[lo : lo + len(pos)] = (
-            project_rows(
-                model, projector, alphas_cumprod, output, batch, draws, precision, normalize
-            )
-            .cpu()
-            .numpy()
+            project_rows(model, projector, alphas_cumprod, spec, batch).cpu().numpy()
         )
     return out
 
@@ -215,6 +210,7 @@ def featurize_targets(
     shape = tuple(images.shape[1:])
     out = np.empty((len(target_ids), projector.dim), dtype=np.float32)
     draws = len(timesteps)
+    per_target = FeatureDraws(output, draws, precision, normalize=normalize)
     for lo in range(0, len(target_ids), batch_size):
         ids = list(target_ids[lo : lo + batch_size])
         eps = target_draws(ids, timesteps, shape, seed, "target-draw")
@@ -222,30 +218,27 @@ def featurize_targets(
         cond = None if conditions is None else conditions[lo : lo + len(ids)].float()
         batch = rows_batch(images[lo : lo + len(ids)], ts, eps, cond)
         out[lo : lo + len(ids)] = (
-            project_rows(
-                model, projector, alphas_cumprod, output, batch, draws, precision, normalize, box
-            )
-            .cpu()
-            .numpy()
+            project_rows(model, projector, alphas_cumprod, per_target, batch, box).cpu().numpy()
         )
     return out
 
 
-def residual_weights(  # noqa: PLR0913  (issue 32: not yet split)
-    model: nn.Module,
-    alphas_cumprod: Tensor,
-    images: np.ndarray,
-    ids: np.ndarray,
+def residual_weights(
+    member: ModelDraws,
     positions: np.ndarray,
     timesteps: int,
-    batch_size: int,
-    seed: int,
-    model_index: int,
     conditions: np.ndarray | None = None,
 ) -> np.ndarray:
     """DAS's residual weight per example: w_i = mean_t e_it / ‖e_i·‖₂ with e_it the RMS residual
     √mean((ε_θ(x_t, t) − ε)²) at ``timesteps`` uniformly spaced t, one draw each, seeded by
     (model, id, t). Conditional data uses each example's first caption."""
+    model, alphas_cumprod, images, ids = (
+        member.model,
+        member.alphas_cumprod,
+        member.images,
+        member.ids,
+    )
+    batch_size, seed, model_index = member.batch_size, member.seed, member.model_index
     T = len(alphas_cumprod)
     grid = uniform_timesteps(timesteps, T)
     shape = tuple(images.shape[1:])
