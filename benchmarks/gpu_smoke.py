@@ -30,6 +30,7 @@ warnings.filterwarnings("ignore")
 from diffattr.config import DiffusionConfig, RunConfig, TrainConfig, merge  # noqa: E402
 from diffattr.data import prepare  # noqa: E402
 from diffattr.diffusion import train  # noqa: E402
+from diffattr.draws import FeatureDraws  # noqa: E402
 from diffattr.features import project_rows  # noqa: E402
 from diffattr.models import build_scheduler, build_unet, n_parameters  # noqa: E402
 from diffattr.outputs import add_noise, predict_noise  # noqa: E402
@@ -99,7 +100,7 @@ def bench_model(name, cfg, images, cond, device, steps, examples, K):
                 }
                 if cond is not None:
                     batch["cond"] = conditions[:B, 0].float().repeat_interleave(K, 0)[:rows]
-                project_rows(model, proj, alphas, "loss", batch, K, precision)
+                project_rows(model, proj, alphas, FeatureDraws("loss", K, precision), batch)
 
         featurize()
         out[f"featurize_{precision}_rows_per_s"] = examples * K / timed(featurize, device)

@@ -24,7 +24,7 @@ def main() -> None:
     from diffattr.artifacts import Candidates
     from diffattr.evaluate import evaluate_scores, write_method_scores
     from diffattr.lds.stats import rows_to_read
-    from diffattr.local_denoiser import local_denoiser_block
+    from diffattr.local_denoiser import PatchSchedule, local_denoiser_block
     from diffattr.models import build_scheduler
     from diffattr.results import Run
 
@@ -52,8 +52,7 @@ def main() -> None:
             alphas,
             args.draws,
             cfg.seed,
-            [patch] * len(targets.steps),
-            args.equivariant,
+            PatchSchedule((patch,) * len(targets.steps), args.equivariant),
         )
         grid.append(
             np.stack(

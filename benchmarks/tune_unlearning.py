@@ -2,9 +2,9 @@
 run; the reporting subsets are never read.
 
     python benchmarks/tune_unlearning.py --config config/digits-lds.yaml [--targets 8]
-        [--members 3] [--candidates '{}' '{"unlearning_lr": 0.1}' …]
+        [--members 3] [--candidates '{}' '{"lr": 0.1}' …]
 
-Each candidate is a set of ``attribution.unlearning_*`` overrides of the config. For each, the
+Each candidate is a set of ``attribution.unlearning`` overrides of the config. For each, the
 first ``--members`` ensemble members unlearn the first ``--targets`` targets at every attribution
 step (``unlearning``) and once on the final image (``unlearning_final``); their scores are
 averaged and the LDS is measured on the tuning subsets only (per step, and the final image's loss
@@ -33,8 +33,10 @@ def main() -> None:
     from diffattr import layout
     from diffattr.artifacts import read_data, read_ground_truth, read_subsets, read_targets
     from diffattr.config import load
+    from diffattr.draws import ModelDraws, TargetSet
     from diffattr.lds.stats import bootstrap_lds, lds, percentile_interval, predictions
     from diffattr.lds.subsets import TUNING
+    from diffattr.methods.unlearning import settings as unlearning_settings
     from diffattr.models import load_model, resolve_device
     from diffattr.unlearning import unlearning_scores
 
@@ -49,13 +51,13 @@ def main() -> None:
         nargs="+",
         default=[
             "{}",
-            '{"unlearning_lr": 0.1}',
-            '{"unlearning_steps": 4}',
-            '{"unlearning_window": 50}',
-            '{"unlearning_window": 1000}',
-            '{"unlearning_eval_draws": 60}',
+            '{"lr": 0.1}',
+            '{"steps": 4}',
+            '{"window": 50}',
+            '{"window": 1000}',
+            '{"eval_draws": 60}',
         ],
-        help="JSON objects of attribution.unlearning_* overrides; the first is the baseline",
+        help="JSON objects of attribution.unlearning overrides; the first is the baseline",
     )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -82,30 +84,27 @@ def main() -> None:
     results = []
     for text in args.candidates:
         overrides = json.loads(text)
-        unknown = [k for k in overrides if not k.startswith("unlearning_")]
+        known = {f.name for f in dataclasses.fields(cfg.attribution.unlearning)}
+        unknown = [k for k in overrides if k not in known]
         if unknown:
-            raise SystemExit(f"only attribution.unlearning_* keys can be tuned, not {unknown}")
-        a = dataclasses.replace(cfg.attribution, **overrides)
+            raise SystemExit(f"only attribution.unlearning keys can be tuned, not {unknown}")
+        tuned = dataclasses.replace(cfg.attribution.unlearning, **overrides)
+        a = dataclasses.replace(cfg.attribution, unlearning=tuned)
         start = time.time()
         per_step, final = [], []
         for index, net, scheduler in models:
             common = dict(
-                model=net,
-                alphas_cumprod=scheduler.alphas_cumprod,
-                train_images=data.images,
-                train_ids=data.ids,
-                x0_hat=stored.x0_hat[:, :n_t],
-                steps=stored.steps,
-                target_ids=stored.target_ids[:n_t],
-                seed=cfg.seed,
-                model_index=index,
-                lr=a.unlearning_lr,
-                ascent_steps=a.unlearning_steps,
-                window=a.unlearning_window,
-                target_draws=a.unlearning_draws,
-                eval_draws=a.unlearning_eval_draws,
-                fisher_draws=a.unlearning_fisher_draws,
-                batch_size=a.batch_size,
+                draws=ModelDraws(
+                    net,
+                    scheduler.alphas_cumprod,
+                    data.images,
+                    data.ids,
+                    cfg.seed,
+                    index,
+                    a.batch_size,
+                ),
+                targets=TargetSet(stored.x0_hat[:, :n_t], stored.steps, stored.target_ids[:n_t]),
+                settings=unlearning_settings(dataclasses.replace(cfg, attribution=a)),
             )
             per_step.append(unlearning_scores(**common))
             final.append(unlearning_scores(**common, final=stored.final[:n_t])[0])

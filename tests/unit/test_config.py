@@ -28,8 +28,8 @@ from diffattr.config import (
 from diffattr.config import merge as config_merge
 from diffattr.errors import ConfigError
 from diffattr.methods import METHODS
+from diffattr.stages import METHOD_SLICE, slice_of
 from diffattr.stages import load as load_stage
-from diffattr.stages import slice_of
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT = REPO / "config" / "config.yaml"
@@ -263,7 +263,10 @@ def test_counterfactual_case_count():
         ({"steps": [123, "final"]}, r"counterfactual.steps [123] are not attribution steps"),
         ({"specificity": ["das"]}, "counterfactual.specificity das: list it in"),
         ({"steps": "final", "specificity": ["journey_trak"]}, "needs a step in"),
-        ({"attribution": {"unlearning_shards": 99}}, r"unlearning_shards \(99\) exceeds targets.n"),
+        (
+            {"attribution": {"unlearning": {"shards": 99}}},
+            r"unlearning.shards \(99\) exceeds targets.n",
+        ),
     ],
 )
 def test_a_counterfactual_or_unlearning_design_that_cannot_run_is_refused(change, message):
@@ -294,9 +297,9 @@ def test_null_means_the_default_and_a_null_required_key_is_refused():
     """null is 'unset' (the schema check drops nulls): a field or a section set to null takes
     its default, not None (ekfac's damping scale; the patches section)."""
     raw = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    raw["attribution"].update({"ekfac_damping": None, "patches": None})
+    raw["attribution"].update({"ekfac": {"damping": None}, "patches": None})
     cfg = RunConfig.from_dict(raw)
-    assert cfg.attribution.ekfac_damping == AttributionConfig().ekfac_damping == 0.1
+    assert cfg.attribution.ekfac.damping == AttributionConfig().ekfac.damping == 0.1
     assert not cfg.attribution.patches.enabled
     with pytest.raises(ConfigError, match=r"train\.steps is required"):
         TrainConfig.from_dict({"batch_size": 3, "steps": None})
@@ -318,15 +321,18 @@ def rule_commands() -> dict[str, tuple[str, str]]:
         for block in re.split(r"\n\s*rule ", path.read_text())[1:]:
             name = block.split(":")[0]
             slice_ = re.search(
-                r'cfg=(?:cfg_slice\("(\w+)"\)|(subset_train_cfg)\(\)|(featurize_train_cfg)'
-                r"|(prepare_data_cfg)\(\))",
+                r"cfg=(?:(?:cfg_slice|RUN_CONFIG\.slice)\(\"(\w+)\"|(subset_train_cfg)\(\)"
+                r"|(featurize_train_cfg)"
+                r"|(member_cfg))",
                 block,
             )
             command = re.search(r'"diffattr ([\w-]+) ', block)
             if slice_ and command:
-                named = {2: "train", 3: "featurize_train", 4: "prepare_data"}
-                kind = slice_[1] or next(v for k, v in named.items() if slice_[k])
-                out[name] = (kind, command[1])
+                named = slice_[1] or ("train" if slice_[2] else "featurize_train")
+                out[name] = (METHOD_SLICE if slice_[4] else named, command[1])
+    text = "\n".join(p.read_text() for p in (REPO / "workflow" / "rules").glob("*.smk"))
+    for parent, twin in re.findall(r"\nuse rule (\w+) as (\w+) with:", text):
+        out[twin] = out[parent]  # (its parent's command and slice)
     return out
 
 
@@ -336,17 +342,28 @@ def test_every_gpu_rule_exists_and_its_slice_carries_the_device():
     for rule in gpu_rules():
         assert rule in commands, f"profiles/slurm gives unknown rule {rule} a GPU"
         slice_, command = commands[rule]
+        if slice_ == METHOD_SLICE:  # member_scores: each per-member method's slice
+            for name, method in METHODS.items():
+                if method.uses_member_scores:
+                    assert "device" in SLICES[method.slice], (rule, name)
+                    assert slice_of(command, name) == method.slice
+            continue
         assert "device" in SLICES[slice_], rule
         assert slice_of(command) == slice_, f"{rule}: rule slice ≠ the stage's slice"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-@pytest.mark.parametrize("rule", gpu_rules())
+@pytest.mark.parametrize(
+    "rule",
+    gpu_rules(),
+)
 def test_gpu_stages_resolve_the_configured_device_first(rule, tmp_path):
     """With device: cuda on a CPU-only machine, each GPU stage stops at once naming CUDA, before
     it reads any input: every GPU stage resolves the configured device (load_model requires it,
     so the models it loads go there)."""
     slice_, command = rule_commands()[rule]
+    method = "ekfac" if slice_ == METHOD_SLICE else "journey_trak"
+    slice_ = slice_of(command, method)
     stage = load_stage(command)
     cfg = dataclasses.replace(load([DEFAULT, TEST]), device="cuda")
     hints = typing.get_type_hints(stage)
@@ -361,7 +378,9 @@ def test_gpu_stages_resolve_the_configured_device_first(rule, tmp_path):
         if param.name == "member":
             kwargs[param.name] = "m0_final"
         if param.name == "method":
-            kwargs[param.name] = "journey_trak"
+            kwargs[param.name] = method
+    if command == "sample-extra-targets":  # (its source is checked before anything is read)
+        kwargs["new_samples"] = 1
     with pytest.raises(ConfigError, match="CUDA is not available"):
         stage(RunConfig.from_slice(cfg.slice(slice_), slice_), **kwargs)
 
@@ -430,3 +449,18 @@ def test_a_nested_config_value_given_as_text_says_to_use_a_config_file():
     values["lds"]["tuning"] = "3"
     with pytest.raises(ConfigError, match=r"lds.tuning: '3' is text, not integer.*--configfile"):
         RunConfig.from_dict(values)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [("unlearning_window", "unlearning.window"), ("ekfac_damping", "ekfac.damping")],
+)
+def test_an_old_flat_method_key_is_one_line_naming_its_new_key(old, new):
+    raw = yaml.safe_load((REPO / "config" / "test.yaml").read_text())
+    raw["attribution"][old] = 1
+    with pytest.raises(
+        ConfigError, match=rf"^config key attribution\.{old} moved: write attribution\.{new}$"
+    ):
+        RunConfig.from_dict(raw)
+    with pytest.raises(ConfigError, match=rf"attribution\.{old} moved"):
+        AttributionConfig.from_dict({old: 1})

@@ -83,6 +83,7 @@ def test_streamed_caption_embeddings_train_and_featurize_bit_for_bit(tmp_path):
     from diffattr.config import DiffusionConfig, TrainConfig
     from diffattr.data import PreparedData
     from diffattr.diffusion import train
+    from diffattr.draws import FeatureDraws, ModelDraws
     from diffattr.features import featurize_training, residual_weights
     from diffattr.models import build_scheduler
     from diffattr.projection import FactoredProjector
@@ -134,34 +135,16 @@ def test_streamed_caption_embeddings_train_and_featurize_bit_for_bit(tmp_path):
     positions = np.arange(10)
 
     def features(conditions):
-        return featurize_training(
-            model,
-            projector,
-            scheduler.alphas_cumprod,
-            "loss",
-            data.images,
-            data.ids,
-            positions,
-            2,
-            4,
-            0,
-            0,
-            progress=False,
-            conditions=conditions,
-        )
+        member = ModelDraws(model, scheduler.alphas_cumprod, data.images, data.ids, 0, 0, 4)
+        spec = FeatureDraws("loss", 2)
+        return featurize_training(member, projector, spec, positions, conditions, progress=False)
 
     assert np.array_equal(features(captions), features(streamed))
     weights = [
         residual_weights(
-            model,
-            scheduler.alphas_cumprod,
-            data.images,
-            data.ids,
+            ModelDraws(model, scheduler.alphas_cumprod, data.images, data.ids, 0, 0, 4),
             positions,
             3,
-            4,
-            0,
-            0,
             conditions,
         )
         for conditions in (captions, streamed)

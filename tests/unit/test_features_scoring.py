@@ -12,6 +12,7 @@ from diffattr.artifacts import (
     write_feature_shard,
     write_scores,
 )
+from diffattr.draws import FeatureDraws, ModelDraws, TargetDraws
 from diffattr.features import (
     featurize_targets,
     featurize_training,
@@ -36,20 +37,8 @@ def setup(scheduler):
 
 def featurize(setup, positions, batch_size=4):
     model, proj, abar, images, ids = setup
-    return featurize_training(
-        model,
-        proj,
-        abar,
-        "loss",
-        images,
-        ids,
-        positions,
-        3,
-        batch_size,
-        seed=0,
-        model_index=0,
-        progress=False,
-    )
+    member = ModelDraws(model, abar, images, ids, seed=0, model_index=0, batch_size=batch_size)
+    return featurize_training(member, proj, FeatureDraws("loss", 3), positions, progress=False)
 
 
 def test_draws_are_keyed_by_example_not_position():
@@ -85,8 +74,9 @@ def test_target_features_are_the_gradient_of_the_sum_over_draws(scheduler):
     rng = np.random.default_rng(5)
     x = torch.from_numpy(rng.uniform(-1, 1, (2, 1, 8, 8)))
     timesteps = [500, 500, 120]
+    loss = FeatureDraws("loss", len(timesteps))
     psi = featurize_targets(
-        model, IdentityProjector(model), abar, "loss", x, [7, 9], timesteps, seed=0, batch_size=2
+        model, IdentityProjector(model), abar, loss, TargetDraws(x, [7, 9], timesteps), 0, 2
     )
     eps = target_draws([7, 9], timesteps, (1, 8, 8), seed=0, tag="target-draw").double()
     for j in range(2):
@@ -100,7 +90,7 @@ def test_target_features_are_the_gradient_of_the_sum_over_draws(scheduler):
         grad = torch.cat([p.grad.flatten() for p in model.parameters()])
         np.testing.assert_allclose(psi[j], grad.float().numpy(), rtol=1e-4, atol=1e-6)
     alone = featurize_targets(
-        model, IdentityProjector(model), abar, "loss", x[1:], [9], timesteps, seed=0, batch_size=1
+        model, IdentityProjector(model), abar, loss, TargetDraws(x[1:], [9], timesteps), 0, 1
     )
     np.testing.assert_allclose(psi[1], alone[0], rtol=1e-5, atol=1e-7)
 

@@ -5,6 +5,7 @@ whole-image optimal denoiser when the patch covers the image."""
 import numpy as np
 import pytest
 from diffattr.local_denoiser import (
+    PatchSchedule,
     box_sum,
     covers_image,
     local_denoiser_block,
@@ -118,7 +119,7 @@ def test_a_patch_covering_the_image_is_the_optimal_denoiser():
     alphas = np.linspace(0.999, 0.01, 1000)
     steps, ids = [700, 200], np.array([3, 8, 9])
     whole = optimal_denoiser_block(train, x0_hat, steps, ids, alphas, 4, 0)
-    local = local_denoiser_block(train, x0_hat, steps, ids, alphas, 4, 0, [7, 7])
+    local = local_denoiser_block(train, x0_hat, steps, ids, alphas, 4, 0, PatchSchedule((7, 7)))
     for s in range(2):  # the block calls the optimal denoiser itself: bit for bit
         assert np.array_equal(
             local(s, slice(0, 3), slice(0, 6)), whole(s, slice(0, 3), slice(0, 6))
@@ -134,5 +135,5 @@ def test_a_patch_covering_the_image_is_the_optimal_denoiser():
     ).reshape(4, 1, 4, 4)
     general = local_scores(train, x0_hat[1, 1], eps, alphas[200], 7)
     np.testing.assert_allclose(general, whole(1, slice(1, 2), slice(0, 6))[0], rtol=1e-4, atol=1e-7)
-    smaller = local_denoiser_block(train, x0_hat, steps, ids, alphas, 4, 0, [3, 3])
+    smaller = local_denoiser_block(train, x0_hat, steps, ids, alphas, 4, 0, PatchSchedule((3, 3)))
     assert not np.allclose(smaller(1, slice(1, 2), slice(0, 6)), whole(1, slice(1, 2), slice(0, 6)))

@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import loss_rows, make_unet, random_rows
 from diffattr.config import DiffusionConfig, alphas_cumprod, uniform_timesteps
+from diffattr.draws import ModelDraws, TargetSet
 from diffattr.errors import ConfigError
 from diffattr.features import residual_weights, train_draws
 from diffattr.lds.report import member_predictions
@@ -177,7 +178,8 @@ def test_residual_weights_are_mean_over_norm_of_rms_residuals(scheduler):
     model = make_unet(torch.float32)
     images = RNG.uniform(-1, 1, (5, 1, 8, 8)).astype(np.float32)
     ids = np.array([3, 1, 4, 1, 5]) * 10
-    got = residual_weights(model, scheduler.alphas_cumprod, images, ids, np.arange(5), 4, 2, 0, 1)
+    member = ModelDraws(model, scheduler.alphas_cumprod, images, ids, 0, 1, batch_size=2)
+    got = residual_weights(member, np.arange(5), 4)
     from diffattr.seeding import generator
 
     grid = uniform_timesteps(4, 1000)
@@ -298,18 +300,10 @@ def test_ekfac_scores_equal_the_explicit_damped_fisher_inverse(scheduler):
     x0_hat = RNG.uniform(-1, 1, (2, 3, 1, 2, 2)).astype(np.float32)
     steps, scales = [700, 100], (0.05, 2.0)
     got = ekfac_scores(
-        model,
-        abar,
-        images,
-        np.array([11]),
-        x0_hat,
-        steps,
-        np.arange(3),
+        ModelDraws(model, abar, images, np.array([11]), 0, 0, batch_size=1),
+        TargetSet(x0_hat, steps, np.arange(3)),
         1,
         2,
-        0,
-        0,
-        batch_size=1,
         dampings=scales,
         fisher="empirical",
     )

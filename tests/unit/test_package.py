@@ -20,6 +20,12 @@ LAYERS = {  # bottom (0) to top; the same table as diffattr/__init__.py
         "patches",
         "lazy_packages",
         "hub",
+        "draws",
+        "config_section",
+        "config_schema",
+        "config_slices",
+        "config_checks",
+        "schedule",
     },
     1: {"data", "procedural", "models", "projection", "outputs"},
     2: {

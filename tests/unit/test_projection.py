@@ -143,14 +143,15 @@ def test_dense_projection_preserves_inner_products_on_random_vectors():
 def test_bf16_autocast_features_track_fp32(scheduler):
     """Mixed precision changes the forward/backward, not the float32 accumulation."""
     from conftest import make_unet
+    from diffattr.draws import FeatureDraws
     from diffattr.features import project_rows
 
     model = make_unet(torch.float32)
     batch = random_rows(4, 2, dtype=torch.float32)
     proj = FactoredProjector(model, 4, 4, 0, "bf16")
     alphas = scheduler.alphas_cumprod
-    full = project_rows(model, proj, alphas, "loss", batch, 2, "fp32")
-    half = project_rows(model, proj, alphas, "loss", batch, 2, "bf16")
+    full = project_rows(model, proj, alphas, FeatureDraws("loss", 2, "fp32"), batch)
+    half = project_rows(model, proj, alphas, FeatureDraws("loss", 2, "bf16"), batch)
     assert half.dtype == torch.float32
     cos = torch.nn.functional.cosine_similarity(full, half, dim=1)
     assert (cos > 0.98).all(), cos

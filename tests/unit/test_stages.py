@@ -205,8 +205,13 @@ def write_inputs(tmp: Path, n=30, dim=6, members=2):
 
 
 def run_stage(command: str, cfg: RunConfig, **kwargs) -> None:
-    stage, slice_ = load_stage(command), slice_of(command)
+    stage, slice_ = load_stage(command), slice_of(command, kwargs.get("method"))
     stage(RunConfig.from_slice(cfg.slice(slice_), slice_), **kwargs)
+
+
+def run_member_stage(cfg: RunConfig, **kwargs) -> None:
+    """``member-scores`` for ``kwargs["method"]`` with that method's slice."""
+    run_stage("member-scores", cfg, **kwargs)
 
 
 def test_score_stage_assembles_each_method(tmp_path):
@@ -694,7 +699,12 @@ def test_unlearning_in_pieces_equals_one_job(tmp_path):
     covers every example, and the loss batches do not depend on the split)."""
     cfg = tiny_config(tmp_path)
     cfg = dataclasses.replace(
-        cfg, attribution=dataclasses.replace(cfg.attribution, unlearning_draws=8, batch_size=2)
+        cfg,
+        attribution=dataclasses.replace(
+            cfg.attribution,
+            unlearning=dataclasses.replace(cfg.attribution.unlearning, draws=8),
+            batch_size=2,
+        ),
     )  # loss batches of 8: the 12 examples are 2 of them
     write_toy_data(tmp_path / "d.h5")
     common = {"data": tmp_path / "d.h5", "progress": False}
@@ -704,10 +714,12 @@ def test_unlearning_in_pieces_equals_one_job(tmp_path):
 
     def unlearning_job(pieces, out, target_shard, shard):
         split = dataclasses.replace(
-            cfg.attribution, unlearning_shards=pieces[0], unlearning_train_shards=pieces[1]
+            cfg.attribution,
+            unlearning=dataclasses.replace(
+                cfg.attribution.unlearning, shards=pieces[0], train_shards=pieces[1]
+            ),
         )
-        run_stage(
-            "unlearning-member",
+        run_member_stage(
             dataclasses.replace(cfg, attribution=split),
             data=tmp_path / "d.h5",
             model=tmp_path / "m0",
@@ -715,14 +727,14 @@ def test_unlearning_in_pieces_equals_one_job(tmp_path):
             targets=tmp_path / "t.h5",
             out=out,
             method="unlearning",
-            target_shard=target_shard,
-            shard=shard,
         )
+        assert layout.parse_member_piece(out) == (target_shard, shard)
 
     files = {}
     for pieces in [(1, 1), (2, 2)]:
         method = get_method("unlearning")
-        parts = method.score_inputs(paths, paths, ["m0_final"], [], 2, pieces)["member_scores"]
+        needs = method.needs([])
+        parts = paths.score_inputs(needs, paths, ["m0_final"], 2, pieces)["member_scores"]
         assert len(parts) == pieces[0] * pieces[1]
         for path in parts:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -744,9 +756,9 @@ def test_unlearning_in_pieces_equals_one_job(tmp_path):
     one, four = read_scores(files[1, 1]), read_scores(files[2, 2])
     assert one.scores.shape[1:] == (3, 12) and np.abs(one.scores).max() > 0
     assert np.array_equal(one.scores, four.scores)
-    with pytest.raises(ConfigError, match="unlearning_shards \\(4\\) exceeds the 3 targets"):
+    with pytest.raises(ConfigError, match=r"unlearning\.shards \(4\) exceeds the 3 targets"):
         unlearning_job((4, 1), tmp_path / "x.h5", 0, 0)
-    with pytest.raises(ConfigError, match="unlearning_train_shards \\(3\\) exceeds the 2 loss"):
+    with pytest.raises(ConfigError, match=r"unlearning\.train_shards \(3\) exceeds the 2 loss"):
         unlearning_job((1, 3), tmp_path / "x.h5", 0, 2)
 
 
@@ -827,6 +839,7 @@ def test_each_gradient_methods_target_features(scheduler):
     from conftest import make_unet
     from diffattr.attribution import Attributor
     from diffattr.config import uniform_timesteps
+    from diffattr.draws import FeatureDraws, TargetDraws
     from diffattr.features import featurize_targets
     from diffattr.layout import Member
     from diffattr.methods import METHODS
@@ -844,17 +857,9 @@ def test_each_gradient_methods_target_features(scheduler):
     abar, proj = scheduler.alphas_cumprod, attributor.projector
 
     def direct(images, output, timesteps, normalize=False):
+        spec = FeatureDraws(output, len(timesteps), normalize=normalize)
         return featurize_targets(
-            model,
-            proj,
-            abar,
-            output,
-            torch.from_numpy(images),
-            [4, 9],
-            timesteps,
-            0,
-            2,
-            normalize=normalize,
+            model, proj, abar, spec, TargetDraws(torch.from_numpy(images), [4, 9], timesteps), 0, 2
         )
 
     grid = uniform_timesteps(3, 1000)

@@ -8,9 +8,16 @@ import pytest
 import torch
 from conftest import make_unet
 from diffattr.config import TrainConfig
+from diffattr.draws import ModelDraws, TargetSet
 from diffattr.features import train_draws
 from diffattr.outputs import add_noise, predict_noise, row_outputs
-from diffattr.unlearning import target_rows, training_losses, unlearn, unlearning_scores
+from diffattr.unlearning import (
+    UnlearningSettings,
+    target_rows,
+    training_losses,
+    unlearn,
+    unlearning_scores,
+)
 
 RNG = np.random.default_rng(11)
 IMAGES = RNG.uniform(-1, 1, (6, 1, 8, 8)).astype(np.float32)
@@ -19,22 +26,9 @@ X0_HAT = RNG.uniform(-1, 1, (2, 2, 1, 8, 8)).astype(np.float32)
 
 def scores(model, scheduler, steps=1, lr=1e-4, window=200):
     return unlearning_scores(
-        model,
-        scheduler.alphas_cumprod,
-        IMAGES,
-        np.arange(6) * 7,
-        X0_HAT,
-        [600, 100],
-        np.array([4, 9]),
-        0,
-        1,
-        lr,
-        steps,
-        window,
-        8,
-        4,
-        2,
-        batch_size=4,
+        ModelDraws(model, scheduler.alphas_cumprod, IMAGES, np.arange(6) * 7, 0, 1, 4),
+        TargetSet(X0_HAT, [600, 100], np.array([4, 9])),
+        UnlearningSettings(lr, steps, window, 8, 4, 2),
     )
 
 
@@ -109,21 +103,9 @@ def test_a_memorized_training_image_ranks_first_when_it_is_the_target(scheduler)
     recipe = TrainConfig(steps=400, batch_size=8, lr=3e-3, warmup_steps=20, ema_decay=0.0)
     train(model, scheduler, torch.from_numpy(images), recipe, 0, progress=False)
     tau = unlearning_scores(
-        model,
-        scheduler.alphas_cumprod,
-        images,
-        np.arange(8),
-        images[[3, 6]][None],
-        [300],
-        np.array([0, 1]),
-        0,
-        0,
-        3e-5,
-        1,
-        2000,
-        64,
-        32,
-        4,
+        ModelDraws(model, scheduler.alphas_cumprod, images, np.arange(8), 0, 0),
+        TargetSet(images[[3, 6]][None], [300], np.array([0, 1])),
+        UnlearningSettings(3e-5, 1, 2000, 64, 32, 4),
     )
     assert int(np.argmax(tau[0, 0])) == 3 and int(np.argmax(tau[0, 1])) == 6
 
@@ -137,22 +119,9 @@ def test_the_trajectory_free_variant_unlearns_the_final_image_on_the_uniform_gri
     assert rows["t"].tolist() == [0, 250, 500, 750]
     assert torch.equal(rows["x0"], torch.from_numpy(final[0]).expand(4, 1, 8, 8))
     tau = unlearning_scores(
-        model,
-        scheduler.alphas_cumprod,
-        IMAGES,
-        np.arange(6) * 7,
-        X0_HAT,
-        [600, 100],
-        np.array([4, 9]),
-        0,
-        1,
-        1e-4,
-        1,
-        200,
-        4,
-        4,
-        2,
-        batch_size=4,
+        ModelDraws(model, scheduler.alphas_cumprod, IMAGES, np.arange(6) * 7, 0, 1, 4),
+        TargetSet(X0_HAT, [600, 100], np.array([4, 9])),
+        UnlearningSettings(1e-4, 1, 200, 4, 4, 2),
         final=final,
     )
     assert np.array_equal(tau[0], tau[1]) and np.abs(tau).max() > 0  # one per target, every step

@@ -2,9 +2,12 @@
 
 Modules, bottom to top (no module imports one above it; none imports snakemake):
 
-- foundations: ``seeding``, ``storage``, ``errors``, ``config``, ``layout``, ``ridge``,
+- foundations: ``seeding``, ``storage``, ``errors``, ``config`` (sections, ``RunConfig``; with
+  ``config_section``, ``config_checks``, ``config_slices``, ``config_schema``), ``schedule``
+  (ᾱ_t and the timestep helpers), ``layout``, ``ridge``,
   ``patches`` (boxes of a target), ``lazy_packages`` (a model job's start without diffusers' zoo),
-  ``hub`` (hub names that cannot be reached)
+  ``hub`` (hub names that cannot be reached), ``draws`` (the value objects the per-member
+  numerics share)
 - models and data: ``data``, ``procedural`` (fontdigits, photopatches), ``models``,
   ``projection``, ``outputs``
 - algorithms: ``diffusion``, ``scoring``, ``features``, ``ekfac``, ``unlearning``, ``classifier``,

@@ -438,7 +438,7 @@ def digest_key(kind: str, member: object, single_kind: bool) -> str:
     return str(member) if single_kind else f"{kind}/{member}"
 
 
-def write_scores(
+def write_scores(  # noqa: PLR0913  (issue 32: not yet split)
     path: str | Path,
     steps: Sequence[int],
     target_ids: np.ndarray,

@@ -13,6 +13,7 @@ that featurizes one member (training shards, targets) projects with the same mat
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -23,11 +24,11 @@ from torch import nn
 from .artifacts import Targets
 from .config import PATCH_METHODS, AttributionConfig
 from .data import PreparedData
+from .draws import FeatureDraws, ModelDraws, TargetDraws
 from .errors import ConfigError
 from .features import featurize_targets, featurize_training, residual_weights
 from .layout import Member
-from .methods import FeatureKind, GradientMethod, Method
-from .methods import scorer as scores_of
+from .methods import FeatureKind, GradientMethod, Method, ScoringContext
 from .patches import Patches, groups
 from .projection import Projector, make_projector
 from .scoring import BlockFn, Kernel, RowBlocks, kernel
@@ -60,25 +61,29 @@ class Attributor:
     ) -> np.ndarray:
         """φ_i = Pᵀ∇θ Σ_k output(x_i, t_k, ε_k) (unit per draw for normalised kinds) for the
         examples at ``positions`` (whole batches)."""
-        return featurize_training(
-            self.model,
-            self.projector,
-            self.scheduler.alphas_cumprod,
+        member = self.member_draws(data)
+        spec = FeatureDraws(
             kind.output,
+            self.settings.K,
+            self.settings.precision,
+            flip,
+            kind.uniform,
+            kind.normalize,
+            self.window(kind),
+        )
+        conditions = data.extra.get("caption_embeddings")
+        return featurize_training(member, self.projector, spec, positions, conditions, progress)
+
+    def member_draws(self, data: PreparedData) -> ModelDraws:
+        """This member's model, schedule, seed and batch size with the training data."""
+        return ModelDraws(
+            self.model,
+            self.scheduler.alphas_cumprod,
             data.images,
             data.ids,
-            positions,
-            self.settings.K,
-            self.settings.batch_size,
             self.seed,
             self.member.index,
-            progress=progress,
-            conditions=data.extra.get("caption_embeddings"),
-            flip=flip,
-            precision=self.settings.precision,
-            uniform=kind.uniform,
-            normalize=kind.normalize,
-            window=self.window(kind),
+            self.settings.batch_size,
         )
 
     def window(self, kind: FeatureKind) -> tuple[int, int] | None:
@@ -93,16 +98,16 @@ class Attributor:
         """DAS's residual weights (len(positions),) on ``attribution.residual_timesteps``."""
         captions = data.extra.get("caption_embeddings")
         return residual_weights(
-            self.model,
-            self.scheduler.alphas_cumprod,
-            data.images,
-            data.ids,
-            positions,
-            self.settings.residual_timesteps,
-            self.settings.batch_size,
-            self.seed,
-            self.member.index,
-            captions,
+            self.member_draws(data), positions, self.settings.residual_timesteps, captions
+        )
+
+    def target_spec(self, method: GradientMethod, timesteps: Sequence[int]) -> FeatureDraws:
+        """What a method's target features differentiate (one draw per timestep)."""
+        return FeatureDraws(
+            method.target_output,
+            len(timesteps),
+            self.settings.precision,
+            normalize=method.target_normalized,
         )
 
     def featurize_targets(self, method: GradientMethod, targets: Targets) -> np.ndarray:
@@ -118,15 +123,15 @@ class Attributor:
                 self.model,
                 self.projector,
                 self.scheduler.alphas_cumprod,
-                method.target_output,
-                torch.from_numpy(query.images),
-                targets.target_ids.tolist(),
-                query.timesteps,
+                self.target_spec(method, query.timesteps),
+                TargetDraws(
+                    torch.from_numpy(query.images),
+                    targets.target_ids.tolist(),
+                    query.timesteps,
+                    cond,
+                ),
                 self.seed,
                 s.batch_size,
-                cond,
-                s.precision,
-                method.target_normalized,
             )
         return out
 
@@ -155,15 +160,15 @@ class Attributor:
                         self.model,
                         self.projector,
                         self.scheduler.alphas_cumprod,
-                        method.target_output,
-                        torch.from_numpy(query.images[pos]),
-                        ids[pos].tolist(),
-                        query.timesteps,
+                        self.target_spec(method, query.timesteps),
+                        TargetDraws(
+                            torch.from_numpy(query.images[pos]),
+                            ids[pos].tolist(),
+                            query.timesteps,
+                            None if cond is None else cond[pos],
+                        ),
                         self.seed,
                         s.batch_size,
-                        None if cond is None else cond[pos],
-                        s.precision,
-                        method.target_normalized,
                         box,
                     )
                     for step in query.step_indices:
@@ -182,7 +187,6 @@ def scorer(
     seed: int,
     members: Sequence[tuple[RowBlocks, Kernel, np.ndarray]] = (),
 ) -> BlockFn:
-    """Blocks of the method's scores for the targets (see ``methods.scorer``)."""
-    return scores_of(
-        method, data.images, targets.x0_hat, targets.steps, targets.target_ids, seed, members
-    )
+    """Blocks of the method's scores for the targets (``Method.blocks``)."""
+    ctx = ScoringContext(data.images, targets.steps, targets.target_ids, targets.x0_hat, seed)
+    return method.blocks(dataclasses.replace(ctx, members=members))

@@ -49,7 +49,6 @@ HELP = {
     "lds": "an LDS report's lds.json: score each step with the λ it tuned",
     "member_scores": "score files of a per-member method (ekfac), one per ensemble member",
     "shard": "shard index (0-based) of the training set",
-    "target_shard": "block index (0-based) of the targets (attribution.unlearning_shards)",
     "shards": "number of shards the training set is split into",
     "targets": "targets with trajectories (targets.h5)",
     "features": "training-feature shards of one member",
@@ -86,7 +85,8 @@ HELP = {
     "out_figure_metrics": "output figure of the metrics (PNG)",
     "out_figure_samples": "output figure of paired samples (PNG)",
     "run": "a run's results folder, e.g. results/default",
-    "configfile": "the config files the run was made with (merged left to right)",
+    "configfile": "config files merged left to right (a run's own, for evaluate)",
+    "device": "estimate: cpu or gpu hours (default: the config's device)",
     "target": "target id",
     "step": "attribution timestep t (one of the run's steps)",
     "k": "how many positive and negative influencers",
@@ -207,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             return
         text, files = args.pop("cfg"), args.pop("configfile")
         _setup(args.pop("threads"))
-        slice_ = slice_of(command)
+        slice_ = slice_of(command, args.get("method"))
         cfg = RunConfig.from_slice(load_config(files).slice(slice_) if files else text, slice_)
         stage(cfg, **args)
     except DiffattrError as err:

@@ -52,6 +52,26 @@ class Cost:
     disk_bytes: float = 0.0  # summed over the rule's jobs
 
 
+EKFAC_UNITS = 2.192e-10 / 6.886e-10
+"""ekfac's fitted seconds per unit of work over unlearning's (rates.json's member_scores rate
+was fitted on unlearning jobs: test run and README digits-lds): ekfac's work is counted in
+unlearning's units."""
+EKFAC_JOB_UNITS = (6.373 - 0.174) / 6.886e-10  # ekfac's extra start-up per job, in those units
+
+
+def _member_work(cfg: RunConfig, method: str, dampings: int) -> float:
+    """Forward-backward passes over the training set per member of a per-member method:
+    EK-FAC's factor, eigendecomposition and score passes (K draws each); unlearning's loss
+    evaluations per target block and step (5 per piece of its pieces)."""
+    a, u = cfg.attribution, cfg.attribution.unlearning
+    if method == "ekfac":
+        return EKFAC_UNITS * a.K * (2 + dampings)
+    if method.startswith("unlearning"):
+        per_target = 1 if method.endswith("_final") else len(cfg.attribution_steps())
+        return cfg.targets.n * per_target + 5 * u.shards * u.train_shards
+    return 0.0
+
+
 def _gradient_methods(cfg: RunConfig) -> list[str]:
     return [m for m in cfg.attribution.methods if get_method(m).uses_gradients]
 
@@ -125,25 +145,11 @@ def rule_costs(cfg: RunConfig, z: Sizes, jobs: dict[str, int]) -> dict[str, Cost
             S * T * k * F32,
             M * len(gradient) * S * T * k * F32,
         ),
-        "ekfac_member": lambda: Cost(
-            M * (n * a.K * (2 + dampings) + S * T * a.R) * F,
+        "member_scores": lambda: Cost(
+            sum(_member_work(cfg, m, dampings) for m in a.methods) * M * n * F
+            + (EKFAC_UNITS * (M * S * T * a.R * F) + EKFAC_JOB_UNITS * M) * ("ekfac" in a.methods),
             16 * z.params + scores,
-            M * dampings * scores,
-        ),
-        "unlearning_member": lambda: Cost(
-            sum(
-                M
-                * (
-                    T * (1 if m.endswith("_final") else S)
-                    + 5 * a.unlearning_shards * a.unlearning_train_shards
-                )
-                * n
-                * F
-                for m in a.methods
-                if m.startswith("unlearning")
-            ),
-            16 * z.params + scores,
-            jobs["unlearning_member"] * scores,
+            jobs["member_scores"] * scores * (dampings if "ekfac" in a.methods else 1),
         ),
         "score": lambda: Cost(
             _score_work(cfg, z, list(a.methods), M),

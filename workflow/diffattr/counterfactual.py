@@ -54,7 +54,7 @@ def random_removal(n: int, k: int, seed: int, target: int, step: int) -> np.ndar
     return np.sort(numpy_rng(seed, "cf-random", target, step).choice(n, k, replace=False))
 
 
-def plan(
+def plan(  # noqa: C901  (issue 32: not yet split)
     cf: CounterfactualConfig,
     n: int,
     steps: Sequence[int],
@@ -204,7 +204,7 @@ def sample_metrics(original: Tensor, other: Tensor, classifier, target_class: in
     return {"l2": l2, "prob_drop": p_orig - p_other, "frechet": fd}
 
 
-def emergence(
+def emergence(  # noqa: PLR0913  (issue 32: not yet split)
     predictor: Predictor,
     scheduler,
     sampling_steps: int,

@@ -52,7 +52,7 @@ def init_seeded(build: Callable[[], nn.Module], *keys: int | str) -> nn.Module:
         return build()
 
 
-def train(
+def train(  # noqa: PLR0913  (issue 32: not yet split)
     model: nn.Module,
     scheduler: DDPMScheduler,
     images: Tensor,

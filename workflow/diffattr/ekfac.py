@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from .draws import ModelDraws, TargetSet
 from .errors import ConfigError
 from .features import target_draws, train_draws
 from .outputs import add_noise, predict_noise
@@ -131,18 +132,10 @@ def damping_scale(scale: float) -> Iterator[None]:
 
 
 def ekfac_scores(
-    model: nn.Module,
-    alphas_cumprod: Tensor,
-    train_images: np.ndarray,
-    train_ids: np.ndarray,
-    x0_hat: np.ndarray,
-    steps: Sequence[int],
-    target_ids: np.ndarray,
+    draws: ModelDraws,
+    targets: TargetSet,
     K: int,
     R: int,
-    seed: int,
-    model_index: int,
-    batch_size: int = 64,
     dampings: Sequence[float] = (0.1,),
     fisher: str = "mc",
     flip: bool = False,
@@ -159,15 +152,17 @@ def ekfac_scores(
             "--no-deps kronfluence==1.0.1 accelerate einconv einops opt_einsum"
         ) from err
 
-    model = copy.deepcopy(model).float().eval()  # kronfluence wraps its modules in place
+    model = copy.deepcopy(draws.model).float().eval()  # kronfluence wraps its modules in place
+    alphas_cumprod, seed, batch_size = draws.alphas_cumprod, draws.seed, draws.batch_size
+    train_images, x0_hat = draws.images, targets.x0_hat
     T = len(alphas_cumprod)
-    train = TrainDraws(train_images, train_ids, K, T, seed, model_index, flip)
-    query = QueryDraws(x0_hat, steps, target_ids, R, seed)
+    train = TrainDraws(train_images, draws.ids, K, T, seed, draws.model_index, flip)
+    query = QueryDraws(x0_hat, targets.steps, targets.target_ids, R, seed)
     n_steps, n_targets = x0_hat.shape[:2]
     task = _task(alphas_cumprod, seed)
     prepared = prepare_model(model, task)
     if fisher not in ("mc", "empirical"):
-        raise ConfigError(f"attribution.ekfac_fisher must be mc or empirical, not {fisher!r}")
+        raise ConfigError(f"attribution.ekfac.fisher must be mc or empirical, not {fisher!r}")
     factor_args = FactorArguments(
         strategy="ekfac", has_shared_parameters=True, use_empirical_fisher=fisher == "empirical"
     )

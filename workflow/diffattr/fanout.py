@@ -16,11 +16,7 @@ from .config import RunConfig
 from .layout import Member, Paths, members
 from .methods import get_method
 
-MEMBER_RULES = {"ekfac": "ekfac_member", "unlearning": "unlearning_member"}
-
-
-def _member_rule(method: str) -> str:
-    return MEMBER_RULES[method.removesuffix("_final")]
+MEMBER_RULE = "member_scores"  # every per-member method's jobs (rule member_scores)
 
 
 def attribution_jobs(cfg: RunConfig, jobs: Counter) -> None:
@@ -29,17 +25,17 @@ def attribution_jobs(cfg: RunConfig, jobs: Counter) -> None:
     names = [str(m) for m in members(cfg.train.ensemble, a.checkpoints)]
     steps = cfg.attribution_steps()
     files: dict[str, set[str]] = {r: set() for r in ("featurize_train", "kernel")}
-    files |= {"featurize_targets": set(), **{r: set() for r in MEMBER_RULES.values()}}
+    files |= {"featurize_targets": set(), MEMBER_RULE: set()}
     used: set[int] = {0}  # model 0 samples the targets
     for name in a.methods:
         method = get_method(name)
-        pieces = (a.unlearning_shards, a.unlearning_train_shards)
-        inputs = method.score_inputs(paths, paths, names, steps, a.shards, pieces)
+        pieces = method.pieces(cfg) if method.uses_member_scores else (1, 1)
+        inputs = paths.score_inputs(method.needs(steps), paths, names, a.shards, pieces)
         files["featurize_train"].update(inputs["train_features"])
         files["kernel"].update(inputs["kernels"])
         files["featurize_targets"].update(inputs["target_features"])
         if method.uses_member_scores:
-            files[_member_rule(name)].update(inputs["member_scores"])
+            files[MEMBER_RULE].update(inputs["member_scores"])
         if method.uses_gradients or method.uses_member_scores:
             used |= {Member.parse(m).index for m in names}
     jobs["import_model" if cfg.train.pretrained else "train_model"] = len(used)

@@ -17,16 +17,17 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .config import uniform_timesteps
 from .data import take_rows
 from .diffusion import autocast
+from .draws import FeatureDraws, ModelDraws, TargetDraws
 from .errors import ConfigError
 from .outputs import Batch, evaluate, row_outputs
 from .projection import Projector
+from .schedule import uniform_timesteps
 from .seeding import generator
 
 
-def train_draws(
+def train_draws(  # noqa: PLR0913  (issue 32: not yet split)
     ids: Sequence[int],
     draws: int,
     num_timesteps: int,
@@ -100,15 +101,14 @@ def project_rows(
     model: nn.Module,
     projector: Projector,
     alphas_cumprod: Tensor,
-    output: str,
+    spec: FeatureDraws,
     batch: Batch,
-    draws: int,
-    precision: str = "fp32",
-    normalize: bool = False,
     box: Sequence[int] | None = None,
 ) -> Tensor:
     """Projected gradient features (owners, dim) of owner-summed outputs (of unit row gradients
-    with ``normalize``; of the patch ``box`` only when given), in float32."""
+    with ``normalize``; of the patch ``box`` only when given), in float32; ``spec``: the output,
+    the draws per owner, the precision and the normalisation."""
+    output, draws, precision, normalize = spec.output, spec.draws, spec.precision, spec.normalize
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     batch = {
@@ -138,24 +138,12 @@ def shard_positions(n: int, batch_size: int, shards: int, shard: int) -> np.ndar
 
 
 def featurize_training(
-    model: nn.Module,
+    member: ModelDraws,
     projector: Projector,
-    alphas_cumprod: Tensor,
-    output: str,
-    images: np.ndarray,
-    ids: np.ndarray,
+    spec: FeatureDraws,
     positions: np.ndarray,
-    draws: int,
-    batch_size: int,
-    seed: int,
-    model_index: int,
-    progress: bool = True,
     conditions: np.ndarray | None = None,
-    flip: bool = False,
-    precision: str = "fp32",
-    uniform: bool = False,
-    normalize: bool = False,
-    window: tuple[int, int] | None = None,
+    progress: bool = True,
 ) -> np.ndarray:
     """Features (len(positions), dim) of the training examples at ``positions``.
 
@@ -163,8 +151,17 @@ def featurize_training(
     embeddings ``conditions`` (n, captions, L, D) every draw uses one seeded caption; ``flip``
     mirrors each draw's image with a seeded coin. ``uniform`` puts the K draws on D-TRAK's grid
     (:func:`uniform_timesteps`) instead of random timesteps; ``normalize`` sums unit per-draw
-    gradients (DAS); ``window`` (lo, hi) restricts random timesteps to lo…hi.
+    gradients (DAS); ``window`` (lo, hi) restricts random timesteps to lo…hi (``spec``).
     """
+    model, alphas_cumprod, images, ids = (
+        member.model,
+        member.alphas_cumprod,
+        member.images,
+        member.ids,
+    )
+    batch_size, seed, model_index = member.batch_size, member.seed, member.model_index
+    output, draws, flip = spec.output, spec.draws, spec.flip
+    uniform, window = spec.uniform, spec.window
     T = len(alphas_cumprod)
     shape = tuple(images.shape[1:])
     grid = uniform_timesteps(draws, T) if uniform else None
@@ -184,11 +181,7 @@ def featurize_training(
             cond = torch.from_numpy(take_rows(conditions, rows, caps.numpy()))
         batch = rows_batch(x0, ts, eps, None if cond is None else cond.float())
         out[lo : lo + len(pos)] = (
-            project_rows(
-                model, projector, alphas_cumprod, output, batch, draws, precision, normalize
-            )
-            .cpu()
-            .numpy()
+            project_rows(model, projector, alphas_cumprod, spec, batch).cpu().numpy()
         )
     return out
 
@@ -197,23 +190,27 @@ def featurize_targets(
     model: nn.Module,
     projector: Projector,
     alphas_cumprod: Tensor,
-    output: str,
-    images: Tensor,
-    target_ids: Sequence[int],
-    timesteps: Sequence[int],
+    spec: FeatureDraws,
+    targets: TargetDraws,
     seed: int,
     batch_size: int,
-    conditions: Tensor | None = None,
-    precision: str = "fp32",
-    normalize: bool = False,
     box: Sequence[int] | None = None,
 ) -> np.ndarray:
     """Features (n_targets, dim) of f = Σ_r f(images[j], timesteps[r], ε_r[, c_j]) per target j
     (of Σ_r unit gradients with ``normalize``; of the patch ``box`` of every target when given).
-    The draws ε_r are keyed by target id, so patches and the whole image share them."""
+    The draws ε_r are keyed by target id, so patches and the whole image share them. ``spec``:
+    the output, precision and normalisation (its ``draws`` are the ``targets``' timesteps)."""
+    images, target_ids, timesteps = targets.images, targets.target_ids, targets.timesteps
+    conditions, output, precision, normalize = (
+        targets.conditions,
+        spec.output,
+        spec.precision,
+        spec.normalize,
+    )
     shape = tuple(images.shape[1:])
     out = np.empty((len(target_ids), projector.dim), dtype=np.float32)
     draws = len(timesteps)
+    per_target = FeatureDraws(output, draws, precision, normalize=normalize)
     for lo in range(0, len(target_ids), batch_size):
         ids = list(target_ids[lo : lo + batch_size])
         eps = target_draws(ids, timesteps, shape, seed, "target-draw")
@@ -221,30 +218,27 @@ def featurize_targets(
         cond = None if conditions is None else conditions[lo : lo + len(ids)].float()
         batch = rows_batch(images[lo : lo + len(ids)], ts, eps, cond)
         out[lo : lo + len(ids)] = (
-            project_rows(
-                model, projector, alphas_cumprod, output, batch, draws, precision, normalize, box
-            )
-            .cpu()
-            .numpy()
+            project_rows(model, projector, alphas_cumprod, per_target, batch, box).cpu().numpy()
         )
     return out
 
 
 def residual_weights(
-    model: nn.Module,
-    alphas_cumprod: Tensor,
-    images: np.ndarray,
-    ids: np.ndarray,
+    member: ModelDraws,
     positions: np.ndarray,
     timesteps: int,
-    batch_size: int,
-    seed: int,
-    model_index: int,
     conditions: np.ndarray | None = None,
 ) -> np.ndarray:
     """DAS's residual weight per example: w_i = mean_t e_it / ‖e_i·‖₂ with e_it the RMS residual
     √mean((ε_θ(x_t, t) − ε)²) at ``timesteps`` uniformly spaced t, one draw each, seeded by
     (model, id, t). Conditional data uses each example's first caption."""
+    model, alphas_cumprod, images, ids = (
+        member.model,
+        member.alphas_cumprod,
+        member.images,
+        member.ids,
+    )
+    batch_size, seed, model_index = member.batch_size, member.seed, member.model_index
     T = len(alphas_cumprod)
     grid = uniform_timesteps(timesteps, T)
     shape = tuple(images.shape[1:])

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import ConfigError
 
@@ -212,6 +214,40 @@ class Paths:
         suffix = ("" if part is None else f".t{part}") + ("" if shard is None else f".s{shard}")
         return f"{self.run}/scores/members/{method}/{member}{suffix}.h5"
 
+    def score_inputs(
+        self,
+        needs: Any,
+        targets: Paths,
+        members: Sequence[str],
+        shards: int,
+        pieces: tuple[int, int] = (1, 1),
+    ) -> dict[str, list[str]]:
+        """The files a score job reads besides data and targets, from what its method
+        ``needs`` (``methods.Needs``): the run's per-member scores (for a method scored in
+        pieces, ``pieces`` = (target blocks, training-example shards) per member), or the
+        kernels and training shards of its feature kinds with the target features of ``targets``
+        (the run's own paths, or an extra target set's)."""
+        grid = [(t, s) for t in range(pieces[0]) for s in range(pieces[1])]
+        kinds, member_scores = needs.feature_kinds, needs.member_scores
+        return {
+            "kernels": [self.kernel(k, m) for k in kinds for m in members],
+            "target_features": (
+                [targets.target_features(needs.method, m) for m in members]
+                if needs.target_features
+                else []
+            ),
+            "train_features": [
+                self.train_features(k, m, s) for k in kinds for m in members for s in range(shards)
+            ],
+            "member_scores": [
+                self.member_scores(needs.method, m, *piece)
+                for m in members
+                for piece in (grid if needs.pieces else [(None, None)])
+            ]
+            if member_scores
+            else [],
+        }
+
     def tuned_scores(self, method: str) -> str:
         """Scores with the λ the LDS tuned per step (what figures and removals use)."""
         return f"{self.run}/scores/tuned/{method}.h5"
@@ -335,6 +371,17 @@ def parse_member_scores(path: str | Path) -> tuple[str, Member]:
     return path.parent.name, Member.parse(path.stem.split(".t")[0])
 
 
+def parse_member_piece(path: str | Path) -> tuple[int, int]:
+    """``…/<member>.t<part>.s<shard>.h5`` → (part, shard); a whole member's file → (0, 0)."""
+    name = Path(path).name
+    match = re.fullmatch(r"[^.]+\.t(\d+)\.s(\d+)\.h5", name)
+    if match:
+        return int(match[1]), int(match[2])
+    if ".t" in name or ".s" in name.removesuffix(".h5"):
+        raise ConfigError(f"bad member-score file {name!r}; expected <member>[.t<b>.s<s>].h5")
+    return 0, 0
+
+
 def parse_scores(path: str | Path) -> str:
     """``…/scores/<method>.h5`` → method."""
     return Path(path).stem
@@ -363,8 +410,7 @@ _RULES = [  # (path pattern within a run, the rule that makes it)
     (r"features/targets/.+\.h5", "featurize_targets"),
     (r"kernels/.+\.h5", "kernel"),
     (r"scores/tuned/.+\.h5", "tuned_scores"),
-    (r"scores/members/ekfac/.+\.h5", "ekfac_member"),
-    (r"scores/members/unlearning(_final)?/.+\.h5", "unlearning_member"),
+    (r"scores/members/.+\.h5", "member_scores"),
     (r"scores/.+\.h5", "score"),
     (r"reports/lds\.(json|csv)", "lds_report"),
     (r"models/m\d+(/.*)?", "train_model"),

@@ -27,6 +27,7 @@ n = 50 000) is the one that fits.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -169,6 +170,15 @@ def local_scores(
     return total / len(eps)
 
 
+@dataclass(frozen=True)
+class PatchSchedule:
+    """The patch size at each attribution step, and whether candidates come from every position
+    (equivariant) or the same one (locality only)."""
+
+    sizes: tuple[int, ...]
+    equivariant: bool = False
+
+
 def local_denoiser_block(
     train_images: np.ndarray,
     x0_hat: np.ndarray,
@@ -177,11 +187,11 @@ def local_denoiser_block(
     alphas_cumprod: np.ndarray,
     draws: int,
     seed: int,
-    patch_sizes: Sequence[int],
-    equivariant: bool = False,
+    schedule: PatchSchedule,
 ) -> BlockFn:
-    """Scores of the local denoiser with patch size ``patch_sizes[s]`` at step s, with the
+    """Scores of the local denoiser with patch size ``schedule.sizes[s]`` at step s, with the
     optimal denoiser's noise draws (keyed by seed, target, t, r: the same ε for both)."""
+    patch_sizes, equivariant = schedule.sizes, schedule.equivariant
     whole = optimal_denoiser_block(
         train_images, x0_hat, steps, target_ids, alphas_cumprod, draws, seed
     )

@@ -57,7 +57,7 @@ def train_population(
     step_grads = vmap(grad_and_value(loss))
     batch_gens = [generator(s, "train-batches") for s in seeds]
     noise_gens = [generator(s, "train-noise") for s in seeds]
-    T, b = scheduler.config.num_train_timesteps, recipe.batch_size
+    b = recipe.batch_size
     alphas = scheduler.alphas_cumprod
     opt = torch.optim.AdamW(stacked, lr=recipe.lr, weight_decay=0.0)
     sched = get_cosine_schedule_with_warmup(opt, recipe.warmup_steps, recipe.steps)
@@ -65,18 +65,12 @@ def train_population(
     logs: list[list[float]] = [[] for _ in models]
     running = torch.zeros(len(models), dtype=torch.float64)
     for step in tqdm(range(1, recipe.steps + 1), desc="train population", disable=not progress):
-        x_t, ts, eps = [], [], []
-        for rows, batch_gen, noise_gen in zip(positions, batch_gens, noise_gens, strict=True):
-            pick = rows[torch.randint(len(rows), (b,), generator=batch_gen)]
-            x0 = images[pick.to(device)]
-            t = torch.randint(T, (b,), generator=noise_gen)
-            e = torch.randn(x0.shape, generator=noise_gen).to(device)
-            x_t.append(add_noise(alphas, x0, t.to(device), e))
-            ts.append(t.to(device))
-            eps.append(e)
-        grads, values = step_grads(
-            params, buffers, torch.stack(x_t), torch.stack(ts), torch.stack(eps)
-        )
+        drawn = [
+            _batch(images, rows, alphas, b, gens)
+            for rows, gens in zip(positions, zip(batch_gens, noise_gens, strict=True), strict=True)
+        ]
+        x_t, ts, eps = (torch.stack(parts) for parts in zip(*drawn, strict=True))
+        grads, values = step_grads(params, buffers, x_t, ts, eps)
         for name, tensor in params.items():
             tensor.grad = grads[name]
         opt.step()
@@ -93,11 +87,25 @@ def train_population(
             for log, value in zip(logs, (running / n).tolist(), strict=True):
                 log.append(value)
             running.zero_()
-    final = ema.shadow if ema is not None else stacked
-    with torch.no_grad():
-        for p, model in enumerate(models):
-            for (name, param), value in zip(model.named_parameters(), final, strict=True):
-                assert name in params  # the stacking order is the modules' parameter order
-                param.copy_(value[p])
-            model.eval()
+    _write_back(models, ema.shadow if ema is not None else stacked)
     return logs
+
+
+def _batch(images: Tensor, rows: Tensor, alphas: Tensor, size: int, gens) -> tuple[Tensor, ...]:
+    """One model's (x_t, t, ε), drawn as ``diffusion.train`` draws them."""
+    batch_gen, noise_gen = gens
+    pick = rows[torch.randint(len(rows), (size,), generator=batch_gen)]
+    x0 = images[pick.to(images.device)]
+    t = torch.randint(len(alphas), (size,), generator=noise_gen)
+    e = torch.randn(x0.shape, generator=noise_gen).to(images.device)
+    t = t.to(images.device)
+    return add_noise(alphas, x0, t, e), t, e
+
+
+@torch.no_grad()
+def _write_back(models: Sequence[nn.Module], stacked: Sequence[Tensor]) -> None:
+    """Model p's parameters ← slice p of the stacked tensors (in its parameter order)."""
+    for p, model in enumerate(models):
+        for param, value in zip(model.parameters(), stacked, strict=True):
+            param.copy_(value[p])
+        model.eval()

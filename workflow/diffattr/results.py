@@ -18,6 +18,7 @@ training-example ids (with their ``label`` and ``position``, the row of ``data.h
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Sequence
 from functools import cached_property
@@ -41,7 +42,6 @@ from .counterfactual_summary import shows_an_effect
 from .data import PreparedData
 from .errors import ArtifactError, ConfigError
 from .layout import Paths, parse_scores
-from .layout import members as layout_members
 from .lds.stats import rows_to_read, shows_a_result, untuned_methods
 from .methods import METHODS, get_method
 from .storage import config_hash
@@ -111,49 +111,16 @@ class Run:
         but those that refit per target: ekfac, unlearning); read them with
         ``scores(method, target_set=name)``. ``config``: the run's config files (checked,
         ``check_config``)."""
-        from .stages.attribution import featurize_targets
-        from .stages.models import sample_extra_targets
-        from .stages.scoring import score
+        from .stages.extra import extra_target_jobs, stage_function
 
-        cfg, run, extra = self.check_config(config), self.paths, self.paths.extra(name)
-        members = [str(m) for m in layout_members(cfg.train.ensemble, cfg.attribution.checkpoints)]
-        steps = cfg.attribution_steps()
+        cfg, run = self.check_config(config), self.paths
         chosen = [m for m in (methods or self.methods()) if not get_method(m).uses_member_scores]
-        sample_extra_targets(
-            cfg,
-            model=Path(run.model(0)),
-            data=Path(run.data),
-            target_set=name,
-            out=Path(extra.targets),
-            image_folder=None if images is None else Path(images),
-            new_samples=samples,
-            progress=progress,
-        )
-        lds = Path(run.report("lds.json"))
-        for method in chosen:
-            chosen_method = get_method(method)
-            files = chosen_method.score_inputs(run, extra, members, steps, cfg.attribution.shards)
-            for member, out in zip(members, files["target_features"], strict=False):
-                featurize_targets(
-                    cfg,
-                    model=Path(run.model_of_member(member)),
-                    member=member,
-                    method=method,
-                    targets=Path(extra.targets),
-                    out=Path(out),
-                )
-            tuned = chosen_method.uses_gradients and lds.exists()
-            score(
-                cfg,
-                method=method,
-                data=Path(run.data),
-                targets=Path(extra.targets),
-                out=Path(extra.scores(method)),
-                kernels=[Path(f) for f in files["kernels"]],
-                target_features=[Path(f) for f in files["target_features"]],
-                train_features=[Path(f) for f in files["train_features"]],
-                lds=lds if tuned else None,
-            )
+        source = {"image_folder": None if images is None else Path(images), "new_samples": samples}
+        lds = Path(run.report("lds.json")).exists()
+        for command, kwargs in extra_target_jobs(cfg, run, name, chosen, source, lds):
+            stage = stage_function(command)
+            takes = inspect.signature(stage).parameters
+            stage(cfg, **kwargs, **({"progress": progress} if "progress" in takes else {}))
         return chosen
 
     def score_targets(

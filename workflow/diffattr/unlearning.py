@@ -25,18 +25,19 @@ and a Fisher floor other than a relative 1e-12 (parameters with zero Fisher woul
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .config import uniform_timesteps
+from .draws import ModelDraws, TargetSet
 from .errors import ConfigError
 from .features import rows_batch, shard_positions, train_draws
 from .outputs import evaluate, row_outputs
 from .projection import per_owner_gradients
+from .schedule import uniform_timesteps
 from .seeding import generator
 
 LOSS_BATCHES = 4  # training examples per loss batch, in units of attribution.batch_size
@@ -48,7 +49,7 @@ def loss_examples(n: int, batch_size: int, shards: int, shard: int) -> slice:
     batches = -(-n // (LOSS_BATCHES * batch_size))
     if shards > batches:  # some job would evaluate no example
         raise ConfigError(
-            f"attribution.unlearning_train_shards ({shards}) exceeds the {batches} loss batches "
+            f"attribution.unlearning.train_shards ({shards}) exceeds the {batches} loss batches "
             f"of the {n} training examples ({LOSS_BATCHES} × attribution.batch_size each); "
             "lower it"
         )
@@ -60,12 +61,12 @@ def _rows_fn(alphas_cumprod: Tensor):
     return lambda model, batch: row_outputs(model, alphas_cumprod, batch, "loss")
 
 
-def _train_batch(images, ids, draws, T, seed, model_index, tag_index, lo, hi) -> dict[str, Tensor]:
-    """Keyed draws of examples lo…hi−1 as rows; ``tag_index`` separates draw families."""
+def _train_batch(images, ids, draws, T, seed, tag, rows: slice) -> dict[str, Tensor]:
+    """Keyed draws of examples ``rows`` as rows; ``tag`` (``<family>-<model index>``) separates
+    draw families and models."""
+    lo, hi = rows.start, rows.stop
     shape = tuple(images.shape[1:])
-    ts, eps, _, _ = train_draws(
-        [int(i) for i in ids[lo:hi]], draws, T, shape, seed, f"{tag_index}-{model_index}"
-    )
+    ts, eps, _, _ = train_draws([int(i) for i in ids[lo:hi]], draws, T, shape, seed, tag)
     return rows_batch(torch.from_numpy(images[lo:hi]).float(), ts, eps)
 
 
@@ -85,7 +86,7 @@ def diagonal_fisher(
     rows = 0
     for lo in range(0, len(images), batch_size):
         hi = min(lo + batch_size, len(images))
-        batch = _train_batch(images, ids, draws, T, seed, model_index, "fisher", lo, hi)
+        batch = _train_batch(images, ids, draws, T, seed, f"fisher-{model_index}", slice(lo, hi))
         grads = per_owner_gradients(model, _rows_fn(alphas_cumprod), batch, 1)
         for name, g in grads.items():
             total[name] = total.get(name, 0) + g.double().square().sum(0)
@@ -108,7 +109,8 @@ def training_losses(
     out = np.empty(len(images))
     for lo in range(0, len(images), batch_size):
         hi = min(lo + batch_size, len(images))
-        batch = _train_batch(images, ids, draws, T, seed, model_index, "unlearning-eval", lo, hi)
+        tag = f"unlearning-eval-{model_index}"
+        batch = _train_batch(images, ids, draws, T, seed, tag, slice(lo, hi))
         losses = evaluate(model, alphas_cumprod, batch, "loss")
         out[lo:hi] = losses.double().view(hi - lo, draws).mean(1).cpu().numpy()
     return out
@@ -160,23 +162,24 @@ def final_rows(x0: Tensor, draws: int, T: int, seed: int, target_id: int) -> dic
     return rows_batch(x0[None].float(), t[None], eps[None])
 
 
+@dataclass(frozen=True)
+class UnlearningSettings:
+    """AbU's settings (``attribution.unlearning_*``): step size ``lr``, ``ascent_steps``, the
+    timestep ``window`` of the step-specific objective, the target's draws, the training losses'
+    draws (``eval_draws``) and the Fisher's draws."""
+
+    lr: float
+    ascent_steps: int
+    window: int
+    target_draws: int
+    eval_draws: int
+    fisher_draws: int
+
+
 def unlearning_scores(
-    model: nn.Module,
-    alphas_cumprod: Tensor,
-    train_images: np.ndarray,
-    train_ids: np.ndarray,
-    x0_hat: np.ndarray,
-    steps: Sequence[int],
-    target_ids: np.ndarray,
-    seed: int,
-    model_index: int,
-    lr: float,
-    ascent_steps: int,
-    window: int,
-    target_draws: int,
-    eval_draws: int,
-    fisher_draws: int,
-    batch_size: int = 64,
+    draws: ModelDraws,
+    targets: TargetSet,
+    settings: UnlearningSettings,
     progress: bool = False,
     final: np.ndarray | None = None,
     examples: slice = slice(None),
@@ -185,7 +188,13 @@ def unlearning_scores(
     ``examples`` (all by default; the Fisher and N always cover all of them). With
     ``final`` (targets, …) the objective is trajectory-free: each target's final image on the
     uniform grid, one unlearning per target, its scores repeated at every step."""
-    model = model.float().eval()
+    model = draws.model.float().eval()
+    alphas_cumprod, train_images, train_ids = draws.alphas_cumprod, draws.images, draws.ids
+    seed, model_index, batch_size = draws.seed, draws.model_index, draws.batch_size
+    x0_hat, steps, target_ids = targets.x0_hat, targets.steps, targets.target_ids
+    lr, ascent_steps, window = settings.lr, settings.ascent_steps, settings.window
+    target_draws, eval_draws = settings.target_draws, settings.eval_draws
+    fisher_draws = settings.fisher_draws
     T = len(alphas_cumprod)
     fisher = diagonal_fisher(
         model,

@@ -184,7 +184,7 @@ def _held(jobs: dict[int, tuple[socket.socket, int]]) -> list:
     return [fd for pidfd, (caller, _) in jobs.items() for fd in (caller, pidfd)]
 
 
-def _start(caller: socket.socket, held: list) -> tuple[int, int] | None:
+def _start(caller: socket.socket, held: list) -> tuple[int, int] | None:  # noqa: C901  (issue 32: not yet split)
     """Read a caller's request and fork its job: (pid, pidfd), or None where it is refused.
     The child closes ``held`` (the server's own descriptors) first."""
     import threading

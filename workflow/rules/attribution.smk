@@ -72,58 +72,31 @@ rule featurize_targets:
         " --out {output} --threads {threads} > {log} 2>&1"
 
 
-rule ekfac_member:
+rule member_scores:
     input:
         data=P.data,
         targets=P.targets,
         model=model_dir_of,
     output:
-        P.member_scores("ekfac", "{member}"),
-    params:
-        cfg=cfg_slice("ekfac_member"),
-    log:
-        P.log("ekfac_member", "{member}"),
-    benchmark:
-        P.benchmark("ekfac_member", "{member}")
-    threads: 1
-    conda:
-        ENV
-    resources:
-        mem_mb=8000,
-        runtime=240,
-    shell:
-        "diffattr ekfac-member --cfg {params.cfg:q} --data {input.data} --model {input.model}"
-        " --member {wildcards.member} --targets {input.targets} --out {output}"
-        " --threads {threads} > {log} 2>&1"
-
-
-rule unlearning_member:
-    input:
-        data=P.data,
-        targets=P.targets,
-        model=model_dir_of,
-    output:
-        P.member_scores("{method}", "{member}", "{part}", "{shard}"),
+        P.member_scores("{method}", "{member}{piece}"),
     wildcard_constraints:
-        method="unlearning|unlearning_final",
-        part=r"\d+",
-        shard=r"\d+",
+        piece=r"(\.t\d+\.s\d+)?",
     params:
-        cfg=cfg_slice("unlearning_member"),
+        cfg=member_cfg,
     log:
-        P.log("unlearning_member", "{method}-{member}.t{part}.s{shard}"),
+        P.log("member_scores", "{method}-{member}{piece}"),
     benchmark:
-        P.benchmark("unlearning_member", "{method}-{member}.t{part}.s{shard}")
+        P.benchmark("member_scores", "{method}-{member}{piece}")
     threads: 1
     conda:
         ENV
     resources:
-        mem_mb=8000,
-        runtime=240,
+        mem_mb=lambda wildcards: member_method(wildcards.method).resources["mem_mb"],
+        runtime=lambda wildcards: member_method(wildcards.method).resources["runtime"],
     shell:
-        "diffattr unlearning-member --cfg {params.cfg:q} --data {input.data} --model {input.model}"
-        " --member {wildcards.member} --method {wildcards.method} --targets {input.targets}"
-        " --target-shard {wildcards.part} --shard {wildcards.shard} --out {output}"
+        "diffattr member-scores --cfg {params.cfg:q} --method {wildcards.method}"
+        " --data {input.data} --model {input.model} --member {wildcards.member}"
+        " --targets {input.targets} --out {output}"
         " --threads {threads} > {log} 2>&1"
 
 
@@ -134,6 +107,7 @@ rule score:
         P.scores("{method}"),
     params:
         cfg=cfg_slice("score"),
+        lds=lds_option,
     log:
         P.log("score", "{method}"),
     benchmark:
@@ -149,34 +123,20 @@ rule score:
         " --targets {input.targets} --kernels {input.kernels}"
         " --target-features {input.target_features}"
         " --train-features {input.train_features} --member-scores {input.member_scores}"
-        " --out {output} --threads {threads} > {log} 2>&1"
+        " {params.lds} --out {output} --threads {threads} > {log} 2>&1"
 
 
-rule tuned_scores:
+# Scores with the λ the LDS tuned per step (what figures and counterfactual removals use)
+use rule score as tuned_scores with:
     input:
         unpack(score_inputs),
         lds=P.report("lds.json"),
     output:
         P.tuned_scores("{method}"),
-    params:
-        cfg=cfg_slice("score"),
     log:
         P.log("tuned_scores", "{method}"),
     benchmark:
         P.benchmark("tuned_scores", "{method}")
-    threads: 1
-    conda:
-        ENV
-    resources:
-        mem_mb=8000,
-        runtime=60,
-    shell:
-        "diffattr score --cfg {params.cfg:q} --method {wildcards.method} --data {input.data}"
-        " --targets {input.targets} --kernels {input.kernels}"
-        " --target-features {input.target_features}"
-        " --train-features {input.train_features} --member-scores {input.member_scores}"
-        " --lds {input.lds} --out {output}"
-        " --threads {threads} > {log} 2>&1"
 
 
 rule figure_attributions:

@@ -20,7 +20,8 @@ from diffattr.layout import (
     export_workflow_root,
     members,
 )
-from diffattr.methods import FeatureKind, check_specificity, get_method
+from diffattr.methods import FeatureKind, check_specificity, get_method, member_method
+from diffattr.stages.extra import extra_target_jobs
 
 
 def checked_config(values):
@@ -98,10 +99,9 @@ def featurize_train_cfg(wildcards):
     return RUN_CONFIG.slice("featurize_train", unused)
 
 
-def prepare_data_cfg():
-    """prepare_data's slice: the master seed only for procedural data, so that changing the seed
-    of a run on stored data prepares nothing again."""
-    return RUN_CONFIG.slice("prepare_data", () if RUN_CONFIG.dataset.reads_seed else ("seed",))
+def member_cfg(wildcards):
+    """A per-member method's job: its method's slice (``methods.PerMemberMethod.slice``)."""
+    return RUN_CONFIG.slice(member_method(wildcards.method).slice)
 
 
 def subset_train_cfg():
@@ -123,10 +123,9 @@ def shards_of_kernel(wildcards):
 
 def score_inputs(wildcards):
     method = get_method(wildcards.method)
-    a = RUN_CONFIG.attribution
-    inputs = method.score_inputs(
-        P, P, MEMBERS, STEPS, len(SHARDS), (a.unlearning_shards, a.unlearning_train_shards)
-    )
+    needs = method.needs(STEPS)
+    pieces = member_method(method.name).pieces(RUN_CONFIG) if needs.pieces else (1, 1)
+    inputs = P.score_inputs(needs, P, MEMBERS, len(SHARDS), pieces)
     return {"data": P.data, "targets": P.targets, **inputs}
 
 
@@ -216,11 +215,18 @@ def patch_outputs():
 def extra_score_inputs(wildcards):
     """An extra target set's scores: the run's kernels and training shards (nothing on the
     training side is remade), the set's own targets and target features, and with the LDS its
-    lds.json (each step scored with the λ tuned there, as the run's figures are)."""
-    method, extra = get_method(wildcards.method), P.extra(wildcards.target_set)
-    inputs = method.score_inputs(P, extra, MEMBERS, STEPS, len(SHARDS))
-    lds = {"lds": P.report("lds.json")} if LDS.enabled and method.uses_gradients else {}
-    return {"data": P.data, "targets": extra.targets, **inputs, **lds}
+    lds.json (each step scored with the λ tuned there, as the run's figures are): the inputs of
+    its score call in ``stages.extra.extra_target_jobs`` (which Run.add_targets runs)."""
+    jobs = extra_target_jobs(RUN_CONFIG, P, wildcards.target_set, [wildcards.method], {}, LDS.enabled)
+    score = next(kwargs for command, kwargs in jobs if command == "score")
+    keys = ("data", "targets", "kernels", "target_features", "train_features", "lds")
+    as_text = lambda v: [str(p) for p in v] if isinstance(v, list) else str(v)
+    return {k: as_text(score[k]) for k in keys if k in score} | {"member_scores": []}
+
+
+def lds_option(wildcards, input):
+    """``--lds <lds.json>`` for a score job that reads the LDS report (tuned λ), else nothing."""
+    return f"--lds {input.lds}" if "lds" in input.keys() else ""
 
 
 def extra_source(wildcards):

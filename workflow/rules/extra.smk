@@ -27,54 +27,27 @@ rule sample_extra_targets:
         " --out {output} --threads {threads} > {log} 2>&1"
 
 
-rule featurize_extra_targets:
+use rule featurize_targets as featurize_extra_targets with:
     input:
         targets=P.extra("{target_set}").targets,
         model=model_dir_of,
     output:
         P.extra("{target_set}").target_features("{method}", "{member}"),
-    params:
-        cfg=cfg_slice("featurize_targets"),
     log:
         P.log("featurize_extra_targets", "{target_set}-{method}-{member}"),
     benchmark:
         P.benchmark("featurize_extra_targets", "{target_set}-{method}-{member}")
-    threads: 1
-    conda:
-        ENV
-    resources:
-        mem_mb=4000,
-        runtime=60,
-    shell:
-        "diffattr featurize-targets --cfg {params.cfg:q} --model {input.model}"
-        " --member {wildcards.member} --method {wildcards.method} --targets {input.targets}"
-        " --out {output} --threads {threads} > {log} 2>&1"
 
 
-rule score_extra:
+use rule score as score_extra with:
     input:
         unpack(extra_score_inputs),
     output:
         P.extra("{target_set}").scores("{method}"),
-    params:
-        cfg=cfg_slice("score"),
-        lds=lambda wildcards, input: f"--lds {input.lds}" if "lds" in input.keys() else "",
     log:
         P.log("score_extra", "{target_set}-{method}"),
     benchmark:
         P.benchmark("score_extra", "{target_set}-{method}")
-    threads: 1
-    conda:
-        ENV
-    resources:
-        mem_mb=8000,
-        runtime=60,
-    shell:
-        "diffattr score --cfg {params.cfg:q} --method {wildcards.method} --data {input.data}"
-        " --targets {input.targets} --kernels {input.kernels}"
-        " --target-features {input.target_features}"
-        " --train-features {input.train_features} {params.lds} --out {output}"
-        " --threads {threads} > {log} 2>&1"
 
 
 rule figure_extra:

@@ -5,7 +5,7 @@ rule prepare_data:
     output:
         P.data,
     params:
-        cfg=prepare_data_cfg(),
+        cfg=RUN_CONFIG.slice("prepare_data", () if RUN_CONFIG.dataset.reads_seed else ("seed",)),
     log:
         P.log("prepare_data"),
     benchmark:

@@ -19,7 +19,11 @@ from ..lazy_packages import defer_package_inits
 
 Stage = Callable[..., None]
 
-# command → (module, function, the config slice it reads: a key of diffattr.config.SLICES)
+METHOD_SLICE = "<method>"
+"""A stage whose slice is its ``--method``'s (``methods.PerMemberMethod.slice``)."""
+
+# command → (module, function, the config slice it reads: a key of diffattr.config.SLICES, or
+# METHOD_SLICE)
 STAGES: dict[str, tuple[str, str, str]] = {
     "prepare-data": ("models", "prepare_data", "prepare_data"),
     "train": ("models", "train_model", "train"),
@@ -31,8 +35,7 @@ STAGES: dict[str, tuple[str, str, str]] = {
     "sample-extra-targets": ("models", "sample_extra_targets", "sample"),
     "featurize-train": ("attribution", "featurize_train", "featurize_train"),
     "featurize-targets": ("attribution", "featurize_targets", "featurize_targets"),
-    "ekfac-member": ("attribution", "ekfac_member", "ekfac_member"),
-    "unlearning-member": ("attribution", "unlearning_member", "unlearning_member"),
+    "member-scores": ("attribution", "member_scores", "<method>"),
     "make-patches": ("scoring", "make_patches", "patches"),
     "featurize-patch-targets": ("attribution", "featurize_patch_targets", "featurize_targets"),
     "kernel": ("scoring", "kernel", "kernel"),
@@ -69,9 +72,16 @@ def load(command: str) -> Stage:
     return getattr(importlib.import_module(f"{__name__}.{module}"), function)
 
 
-def slice_of(command: str) -> str:
-    """The config slice ``command`` reads."""
-    return STAGES[command][2]
+def slice_of(command: str, method: str | None = None) -> str:
+    """The config slice ``command`` reads (for ``member-scores``: that of ``method``)."""
+    slice_ = STAGES[command][2]
+    if slice_ == METHOD_SLICE:
+        from ..methods import member_method
+
+        if method is None:
+            raise ValueError(f"{command} reads its method's slice: name the method")
+        return member_method(method).slice
+    return slice_
 
 
 def summary(command: str) -> str:

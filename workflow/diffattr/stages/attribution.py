@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -23,11 +22,12 @@ from ..artifacts import (
     write_target_features,
 )
 from ..attribution import Attributor
-from ..config import SLICES, RunConfig
-from ..errors import ConfigError
+from ..config import RunConfig
 from ..features import shard_positions
 from ..layout import Member
-from ..methods import FeatureKind, get_method, gradient_method
+from ..methods import FeatureKind, MemberDraws, MemberJob, gradient_method, member_method
+from ..methods.ekfac import ekfac_dampings  # noqa: F401  (its earlier home)
+from ..methods.unlearning import target_block  # noqa: F401  (its earlier home)
 from ..models import load_model, made_from, resolve_device
 
 log = logging.getLogger("diffattr")
@@ -38,7 +38,7 @@ def _attributor(cfg: RunConfig, model_dir: Path, member: str) -> Attributor:
     return Attributor(model, scheduler, parsed, cfg.attribution, cfg.seed)
 
 
-def featurize_train(
+def featurize_train(  # noqa: PLR0913  (issue 32: not yet split)
     cfg: RunConfig,
     *,
     data: Path,
@@ -119,142 +119,37 @@ def _write_member_scores(
     )
 
 
-def ekfac_dampings(cfg: RunConfig) -> list[float]:
-    """The damping scales an ekfac member scores: the config's, and with an LDS its grid."""
-    grid = cfg.lds.ekfac_dampings if cfg.lds.enabled else ()
-    return sorted({float(cfg.attribution.ekfac_damping), *map(float, grid)})
-
-
-def ekfac_member(
-    cfg: RunConfig, *, data: Path, model: Path, member: str, targets: Path, out: Path
-) -> None:
-    """EK-FAC influence scores of one ensemble member (``diffattr.ekfac``): its score file."""
-    from ..ekfac import ekfac_scores  # (kronfluence: only this job needs it)
-
-    net, scheduler, parsed = _member_model(cfg, model, member)
-    prepared, stored, s = read_data(data), read_targets(targets), cfg.attribution
-    dampings = ekfac_dampings(cfg)
-    start = time.time()
-    grid = ekfac_scores(
-        net,
-        scheduler.alphas_cumprod,
-        prepared.images,
-        prepared.ids,
-        stored.x0_hat,
-        stored.steps,
-        stored.target_ids,
-        s.K,
-        s.R,
-        cfg.seed,
-        parsed.index,
-        s.batch_size,
-        dampings,
-        s.ekfac_fisher,
-        cfg.dataset.flip,
-    )
-    seconds = time.time() - start
-    attrs = {
-        "method": "ekfac",
-        "member": member,
-        "K": s.K,
-        "R": s.R,
-        "damping": s.ekfac_damping,
-        "damping_meaning": "λ_l = damping × mean EK-FAC eigenvalue of layer l",
-        "fisher": s.ekfac_fisher,
-        "seed": cfg.seed,
-        "seconds": seconds,
-    }
-    candidates = Candidates("ekfac_damping", dampings, grid) if len(dampings) > 1 else None
-    scores = grid[dampings.index(float(s.ekfac_damping))]
-    _write_member_scores(out, stored, prepared.ids, scores, attrs, candidates)
-    log.info(
-        "EK-FAC scores of %s: %d examples × %d draws, dampings %s, in %.1f s",
-        member,
-        prepared.n,
-        s.K,
-        dampings,
-        seconds,
-    )
-
-
-def unlearning_member(
+def member_scores(
     cfg: RunConfig,
     *,
+    method: str,
     data: Path,
     model: Path,
     member: str,
     targets: Path,
     out: Path,
-    method: str = "unlearning",
-    target_shard: int = 0,
-    shard: int = 0,
 ) -> None:
-    """Attribution-by-unlearning scores of one ensemble member (``diffattr.unlearning``):
-    ``unlearning`` (step-specific) or ``unlearning_final`` (trajectory-free), for the block
-    ``target_shard`` of ``attribution.unlearning_shards`` contiguous blocks of the targets and
-    the training examples of ``shard`` of ``attribution.unlearning_train_shards``."""
-    from ..unlearning import loss_examples, unlearning_scores
-
-    chosen = get_method(method)
-    if chosen.name not in ("unlearning", "unlearning_final"):
-        raise ConfigError(f"{method} is not an unlearning method (unlearning, unlearning_final)")
-
+    """One ensemble member's scores of a per-member method (``ekfac``, ``unlearning``,
+    ``unlearning_final``; ``diffattr.methods``): its score file, or for a method scored in pieces
+    the piece that ``out`` names (``<member>.t<block>.s<shard>.h5``: a block of the targets × a
+    shard of the training examples)."""
+    chosen = member_method(method)
+    part, shard = layout.parse_member_piece(out)
     net, scheduler, parsed = _member_model(cfg, model, member)
     prepared, s = read_data(data), cfg.attribution
-    stored = target_block(read_targets(targets), target_shard, s.unlearning_shards)
-    examples = loss_examples(prepared.n, s.batch_size, s.unlearning_train_shards, shard)
-    start = time.time()
-    scores = unlearning_scores(
+    draws = MemberDraws(
         net,
         scheduler.alphas_cumprod,
         prepared.images,
         prepared.ids,
-        stored.x0_hat,
-        stored.steps,
-        stored.target_ids,
         cfg.seed,
         parsed.index,
-        s.unlearning_lr,
-        s.unlearning_steps,
-        s.unlearning_window,
-        s.unlearning_draws,
-        s.unlearning_eval_draws,
-        s.unlearning_fisher_draws,
         s.batch_size,
-        progress=True,
-        final=stored.final if chosen.target_image == "final" else None,
-        examples=examples,
     )
-    seconds = time.time() - start
-    settings = {k: getattr(s, k) for k in SLICES["unlearning_member"]["attribution"]}
-    attrs = {"method": chosen.name, "member": member, "seed": cfg.seed, "seconds": seconds}
-    attrs["K"] = s.unlearning_eval_draws
-    attrs["settings"] = settings
-    cases = stored.n * (1 if chosen.target_image == "final" else stored.x0_hat.shape[0])
-    attrs["seconds_per_unlearning"] = seconds / max(1, cases)
-    _write_member_scores(out, stored, prepared.ids[examples], scores, attrs)
-    log.info("unlearning scores of %s in %.1f s", member, seconds)
-
-
-def target_block(stored: Targets, shard: int, shards: int) -> Targets:
-    """Block ``shard`` of ``shards`` contiguous blocks of the targets (numpy's array_split)."""
-    if not 0 <= shard < shards:
-        raise ConfigError(f"target shard {shard} out of range for {shards} shards")
-    if shards > stored.n:
-        raise ConfigError(
-            f"attribution.unlearning_shards ({shards}) exceeds the {stored.n} targets; lower it"
-        )
-    keep = np.array_split(np.arange(stored.n), shards)[shard]
-    cond = None if stored.cond is None else stored.cond[keep]
-    prompts = None if stored.prompts is None else [stored.prompts[i] for i in keep]
-    return dataclasses.replace(
-        stored,
-        final=stored.final[keep],
-        x_t=stored.x_t[:, keep],
-        x0_hat=stored.x0_hat[:, keep],
-        target_ids=stored.target_ids[keep],
-        cond=cond,
-        prompts=prompts,
+    job = MemberJob(cfg, member, draws, prepared, read_targets(targets), part, shard)
+    result = chosen.member_job(job)
+    _write_member_scores(
+        out, result.targets, result.train_ids, result.scores, result.attrs, result.candidates
     )
 
 

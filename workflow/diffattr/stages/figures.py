@@ -142,7 +142,7 @@ def shown_protocol(label: str) -> str:
     return "b" if label == "final" else "a"
 
 
-def cf_figures(
+def cf_figures(  # noqa: PLR0913  (issue 32: not yet split)
     cfg: RunConfig,
     *,
     table: Path,

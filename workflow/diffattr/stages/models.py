@@ -12,7 +12,7 @@ import torch
 
 from .. import layout
 from ..artifacts import Targets, read_data, read_plan, read_subsets, write_data, write_targets
-from ..config import RunConfig, attribution_steps
+from ..config import RunConfig
 from ..data import load_target_images, prepare
 from ..diffusion import (
     denoise,
@@ -34,6 +34,7 @@ from ..models import (
     resolve_device,
     save_model,
 )
+from ..schedule import attribution_steps
 from ..seeding import derive_seed, generator
 from ..storage import atomic_path, write_json
 

@@ -31,13 +31,14 @@ from ..artifacts import (
     write_patches,
     write_scores,
 )
-from ..config import PATCH_METHODS, RunConfig, alphas_cumprod
+from ..config import PATCH_METHODS, RunConfig
 from ..data import decode_latents
 from ..errors import ArtifactError, ConfigError
 from ..figures import attribution_grid, patches_overview, save
 from ..layout import Member
-from ..methods import Method, get_method, scorer
+from ..methods import Method, ScoringContext, get_method
 from ..patches import resolve
+from ..schedule import alphas_cumprod
 from ..scoring import BlockFn, Kernel, TrakScorer, patch_pixel_similarity_block
 from ..scoring import kernel as build_kernel
 from ..storage import atomic_path, config_hash, read_json
@@ -130,7 +131,7 @@ def at_tuned_candidates(member: Scores, tuned: Sequence[float], path: Path) -> S
     return dataclasses.replace(member, scores=np.stack(per_step), candidates=None)
 
 
-def score(
+def score(  # noqa: PLR0913  (issue 32: not yet split)
     cfg: RunConfig,
     *,
     method: str,
@@ -167,7 +168,7 @@ def score(
     if chosen.candidate_setting is not None:
         attrs.update(
             {
-                "lambda": getattr(cfg.attribution, chosen.candidate_setting),
+                "lambda": chosen.candidate_value(cfg),
                 "lambda_source": "config",
                 "lambda_means": chosen.candidate_setting,
             }
@@ -190,17 +191,18 @@ def score(
         attrs["featurize_cost"] = cost_attrs(list(zip(seconds, n_draws, strict=True)))
 
     def blocks(members: Sequence[tuple[FeatureStore, Kernel, np.ndarray]]) -> BlockFn:
-        return scorer(
-            chosen,
-            prepared.images,
-            stored.x0_hat,
-            stored.steps,
-            stored.target_ids,
-            cfg.seed,
-            members,
-            alphas_cumprod(cfg.diffusion),
-            cfg.attribution.R,
-            per_member,
+        return chosen.blocks(
+            ScoringContext(
+                prepared.images,
+                stored.steps,
+                stored.target_ids,
+                stored.x0_hat,
+                cfg.seed,
+                members,
+                alphas_cumprod(cfg.diffusion),
+                cfg.attribution.R,
+                per_member,
+            )
         )
 
     if by_kind:
@@ -319,7 +321,7 @@ def per_step_blocks(
     return block_fn
 
 
-def score_patches(
+def score_patches(  # noqa: PLR0913  (issue 32: not yet split)
     cfg: RunConfig,
     *,
     method: str,
