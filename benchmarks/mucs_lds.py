@@ -7,8 +7,8 @@ members, and the per-step LDS is printed beside the run's own methods.
         --configfile config/config.yaml config/digits-lds.yaml [--members 2] [--step-specific]
         [--noises 100] [--max-steps 200]
 
-MUCS's defaults (``diffattr.mucs.MucsSettings``) but for the learning rate, a tenth of the run's
-training lr as MUCS sets it. Prints the rows to read and the CPU seconds per target and member.
+The workflow's member job (``methods.mucs``) with the run's ``attribution.mucs`` settings but
+``--noises`` and ``--max-steps``. Prints the rows to read and the CPU seconds per target and member.
 """
 
 from __future__ import annotations
@@ -22,46 +22,23 @@ import numpy as np
 import torch
 
 
-def member_scores(cfg, run, index: int, settings, step_specific: bool) -> np.ndarray:
-    """One member's skew scores (steps, targets, n)."""
-    from diffattr import layout, mucs
-    from diffattr.diffusion import init_seeded
-    from diffattr.models import build_unet, load_model
-    from diffattr.seeding import derive_seed, generator
+def member_scores(cfg, run, index: int, step_specific: bool) -> np.ndarray:
+    """One member's scores (steps, targets, n), as the workflow's member job computes them."""
+    from diffattr import layout
+    from diffattr.draws import ModelDraws
+    from diffattr.methods.mucs import Mucs, MucsStep
+    from diffattr.models import load_model
 
     model, scheduler = load_model(layout.checkpoint(run.paths.model(index)), "cpu", cfg.model)
-    alphas = scheduler.alphas_cumprod
-    images = torch.from_numpy(run.data.images)
-    seed = derive_seed(cfg.seed, layout.full_model_seed(index))
-    untrained = init_seeded(lambda: build_unet(cfg.model, run.data.shape), seed, "init").eval()
-    limit = mucs.null_loss(untrained, alphas, images, settings, generator(seed, "mucs-null"))
-    targets, T = run.targets, len(alphas)
-    steps = targets.steps if step_specific else [None]
-    out = np.empty((len(targets.steps), targets.n, len(images)))
-    for s, step in enumerate(steps):
-        t = mucs.inference_timesteps(T, settings.noises, settings.infer_fraction, step)
-        eps = torch.randn(
-            (settings.noises, *images.shape[1:]), generator=generator(seed, "mucs-eps", s)
-        )
-        original = mucs.inference_losses(model, alphas, images, t, eps)
-        for j, target in enumerate(targets.target_ids):
-            image = targets.final[j] if step is None else targets.x0_hat[s, j]
-            gen = generator(
-                seed, "mucs-unlearn", int(target), "final" if step is None else int(step)
-            )
-            unlearned, taken = mucs.unlearn(
-                model, alphas, images, torch.from_numpy(image), step, limit, settings, gen
-            )
-            u = mucs.inference_losses(unlearned, alphas, images, t, eps)
-            out[s, j] = mucs.skew_scores(u, original, settings.eps)
-            print(f"member {index} step {step} target {target}: {taken} steps", flush=True)
-    return out if step_specific else np.repeat(out[:1], len(targets.steps), 0)
+    d = ModelDraws(model, scheduler.alphas_cumprod, run.data.images, run.data.ids, cfg.seed, index)
+    method = MucsStep() if step_specific else Mucs()
+    job = type("Job", (), {"cfg": cfg, "draws": d, "targets": run.targets, "member": f"m{index}"})
+    return method.member_job(job).scores
 
 
 def main() -> None:
     from diffattr.evaluate import evaluate_scores, write_method_scores
     from diffattr.lds.stats import rows_to_read
-    from diffattr.mucs import MucsSettings
     from diffattr.results import Run
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -76,15 +53,20 @@ def main() -> None:
     torch.set_num_threads(1)
     run = Run(args.run)
     cfg = run.check_config(args.configfile)
-    settings = dataclasses.replace(
-        MucsSettings(), lr=cfg.train.lr / 10, noises=args.noises, max_steps=args.max_steps
+    mucs = {"noises": args.noises, "max_steps": args.max_steps}
+    cfg = dataclasses.replace(
+        cfg,
+        attribution=dataclasses.replace(
+            cfg.attribution, mucs=dataclasses.replace(cfg.attribution.mucs, **mucs)
+        ),
     )
     start = time.process_time()
     scores = np.mean(
-        [member_scores(cfg, run, m, settings, args.step_specific) for m in range(args.members)], 0
+        [member_scores(cfg, run, m, args.step_specific) for m in range(args.members)], 0
     )
     seconds = time.process_time() - start
     name = "mucs_step" if args.step_specific else "mucs"
+    name += "_rerun" * (name in cfg.attribution.methods)  # the run scored it already
     args.out.mkdir(parents=True, exist_ok=True)
     write_method_scores(args.out / f"{name}.h5", args.run, name, scores.astype(np.float32))
     table, _ = evaluate_scores(args.run, cfg, [args.out / f"{name}.h5"], args.out)

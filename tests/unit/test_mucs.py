@@ -111,3 +111,36 @@ def test_a_reached_bound_takes_no_step(scheduler):
     assert all(
         torch.equal(a, b) for a, b in zip(same.parameters(), model.parameters(), strict=True)
     )
+
+
+def test_member_scores_compose_unlearning_inference_and_skew(scheduler):
+    """mucs_scores = for each target: unlearn with its keyed draws, inference losses with the
+    step's keyed noise, skew against the original; mucs repeats the final image's at every step."""
+    from diffattr.draws import ModelDraws, TargetSet
+    from diffattr.seeding import generator
+
+    alphas = scheduler.alphas_cumprod
+    g = torch.Generator().manual_seed(1)
+    images = torch.rand(10, 1, 8, 8, generator=g, dtype=torch.float64) * 2 - 1
+    x0_hat = (torch.rand(2, 3, 1, 8, 8, generator=g, dtype=torch.float64) * 2 - 1).numpy()
+    d = ModelDraws(make_unet(), alphas, images.numpy(), np.arange(10), 7, 1)
+    targets = TargetSet(x0_hat, [600, 200], np.array([4, 9, 11]))
+    settings = mucs.MucsSettings(max_steps=2, noises=5, null_batches=2)
+    untrained = make_unet(seed=3)
+    got = mucs.mucs_scores(d, targets, settings, untrained)
+    limit = mucs.null_loss(untrained, alphas, images, settings, generator(7, "mucs", 1, "null"))
+    t = mucs.inference_timesteps(1000, 5, 0.7, 200)
+    eps = torch.randn((5, 1, 8, 8), generator=generator(7, "mucs", 1, "eps", 200))
+    original = mucs.inference_losses(d.model, alphas, images, t, eps)
+    gen = generator(7, "mucs", 1, "unlearn", 9, 200)
+    forgot, _ = mucs.unlearn(
+        d.model, alphas, images, torch.as_tensor(x0_hat[1, 1]), 200, limit, settings, gen
+    )
+    expected = mucs.skew_scores(
+        mucs.inference_losses(forgot, alphas, images, t, eps), original, 1e-3
+    )
+    np.testing.assert_array_equal(got[1, 1], expected)
+    finals = x0_hat[0]
+    final = mucs.mucs_scores(d, targets, settings, untrained, finals)
+    assert final.shape == (2, 3, 10) and np.array_equal(final[0], final[1])
+    assert not np.array_equal(final[0], got[0])

@@ -328,3 +328,29 @@ def test_patch_scores_are_labelled_with_their_boxes(run):
     assert top.train_id.tolist()[:2] == [[3, 5, 8, 13, 21, 34][i] for i in order[:2]]
     with pytest.raises(ConfigError, match="no patch 2"):
         run.top("journey_trak", target=1, step=500, patch=2)
+
+
+def test_a_score_file_of_an_older_version_is_this_configs():
+    """Run.check_config accepts a score file whose recorded config holds this config's scoring
+    keys under their old flat names, and refuses one with another value."""
+    import yaml
+    from diffattr.config import load
+    from conftest import REPO
+    from diffattr.results import scored_with
+
+    cfg = load([REPO / "config" / "config.yaml", REPO / "config" / "test.yaml"])
+    read = yaml.safe_load(cfg.slice("score"))
+    old = {
+        "seed": cfg.seed,
+        "diffusion": read["diffusion"],
+        "attribution": {
+            **{k: v for k, v in read["attribution"].items() if k != "ekfac"},
+            "ekfac_damping": read["attribution"]["ekfac"]["damping"],
+            "methods": ["journey_trak"],  # recorded, not read by scoring
+        },
+    }
+    assert scored_with(old, read)
+    other = {**old, "attribution": {**old["attribution"], "ekfac_damping": 0.5}}
+    assert not scored_with(other, read)
+    assert not scored_with({**old, "seed": cfg.seed + 1}, read)
+    assert not scored_with(None, read)

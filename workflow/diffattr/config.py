@@ -234,6 +234,20 @@ class PatchesConfig(Section):
 
 
 @dataclass(frozen=True, eq=False, repr=False)
+class MucsConfig(Section):
+    """mucs / mucs_step's settings (their member jobs' slice, ``mucs_member``): MUCS's
+    defaults (sony/mucs ``Attributor``)."""
+
+    path: ClassVar[str] = "attribution.mucs"
+    lr_factor: float = 10.0
+    forget_weight: float = 0.2
+    tolerance: float = 0.05
+    max_steps: int = 200
+    noises: int = 100
+    infer_fraction: float = 0.7
+
+
+@dataclass(frozen=True, eq=False, repr=False)
 class EkfacConfig(Section):
     """ekfac's settings (its member jobs' slice, ``ekfac_member``)."""
 
@@ -284,6 +298,7 @@ class AttributionConfig(Section):
     local_window: int = 200
     ekfac: EkfacConfig = field(default_factory=EkfacConfig)
     unlearning: UnlearningConfig = field(default_factory=UnlearningConfig)
+    mucs: MucsConfig = field(default_factory=MucsConfig)
     shards: int = 2
     batch_size: int = 64
     lambda_: float = 0.01

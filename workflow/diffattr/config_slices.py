@@ -58,6 +58,11 @@ SLICES: dict[str, dict[str, tuple[str, ...] | None]] = {
         **_MODEL_RUN,
         "attribution": ("batch_size", "unlearning"),
     },
+    "mucs_member": {
+        **_MODEL_RUN,
+        "train": ("lr",),
+        "attribution": ("batch_size", "mucs"),
+    },
     "ekfac_member": {
         **_MODEL_RUN,
         "dataset": ("flip",),

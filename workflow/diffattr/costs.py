@@ -66,6 +66,10 @@ def _member_work(cfg: RunConfig, method: str, dampings: int) -> float:
     a, u = cfg.attribution, cfg.attribution.unlearning
     if method == "ekfac":
         return EKFAC_UNITS * a.K * (2 + dampings)
+    if method.startswith("mucs"):  # per unlearning: the n × noises inference losses (+ ≈ 50 %
+        m = a.mucs  # for the ascent steps: a rough guess, not fitted)
+        per_target = 1 if method == "mucs" else len(cfg.attribution_steps())
+        return 1.5 * cfg.targets.n * per_target * m.noises
     if method.startswith("unlearning"):
         per_target = 1 if method.endswith("_final") else len(cfg.attribution_steps())
         return cfg.targets.n * per_target + 5 * u.shards * u.train_shards

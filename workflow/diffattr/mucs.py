@@ -161,3 +161,40 @@ def skew_scores(unlearned: Tensor, original: Tensor, eps: float) -> np.ndarray:
     """τ_i = mean_r (L_u − L_o)/(L_u + L_o + ε): (n, R) losses → (n,)."""
     u, o = unlearned.double(), original.double()
     return ((u - o) / (u + o + eps)).mean(1).numpy()
+
+
+def mucs_scores(draws, targets, settings: MucsSettings, untrained: nn.Module, finals=None):
+    """One member's MUCS scores (steps, targets, n): every target x̂₀ᵗ unlearned at its step t
+    (``mucs_step``), or, with ``finals`` (targets, …), each final image unlearned once and its
+    scores repeated at every step (``mucs``). ``draws``: the member's ``ModelDraws``; every
+    random draw is keyed by (seed, "mucs", model index, …)."""
+    from .seeding import generator
+
+    d = draws
+    images = torch.as_tensor(d.images)
+    keys = (d.seed, "mucs", d.model_index)
+    limit = null_loss(untrained, d.alphas_cumprod, images, settings, generator(*keys, "null"))
+    steps = [None] if finals is not None else list(targets.steps)
+    out = np.empty((len(steps), len(targets.target_ids), len(images)))
+    for s, step in enumerate(steps):
+        tag = "final" if step is None else int(step)
+        t = inference_timesteps(d.T, settings.noises, settings.infer_fraction, step)
+        eps = torch.randn(
+            (settings.noises, *images.shape[1:]), generator=generator(*keys, "eps", tag)
+        )
+        original = inference_losses(d.model, d.alphas_cumprod, images, t, eps)
+        for j, target in enumerate(targets.target_ids):
+            image = finals[j] if step is None else targets.x0_hat[s, j]
+            unlearned, _ = unlearn(
+                d.model,
+                d.alphas_cumprod,
+                images,
+                torch.as_tensor(image),
+                step,
+                limit,
+                settings,
+                generator(*keys, "unlearn", int(target), tag),
+            )
+            losses = inference_losses(unlearned, d.alphas_cumprod, images, t, eps)
+            out[s, j] = skew_scores(losses, original, settings.eps)
+    return out if finals is None else np.repeat(out, len(targets.steps), 0)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from .artifacts import (
     ScoreFile,
@@ -79,9 +80,11 @@ class Run:
         if cfg.run != self.folder.name:
             raise ConfigError(f"the config is of run {cfg.run!r}, not {self.folder.name!r}")
         expected = config_hash(RunConfig.from_slice(cfg.slice("score"), "score").to_dict())
+        read = yaml.safe_load(cfg.slice("score"))  # the keys a score job reads
         for path in sorted(Path(self.paths.scores("any")).parent.glob("*.h5")):
             with ScoreFile(path) as f:
-                if f.attrs.get("config_hash", expected) != expected:
+                recorded = f.attrs.get("config_hash", expected)
+                if recorded != expected and not scored_with(f.attrs.get("config"), read):
                     raise ConfigError(
                         f"the config does not match the one {path} was scored with (λ, K, R, "
                         "the schedule or the seed differ): pass the run's own config files"
@@ -340,6 +343,32 @@ class Run:
                     "targets; results: config/digits-cf.yaml)"
                 )
         return text + "; report: make report (report.html)"
+
+
+def scored_with(recorded: dict | None, read: dict) -> bool:
+    """A score file's recorded config holds the values of every key a score job reads (``read``:
+    the config's score slice), old flat names (``config_section.MOVED``) read as their new
+    nested keys: equal scoring keys, however many keys with defaults were added since (a key the
+    file does not record, its job did not read)."""
+    from .config_section import MOVED
+
+    if not isinstance(recorded, dict):
+        return False
+    nested = {k: dict(v) if isinstance(v, dict) else v for k, v in recorded.items()}
+    for old, new in MOVED.items():
+        section, key = old.split(".", 1)
+        if key in nested.get(section, {}):
+            _, group, name = new.split(".")
+            nested[section].setdefault(group, {})[name] = nested[section].pop(key)
+
+    def holds(have: object, want: object) -> bool:
+        if have is None:
+            return True
+        if isinstance(want, dict):
+            return isinstance(have, dict) and all(holds(have.get(k), v) for k, v in want.items())
+        return have == want or (isinstance(have, list | tuple) and list(have) == want)
+
+    return holds(nested, read)
 
 
 def top(

@@ -44,6 +44,7 @@ from .gradient import (
     PerStepGradient,
     Trak,
 )
+from .mucs import Mucs, MucsStep
 from .unlearning import Unlearning, UnlearningFinal
 
 __all__ = [
@@ -95,6 +96,8 @@ METHODS: dict[str, Method] = {
         Ekfac(),
         Unlearning(),
         UnlearningFinal(),
+        Mucs(),
+        MucsStep(),
         PixelSimilarity(),
         OptimalDenoiser(),
         RandomScores(),
