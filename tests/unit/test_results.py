@@ -334,8 +334,8 @@ def test_a_score_file_of_an_older_version_is_this_configs():
     """Run.check_config accepts a score file whose recorded config holds this config's scoring
     keys under their old flat names, and refuses one with another value."""
     import yaml
-    from diffattr.config import load
     from conftest import REPO
+    from diffattr.config import load
     from diffattr.results import scored_with
 
     cfg = load([REPO / "config" / "config.yaml", REPO / "config" / "test.yaml"])
