@@ -321,7 +321,8 @@ def rule_commands() -> dict[str, tuple[str, str]]:
         for block in re.split(r"\n\s*rule ", path.read_text())[1:]:
             name = block.split(":")[0]
             slice_ = re.search(
-                r"cfg=(?:(?:cfg_slice|RUN_CONFIG\.slice)\(\"(\w+)\"|(subset_train_cfg)\(\)"
+                r"cfg=(?:lambda wildcards: )?"
+                r"(?:(?:cfg_slice|RUN_CONFIG\.slice)\(\"(\w+)\"|(subset_train_cfg)\(\)"
                 r"|(featurize_train_cfg)"
                 r"|(member_cfg))",
                 block,

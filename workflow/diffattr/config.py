@@ -234,6 +234,16 @@ class PatchesConfig(Section):
 
 
 @dataclass(frozen=True, eq=False, repr=False)
+class LocalDenoiserConfig(Section):
+    """local_denoiser's settings (its score job's): the patch size, one for every attribution
+    step or one per step (noisy → clean), and candidates from every position (equivariant)."""
+
+    path: ClassVar[str] = "attribution.local_denoiser"
+    patch: tuple[int, ...] = (5,)
+    equivariant: bool = False
+
+
+@dataclass(frozen=True, eq=False, repr=False)
 class MucsConfig(Section):
     """mucs / mucs_step's settings (their member jobs' slice, ``mucs_member``): MUCS's
     defaults (sony/mucs ``Attributor``)."""
@@ -299,6 +309,7 @@ class AttributionConfig(Section):
     ekfac: EkfacConfig = field(default_factory=EkfacConfig)
     unlearning: UnlearningConfig = field(default_factory=UnlearningConfig)
     mucs: MucsConfig = field(default_factory=MucsConfig)
+    local_denoiser: LocalDenoiserConfig = field(default_factory=LocalDenoiserConfig)
     shards: int = 2
     batch_size: int = 64
     lambda_: float = 0.01

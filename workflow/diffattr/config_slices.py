@@ -72,7 +72,15 @@ SLICES: dict[str, dict[str, tuple[str, ...] | None]] = {
     "score": {
         "seed": None,
         "diffusion": None,
-        "attribution": ("lambda", "ekfac", "K", "R", "block_size", "local_window"),
+        "attribution": (
+            "lambda",
+            "ekfac",
+            "K",
+            "R",
+            "block_size",
+            "local_window",
+            "local_denoiser",
+        ),
     },
     "figure_attributions": {"figures": None},
     "lds_subsets": {"seed": None, "lds": ("tuning", "reporting", "alpha")},

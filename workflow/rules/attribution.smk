@@ -106,7 +106,7 @@ rule score:
     output:
         P.scores("{method}"),
     params:
-        cfg=cfg_slice("score"),
+        cfg=lambda wildcards: RUN_CONFIG.slice("score", unused_score_keys(wildcards.method)),
         lds=lds_option,
     log:
         P.log("score", "{method}"),

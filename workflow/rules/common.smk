@@ -20,7 +20,13 @@ from diffattr.layout import (
     export_workflow_root,
     members,
 )
-from diffattr.methods import FeatureKind, check_specificity, get_method, member_method
+from diffattr.methods import (
+    FeatureKind,
+    check_specificity,
+    get_method,
+    member_method,
+    unused_score_keys,
+)
 from diffattr.stages.extra import extra_target_jobs
 
 

@@ -56,7 +56,7 @@ rule score_patches:
     output:
         P.patch_scores("{method}"),
     params:
-        cfg=cfg_slice("score"),
+        cfg=lambda wildcards: RUN_CONFIG.slice("score", unused_score_keys(wildcards.method)),
         lds=lambda wildcards, input: f"--lds {input.lds}" if "lds" in input.keys() else "",
     log:
         P.log("score_patches", "{method}"),

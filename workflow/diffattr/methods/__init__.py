@@ -44,6 +44,7 @@ from .gradient import (
     PerStepGradient,
     Trak,
 )
+from .local_denoiser import LocalDenoiser
 from .mucs import Mucs, MucsStep
 from .unlearning import Unlearning, UnlearningFinal
 
@@ -100,6 +101,7 @@ METHODS: dict[str, Method] = {
         MucsStep(),
         PixelSimilarity(),
         OptimalDenoiser(),
+        LocalDenoiser(),
         RandomScores(),
     )
 }
@@ -141,3 +143,13 @@ def check_specificity(methods: Iterable[str]) -> None:
                 f"counterfactual.specificity {name}: its scores are the same at every step "
                 "(trajectory-free); choose a step-specific method such as journey_trak"
             )
+
+
+def unused_score_keys(method: str) -> tuple[str, ...]:
+    """The config sections of other methods' score jobs (``Method.score_section``): left out of
+    ``method``'s score slice, so a setting of one method reruns no other method's scores."""
+    return tuple(
+        f"attribution.{m.score_section}"
+        for m in METHODS.values()
+        if m.score_section is not None and m.name != method
+    )

@@ -102,6 +102,7 @@ class ScoringContext:
     alphas_cumprod: np.ndarray | None = None
     draws: int = 1
     member_scores: Sequence[np.ndarray] = ()
+    settings: Any = None  # the method's own config section (Method.score_section)
 
 
 ScoringInputs = ScoringContext  # (its earlier name)
@@ -156,6 +157,8 @@ class Method(ABC):
     train_output: ClassVar[str | None] = None
     default: ClassVar[bool] = False
     patches: ClassVar[bool] = False
+    # A config section of its own that its score job reads (attribution.<score_section>)
+    score_section: ClassVar[str | None] = None
 
     @property
     def tunable(self) -> bool:

@@ -202,6 +202,7 @@ def score(  # noqa: PLR0913  (issue 32: not yet split)
                 alphas_cumprod(cfg.diffusion),
                 cfg.attribution.R,
                 per_member,
+                getattr(cfg.attribution, chosen.score_section or "", None),
             )
         )
 
