@@ -191,6 +191,7 @@ def test_rerun_does_nothing(finished):
 
 
 DRAWING_RULES = {
+    "data_figure",
     "figure_attributions",
     "figure_extra",
     "figure_patches",
