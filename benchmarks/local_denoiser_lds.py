@@ -35,8 +35,11 @@ def main() -> None:
     ap.add_argument("--default-patch", type=int, default=5)
     ap.add_argument("--equivariant", action="store_true")
     ap.add_argument("--draws", type=int, default=16)
-    ap.add_argument("--out", type=Path, default=Path("/tmp/local_denoiser"))
+    ap.add_argument(
+        "--out", type=Path, help="score file and report folder (default: <run>/evaluate)"
+    )
     args = ap.parse_args()
+    args.out = args.out or args.run / "evaluate"
     run = Run(args.run)
     cfg = run.check_config(args.configfile)
     targets, data = run.targets, run.data

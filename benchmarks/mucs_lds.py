@@ -48,8 +48,11 @@ def main() -> None:
     ap.add_argument("--step-specific", action="store_true")
     ap.add_argument("--noises", type=int, default=100)
     ap.add_argument("--max-steps", type=int, default=200)
-    ap.add_argument("--out", type=Path, default=Path("/tmp/mucs"))
+    ap.add_argument(
+        "--out", type=Path, help="score file and report folder (default: <run>/evaluate)"
+    )
     args = ap.parse_args()
+    args.out = args.out or args.run / "evaluate"
     torch.set_num_threads(1)
     run = Run(args.run)
     cfg = run.check_config(args.configfile)
