@@ -44,7 +44,7 @@ from .data import PreparedData
 from .errors import ArtifactError, ConfigError
 from .layout import Paths, parse_scores
 from .lds.stats import rows_to_read, shows_a_result, untuned_methods
-from .methods import METHODS, get_method
+from .methods import METHODS, get_method, unused_score_keys
 from .storage import config_hash
 
 log = logging.getLogger("diffattr")
@@ -79,10 +79,11 @@ class Run:
         cfg = config if isinstance(config, RunConfig) else load_config(config)
         if cfg.run != self.folder.name:
             raise ConfigError(f"the config is of run {cfg.run!r}, not {self.folder.name!r}")
-        expected = config_hash(RunConfig.from_slice(cfg.slice("score"), "score").to_dict())
-        read = yaml.safe_load(cfg.slice("score"))  # the keys a score job reads
         for path in sorted(Path(self.paths.scores("any")).parent.glob("*.h5")):
             with ScoreFile(path) as f:
+                text = cfg.slice("score", unused_score_keys(str(f.attrs.get("method"))))
+                expected = config_hash(RunConfig.from_slice(text, "score").to_dict())
+                read = yaml.safe_load(text)  # the keys this method's score job reads
                 recorded = f.attrs.get("config_hash", expected)
                 if recorded != expected and not scored_with(f.attrs.get("config"), read):
                     raise ConfigError(
