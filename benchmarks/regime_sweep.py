@@ -104,19 +104,9 @@ def measure_pair(pair: Pair, scheduler, steps: list[int], args) -> list[dict]:
             regime.near_copy(s, x[h].numpy()).mean() for s, h in zip((a, b), halves, strict=True)
         ]
         tt = scheduler.config.num_train_timesteps - 1 if t is None else t
-        losses = np.array(
-            [
-                [
-                    regime.denoising_loss(
-                        m, scheduler.alphas_cumprod, x[r], tt, 2, (seed, "regime-loss", tt, k)
-                    )
-                    for k, r in enumerate(loss_rows)
-                ]
-                for m in models
-            ]
-        )  # [model, half]: each model's own half on the diagonal
-        train_loss = float(np.mean(np.diag(losses)))
-        held_loss = float(np.mean(losses[[0, 1], [1, 0]]))
+        train_loss, held_loss = regime.pair_losses(
+            models, scheduler.alphas_cumprod, [x[r] for r in loss_rows], tt, seed
+        )
         gap = regime.relative_gap(train_loss, held_loss)
         rows.append(
             {

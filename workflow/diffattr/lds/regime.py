@@ -92,6 +92,22 @@ def agreement(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(norm > 0, (x * y).sum(1) / np.where(norm > 0, norm, 1.0), 1.0)
 
 
+def pair_losses(models, alphas_cumprod, halves, t: int, seed: int) -> tuple[float, float]:
+    """(train, held-out) loss at t of two models of complementary ``halves`` (their images):
+    each model on its own half and on the other's, 2 draws keyed by (seed, t, half), averaged
+    over the two models."""
+    losses = np.array(
+        [
+            [
+                denoising_loss(m, alphas_cumprod, x, t, 2, (seed, "regime-loss", t, k))
+                for k, x in enumerate(halves)
+            ]
+            for m in models
+        ]
+    )  # [model, half]: each model's own half on the diagonal
+    return float(np.mean(np.diag(losses))), float(np.mean(losses[[0, 1], [1, 0]]))
+
+
 def relative_gap(train_loss: float, held_loss: float) -> float:
     """(L_held − L_train) / L_held: 0 when the model does as well on images it never saw."""
     return (held_loss - train_loss) / held_loss

@@ -88,19 +88,8 @@ def regime_diagnostics(
             float(regime.near_copy(x, images[h].numpy()).mean())
             for x, h in zip((a, b), halves, strict=True)
         ]
-        losses = np.array(
-            [
-                [
-                    regime.denoising_loss(
-                        net, alphas, images[r].to(device), t, 2, (cfg.seed, "regime-loss", t, k)
-                    )
-                    for k, r in enumerate(loss_rows)
-                ]
-                for net in nets
-            ]
-        )  # [model, half]: each model's own half on the diagonal
-        train_loss = float(np.mean(np.diag(losses)))
-        held_loss = float(np.mean(losses[[0, 1], [1, 0]]))
+        loss_sets = [images[r].to(device) for r in loss_rows]
+        train_loss, held_loss = regime.pair_losses(nets, alphas, loss_sets, t, cfg.seed)
         agree = regime.agreement(a, b)
         fidelity = model_fidelity(
             nets[0], alphas, x_t, t, images[halves[0]].numpy(), cfg.lds.fidelity_patches
