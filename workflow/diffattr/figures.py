@@ -303,7 +303,7 @@ def lds_figure(table, memorization: dict | None = None, regime: dict | None = No
     if not shows_a_result(table):
         fig.text(
             0.5,
-            0.5,
+            0.62,  # above the step labels and their verdicts
             PIPELINE_CHECK,
             ha="center",
             va="center",
