@@ -14,6 +14,8 @@ lazily one (step, target) row at a time (``ScoreFile``), so they scale past memo
 | target features | ``features`` (steps, q, k), ``steps``, ``target_ids`` |
 | scores | ``scores`` float32 (steps, q, n) chunked per row, ``steps``, ``target_ids``,
   ``train_ids``; patch scores: ``scores`` (steps, q, patches, n) and ``boxes`` (q, patches, 4) |
+| top-k scores | ``index`` int64 training positions and ``score`` float32, both (2, steps, q, k):
+  sign (positive, negative) × step × target × rank; ``steps``, ``target_ids`` (``topk``) |
 | patches | ``boxes`` (q, patches, 4) image pixels, ``grid_boxes`` on the sample grid |
 | patch ground truth | ``f_t`` (seeds, steps, q, patches), ``steps``, ``target_ids``, ``boxes`` |
 | LDS subsets | ``masks`` (subsets, n) bool, ``role`` (tuning/reporting), ``train_ids`` |
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,7 @@ from .layout import Case, parse_sample_group, remake_hint, sample_group
 from .patches import Patches
 from .scoring import BlockFn, Kernel
 from .storage import DIGEST, check_digest, create_h5, file_digest, read_attrs, write_attrs
+from .topk import Ranked, dense_required
 
 SIGN_CONVENTION = (
     "tau[i] > 0: including training example i lowers the target's output f_t, i.e. supports the "
@@ -576,6 +579,8 @@ class ScoreFile:
 
     def __init__(self, path: str | Path):
         with _reading(path) as f:  # checks the file and its index datasets
+            if "scores" not in f and "index" in f:
+                raise ArtifactError(dense_required(path))
             self.steps: list[int] = f["steps"][()].tolist()
             self.target_ids = f["target_ids"][()]
             self.train_ids = f["train_ids"][()]
@@ -609,6 +614,106 @@ class ScoreFile:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Top-k scores (attribution.top_k): per (step, target) the K strongest of each sign
+
+
+def write_top_k(
+    path: str | Path,
+    steps: Sequence[int],
+    target_ids: np.ndarray,
+    n_train: int,
+    width: int,
+    parts: Iterable[tuple[int, slice, Ranked]],
+    attrs: Mapping[str, Any],
+) -> None:
+    """Write a top-k file from ``parts`` ((step index, target slice, its Ranked (2, targets in
+    the slice, ``width``)), covering every (step, target) once), one part at a time (memory: one
+    part). ``attrs`` must name the method and ``top_k`` (K; ``width`` = min(K, the rows
+    ranked))."""
+    n_steps, n_targets = len(steps), len(target_ids)
+    shape = (2, n_steps, n_targets, width)
+    chunk = (1, 1, max(1, min(n_targets, max(1, 65536 // max(1, width)))), max(1, width))
+    meta = {
+        "sign": SIGN_CONVENTION,
+        "order": TOP_K_ORDER,
+        "n_train": int(n_train),
+        "steps": [int(t) for t in steps],
+        "target_ids": [int(t) for t in target_ids],
+        **attrs,
+    }
+    with create_h5(path, meta) as f:
+        f.create_dataset("steps", data=np.asarray(steps, dtype=np.int64))
+        f.create_dataset("target_ids", data=np.asarray(target_ids, dtype=np.int64))
+        chunks = chunk if width else None  # (a shard without rows keeps none)
+        index = f.create_dataset("index", shape, np.int64, chunks=chunks)
+        score = f.create_dataset("score", shape, np.float32, chunks=chunks)
+        covered = np.zeros((n_steps, n_targets), dtype=int)
+        for s, targets, ranked in parts:
+            _finite(path, score=ranked.score)
+            index[:, s, targets] = ranked.index
+            score[:, s, targets] = ranked.score
+            covered[s, targets] += 1
+        if (covered != 1).any():
+            raise ArtifactError(f"{path}: top-k parts do not cover every (step, target) once")
+
+
+TOP_K_ORDER = (
+    "index/score[0]: the K highest scores, highest first; [1]: the K lowest, lowest first; "
+    "equal scores: the lower training position (row of data.h5) first"
+)
+
+
+class TopKFile:
+    """A top-k file opened for row access: ``row(step, target)`` (Ranked (2, k))."""
+
+    def __init__(self, path: str | Path):
+        with _reading(path) as f:
+            if "index" not in f:
+                raise ArtifactError(
+                    f"{path} is not a top-k score file (it has no index dataset); "
+                    f"{remake_hint(path)}"
+                )
+            self.steps: list[int] = f["steps"][()].tolist()
+            self.target_ids = f["target_ids"][()]
+            self.attrs = read_attrs(f)
+        self.path = Path(path)
+        self.k = int(self.attrs["top_k"])
+        self.n_train = int(self.attrs["n_train"])
+        self._file = h5py.File(path, "r")
+
+    @property
+    def method(self) -> str:
+        return str(self.attrs["method"])
+
+    def row(self, step: int, target: int) -> Ranked:
+        """The top-k of target position ``target`` at timestep ``step``."""
+        s = self.steps.index(step)
+        return Ranked(self._file["index"][:, s, target], self._file["score"][:, s, target])
+
+    def rows(self, targets: slice) -> Ranked:
+        """Every step of the target positions ``targets``: (2, steps, targets, k)."""
+        return Ranked(self._file["index"][:, :, targets], self._file["score"][:, :, targets])
+
+    def all(self) -> Ranked:
+        return Ranked(self._file["index"][()], self._file["score"][()])
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> TopKFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def is_top_k(path: str | Path) -> bool:
+    """Whether ``path`` (an existing score file) is a top-k file rather than dense scores."""
+    with h5py.File(path, "r") as f:
+        return "index" in f and "scores" not in f
 
 
 # ---------------------------------------------------------------------------------------------

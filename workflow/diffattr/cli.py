@@ -56,6 +56,7 @@ HELP = {
     "target_features": "target features, one per ensemble member",
     "train_features": "training-feature shards of every member",
     "scores": "score files",
+    "shard_files": "top-k shard files of one method (scores/topk/shards/<method>/shard<s>.h5)",
     "patches": "every target's patch boxes (patches.h5)",
     "patch_scores": "patch score files (scores/patches/<method>.h5)",
     "out_localization": "output CSV of the localization margins (patch − whole image)",

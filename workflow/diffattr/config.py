@@ -314,6 +314,7 @@ class AttributionConfig(Section):
     batch_size: int = 64
     lambda_: float = 0.01
     block_size: int = 8192
+    top_k: int | None = None
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     projection: ProjectionConfig = field(default_factory=ProjectionConfig)
     patches: PatchesConfig = field(default_factory=PatchesConfig)

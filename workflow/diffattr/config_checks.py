@@ -31,6 +31,7 @@ def check(cfg: Any) -> None:
             f"than {cfg.lds.MIN_TUNING} subsets is ±1); set lds.tuning ≥ "
             f"{cfg.lds.MIN_TUNING}, or 0 to report attribution.lambda untuned"
         )
+    _check_top_k(cfg)
     _check_counterfactual(cfg)
     cfg.dataset.check_procedural()
     root = cfg.dataset.root
@@ -58,6 +59,22 @@ def _check_checkpoints(cfg: Any) -> None:
                 f"its step to train.checkpoints (below train.steps = {cfg.train.steps}; "
                 "the last step is the checkpoint `final`)"
             )
+
+
+def _check_top_k(cfg: Any) -> None:
+    """Top-k scoring keeps 2K of n scores per (step, target): the LDS, which correlates all n,
+    cannot run on them (K ≤ n and removals ≤ K are checked where n is known)."""
+    k = cfg.attribution.top_k
+    if k is None:
+        return
+    if k < 1:
+        raise ConfigError(f"attribution.top_k: {k}; keep K ≥ 1 examples of each sign, or null")
+    if cfg.lds.enabled:
+        raise ConfigError(
+            f"attribution.top_k: {k} with lds.enabled: the LDS correlates every training "
+            "example's score with the subset models' outputs, so it needs dense scores; set "
+            "lds.enabled: false, or attribution.top_k: null"
+        )
 
 
 def _check_counterfactual(cfg: Any) -> None:

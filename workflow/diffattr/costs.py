@@ -10,7 +10,8 @@ ensemble members, S attribution steps, T targets:
   journey_trak's ``loss``, README "Featurization cost per method"); kernel: jobs × n × k²;
 - featurize_targets: Σ_methods M × T × draws × F (draws: S × R per step, K for the final image);
 - score: Σ_methods M × kinds × S × T × n × k (gradient) or S × T × n × d (R × … for the
-  optimal denoiser); ekfac: M × (n × K × (2 + dampings) + S × T × R) × F;
+  optimal denoiser), with attribution.top_k the same work over the score_shard jobs and
+  shards × S × T × K for merge_top_k; ekfac: M × (n × K × (2 + dampings) + S × T × R) × F;
 - unlearning: M × (T × S_u + 5 × pieces) × n × F (≈ 5 unlearnings' worth of Fisher and losses
   per job);
 - ground truth: subsets × seeds × T × (S × draws + final timesteps × final noise) × F;
@@ -18,7 +19,8 @@ ensemble members, S attribution steps, T targets:
   sampling steps/2 × F; counterfactual resampling: models × samples × sampling steps × F;
 - everything else (figures, plans, reports, subsets): per job (work = jobs).
 
-Disk: checkpoints p × 4 B, features rows × k × 4 B, kernels k² × 8 B, scores S × T × n × 4 B.
+Disk: checkpoints p × 4 B, features rows × k × 4 B, kernels k² × 8 B, scores S × T × n × 4 B
+(top-k: 2 × S × T × K × 12 B).
 """
 
 from __future__ import annotations
@@ -127,6 +129,7 @@ def rule_costs(cfg: RunConfig, z: Sizes, jobs: dict[str, int]) -> dict[str, Cost
     subsets, seeds = lds.n_subsets, lds.seeds
     dampings = 1 + (len(lds.ekfac_dampings) if lds.enabled else 0)
     scores = S * T * n * F32
+    top_k = 2 * S * T * (a.top_k or 0) * (F32 + 8)  # one top-k file: index int64, score
     sampled = T * (2 * S + 1) * d * F32
     traj = T * S * cf.samples * cfg.targets.sampling_steps / 2 * F
     costs: dict[str, Callable[[], Cost]] = {
@@ -159,6 +162,14 @@ def rule_costs(cfg: RunConfig, z: Sizes, jobs: dict[str, int]) -> dict[str, Cost
             _score_work(cfg, z, list(a.methods), M),
             scores + a.block_size * k * F32,
             len(a.methods) * scores,
+        ),
+        "score_shard": lambda: Cost(  # the same scoring work, split over the shards
+            _score_work(cfg, z, list(a.methods), M),
+            2 * 256 * ((a.top_k or 0) + a.block_size) * (F32 + 8) + a.block_size * k * F32,
+            jobs["score_shard"] * top_k,
+        ),
+        "merge_top_k": lambda: Cost(
+            jobs["score_shard"] * S * T * (a.top_k or 0), top_k, len(a.methods) * top_k
         ),
         "tuned_scores": lambda: Cost(
             _score_work(cfg, z, [m for m in a.methods if get_method(m).tunable], M),

@@ -31,6 +31,7 @@ from .diffusion import Predictor, denoise, swapped_predictor
 from .errors import ConfigError
 from .layout import Case
 from .seeding import generator, numpy_rng
+from .topk import Ranked
 
 
 def removal_size(k: float, n: int) -> int:
@@ -44,8 +45,17 @@ def removal_size(k: float, n: int) -> int:
     return size
 
 
-def top_influencers(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k largest scores (positive influencers), ties broken by index."""
+def top_influencers(scores: np.ndarray | Ranked, k: int) -> np.ndarray:
+    """Indices of the k largest scores (positive influencers), ties broken by index (lower
+    first); from dense scores (n,) or a top-k row (``topk.Ranked`` (2, K), K ≥ k)."""
+    if isinstance(scores, Ranked):
+        if k > scores.k:
+            raise ConfigError(
+                f"counterfactual.k removes {k} training examples but attribution.top_k keeps "
+                f"the top {scores.k} per (step, target); raise attribution.top_k to ≥ {k} or "
+                "lower counterfactual.k"
+            )
+        return scores.index[0, :k]
     return np.argsort(-scores, kind="stable")[:k]
 
 
@@ -59,7 +69,7 @@ def plan(  # noqa: C901  (issue 32: not yet split)
     n: int,
     steps: Sequence[int],
     decision_steps: Sequence[int],
-    score_row: Callable[[str, int, int], np.ndarray],
+    score_row: Callable[[str, int, int], np.ndarray | Ranked],
     seed: int,
     first_timestep: int,
 ) -> tuple[list[Case], np.ndarray]:
@@ -71,7 +81,8 @@ def plan(  # noqa: C901  (issue 32: not yet split)
     (D-TRAK's protocol: the final image's attribution, i.e. the last attribution step's row as in
     the LDS's final column, resampled from x_T at ``first_timestep``). A twin of a case at step t
     removes the top-k of the attribution at the step farthest from t (``other_step``) and is
-    resampled from the same x_t. ``score_row(method, step, target)`` gives a method's scores (n,).
+    resampled from the same x_t. ``score_row(method, step, target)`` gives a method's scores (n,)
+    or, from a top-k file, their top K (``topk.Ranked``).
     Returns the cases and the keep masks (cases, n): False on the removed examples.
     """
     cases, keep = [], []

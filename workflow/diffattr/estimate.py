@@ -36,6 +36,7 @@ TWIN = {
     "featurize_extra_targets": "featurize_targets",
     "score_patches": "score",
     "score_extra": "score",
+    "score_shard": "score",
     "figure_patches": "figure_attributions",
     "figure_extra": "figure_attributions",
     "sample_extra_targets": "sample_targets",

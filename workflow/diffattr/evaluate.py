@@ -29,6 +29,7 @@ from .lds.stats import rows_to_read
 from .methods import get_method
 from .results import Run
 from .storage import read_json
+from .topk import dense_required
 
 
 def report_inputs(run: Path, cfg: RunConfig) -> dict:
@@ -90,6 +91,8 @@ def evaluate_scores(
 
     run, scores = Path(run), [Path(s) for s in scores]
     cfg = Run(run).check_config(config)
+    if cfg.attribution.top_k is not None:
+        raise ArtifactError(dense_required(f"{run} (attribution.top_k: {cfg.attribution.top_k})"))
     inputs = report_inputs(run, cfg)
     missing = [p for p in [inputs["subsets"], *inputs["scores"]] if not p.exists()]
     if missing:

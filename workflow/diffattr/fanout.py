@@ -42,7 +42,12 @@ def attribution_jobs(cfg: RunConfig, jobs: Counter) -> None:
     jobs["prepare_data"] = jobs["sample_targets"] = 1
     jobs["data_figure"] = int(cfg.dataset.name != "mscoco")
     jobs.update({rule: len(f) for rule, f in files.items()})
-    jobs["score"] = jobs["figure_attributions"] = len(a.methods)
+    jobs["figure_attributions"] = len(a.methods)
+    if a.top_k is None:
+        jobs["score"] = len(a.methods)
+    else:  # one top-k job per method and training shard, then one merge per method
+        jobs["score_shard"] = len(a.methods) * a.shards
+        jobs["merge_top_k"] = len(a.methods)
     if cfg.lds.enabled:
         jobs["tuned_scores"] = sum(get_method(m).tunable for m in a.methods)
 

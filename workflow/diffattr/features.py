@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from .data import take_rows
 from .diffusion import autocast
 from .draws import FeatureDraws, ModelDraws, TargetDraws
-from .errors import ConfigError
+from .layout import shard_positions  # noqa: F401  (re-exported: the shards' rows)
 from .outputs import Batch, evaluate, row_outputs
 from .projection import Projector
 from .schedule import uniform_timesteps
@@ -126,15 +126,6 @@ def _row_fn(
 ) -> Tensor:
     with autocast(batch["x0"].device, precision):
         return row_outputs(model, alphas_cumprod, batch, output, box)
-
-
-def shard_positions(n: int, batch_size: int, shards: int, shard: int) -> np.ndarray:
-    """Positions of shard ``shard`` of ``shards``: a contiguous run of whole batches."""
-    if not 0 <= shard < shards:
-        raise ConfigError(f"shard {shard} out of range for {shards} shards (0 … {shards - 1})")
-    n_batches = -(-n // batch_size)
-    lo, hi = shard * n_batches // shards, (shard + 1) * n_batches // shards
-    return np.arange(lo * batch_size, min(hi * batch_size, n))
 
 
 def featurize_training(

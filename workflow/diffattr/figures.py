@@ -14,6 +14,7 @@ import numpy as np
 
 from .counterfactual_summary import MIN_INTERVAL_TARGETS, shows_an_effect
 from .lds.stats import rows_to_read, shows_a_result, untuned_methods
+from .topk import Ranked, rank_dense
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -60,7 +61,7 @@ def data_samples_figure(
 def attribution_grid(  # noqa: PLR0913  (issue 32: not yet split)
     x0_hat: np.ndarray,
     steps: Sequence[int | str],
-    scores: np.ndarray,
+    scores: np.ndarray | Ranked,
     train_images: np.ndarray,
     train_labels: np.ndarray,
     top_k: int,
@@ -73,21 +74,26 @@ def attribution_grid(  # noqa: PLR0913  (issue 32: not yet split)
     Columns are attribution steps t (noisy → clean; a label such as "final image" is shown as
     is); the first row shows x̂_0^t, then the ``top_k`` strongest positive influencers at that
     step (green), then the ``top_k`` negative ones (red), each titled with its score, training id
-    and label. ``x0_hat`` is (n_steps, C, H, W); ``scores`` is (n_steps, n_train). With a patch
+    and label. ``x0_hat`` is (n_steps, C, H, W); ``scores`` is (n_steps, n_train), or their
+    top-k (``topk.Ranked`` (2, n_steps, k), e.g. from a top-k score file). With a patch
     ``box`` [y0, x0, y1, x1) the scores are the patch's and the box is outlined on every image.
     """
     n_steps = len(steps)
+    ranked = scores if isinstance(scores, Ranked) else rank_dense(scores, top_k)
+    top_k = min(top_k, ranked.k)
     rows = 1 + 2 * top_k
     ids = np.arange(len(train_labels)) if train_ids is None else train_ids
     fig, axes = plt.subplots(rows, n_steps, figsize=(1.1 * n_steps + 0.7, 1.15 * rows + 0.5))
     axes = np.asarray(axes).reshape(rows, n_steps)
     for c, t in enumerate(steps):
         _show(axes[0, c], x0_hat[c], f"t={t}" if isinstance(t, int | np.integer) else str(t))
-        order = np.argsort(scores[c])
-        picks = [(1 + r, i, "tab:green") for r, i in enumerate(order[::-1][:top_k])]
-        picks += [(1 + top_k + r, i, "tab:red") for r, i in enumerate(order[:top_k])]
-        for row, i, color in picks:
-            tile = f"{scores[c, i]:+.2g}\n#{ids[i]} · {train_labels[i]}"
+        picks = [
+            (1 + sign * top_k + r, int(ranked.index[sign, c, r]), ranked.score[sign, c, r], color)
+            for sign, color in enumerate(("tab:green", "tab:red"))
+            for r in range(top_k)
+        ]
+        for row, i, value, color in picks:
+            tile = f"{value:+.2g}\n#{ids[i]} · {train_labels[i]}"
             _show(axes[row, c], train_images[i], tile)
             _frame(axes[row, c], color)
     if box is not None:

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .errors import ConfigError
 
 # ---------------------------------------------------------------------------------------------
@@ -248,6 +250,14 @@ class Paths:
             else [],
         }
 
+    def top_k(self, method: str) -> str:
+        """The K strongest of each sign per (step, target) (attribution.top_k), merged."""
+        return f"{self.run}/scores/topk/{method}.h5"
+
+    def top_k_shard(self, method: str, shard: int | str) -> str:
+        """The top K of one training shard (rows of ``attribution.shards``'s shard ``shard``)."""
+        return f"{self.run}/scores/topk/shards/{method}/shard{shard}.h5"
+
     def tuned_scores(self, method: str) -> str:
         """Scores with the λ the LDS tuned per step (what figures and removals use)."""
         return f"{self.run}/scores/tuned/{method}.h5"
@@ -409,6 +419,8 @@ _RULES = [  # (path pattern within a run, the rule that makes it)
     (r"features/train/.+\.h5", "featurize_train"),
     (r"features/targets/.+\.h5", "featurize_targets"),
     (r"kernels/.+\.h5", "kernel"),
+    (r"scores/topk/shards/.+\.h5", "score_shard"),
+    (r"scores/topk/[^/]+\.h5", "merge_top_k"),
     (r"scores/tuned/.+\.h5", "tuned_scores"),
     (r"scores/members/.+\.h5", "member_scores"),
     (r"scores/.+\.h5", "score"),
@@ -427,6 +439,22 @@ _RULES = [  # (path pattern within a run, the rule that makes it)
     (r"counterfactual/models/c\d+(/.*)?", "train_cf_model"),
     (r"counterfactual/samples/.+\.h5", "cf_resample"),
 ]
+
+
+def shard_positions(n: int, batch_size: int, shards: int, shard: int) -> np.ndarray:
+    """Positions of shard ``shard`` of ``shards``: a contiguous run of whole batches."""
+    if not 0 <= shard < shards:
+        raise ConfigError(f"shard {shard} out of range for {shards} shards (0 … {shards - 1})")
+    return np.arange(*shard_bounds(n, batch_size, shards, shard))
+
+
+def shard_bounds(n: int, batch_size: int, shards: int, shard: int) -> tuple[int, int]:
+    """[lo, hi) of shard ``shard``'s rows (lo = hi for a shard without a batch)."""
+    if not 0 <= shard < shards:
+        raise ConfigError(f"shard {shard} out of range for {shards} shards (0 … {shards - 1})")
+    n_batches = -(-n // batch_size)
+    lo, hi = shard * n_batches // shards, (shard + 1) * n_batches // shards
+    return min(lo * batch_size, n), min(hi * batch_size, n)
 
 
 def remake_hint(path: str | Path) -> str:

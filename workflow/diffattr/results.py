@@ -31,6 +31,8 @@ import yaml
 from .artifacts import (
     ScoreFile,
     Targets,
+    TopKFile,
+    is_top_k,
     read_data,
     read_emergence,
     read_scores,
@@ -46,6 +48,7 @@ from .layout import Paths, parse_scores
 from .lds.stats import rows_to_read, shows_a_result, untuned_methods
 from .methods import METHODS, get_method, unused_score_keys
 from .storage import config_hash
+from .topk import Ranked, rank_dense
 
 log = logging.getLogger("diffattr")
 
@@ -68,9 +71,11 @@ class Run:
         return read_targets(self.paths.targets)
 
     def methods(self) -> list[str]:
-        """Methods with a score file."""
+        """Methods with a score file (dense, or top-k with attribution.top_k)."""
         folder = Path(self.paths.scores("any")).parent
-        return sorted(parse_scores(p) for p in folder.glob("*.h5"))
+        top_k = Path(self.paths.top_k("any")).parent
+        found = [*folder.glob("*.h5"), *top_k.glob("*.h5")]
+        return sorted({parse_scores(p) for p in found})
 
     def check_config(self, config: RunConfig | Sequence[str | Path]) -> RunConfig:
         """``config`` (a RunConfig or the YAML files the run was made with, merged as Snakemake
@@ -157,6 +162,8 @@ class Run:
                 )
             return path  # made with the LDS-tuned λ where the run has an LDS
         path = Path(self.paths.scores(method))
+        if not path.exists() and Path(self.paths.top_k(method)).exists():
+            return Path(self.paths.top_k(method))  # attribution.top_k: no dense scores
         if not path.exists():
             raise ArtifactError(f"no scores of {method!r} in {self.folder}; have {self.methods()}")
         tuned_path = Path(self.paths.tuned_scores(method))
@@ -175,7 +182,13 @@ class Run:
         of an extra target set's targets with ``target_set``."""
         import xarray as xr
 
-        result = read_scores(self._score_path(method, tuned, target_set))
+        path = self._score_path(method, tuned, target_set)
+        if is_top_k(path):
+            raise ArtifactError(
+                f"{path} holds only the top {TopKFile(path).k} of each sign per (step, target) "
+                "(attribution.top_k): read them with Run.top or Run.top_k"
+            )
+        result = read_scores(path)
         labels = self.data.labels[np.searchsorted(self.data.ids, result.train_ids)]
         return xr.DataArray(
             result.scores,
@@ -246,37 +259,75 @@ class Run:
             path = Path(self.paths.patch_scores(method))
         if patch is not None and not path.exists():
             raise ArtifactError(f"no patch scores of {method!r} in {self.folder}")
+        if patch is None and is_top_k(path):
+            return self._top_of_top_k(path, method, target, step, k, target_set)
         with ScoreFile(path) as scores:
-            if step not in scores.steps:
-                raise ConfigError(
-                    f"step {step} is not an attribution step; choose {scores.steps} "
-                    "(timesteps t, noisy → clean)"
-                )
-            where = np.flatnonzero(scores.target_ids == target)
-            if not len(where):
-                ids = scores.target_ids.tolist()
-                raise ConfigError(f"no target {target}; targets are {_id_range(ids)}")
-            row = scores.row(step, int(where[0]))
+            row = scores.row(step, self._locate(scores.steps, scores.target_ids, step, target))
             if patch is not None:
                 if not 0 <= patch < len(row):
                     raise ConfigError(f"no patch {patch}; target {target} has {len(row)} patches")
                 row = row[patch]
             train_ids, attrs = scores.train_ids, dict(scores.attrs)
-        order = np.argsort(-row, kind="stable")
-        k = min(k, len(row))
-        picks = [("+", i) for i in order[:k]] + [("−", i) for i in order[::-1][:k]]
-        positions = np.searchsorted(self.data.ids, train_ids)
+        ranked = rank_dense(row, k)  # the order of top-k files (ties: lower position first)
+        positions = np.searchsorted(self.data.ids, train_ids)[ranked.index]
+        table = (ranked, positions, method, target, step, patch, target_set, attrs, path)
+        return self._table(*table, n_train=len(row))
+
+    def _top_of_top_k(
+        self, path: Path, method: str, target: int, step: int, k: int, target_set: str | None
+    ) -> pd.DataFrame:
+        """``top`` from a top-k file (attribution.top_k): its first k of each sign."""
+        with TopKFile(path) as f:
+            where = self._locate(f.steps, f.target_ids, step, target)
+            if k > f.k:
+                raise ConfigError(
+                    f"k = {k}: {path} keeps the top {f.k} of each sign (attribution.top_k); "
+                    f"ask for k ≤ {f.k}"
+                )
+            kept, attrs, n = f.row(step, where), dict(f.attrs), f.n_train
+        ranked = Ranked(kept.index[:, :k], kept.score[:, :k])
+        table = (ranked, ranked.index, method, target, step, None, target_set, attrs, path)
+        return self._table(*table, n_train=n)
+
+    @staticmethod
+    def _locate(steps: Sequence[int], target_ids: np.ndarray, step: int, target: int) -> int:
+        if step not in steps:
+            raise ConfigError(
+                f"step {step} is not an attribution step; choose {list(steps)} "
+                "(timesteps t, noisy → clean)"
+            )
+        where = np.flatnonzero(target_ids == target)
+        if not len(where):
+            raise ConfigError(f"no target {target}; targets are {_id_range(target_ids.tolist())}")
+        return int(where[0])
+
+    def _table(  # noqa: PLR0913  (what a top table records)
+        self,
+        ranked: Ranked,
+        positions: np.ndarray,
+        method: str,
+        target: int,
+        step: int,
+        patch: int | None,
+        target_set: str | None,
+        attrs: dict,
+        path: Path,
+        n_train: int | None = None,
+    ) -> pd.DataFrame:
+        """The rows of ``ranked`` (2, k): positives then negatives, at data.h5 ``positions``."""
+        k = ranked.k
         table = pd.DataFrame(
             [
                 {
-                    "rank": r % k + 1,
+                    "rank": r + 1,
                     "sign": sign,
-                    "train_id": int(train_ids[i]),
-                    "position": int(positions[i]),
-                    "label": int(self.data.labels[positions[i]]),
-                    "score": float(row[i]),
+                    "train_id": int(self.data.ids[positions[s, r]]),
+                    "position": int(positions[s, r]),
+                    "label": int(self.data.labels[positions[s, r]]),
+                    "score": float(ranked.score[s, r]),
                 }
-                for r, (sign, i) in enumerate(picks)
+                for s, sign in enumerate(("+", "−"))
+                for r in range(k)
             ]
         )
         table.attrs = {
@@ -286,7 +337,7 @@ class Run:
             "step": step,
             "patch": patch,
             "lambda": ridge_caption(attrs).strip(" ()"),
-            "n_train": len(row),
+            "n_train": n_train if n_train is not None else len(self.data.ids),
             "scores": str(path),
         }
         return table
@@ -396,11 +447,13 @@ def top(
     target = table.attrs["target"]  # the id as stored (text that spells one is accepted)
 
     box = None
-    if patch is None:
-        tau = results.scores(method, target_set=target_set).sel(step=step, target=target).values
-    else:
+    if patch is not None:
         patches = results.patch_scores(method).sel(step=step, target=target, patch=patch)
-        tau, box = patches.values, [int(patches[c]) for c in ("y0", "x0", "y1", "x1")]
+        box = [int(patches[c]) for c in ("y0", "x0", "y1", "x1")]
+    k = len(table) // 2  # the table's picks (dense or top-k scores alike): (sign, step, rank)
+    shown = Ranked(
+        table.position.to_numpy().reshape(2, 1, k), table.score.to_numpy().reshape(2, 1, k)
+    )
     targets = (
         results.targets
         if target_set is None
@@ -411,10 +464,10 @@ def top(
     fig = attribution_grid(
         targets.x0_hat[s : s + 1, j],
         [step],
-        tau[None],
+        shown,
         results.data.images,
         results.data.labels,
-        len(table) // 2,
+        k,
         f"{method}: target {target}, t = {step}" + ("" if box is None else f", patch {patch}"),
         box=box,
     )
@@ -432,7 +485,8 @@ def top_epilog(argv: Sequence[str] = ()) -> str:
         try:
             run = Run(folder)
             methods = run.methods()
-            with ScoreFile(run._score_path(methods[0], tuned=False)) as f:
+            path = run._score_path(methods[0], tuned=False)
+            with TopKFile(path) if is_top_k(path) else ScoreFile(path) as f:
                 steps, ids = f.steps, f.target_ids.tolist()
         except (ArtifactError, IndexError, OSError) as err:
             return text + f"\n{folder}: {err or 'no score files yet'}"

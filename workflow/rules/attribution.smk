@@ -126,6 +126,57 @@ rule score:
         " {params.lds} --out {output} --threads {threads} > {log} 2>&1"
 
 
+# attribution.top_k: one job per method and training shard keeps the shard's K strongest of each
+# sign per (step, target); one merge job per method keeps the K strongest of their union.
+rule score_shard:
+    input:
+        unpack(score_inputs),
+    output:
+        P.top_k_shard("{method}", "{shard}"),
+    params:
+        cfg=lambda wildcards: RUN_CONFIG.slice("score_shard", unused_score_keys(wildcards.method)),
+        shards=len(SHARDS),
+    log:
+        P.log("score_shard", "{method}-{shard}"),
+    benchmark:
+        P.benchmark("score_shard", "{method}-{shard}")
+    threads: 1
+    conda:
+        ENV
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    shell:
+        "diffattr score-shard --cfg {params.cfg:q} --method {wildcards.method}"
+        " --data {input.data} --targets {input.targets} --kernels {input.kernels}"
+        " --target-features {input.target_features}"
+        " --train-features {input.train_features} --member-scores {input.member_scores}"
+        " --shard {wildcards.shard} --shards {params.shards} --out {output}"
+        " --threads {threads} > {log} 2>&1"
+
+
+rule merge_top_k:
+    input:
+        lambda wildcards: [P.top_k_shard(wildcards.method, s) for s in SHARDS],
+    output:
+        P.top_k("{method}"),
+    params:
+        cfg=cfg_slice("merge_top_k"),
+    log:
+        P.log("merge_top_k", "{method}"),
+    benchmark:
+        P.benchmark("merge_top_k", "{method}")
+    threads: 1
+    conda:
+        ENV
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    shell:
+        "diffattr merge-top-k --cfg {params.cfg:q} --shard-files {input} --out {output}"
+        " > {log} 2>&1"
+
+
 # Scores with the λ the LDS tuned per step (what figures and counterfactual removals use)
 use rule score as tuned_scores with:
     input:

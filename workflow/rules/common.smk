@@ -64,6 +64,7 @@ FEATURE_KINDS = sorted({k.key for m in GRADIENT_METHODS for k in get_method(m).k
 MODELS = list(range(RUN_CONFIG.train.ensemble))
 MEMBERS = [str(m) for m in members(RUN_CONFIG.train.ensemble, RUN_CONFIG.attribution.checkpoints)]
 SHARDS = list(range(RUN_CONFIG.attribution.shards))
+TOP_K = RUN_CONFIG.attribution.top_k  # None: dense scores; K: top-k per training shard, merged
 ENV = "../../envs/diffattr.yaml"
 LDS = RUN_CONFIG.lds
 LDS_SUBSETS = list(range(LDS.n_subsets))
@@ -149,16 +150,19 @@ def patch_score_inputs(wildcards):
 
 
 def downstream_scores(method):
-    """The scores figures and counterfactual removals use: with an LDS, a tunable method's
-    scores re-made with the λ tuned per step on the tuning subsets (the ridge of a gradient
-    method, ekfac's damping); otherwise the config λ."""
+    """The scores figures and counterfactual removals use: with attribution.top_k the merged
+    top-k file; with an LDS, a tunable method's scores re-made with the λ tuned per step on the
+    tuning subsets (the ridge of a gradient method, ekfac's damping); otherwise the config λ."""
+    if TOP_K is not None:
+        return P.top_k(method)
     if LDS.enabled and get_method(method).tunable:
         return P.tuned_scores(method)
     return P.scores(method)
 
 
 def attribution_outputs():
-    return [P.scores(m) for m in METHODS] + [P.attribution_figures(m) for m in METHODS]
+    scores = [P.scores(m) if TOP_K is None else P.top_k(m) for m in METHODS]
+    return scores + [P.attribution_figures(m) for m in METHODS]
 
 
 def subset_models_of(wildcards):

@@ -41,6 +41,8 @@ STAGES: dict[str, tuple[str, str, str]] = {
     "kernel": ("scoring", "kernel", "kernel"),
     "score": ("scoring", "score", "score"),
     "score-patches": ("scoring", "score_patches", "score"),
+    "score-shard": ("scoring", "score_shard", "score_shard"),
+    "merge-top-k": ("scoring", "merge_top_k", "merge_top_k"),
     "figure-attributions": ("scoring", "figure_attributions", "figure_attributions"),
     "figure-patches": ("scoring", "figure_patches", "figure_attributions"),
     "lds-subsets": ("lds", "lds_subsets", "lds_subsets"),

@@ -16,6 +16,8 @@ from ..artifacts import (
     Emergence,
     Plan,
     ScoreFile,
+    TopKFile,
+    is_top_k,
     read_data,
     read_emergence,
     read_plan,
@@ -127,8 +129,8 @@ def cf_plan(
     found = read_emergence(emergence)
     files = {}
     try:
-        for path in scores:
-            f = ScoreFile(path)
+        for path in scores:  # dense, or top-k files (attribution.top_k)
+            f = TopKFile(path) if is_top_k(path) else ScoreFile(path)
             files[f.attrs["method"]] = f
         cases, keep = plan(
             cf,

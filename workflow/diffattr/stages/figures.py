@@ -13,6 +13,8 @@ import pandas as pd
 from .. import layout
 from ..artifacts import (
     ScoreFile,
+    TopKFile,
+    is_top_k,
     read_data,
     read_emergence,
     read_plan,
@@ -132,7 +134,7 @@ def removal_ranking(scores: Sequence[Path]) -> str:
     """The scores the removals were ranked by, each with its λ (tuned or the config's)."""
     named = []
     for path in scores:
-        with ScoreFile(path) as f:
+        with TopKFile(path) if is_top_k(path) else ScoreFile(path) as f:
             named.append(f"{f.attrs['method']}{ridge_caption(f.attrs)}")
     return "; ".join(named)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +17,10 @@ from ..artifacts import (
     Candidates,
     FeatureStore,
     Scores,
+    TopKFile,
     check_made_from,
     digest_key,
+    is_top_k,
     read_data,
     read_kernel,
     read_patches,
@@ -30,18 +32,20 @@ from ..artifacts import (
     write_patch_scores,
     write_patches,
     write_scores,
+    write_top_k,
 )
 from ..config import PATCH_METHODS, RunConfig
 from ..data import decode_latents
 from ..errors import ArtifactError, ConfigError
 from ..figures import attribution_grid, patches_overview, save
-from ..layout import Member
+from ..layout import Member, shard_bounds
 from ..methods import Method, ScoringContext, get_method
 from ..patches import resolve
 from ..schedule import alphas_cumprod
 from ..scoring import BlockFn, Kernel, TrakScorer, patch_pixel_similarity_block
 from ..scoring import kernel as build_kernel
 from ..storage import atomic_path, config_hash, read_json
+from ..topk import Ranked, Running, merge, rank_dense
 
 log = logging.getLogger("diffattr")
 
@@ -131,22 +135,31 @@ def at_tuned_candidates(member: Scores, tuned: Sequence[float], path: Path) -> S
     return dataclasses.replace(member, scores=np.stack(per_step), candidates=None)
 
 
-def score(  # noqa: PLR0913  (issue 32: not yet split)
+@dataclasses.dataclass(frozen=True)
+class Scoring:
+    """What a score job computes: ``block_fn`` (step, targets, training rows) → scores, the
+    attributes its file records, the data and targets, and (per-member methods) the candidate
+    scores of the setting an LDS report tunes."""
+
+    block_fn: BlockFn
+    attrs: dict[str, Any]
+    prepared: Any
+    stored: Any
+    candidates: Candidates | None
+
+
+def scoring(  # noqa: PLR0913  (issue 32: not yet split)
     cfg: RunConfig,
-    *,
     method: str,
     data: Path,
     targets: Path,
-    out: Path,
     kernels: Sequence[Path] = (),
     target_features: Sequence[Path] = (),
     train_features: Sequence[Path] = (),
     member_scores: Sequence[Path] = (),
     lds: Path | None = None,
-) -> None:
-    """Score every training example for every (step, target): the method's score file. With
-    ``lds`` (an LDS report's lds.json) a gradient method scores each step with the λ the report
-    tuned for it on the tuning subsets (the scores figures and counterfactual removals use)."""
+) -> Scoring:
+    """The block function and attributes of ``method``'s scores (``score``, ``score_shard``)."""
     chosen = get_method(method)
     prepared = read_data(data)
     stored = read_targets(targets)
@@ -210,23 +223,173 @@ def score(  # noqa: PLR0913  (issue 32: not yet split)
         block_fn = per_step_blocks(cfg, chosen, stored.steps, by_kind, lds, blocks, attrs)
     else:
         block_fn = blocks([])
+    return Scoring(block_fn, attrs, prepared, stored, candidates)
+
+
+def score(  # noqa: PLR0913  (issue 32: not yet split)
+    cfg: RunConfig,
+    *,
+    method: str,
+    data: Path,
+    targets: Path,
+    out: Path,
+    kernels: Sequence[Path] = (),
+    target_features: Sequence[Path] = (),
+    train_features: Sequence[Path] = (),
+    member_scores: Sequence[Path] = (),
+    lds: Path | None = None,
+) -> None:
+    """Score every training example for every (step, target): the method's score file. With
+    ``lds`` (an LDS report's lds.json) a gradient method scores each step with the λ the report
+    tuned for it on the tuning subsets (the scores figures and counterfactual removals use)."""
+    job = scoring(
+        cfg, method, data, targets, kernels, target_features, train_features, member_scores, lds
+    )
     write_scores(
         out,
-        stored.steps,
-        stored.target_ids,
-        prepared.ids,
-        block_fn,
-        attrs,
+        job.stored.steps,
+        job.stored.target_ids,
+        job.prepared.ids,
+        job.block_fn,
+        job.attrs,
         train_block=cfg.attribution.block_size,
-        candidates=candidates,
+        candidates=job.candidates,
     )
     log.info(
         "wrote %s scores for %d steps × %d targets × %d training examples",
-        chosen.name,
-        len(stored.steps),
-        stored.n,
-        prepared.n,
+        method,
+        len(job.stored.steps),
+        job.stored.n,
+        job.prepared.n,
     )
+
+
+def top_k_of(cfg: RunConfig, n_train: int) -> int:
+    """attribution.top_k, checked against the training set's size."""
+    k = cfg.attribution.top_k
+    if k is None:
+        raise ConfigError("attribution.top_k is not set: this run writes dense scores")
+    if k > n_train:
+        raise ConfigError(
+            f"attribution.top_k: {k} exceeds the {n_train} training examples; choose K ≤ n"
+        )
+    return int(k)
+
+
+def ranked_rows(
+    block_fn: BlockFn,
+    n_steps: int,
+    n_targets: int,
+    lo: int,
+    hi: int,
+    k: int,
+    train_block: int,
+    target_block: int = 256,
+) -> Iterator[tuple[int, slice, Ranked]]:
+    """Per (step, block of targets): the top-k among the training positions [lo, hi), scored
+    ``train_block`` rows at a time (memory: one block and the running top-k, whatever n)."""
+    for s in range(n_steps):
+        for t_lo in range(0, n_targets, target_block):
+            targets = slice(t_lo, min(t_lo + target_block, n_targets))
+            running = Running(targets.stop - targets.start, k)
+            for i_lo in range(lo, hi, train_block):
+                train = slice(i_lo, min(i_lo + train_block, hi))
+                running.add(block_fn(s, targets, train), np.arange(train.start, train.stop))
+            yield s, targets, running.result()
+
+
+def score_shard(  # noqa: PLR0913  (issue 32: not yet split)
+    cfg: RunConfig,
+    *,
+    method: str,
+    data: Path,
+    targets: Path,
+    shard: int,
+    shards: int,
+    out: Path,
+    kernels: Sequence[Path] = (),
+    target_features: Sequence[Path] = (),
+    train_features: Sequence[Path] = (),
+    member_scores: Sequence[Path] = (),
+) -> None:
+    """Score one shard of the training set (the featurization shards' rows) for every (step,
+    target) and keep its K strongest of each sign (attribution.top_k): a top-k shard file."""
+    job = scoring(
+        cfg, method, data, targets, kernels, target_features, train_features, member_scores
+    )
+    n = job.prepared.n
+    k = top_k_of(cfg, n)
+    lo, hi = shard_bounds(n, cfg.attribution.batch_size, shards, shard)
+    width = min(k, hi - lo)
+    attrs = {**job.attrs, "top_k": k, "shard": shard, "shards": shards, "rows": [lo, hi]}
+    size = (len(job.stored.steps), job.stored.n)
+    parts = ranked_rows(job.block_fn, *size, lo, hi, k, cfg.attribution.block_size)
+    write_top_k(out, job.stored.steps, job.stored.target_ids, n, width, parts, attrs)
+    log.info(
+        "wrote the top %d of %s for %d steps × %d targets over training rows %s of %d",
+        width,
+        method,
+        len(job.stored.steps),
+        job.stored.n,
+        attrs["rows"],
+        n,
+    )
+
+
+def check_tiling(files: Sequence[TopKFile]) -> None:
+    """The shard files' training rows tile 0 … n − 1 exactly (each row in one shard)."""
+    n, expected = files[0].n_train, 0
+    for lo, hi, path in sorted((*f.attrs["rows"], f.path) for f in files):
+        if lo != expected:
+            raise ArtifactError(
+                f"the top-k shards do not tile the {n} training examples (rows "
+                f"{min(lo, expected)}–{max(lo, expected)} missing or twice, at {path})"
+            )
+        expected = hi
+    if expected != n:
+        raise ArtifactError(f"the top-k shards cover rows 0–{expected} of {n}: pass every shard")
+
+
+def merge_top_k(cfg: RunConfig, *, shard_files: list[Path], out: Path) -> None:
+    """Merge the top-k shard files of one method into its top-k file: per (step, target) the K
+    strongest of each sign among every shard's (exact: each holds its own top K)."""
+    files = [TopKFile(p) for p in shard_files]
+    try:
+        first = files[0]
+        k = top_k_of(cfg, first.n_train)
+        for f in files:
+            same = f.steps == first.steps and np.array_equal(f.target_ids, first.target_ids)
+            if not same or f.n_train != first.n_train or f.method != first.method:
+                raise ArtifactError(
+                    f"{f.path} scores other steps, targets, training set or method than "
+                    f"{first.path}; {layout.remake_hint(f.path)}"
+                )
+            if f.k != k:
+                raise ArtifactError(
+                    f"{f.path} kept the top {f.k}, attribution.top_k is {k}; "
+                    f"{layout.remake_hint(f.path)}"
+                )
+        check_tiling(files)
+
+        def parts() -> Iterator[tuple[int, slice, Ranked]]:
+            block = 256
+            for t_lo in range(0, len(first.target_ids), block):
+                targets = slice(t_lo, min(t_lo + block, len(first.target_ids)))
+                merged = merge((f.rows(targets) for f in files), k)
+                for s in range(len(first.steps)):
+                    yield s, targets, Ranked(merged.index[:, s], merged.score[:, s])
+
+        attrs = {
+            key: value
+            for key, value in first.attrs.items()
+            if key not in ("shard", "rows", "datasets_digest", "steps", "target_ids", "n_train")
+        }
+        attrs["shard_digests"] = {f.path.name: str(f.attrs.get("datasets_digest")) for f in files}
+        write_top_k(out, first.steps, first.target_ids, first.n_train, k, parts(), attrs)
+    finally:
+        for f in files:
+            f.close()
+    log.info("merged %d top-%d shards of %s", len(files), k, first.method)
 
 
 Members = dict[Member, tuple[FeatureStore, Kernel, np.ndarray]]
@@ -444,12 +607,13 @@ def ensemble_members(
 
 
 def decoded_for_figures(
-    prepared, x0_hat: np.ndarray, scores: np.ndarray, top_k: int
+    prepared, x0_hat: np.ndarray, scores: np.ndarray | Ranked, top_k: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Latent data: x̂_0 decoded, and the training images decoded where some score row ranks
-    them in its top or bottom ``top_k`` (zeros elsewhere: never shown)."""
-    order = np.argsort(scores, axis=-1)
-    shown = np.unique(np.concatenate([order[..., :top_k].ravel(), order[..., -top_k:].ravel()]))
+    them in its top or bottom ``top_k`` (zeros elsewhere: never shown); ``scores`` dense or
+    their top-k."""
+    ranked = scores if isinstance(scores, Ranked) else rank_dense(scores, top_k)
+    shown = np.unique(ranked.index[..., :top_k])
     decoded = decode_latents(prepared.config, prepared.images[shown])
     train_images = np.zeros((prepared.n, *decoded.shape[1:]), np.float32)
     train_images[shown] = decoded
@@ -463,29 +627,40 @@ def figure_attributions(
     """Draw, per target, x̂_0^t along the trajectory with its top positive/negative influencers
     (a trajectory-free method's scores are the same at every step: one column, the final image)."""
     prepared = read_data(data)
-    result = read_scores(scores)
     stored = read_targets(targets)
-    shown, steps, tau = stored.x0_hat, list(result.steps), result.scores
-    if result.attrs.get("target_image") == "final":
-        shown, steps, tau = stored.final[None], ["final image"], tau[:1]
     top_k = cfg.figures.top_k
+    n = min(cfg.figures.n_targets, stored.n)
+    if is_top_k(scores):  # attribution.top_k: the K strongest of each sign per (step, target)
+        with TopKFile(scores) as f:
+            result_steps, target_ids, attrs = f.steps, f.target_ids, f.attrs
+            kept = f.rows(slice(0, n))
+        tau: np.ndarray | Ranked = kept
+        train_ids = prepared.ids
+    else:
+        result = read_scores(scores)
+        result_steps, target_ids, attrs = result.steps, result.target_ids, result.attrs
+        tau, train_ids = result.scores[:, :n], result.train_ids
+        tau = rank_dense(tau, top_k)  # the figure's picks, in the top-k file's order
+    shown, steps = stored.x0_hat, list(result_steps)
+    if attrs.get("target_image") == "final":
+        shown, steps = stored.final[None], ["final image"]
+        tau = Ranked(tau.index[:, :1], tau.score[:, :1])
     train_images = prepared.images
     if prepared.conditional:  # latents: decode what is shown with the dataset's VAE
         shown, train_images = decoded_for_figures(prepared, shown, tau, top_k)
-    n = min(cfg.figures.n_targets, len(result.target_ids))
-    ridge = ridge_caption(result.attrs)
+    ridge = ridge_caption(attrs)
     with atomic_path(out) as tmp:
         tmp.mkdir(parents=True)
         for j in range(n):
             fig = attribution_grid(
                 shown[:, j],
                 steps,
-                tau[:, j],
+                Ranked(tau.index[:, :, j], tau.score[:, :, j]),
                 train_images,
                 prepared.labels,
                 top_k,
-                f"{result.method}: target {result.target_ids[j]}{ridge}",
-                train_ids=result.train_ids,
+                f"{attrs['method']}: target {target_ids[j]}{ridge}",
+                train_ids=train_ids,
             )
             save(fig, tmp / f"target-{j}.png")
 
