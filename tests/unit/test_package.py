@@ -43,6 +43,7 @@ LAYERS = {  # bottom (0) to top; the same table as diffattr/__init__.py
         "local_denoiser",
         "mucs",
         "population",
+        "topk",
     },
     3: {
         "methods",
