@@ -2,6 +2,8 @@
 computation (loops over pixels, candidates and removed images), both variants; equal to the
 whole-image optimal denoiser when the patch covers the image."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from diffattr.local_denoiser import (
@@ -137,3 +139,34 @@ def test_a_patch_covering_the_image_is_the_optimal_denoiser():
     np.testing.assert_allclose(general, whole(1, slice(1, 2), slice(0, 6))[0], rtol=1e-4, atol=1e-7)
     smaller = local_denoiser_block(train, x0_hat, steps, ids, alphas, 4, 0, PatchSchedule((3, 3)))
     assert not np.allclose(smaller(1, slice(1, 2), slice(0, 6)), whole(1, slice(1, 2), slice(0, 6)))
+
+
+def test_the_plugin_scores_its_patch_grid_and_rescores_at_the_tuned_sizes():
+    """The score job's candidates hold the scores at every grid size (one size at every step);
+    the settings an LDS tuned per step give each step its own size's scores."""
+    from diffattr.config import LocalDenoiserConfig
+    from diffattr.methods import get_method
+    from diffattr.methods.base import ScoringContext
+
+    rng = np.random.default_rng(4)
+    train = rng.uniform(-1, 1, (5, 1, 4, 4)).astype(np.float32)
+    x0_hat = rng.uniform(-1, 1, (2, 2, 1, 4, 4)).astype(np.float32)
+    alphas = np.linspace(0.999, 0.01, 1000)
+    steps, ids = [600, 100], np.array([1, 7])
+    method = get_method("local_denoiser")
+    settings = LocalDenoiserConfig(patch=(3,), grid=(5, 3, 7))
+    ctx = ScoringContext(train, steps, ids, x0_hat, 0, alphas_cumprod=alphas, draws=3)
+    ctx = dataclasses.replace(ctx, settings=settings)
+    grid = method.candidates(ctx)
+    assert grid.setting == "patch" and grid.values == [3.0, 5.0, 7.0]
+    for v, size in enumerate((3, 5, 7)):
+        direct = local_denoiser_block(
+            train, x0_hat, steps, ids, alphas, 3, 0, PatchSchedule((size, size))
+        )
+        for s in range(2):
+            np.testing.assert_array_equal(grid.scores[v, s], direct(s, slice(0, 2), slice(0, 5)))
+    tuned = method.with_tuned(settings, [7.0, 3.0])
+    blocks = method.blocks(dataclasses.replace(ctx, settings=tuned))
+    np.testing.assert_array_equal(blocks(0, slice(0, 2), slice(0, 5)), grid.at(7.0)[0])
+    np.testing.assert_array_equal(blocks(1, slice(0, 2), slice(0, 5)), grid.at(3.0)[1])
+    assert method.candidates(dataclasses.replace(ctx, settings=LocalDenoiserConfig())) is None

@@ -26,6 +26,7 @@ from conftest import (
     workdir,
     workflow_env,
 )
+from diffattr.artifacts import read_scores
 
 TEST_METHODS = yaml.safe_load((REPO / "config" / "test.yaml").read_text())["attribution"]["methods"]
 
@@ -368,6 +369,13 @@ def test_lds_and_counterfactual_reports(finished):
             final = column == "final_loss"
             key = ("final_loss", final_step) if final else ("f_t", int(column))
             assert chosen[key] == pytest.approx(lam)
+    ld = tuned[tuned.method == "local_denoiser"]  # its patch size, chosen per step from the grid
+    assert len(ld) and set(ld["lambda"]) <= {3.0, 5.0}
+    grid = read_scores(run / "scores" / "local_denoiser.h5").candidates
+    refit = read_scores(run / "scores" / "tuned" / "local_denoiser.h5")
+    assert grid.values == [3.0, 5.0] and refit.candidates is None
+    for s, size in enumerate(refit.attrs["lambda_per_step"]):  # rescored at the chosen sizes
+        np.testing.assert_array_equal(refit.scores[s], grid.at(size)[s])
     memo = details["memorization_reference"]
     assert set(memo) == {str(s) for s in lds.step.unique()}
     assert all(-1 <= v["spearman"] <= 1 and v["ci_low"] <= v["ci_high"] for v in memo.values())

@@ -236,11 +236,14 @@ class PatchesConfig(Section):
 @dataclass(frozen=True, eq=False, repr=False)
 class LocalDenoiserConfig(Section):
     """local_denoiser's settings (its score job's): the patch size, one for every attribution
-    step or one per step (noisy → clean), and candidates from every position (equivariant)."""
+    step or one per step (noisy → clean), candidates from every position (equivariant), and a
+    grid of patch sizes the score file also scores, for an LDS report to choose per step on its
+    tuning subsets (empty: no tuning)."""
 
     path: ClassVar[str] = "attribution.local_denoiser"
     patch: tuple[int, ...] = (5,)
     equivariant: bool = False
+    grid: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, eq=False, repr=False)

@@ -40,7 +40,9 @@ def report_inputs(run: Path, cfg: RunConfig) -> dict:
     kinds = sorted({k.key for m in gradient for k in get_method(m).kinds(steps)})
     ensemble = [str(m) for m in members(cfg.train.ensemble, cfg.attribution.checkpoints)]
     shards = range(cfg.attribution.shards)
-    candidates = [m for m in methods if get_method(m).candidate_setting]
+    candidates = [
+        m for m in methods if get_method(m).candidate_setting and get_method(m).uses_member_scores
+    ]
     regime = Path(paths.regime)
     return {
         "subsets": Path(paths.subsets),

@@ -58,7 +58,9 @@ P = Paths(f"results/{RUN_CONFIG.run}")
 DRAWN = Paths("results/{run}")
 METHODS = list(RUN_CONFIG.attribution.methods)
 GRADIENT_METHODS = [m for m in METHODS if get_method(m).uses_gradients]
-CANDIDATE_METHODS = [m for m in METHODS if get_method(m).candidate_setting]  # λ grid per member
+CANDIDATE_METHODS = [  # λ grid per member
+    m for m in METHODS if get_method(m).candidate_setting and get_method(m).uses_member_scores
+]
 STEPS = RUN_CONFIG.attribution_steps()
 FEATURE_KINDS = sorted({k.key for m in GRADIENT_METHODS for k in get_method(m).kinds(STEPS)})
 MODELS = list(range(RUN_CONFIG.train.ensemble))

@@ -152,7 +152,8 @@ class Method(ABC):
     uses_member_scores: ClassVar[bool] = False  # scored per ensemble member by its own job
     # ... by several jobs per member: (blocks of the targets) × (shards of the training examples)
     scored_in_pieces: ClassVar[bool] = False
-    # The config setting a per-member method's jobs score a grid of, for the LDS to tune (its λ)
+    # The config setting whose grid the method scores (a per-member method in its member jobs,
+    # another in its score job: :meth:`candidates`), for the LDS to tune like a λ
     candidate_setting: ClassVar[str | None] = None
     train_output: ClassVar[str | None] = None
     default: ClassVar[bool] = False
@@ -172,6 +173,15 @@ class Method(ABC):
     def candidate_value(self, cfg: Any) -> float | None:
         """The configured value of ``candidate_setting`` (its score job's λ), if it has one."""
         return None
+
+    def candidates(self, ctx: ScoringContext) -> Any:
+        """A score job's scores at every value of its ``candidate_setting`` grid
+        (``artifacts.Candidates``), or None (per-member methods: their member files hold them)."""
+        return None
+
+    def with_tuned(self, settings: Any, tuned: list[float]) -> Any:
+        """Its config section with the per-step values an LDS report tuned (score-job grids)."""
+        return settings
 
     @abstractmethod
     def scorer(self, ctx: ScoringContext) -> BlockFn:

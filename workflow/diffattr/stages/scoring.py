@@ -178,6 +178,8 @@ def scoring(  # noqa: PLR0913  (issue 32: not yet split)
     attrs.update(gradient_attrs(cfg, chosen, stored.steps, by_kind))
     member_files = [read_scores(path) for path in member_scores]
     candidates = mean_candidates(member_scores, member_files, stored.target_ids, prepared.ids)
+    settings = getattr(cfg.attribution, chosen.score_section or "", None)
+    tuned = None
     if chosen.candidate_setting is not None:
         attrs.update(
             {
@@ -194,6 +196,7 @@ def scoring(  # noqa: PLR0913  (issue 32: not yet split)
                 at_tuned_candidates(f, tuned, path)
                 for f, path in zip(member_files, member_scores, strict=True)
             ]
+            settings = chosen.with_tuned(settings, tuned)
             candidates = None  # (the grid is the report's input, not the tuned file's)
     per_member = member_arrays(member_scores, member_files, stored.target_ids, prepared.ids)
     if per_member:
@@ -203,26 +206,29 @@ def scoring(  # noqa: PLR0913  (issue 32: not yet split)
         seconds = [float(f.attrs.get("seconds", float("nan"))) for f in member_files]
         attrs["featurize_cost"] = cost_attrs(list(zip(seconds, n_draws, strict=True)))
 
-    def blocks(members: Sequence[tuple[FeatureStore, Kernel, np.ndarray]]) -> BlockFn:
-        return chosen.blocks(
-            ScoringContext(
-                prepared.images,
-                stored.steps,
-                stored.target_ids,
-                stored.x0_hat,
-                cfg.seed,
-                members,
-                alphas_cumprod(cfg.diffusion),
-                cfg.attribution.R,
-                per_member,
-                getattr(cfg.attribution, chosen.score_section or "", None),
-            )
+    def context(members: Sequence[tuple[FeatureStore, Kernel, np.ndarray]]) -> ScoringContext:
+        return ScoringContext(
+            prepared.images,
+            stored.steps,
+            stored.target_ids,
+            stored.x0_hat,
+            cfg.seed,
+            members,
+            alphas_cumprod(cfg.diffusion),
+            cfg.attribution.R,
+            per_member,
+            settings,
         )
+
+    def blocks(members: Sequence[tuple[FeatureStore, Kernel, np.ndarray]]) -> BlockFn:
+        return chosen.blocks(context(members))
 
     if by_kind:
         block_fn = per_step_blocks(cfg, chosen, stored.steps, by_kind, lds, blocks, attrs)
     else:
         block_fn = blocks([])
+        if tuned is None and candidates is None:  # a grid of the score job's own setting
+            candidates = chosen.candidates(context([]))
     return Scoring(block_fn, attrs, prepared, stored, candidates)
 
 
