@@ -373,6 +373,7 @@ class GroupConfig(Section):
     size: int = 0
     k: int = 10
     random: int = 8
+    methods: tuple[str, ...] | None = None
 
     @property
     def enabled(self) -> bool:
@@ -424,8 +425,11 @@ class CounterfactualConfig(Section):
 
     @property
     def group_methods(self) -> tuple[str, ...]:
-        """The group protocol's removal rules: every method but ``random`` (its null)."""
-        return self.scored_methods if self.group.enabled else ()
+        """The group protocol's removal rules: ``group.methods``, or every method but ``random``
+        (its null); none while the protocol is off."""
+        if not self.group.enabled:
+            return ()
+        return self.group.methods if self.group.methods is not None else self.scored_methods
 
     @property
     def group_models(self) -> tuple[str, ...]:

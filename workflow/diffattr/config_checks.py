@@ -104,6 +104,11 @@ def _check_group(cfg: Any) -> None:
         raise ConfigError(
             f"counterfactual.group.size ({group.size}) exceeds targets.n ({cfg.targets.n})"
         )
+    outside = sorted(set(cfg.counterfactual.group_methods) - set(cfg.counterfactual.methods))
+    if outside:
+        raise ConfigError(
+            f"counterfactual.group.methods {outside}: list them in counterfactual.methods"
+        )
     if not cfg.counterfactual.group_methods:
         raise ConfigError(
             "counterfactual.group needs a method other than random in counterfactual.methods "
