@@ -41,6 +41,7 @@ import numpy as np
 
 from .data import PreparedData
 from .errors import ArtifactError, DatasetError
+from .group_removal import GroupPlan
 from .layout import Case, parse_sample_group, remake_hint, sample_group
 from .patches import Patches
 from .scoring import BlockFn, Kernel
@@ -819,23 +820,6 @@ def read_resampled(path: str | Path) -> dict[tuple[int, int], Runs]:
 
 # ---------------------------------------------------------------------------------------------
 # Group removal (diffattr.group_removal)
-
-
-@dataclass(frozen=True)
-class GroupPlan:
-    """The group protocol's removals: per model (``names``: methods, then random draws), the
-    training examples kept (``keep`` (models, n)); the group's target positions; per method and
-    target the step whose scores ranked it (``ranked_at`` (methods, targets))."""
-
-    names: list[str]
-    keep: np.ndarray
-    targets: np.ndarray
-    methods: list[str]
-    ranked_at: np.ndarray
-    attrs: dict[str, Any] = field(default_factory=dict)
-
-    def removed(self, name: str) -> int:
-        return int((~self.keep[self.names.index(name)]).sum())
 
 
 def write_group_plan(path: str | Path, value: GroupPlan) -> None:

@@ -545,6 +545,7 @@ def group_removal_figure(table, per_target) -> plt.Figure:
                     ax.plot(x, row[stat], "_", color=color, ms=14)
             ax.axhline(chance, color="0.5", lw=0.8, ls="--")
             ax.set_xticks(xs, methods, rotation=30, ha="right")
+            ax.set_xlim(-0.6, len(methods) - 0.4)
             ax.set_title(f"{title}: {stat}" if r == 0 else f"AUC against random ({title})")
             if stat == "auc":
                 ax.set_ylim(-0.03, 1.03)

@@ -20,24 +20,42 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from .artifacts import GroupPlan
 from .config import CounterfactualConfig
-from .counterfactual import top_influencers
 from .counterfactual_summary import MIN_INTERVAL_TARGETS, bootstrap_interval
 from .errors import ConfigError
 from .layout import group_random
-from .methods import get_method
 from .seeding import numpy_rng
 
 METRICS = ("l2", "ssim_drop", "prob_drop")
 
 
+@dataclass(frozen=True)
+class GroupPlan:
+    """The group protocol's removals: per model (``names``: methods, then random draws), the
+    training examples kept (``keep`` (models, n)); the group's target positions; per method and
+    target the step whose scores ranked it (``ranked_at`` (methods, targets))."""
+
+    names: list[str]
+    keep: np.ndarray
+    targets: np.ndarray
+    methods: list[str]
+    ranked_at: np.ndarray
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def removed(self, name: str) -> int:
+        return int((~self.keep[self.names.index(name)]).sum())
+
+
 def union_of_top_k(rows: np.ndarray, k: int) -> np.ndarray:
     """The sorted union over targets of each row's k largest scores (``rows`` (targets, n))."""
+    from .counterfactual import top_influencers
+
     return np.unique(np.concatenate([top_influencers(row, k) for row in rows]))
 
 
@@ -47,10 +65,10 @@ def random_union(n: int, size: int, seed: int, draw: int) -> np.ndarray:
     return np.sort(numpy_rng(seed, "group-random", draw).permutation(n)[:size])
 
 
-def ranking_step(method: str, decision: int, steps: Sequence[int]) -> int:
+def ranking_step(trajectory_free: bool, decision: int, steps: Sequence[int]) -> int:
     """The attribution step whose scores rank a target's influencers: its decision step, or the
     last attribution step's row (the final-image attribution) for a trajectory-free method."""
-    return int(steps[-1]) if get_method(method).target_image == "final" else int(decision)
+    return int(steps[-1]) if trajectory_free else int(decision)
 
 
 def plan(
@@ -60,10 +78,12 @@ def plan(
     decision_steps: Sequence[int],
     score_row: Callable[[str, int, int], np.ndarray],
     seed: int,
+    trajectory_free: Collection[str] = (),
 ) -> GroupPlan:
     """The group protocol's models: per method the union of the group's top-k, then
     ``group.random`` random removals of each method's union size (:func:`random_union`).
-    ``score_row(method, step, target)`` gives a method's scores (n,)."""
+    ``score_row(method, step, target)`` gives a method's scores (n,); ``trajectory_free``: the
+    methods ranked by their final-image attribution (``Method.target_image == "final"``)."""
     group = cf.group
     targets = np.arange(group.size)
     keep: dict[str, np.ndarray] = {}
@@ -75,7 +95,8 @@ def plan(
         return out
 
     for i, method in enumerate(cf.group_methods):
-        ranked[i] = [ranking_step(method, decision_steps[j], steps) for j in targets]
+        free = method in trajectory_free
+        ranked[i] = [ranking_step(free, decision_steps[j], steps) for j in targets]
         rows = np.stack([score_row(method, int(ranked[i, j]), int(j)) for j in targets])
         removed = union_of_top_k(rows, group.k)
         if len(removed) >= n:
@@ -210,7 +231,8 @@ def pairs(per_target):
             for name in ("effect", "ratio", "auc"):
                 row |= _with_interval(f"diff_{name}", va[name] - vb[name])
             rows.append(row)
-    return pd.DataFrame(rows)
+    stats = [f"diff_{n}{x}" for n in ("effect", "ratio", "auc") for x in ("", "_low", "_high")]
+    return pd.DataFrame(rows, columns=["method", "other", "metric", *stats])  # one method: none
 
 
 BATCH = 512  # images denoised at once by :func:`regenerate`

@@ -471,6 +471,14 @@ def remake_hint(path: str | Path) -> str:
     return "delete it and make it again"
 
 
+def parse_group_samples(path: str | Path) -> str:
+    """``…/counterfactual/group/samples/<name>.h5`` → ``original`` or a group model's name."""
+    name = Path(path).stem
+    if name != ORIGINAL:
+        parse_group_model(name)
+    return name
+
+
 def parse_cf_samples(path: str | Path) -> str:
     """``…/counterfactual/samples/<name>.h5`` → ``c<i>`` or ``floor``."""
     name = Path(path).stem

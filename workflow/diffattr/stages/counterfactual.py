@@ -46,7 +46,7 @@ from ..counterfactual import (
 from ..counterfactual_summary import summarize
 from ..diffusion import inference_timesteps, model_predictor, target_noise
 from ..errors import ConfigError
-from ..methods import check_specificity
+from ..methods import check_specificity, get_method
 from ..models import load_model, resolve_device
 from ..storage import atomic_path
 
@@ -280,6 +280,7 @@ def group_plan(
             found.decision_step,
             lambda method, step, target: files[method].row(step, target),
             cfg.seed,
+            [m for m in cf.group_methods if get_method(m).target_image == "final"],
         )
     finally:
         for f in files.values():
@@ -338,7 +339,7 @@ def group_report(  # noqa: PLR0913  (three tables from one pass over the samples
     planned = read_group_plan(plan)
     classes = read_emergence(emergence).classes[planned.targets]
     original, positions, _ = read_group_samples(reference)
-    files = {Path(p).stem: p for p in samples}
+    files = {layout.parse_group_samples(p): p for p in samples}
     rows = []
     for name in planned.names:
         regenerated, at, _ = read_group_samples(files[name])
