@@ -195,6 +195,11 @@ def counterfactual_outputs():
     ] + group_outputs()
 
 
+def group_model_dir(wildcards):
+    """The model that regenerates: full model 0 for ``original``, else the group model."""
+    return P.model(0) if wildcards.name == ORIGINAL else P.group_model(wildcards.name)
+
+
 def group_outputs():
     """The group-removal protocol's report and figure (counterfactual.group)."""
     if not CF.group.enabled:

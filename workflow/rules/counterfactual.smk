@@ -322,11 +322,6 @@ rule train_group_model:
         " --name {wildcards.name} --out {output} --threads {threads} --no-progress > {log} 2>&1"
 
 
-def group_model_dir(wildcards):
-    """The model that regenerates: full model 0 for ``original``, else the group model."""
-    return P.model(0) if wildcards.name == ORIGINAL else P.group_model(wildcards.name)
-
-
 rule group_regenerate:
     input:
         plan=P.group_plan,
