@@ -65,6 +65,11 @@ rule counterfactual:
         counterfactual_outputs(),
 
 
+rule group_removal:
+    input:
+        group_outputs(),
+
+
 rule extra:
     input:
         extra_outputs(),

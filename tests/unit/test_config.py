@@ -91,6 +91,8 @@ def test_method_enums_in_the_schema_are_the_registry():
     ]
     for enum in enums:
         assert sorted(enum) == sorted(METHODS)
+    group = props["counterfactual"]["properties"]["group"]["properties"]["methods"]["items"]
+    assert sorted([*group["enum"], "random"]) == sorted(METHODS)  # random is the group's null
     assert set(AttributionConfig().methods) <= set(METHODS)
 
 

@@ -38,6 +38,7 @@ LAYERS = {  # bottom (0) to top; the same table as diffattr/__init__.py
         "figures",
         "counterfactual",
         "counterfactual_summary",
+        "group_removal",
         "lds",
         "sizes",
         "local_denoiser",

@@ -300,6 +300,17 @@ def test_the_end_of_run_summary_names_untuned_lambda_and_a_counterfactual_pipeli
         line = results.summary()
         assert ("counterfactual: pipeline check only" in line) == expected, (n, counts)
         assert (f"({n} targets;" in line) == expected
+    group = pd.DataFrame(
+        [
+            {"method": "journey_trak", "metric": m, "n_targets": 2, "auc": 0.75}
+            | {"auc_low": 0.5, "auc_high": 1.0}
+            for m in ("l2", "prob_drop")
+        ]
+    )
+    group.to_csv(results.paths.report("group_removal.csv"), index=False)
+    assert "group removal: pipeline check only (2 targets;" in results.summary()
+    group.assign(n_targets=20).to_csv(results.paths.report("group_removal.csv"), index=False)
+    assert "against random (0.5: none): journey_trak 0.75 [0.50, 1.00]" in results.summary()
 
 
 def test_patch_scores_are_labelled_with_their_boxes(run):

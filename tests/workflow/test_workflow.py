@@ -413,6 +413,30 @@ def test_lds_and_counterfactual_reports(finished):
         assert (run / "figures" / name).exists()
 
 
+def test_group_removal_report(finished):
+    """The group protocol of config/test.yaml (2 targets, top 3 each, journey_trak and 1 random
+    draw): one model per removal, the plan's union and null of equal size, every model and the
+    original regenerating both targets from x_T, the three tables and the figure."""
+    run = finished / RUN
+    with h5py.File(run / "counterfactual" / "group" / "plan.h5") as f:
+        keep, targets = f["keep"][()], f["targets"][()].tolist()
+    assert keep.shape == (2, 200) and targets == [0, 1]
+    assert 3 <= (~keep[0]).sum() <= 6 and (~keep[0]).sum() == (~keep[1]).sum()
+    models = {p.name for p in (run / "counterfactual" / "group" / "models").iterdir()}
+    assert models == {"journey_trak", "random0-journey_trak"}
+    with h5py.File(run / "counterfactual" / "group" / "samples" / "original.h5") as f:
+        assert f["samples"].shape == (2, 6, 1, 8, 8) and f.attrs["start"] == 980  # x_T
+    table = pd.read_csv(run / "reports" / "group_removal.csv")
+    assert set(table.method) == {"journey_trak"}
+    assert set(table.metric) == {"l2", "ssim_drop", "prob_drop"}
+    assert (table.n_targets == 2).all() and (table.n_random == 1).all()
+    assert table.auc.between(0, 1).all() and table.ratio_low.isna().all()  # 2 targets
+    per_target = pd.read_csv(run / "reports" / "group_removal_targets.csv")
+    assert len(per_target) == 2 * 2 * 3  # models × targets × metrics
+    assert len(pd.read_csv(run / "reports" / "group_removal_pairs.csv")) == 0  # one method
+    assert (run / "figures" / "group_removal.png").exists()
+
+
 def test_the_readmes_result_examples_run_as_written(finished, tmp_path):
     """The README's "Using the results" code block and its `diffattr top` line, on the test run:
     only the run folder, a target id and a step are replaced by the test run's."""

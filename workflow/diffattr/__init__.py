@@ -13,11 +13,12 @@ Modules, bottom to top (no module imports one above it; none imports snakemake):
 - algorithms: ``diffusion``, ``scoring``, ``features``, ``ekfac``, ``unlearning``, ``classifier``,
   ``figures``,
   ``counterfactual`` (plan, protocols, metrics), ``counterfactual_summary`` (the report's
-  statistics), ``lds`` (``stats``, ``subsets``, ``ground_truth``, ``memorization``,
-  ``report``, ``patches``, ``regime``), ``sizes`` (a config's n, shapes, UNet FLOPs and k),
-  ``local_denoiser`` (the patch empirical denoiser's leave-one-out scores), ``mucs`` (bounded
-  unlearning, skew scores), ``population`` (P models trained at once), ``topk`` (the K
-  strongest of each sign per row, streamed and merged)
+  statistics), ``group_removal`` (MUCS's group protocol: union-of-top-k plan, effects, ratio
+  and AUC against random removals), ``lds`` (``stats``, ``subsets``, ``ground_truth``,
+  ``memorization``, ``report``, ``patches``, ``regime``), ``sizes`` (a config's n, shapes,
+  UNet FLOPs and k), ``local_denoiser`` (the patch empirical denoiser's leave-one-out scores),
+  ``mucs`` (bounded unlearning, skew scores), ``population`` (P models trained at once),
+  ``topk`` (the K strongest of each sign per row, streamed and merged)
 - application: ``methods``, ``artifacts``, ``attribution`` (the facade), ``results`` (a
   finished run as a library), ``stages``, ``fanout`` (jobs per rule), ``costs`` (work, memory
   and disk per rule), ``estimate`` (``diffattr estimate``), ``evaluate`` (``diffattr evaluate``:

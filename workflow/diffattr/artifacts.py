@@ -24,6 +24,9 @@ lazily one (step, target) row at a time (``ScoreFile``), so they scale past memo
 | emergence | ``probability`` (steps, q), ``samples``, ``steps``, ``classes``, ``decision_step`` |
 | counterfactual plan | ``keep`` (cases, n) bool; the cases in the ``cases`` attribute |
 | resampled case | one group ``t<target>-s<step>`` per pair with ``original``, ``a``, ``b`` |
+| group plan | ``keep`` (models, n) bool, ``targets``, ``ranked_at`` (methods, targets); the
+  model and method names in attributes |
+| group samples | ``samples`` (targets, S, C, H, W), ``targets`` (positions in targets.h5) |
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import numpy as np
 
 from .data import PreparedData
 from .errors import ArtifactError, DatasetError
+from .group_removal import GroupPlan
 from .layout import Case, parse_sample_group, remake_hint, sample_group
 from .patches import Patches
 from .scoring import BlockFn, Kernel
@@ -917,3 +921,37 @@ def read_resampled(path: str | Path) -> dict[tuple[int, int], Runs]:
             parse_sample_group(name): {k: v[()] for k, v in group.items()}
             for name, group in f.items()
         }
+
+
+# ---------------------------------------------------------------------------------------------
+# Group removal (diffattr.group_removal)
+
+
+def write_group_plan(path: str | Path, value: GroupPlan) -> None:
+    attrs = {**value.attrs, "names": value.names, "methods": value.methods}
+    with create_h5(path, attrs) as f:
+        f.create_dataset("keep", data=value.keep)
+        f.create_dataset("targets", data=value.targets)
+        f.create_dataset("ranked_at", data=value.ranked_at)
+
+
+def read_group_plan(path: str | Path) -> GroupPlan:
+    with _reading(path) as f:
+        attrs = read_attrs(f)
+        names, methods = attrs.pop("names"), attrs.pop("methods")
+        return GroupPlan(names, f["keep"][()], f["targets"][()], methods, f["ranked_at"][()], attrs)
+
+
+def write_group_samples(
+    path: str | Path, samples: np.ndarray, targets: np.ndarray, attrs: Mapping[str, Any]
+) -> None:
+    """One model's regenerations of the group: (targets, S, C, H, W)."""
+    _finite(path, samples=samples)
+    with create_h5(path, attrs) as f:
+        f.create_dataset("samples", data=samples)
+        f.create_dataset("targets", data=targets)
+
+
+def read_group_samples(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    with _reading(path) as f:
+        return f["samples"][()], f["targets"][()], read_attrs(f)

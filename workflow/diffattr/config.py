@@ -33,6 +33,7 @@ from .config_section import (
 )
 from .config_slices import SLICES, TRAIN_RECIPE, _parse_slice, _slice_spec
 from .errors import ConfigError
+from .layout import group_random
 from .schedule import alphas_cumprod, attribution_steps, sampler_timesteps, uniform_timesteps
 
 __all__ = [  # (re-exported: the config's public names, wherever they live)
@@ -367,6 +368,23 @@ class ClassifierConfig(Section):
 
 
 @dataclass(frozen=True, eq=False, repr=False)
+class GroupConfig(Section):
+    """The group-removal protocol (MUCS's): per method, remove the union of the top-k of a group
+    of targets, retrain once, regenerate every target of the group from its noise, and compare
+    with random removals of the same size (``diffattr.group_removal``)."""
+
+    path: ClassVar[str] = "counterfactual.group"
+    size: int = 0
+    k: int = 10
+    random: int = 8
+    methods: tuple[str, ...] | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.size > 0
+
+
+@dataclass(frozen=True, eq=False, repr=False)
 class CounterfactualConfig(Section):
     """Counterfactual retraining without the top influencers."""
 
@@ -380,6 +398,7 @@ class CounterfactualConfig(Section):
     delta: int = 100
     samples: int = 16
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    group: GroupConfig = field(default_factory=GroupConfig)
 
     EMERGENCE: ClassVar[str] = "emergence"  # each target at its own decision step
     FINAL: ClassVar[str] = "final"  # D-TRAK's protocol: the final image's attribution
@@ -407,6 +426,21 @@ class CounterfactualConfig(Section):
     def scored_methods(self) -> tuple[str, ...]:
         """The removal rules that read score files (all but ``random``)."""
         return tuple(m for m in self.methods if m != "random")
+
+    @property
+    def group_methods(self) -> tuple[str, ...]:
+        """The group protocol's removal rules: ``group.methods``, or every method but ``random``
+        (its null); none while the protocol is off."""
+        if not self.group.enabled:
+            return ()
+        return self.group.methods if self.group.methods is not None else self.scored_methods
+
+    @property
+    def group_models(self) -> tuple[str, ...]:
+        """The group protocol's retrained models: one per method, then ``group.random`` random
+        removals of each method's union size (``layout.group_random``)."""
+        randoms = [group_random(m, r) for m in self.group_methods for r in range(self.group.random)]
+        return (*self.group_methods, *randoms)
 
 
 @dataclass(frozen=True, eq=False, repr=False)

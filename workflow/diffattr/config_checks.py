@@ -109,6 +109,28 @@ def _check_counterfactual(cfg: Any) -> None:
     if len(set(cf.labels)) != len(cf.labels):
         raise ConfigError(f"counterfactual.steps {list(cf.labels)} repeat a step")
     _check_specificity(cfg)
+    _check_group(cfg)
+
+
+def _check_group(cfg: Any) -> None:
+    """The group protocol's targets exist and it has a method to compare with random."""
+    group = cfg.counterfactual.group
+    if not group.enabled:
+        return
+    if group.size > cfg.targets.n:
+        raise ConfigError(
+            f"counterfactual.group.size ({group.size}) exceeds targets.n ({cfg.targets.n})"
+        )
+    outside = sorted(set(cfg.counterfactual.group_methods) - set(cfg.counterfactual.methods))
+    if outside:
+        raise ConfigError(
+            f"counterfactual.group.methods {outside}: list them in counterfactual.methods"
+        )
+    if not cfg.counterfactual.group_methods:
+        raise ConfigError(
+            "counterfactual.group needs a method other than random in counterfactual.methods "
+            "(random removals are its null distribution)"
+        )
 
 
 def _check_specificity(cfg: Any) -> None:

@@ -119,6 +119,8 @@ SLICES: dict[str, dict[str, tuple[str, ...] | None]] = {
     },
     "cf_resample": {**_MODEL_RUN, "targets": None, "counterfactual": ("samples", "delta")},
     "cf_report": {"seed": None},
+    "group_plan": {"seed": None, "counterfactual": ("methods", "group")},
+    "group_regenerate": {**_MODEL_RUN, "targets": None, "counterfactual": ("samples",)},
     "report_figures": {},  # figures and tables drawn from stored reports: no config key
 }
 

@@ -17,6 +17,7 @@ ensemble members, S attribution steps, T targets:
 - ground truth: subsets × seeds × T × (S × draws + final timesteps × final noise) × F;
 - memorization reference: S × T × subsets × draws × n/2 × d; emergence: T × S × samples ×
   sampling steps/2 × F; counterfactual resampling: models × samples × sampling steps × F;
+  group regeneration: (models + 1) × group size × samples × sampling steps × F;
 - everything else (figures, plans, reports, subsets): per job (work = jobs).
 
 Disk: checkpoints p × 4 B, features rows × k × 4 B, kernels k² × 8 B, scores S × T × n × 4 B
@@ -204,6 +205,12 @@ def rule_costs(cfg: RunConfig, z: Sizes, jobs: dict[str, int]) -> dict[str, Cost
             jobs["cf_resample"] * cf.samples * cfg.targets.sampling_steps * F,
             cf.samples * S * d * F32,
             jobs["cf_resample"] * cf.samples * 2 * d * F32,
+        ),
+        "train_group_model": lambda: _training(cfg, z, len(cf.group_models)),
+        "group_regenerate": lambda: Cost(
+            jobs["group_regenerate"] * cf.group.size * cf.samples * cfg.targets.sampling_steps * F,
+            cf.group.size * cf.samples * d * F32 * 4,
+            jobs["group_regenerate"] * cf.group.size * cf.samples * d * F32,
         ),
         "featurize_patch_targets": lambda: Cost(
             n_patches * sum(M * T * _target_draws(cfg, m) * F for m in gradient),

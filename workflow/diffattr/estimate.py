@@ -40,6 +40,8 @@ TWIN = {
     "figure_patches": "figure_attributions",
     "figure_extra": "figure_attributions",
     "sample_extra_targets": "sample_targets",
+    "train_group_model": "train_cf_model",
+    "group_regenerate": "cf_resample",
 }
 COLUMNS = ["jobs", "hours", "mean_s", "peak_mem_gb", "disk_gb", "on"]
 

@@ -97,7 +97,8 @@ def extra_jobs(cfg: RunConfig, jobs: Counter) -> None:
 
 def counterfactual_jobs(cfg: RunConfig, jobs: Counter) -> None:
     """Classifier, emergence, the plan, one model per case plus the seed floor, one resampling
-    per model, the report and figures."""
+    per model, the report and figures; the group protocol's plan, models, regenerations (its
+    models' and the original's), report and figure."""
     cf = cfg.counterfactual
     if not cf.enabled:
         return
@@ -106,6 +107,10 @@ def counterfactual_jobs(cfg: RunConfig, jobs: Counter) -> None:
     jobs["train_cf_model"] = cf.n_cases
     jobs["train_cf_floor"] = jobs["cf_report"] = jobs["cf_figures"] = 1
     jobs["cf_resample"] = cf.n_cases + 1
+    if cf.group.enabled:  # a model per method and random draw; they and the original regenerate
+        jobs["group_plan"] = jobs["group_report"] = jobs["group_figure"] = 1
+        jobs["train_group_model"] = len(cf.group_models)
+        jobs["group_regenerate"] = len(cf.group_models) + 1
 
 
 def rule_jobs(cfg: RunConfig) -> dict[str, int]:

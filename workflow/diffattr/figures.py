@@ -515,3 +515,52 @@ def html_table(
         f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
         f"<style>{_TABLE_STYLE}</style></head><body>{''.join(parts)}</body></html>\n"
     )
+
+
+GROUP_METRICS = [
+    ("l2", "paired pixel L2"),
+    ("ssim_drop", "1 − SSIM"),
+    ("prob_drop", "drop of P(target class)"),
+]
+
+
+def group_removal_figure(table, per_target) -> plt.Figure:
+    """The group protocol (reports/group_removal.csv): per metric (columns), the ratio of each
+    method's effect to its random removals' mean (top; 1 = random) and the AUC against them
+    (bottom; 0.5 = random), mean over the group's targets with 95% bootstrap intervals; with
+    fewer than ``MIN_INTERVAL_TARGETS`` targets each target's value (``per_target``, the
+    per-(model, target) effects) is drawn as a point instead."""
+    from .group_removal import per_method
+
+    values = per_method(per_target)
+    methods = list(dict.fromkeys(table.method))
+    fig, axes = plt.subplots(2, len(GROUP_METRICS), figsize=(3.3 * len(GROUP_METRICS), 5.2))
+    xs = np.arange(len(methods))
+    for c, (metric, title) in enumerate(GROUP_METRICS):
+        for r, (stat, chance) in enumerate([("ratio", 1.0), ("auc", 0.5)]):
+            ax = axes[r, c]
+            g = table[table.metric == metric].set_index("method").reindex(methods)
+            for x, method in zip(xs, methods, strict=True):
+                row, color = g.loc[method], _method_color(method)
+                if np.isfinite(row[f"{stat}_low"]):
+                    err = [[row[stat] - row[f"{stat}_low"]], [row[f"{stat}_high"] - row[stat]]]
+                    ax.errorbar(x, row[stat], yerr=err, fmt="o", color=color, capsize=3)
+                else:
+                    points = values[method, metric][stat]
+                    ax.plot(np.full(len(points), x), points, ".", color=color, alpha=0.7)
+                    ax.plot(x, row[stat], "_", color=color, ms=14)
+            ax.axhline(chance, color="0.5", lw=0.8, ls="--")
+            ax.set_xticks(xs, methods, rotation=30, ha="right")
+            ax.set_xlim(-0.6, len(methods) - 0.4)
+            ax.set_title(f"{title}: {stat}" if r == 0 else f"AUC against random ({title})")
+            if stat == "auc":
+                ax.set_ylim(-0.03, 1.03)
+    n = int(table.n_targets.max()) if len(table) else 0
+    draws = int(table.n_random.max()) if len(table) else 0
+    fig.suptitle(
+        f"Group removal: {n} targets, one retraining per method, {draws} random removals of "
+        "each union's size (dashed: random)",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    return fig

@@ -87,6 +87,24 @@ def case_name(index: int) -> str:
 
 
 FLOOR = "floor"  # the seed-floor model's name beside the cases
+ORIGINAL = "original"  # the group protocol's regeneration by the original model (full model 0)
+
+
+def group_random(method: str, draw: int) -> str:
+    """The group protocol's ``draw``-th random removal of ``method``'s union size."""
+    return f"random{draw}-{method}"
+
+
+def parse_group_model(name: str) -> tuple[str, int | None]:
+    """A group model's name → (method, random draw or None for the method's own removal)."""
+    match = re.fullmatch(r"random(\d+)-([a-z_]+)|([a-z_]+)", name)
+    if not match or name == ORIGINAL:
+        raise ConfigError(f"bad group model name {name!r}; expected <method> or random<r>-<method>")
+    if match[3]:
+        return match[3], None
+    return match[2], int(match[1])
+
+
 FINAL = "final"  # the checkpoint saved at the end of training
 
 
@@ -327,6 +345,18 @@ class Paths:
     def cf_samples(self, name: str) -> str:
         return f"{self.run}/counterfactual/samples/{name}.h5"
 
+    @property
+    def group_plan(self) -> str:
+        return f"{self.run}/counterfactual/group/plan.h5"
+
+    def group_model(self, name: str) -> str:
+        """A group-removal model: ``<method>`` or ``random<r>-<method>``."""
+        return f"{self.run}/counterfactual/group/models/{name}"
+
+    def group_samples(self, name: str) -> str:
+        """A group model's regenerations of the group (``original``: full model 0's)."""
+        return f"{self.run}/counterfactual/group/samples/{name}.h5"
+
     # Reports, figures, logs
     def report(self, name: str) -> str:
         return f"{self.run}/reports/{name}"
@@ -434,6 +464,9 @@ _RULES = [  # (path pattern within a run, the rule that makes it)
     (r"lds/memorization\.h5", "memorization_reference"),
     (r"classifier(/.*)?", "train_classifier"),
     (r"counterfactual/emergence\.h5", "emergence"),
+    (r"counterfactual/group/plan\.h5", "group_plan"),
+    (r"counterfactual/group/models/[^/]+(/.*)?", "train_group_model"),
+    (r"counterfactual/group/samples/.+\.h5", "group_regenerate"),
     (r"counterfactual/plan\.h5", "cf_plan"),
     (r"counterfactual/models/floor(/.*)?", "train_cf_floor"),
     (r"counterfactual/models/c\d+(/.*)?", "train_cf_model"),
@@ -464,6 +497,14 @@ def remake_hint(path: str | Path) -> str:
         if re.search(rf"(^|/){pattern}$", text):
             return f"delete it and run the workflow again to remake it (rule {rule})"
     return "delete it and make it again"
+
+
+def parse_group_samples(path: str | Path) -> str:
+    """``…/counterfactual/group/samples/<name>.h5`` → ``original`` or a group model's name."""
+    name = Path(path).stem
+    if name != ORIGINAL:
+        parse_group_model(name)
+    return name
 
 
 def parse_cf_samples(path: str | Path) -> str:

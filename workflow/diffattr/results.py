@@ -41,7 +41,7 @@ from .artifacts import (
 )
 from .config import RunConfig
 from .config import load as load_config
-from .counterfactual_summary import shows_an_effect
+from .counterfactual_summary import MIN_INTERVAL_TARGETS, shows_an_effect
 from .data import PreparedData
 from .errors import ArtifactError, ConfigError
 from .layout import Paths, parse_scores
@@ -362,6 +362,11 @@ class Run:
         """The counterfactual report (one row per method, step, k, protocol and metric)."""
         return pd.read_csv(self.paths.report("counterfactual.csv"))
 
+    def group_removal(self) -> pd.DataFrame:
+        """The group protocol's report (one row per method and metric: effect, ratio and AUC
+        against random removals of the same size, with intervals over the group's targets)."""
+        return pd.read_csv(self.paths.report("group_removal.csv"))
+
     def summary(self) -> str:
         """One line for the end of a run: where the results are, the best per-step LDS (with
         its interval and whether its ground truth is reliable) or, when no method's interval
@@ -394,7 +399,26 @@ class Run:
                     f"; counterfactual: pipeline check only ({int(effects.n_targets.min())} "
                     "targets; results: config/digits-cf.yaml)"
                 )
+        if Path(self.paths.report("group_removal.csv")).exists():
+            text += group_line(self.group_removal())
         return text + "; report: make report (report.html)"
+
+
+def group_line(table: pd.DataFrame) -> str:
+    """The group protocol in the end-of-run line: a pipeline check below
+    ``MIN_INTERVAL_TARGETS`` targets, else each method's AUC of the P(class) drop against its
+    random removals with its interval."""
+    if not len(table):
+        return ""
+    n = int(table.n_targets.min())
+    if n < MIN_INTERVAL_TARGETS:
+        results = "results: config/fontdigits-cf.yaml"
+        return f"; group removal: pipeline check only ({n} targets; {results})"
+    rows = table[table.metric == "prob_drop"]
+    aucs = ", ".join(
+        f"{r.method} {r.auc:.2f} [{r.auc_low:.2f}, {r.auc_high:.2f}]" for r in rows.itertuples()
+    )
+    return f"; group removal, AUC of the P(class) drop against random (0.5: none): {aucs}"
 
 
 def scored_with(recorded: dict | None, read: dict) -> bool:

@@ -13,6 +13,7 @@ from diffattr.config import RunConfig, without_nulls
 from diffattr.errors import DiffattrError
 from diffattr.layout import (
     FLOOR,
+    ORIGINAL,
     REGIME_SUBSET,
     Member,
     Paths,
@@ -75,6 +76,7 @@ PATCHES = RUN_CONFIG.attribution.patches
 PATCH_METHODS = PATCHES.methods_of(METHODS) if PATCHES.enabled else []
 CF = RUN_CONFIG.counterfactual
 CF_CASES = [case_name(i) for i in range(CF.n_cases)]
+GROUP_MODEL = r"random\d+-[a-z_]+|[a-z_]+"  # layout.parse_group_model's names
 EXTRA = RUN_CONFIG.extra_targets
 EXTRA_SETS = EXTRA.names
 EXTRA_METHODS = [m for m in METHODS if not get_method(m).uses_member_scores]  # no per-target refit
@@ -196,7 +198,19 @@ def counterfactual_outputs():
         P.figure("counterfactual_metrics.png"),
         P.report("emergence.csv"),
         P.figure("emergence.png"),
-    ]
+    ] + group_outputs()
+
+
+def group_model_dir(wildcards):
+    """The model that regenerates: full model 0 for ``original``, else the group model."""
+    return P.model(0) if wildcards.name == ORIGINAL else P.group_model(wildcards.name)
+
+
+def group_outputs():
+    """The group-removal protocol's report and figure (counterfactual.group)."""
+    if not CF.group.enabled:
+        return []
+    return [P.report("group_removal.csv"), P.figure("group_removal.png")]
 
 
 # The `figures` target: what the README's figures-only rerun redraws (forcing the rules that only
@@ -211,6 +225,7 @@ def figure_outputs():
     out += [P.figure("lds.png")] if LDS.enabled else []
     if CF.enabled:
         out += [P.figure("emergence.png"), P.figure("counterfactual_metrics.png")]
+        out += [P.figure("group_removal.png")] if CF.group.enabled else []
     return out
 
 

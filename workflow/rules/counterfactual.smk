@@ -269,3 +269,147 @@ rule cf_figures:
         " --plan {input.plan} --samples {input.samples} --scores {input.scores}"
         " --out-figure-metrics {output.metrics} --out-figure-samples {output.samples}"
         " --out-html {output.html} > {log} 2>&1"
+
+
+# The group-removal protocol (counterfactual.group, diffattr.group_removal): one model per
+# method (the union of the group's top-k) and per random draw of each union's size; every model
+# and the original regenerate the group from its targets' noise; one report and its figure.
+rule group_plan:
+    input:
+        data=P.data,
+        emergence=P.emergence,
+        scores=[downstream_scores(m) for m in CF.group_methods],
+    output:
+        P.group_plan,
+    params:
+        cfg=cfg_slice("group_plan"),
+    log:
+        P.log("group_plan"),
+    benchmark:
+        P.benchmark("group_plan")
+    conda:
+        ENV
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "diffattr group-plan --cfg {params.cfg:q} --data {input.data}"
+        " --emergence {input.emergence} --scores {input.scores} --out {output} > {log} 2>&1"
+
+
+rule train_group_model:
+    input:
+        data=P.data,
+        plan=P.group_plan,
+    output:
+        directory(P.group_model("{name}")),
+    wildcard_constraints:
+        name=GROUP_MODEL,
+    params:
+        cfg=cfg_slice("train"),
+    log:
+        P.log("train_group_model", "{name}"),
+    benchmark:
+        P.benchmark("train_group_model", "{name}")
+    threads: 1
+    conda:
+        ENV
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    shell:
+        "diffattr train-group --cfg {params.cfg:q} --data {input.data} --plan {input.plan}"
+        " --name {wildcards.name} --out {output} --threads {threads} --no-progress > {log} 2>&1"
+
+
+rule group_regenerate:
+    input:
+        plan=P.group_plan,
+        model=group_model_dir,
+        targets=P.targets,
+    output:
+        P.group_samples("{name}"),
+    wildcard_constraints:
+        name=rf"{ORIGINAL}|{GROUP_MODEL}",
+    params:
+        cfg=cfg_slice("group_regenerate"),
+    log:
+        P.log("group_regenerate", "{name}"),
+    benchmark:
+        P.benchmark("group_regenerate", "{name}")
+    threads: 1
+    conda:
+        ENV
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    shell:
+        "diffattr group-regenerate --cfg {params.cfg:q} --plan {input.plan}"
+        " --model {input.model} --targets {input.targets} --out {output}"
+        " --threads {threads} > {log} 2>&1"
+
+
+rule group_report:
+    input:
+        plan=P.group_plan,
+        samples=[P.group_samples(m) for m in CF.group_models],
+        reference=P.group_samples(ORIGINAL),
+        classifier=P.classifier,
+        emergence=P.emergence,
+    output:
+        csv=report(
+            P.report("group_removal.csv"),
+            caption="../report/group_removal.rst",
+            category="Evaluation",
+            subcategory="Group removal",
+            labels={"result": "group removal", "format": "CSV"},
+        ),
+        targets=P.report("group_removal_targets.csv"),
+        pairs=P.report("group_removal_pairs.csv"),
+    params:
+        cfg=cfg_slice("cf_report"),
+    log:
+        P.log("group_report"),
+    benchmark:
+        P.benchmark("group_report")
+    conda:
+        ENV
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "diffattr group-report --cfg {params.cfg:q} --plan {input.plan}"
+        " --samples {input.samples} --reference {input.reference}"
+        " --classifier {input.classifier} --emergence {input.emergence}"
+        " --out-csv {output.csv} --out-targets {output.targets} --out-pairs {output.pairs}"
+        " > {log} 2>&1"
+
+
+# Drawn from the stored report only (nothing depends on it).
+rule group_figure:
+    input:
+        table=P.report("group_removal.csv"),
+        cases=P.report("group_removal_targets.csv"),
+    output:
+        report(
+            DRAWN.figure("group_removal.png"),
+            caption="../report/group_removal.rst",
+            category="Evaluation",
+            subcategory="Group removal",
+            labels={"result": "group removal", "format": "figure"},
+        ),
+    params:
+        cfg=cfg_slice("report_figures"),
+    log:
+        DRAWN.log("group_figure"),
+    benchmark:
+        DRAWN.benchmark("group_figure")
+    threads: 1
+    conda:
+        ENV
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    shell:
+        "diffattr group-figure --cfg {params.cfg:q} --table {input.table} --cases {input.cases}"
+        " --out-figure {output} > {log} 2>&1"

@@ -63,6 +63,11 @@ STAGES: dict[str, tuple[str, str, str]] = {
     "cf-resample": ("counterfactual", "cf_resample", "cf_resample"),
     "cf-report": ("counterfactual", "cf_report", "cf_report"),
     "cf-figures": ("figures", "cf_figures", "report_figures"),
+    "group-plan": ("counterfactual", "group_plan", "group_plan"),
+    "train-group": ("models", "train_group_model", "train"),
+    "group-regenerate": ("counterfactual", "group_regenerate", "group_regenerate"),
+    "group-report": ("counterfactual", "group_report", "cf_report"),
+    "group-figure": ("figures", "group_figure", "report_figures"),
 }
 
 

@@ -1,8 +1,10 @@
 """Stages of counterfactual retraining: the classifier, feature emergence, the removal plan,
-paired resampling of each case (and of the seed floor), the report."""
+paired resampling of each case (and of the seed floor), the report; the group-removal
+protocol's plan, regenerations and report (``diffattr.group_removal``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import layout
+from .. import group_removal, layout
 from ..artifacts import (
     Emergence,
     Plan,
@@ -20,10 +22,14 @@ from ..artifacts import (
     is_top_k,
     read_data,
     read_emergence,
+    read_group_plan,
+    read_group_samples,
     read_plan,
     read_resampled,
     read_targets,
     write_emergence,
+    write_group_plan,
+    write_group_samples,
     write_plan,
     write_resampled,
 )
@@ -41,7 +47,8 @@ from ..counterfactual import (
 )
 from ..counterfactual_summary import summarize
 from ..diffusion import inference_timesteps, model_predictor, target_noise
-from ..methods import check_specificity
+from ..errors import ConfigError
+from ..methods import check_specificity, get_method
 from ..models import load_model, resolve_device
 from ..storage import atomic_path
 
@@ -249,3 +256,118 @@ def cf_report(
         "counterfactual report:\n%s",
         table[table.protocol == "a"].to_string(index=False, float_format=lambda v: f"{v:.3f}"),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Group removal
+
+
+def group_plan(
+    cfg: RunConfig, *, data: Path, emergence: Path, out: Path, scores: Sequence[Path] = ()
+) -> None:
+    """Plan the group protocol's models: per method the union of the group's top-k, and the
+    random removals of each union's size."""
+    cf = cfg.counterfactual
+    n = read_data(data).n
+    found = read_emergence(emergence)
+    files = {}
+    try:
+        for path in scores:
+            f = ScoreFile(path)
+            files[f.attrs["method"]] = f
+        planned = group_removal.plan(
+            cf,
+            n,
+            found.steps,
+            found.decision_step,
+            lambda method, step, target: files[method].row(step, target),
+            cfg.seed,
+            [m for m in cf.group_methods if get_method(m).target_image == "final"],
+        )
+    finally:
+        for f in files.values():
+            f.close()
+    attrs = {"config": {"methods": list(cf.methods), "group": cf.group.to_dict()}}
+    write_group_plan(out, dataclasses.replace(planned, attrs=attrs))
+    log.info(
+        "group of %d targets: %s",
+        len(planned.targets),
+        ", ".join(f"{m} removes {planned.removed(m)}" for m in planned.methods),
+    )
+
+
+def group_regenerate(cfg: RunConfig, *, plan: Path, model: Path, targets: Path, out: Path) -> None:
+    """Regenerate every target of the group from its initial noise with one model (a group
+    model, or the original full model 0), S paired samples each."""
+    device = resolve_device(cfg.device)
+    unet, scheduler = load_model(layout.checkpoint(model), device, cfg.model)
+    positions = read_group_plan(plan).targets
+    stored = read_targets(targets)
+    ids = stored.target_ids[positions]
+    shape = stored.final.shape[1:]
+    noise = torch.stack([target_noise(cfg.seed, int(j), shape) for j in ids]).to(device)
+    sampling_steps = cfg.targets.sampling_steps
+    start = inference_timesteps(scheduler, sampling_steps)[0]
+    samples = group_removal.regenerate(
+        model_predictor(unet),
+        scheduler,
+        sampling_steps,
+        noise,
+        ids.tolist(),
+        cfg.seed,
+        cfg.counterfactual.samples,
+        start,
+    )
+    write_group_samples(out, samples.numpy(), positions, {"model": str(model), "start": start})
+    log.info("regenerated %d targets × %d samples", len(ids), cfg.counterfactual.samples)
+
+
+def group_report(  # noqa: PLR0913  (three tables from one pass over the samples)
+    cfg: RunConfig,
+    *,
+    plan: Path,
+    samples: list[Path],
+    reference: Path,
+    classifier: Path,
+    emergence: Path,
+    out_csv: Path,
+    out_targets: Path,
+    out_pairs: Path,
+) -> None:
+    """The group protocol's effects per model and target, and per method their ratio and AUC
+    against the random removals, with intervals over the group's targets (the figure:
+    ``stages.figures.group_figure``)."""
+    reader, info = load_classifier(classifier)
+    planned = read_group_plan(plan)
+    classes = read_emergence(emergence).classes[planned.targets]
+    original, positions, _ = read_group_samples(reference)
+    files = {layout.parse_group_samples(p): p for p in samples}
+    rows = []
+    for name in planned.names:
+        regenerated, at, _ = read_group_samples(files[name])
+        if not np.array_equal(at, positions):
+            raise ConfigError(f"{files[name]} regenerates other targets than {reference}")
+        method, draw = layout.parse_group_model(name)
+        found = group_removal.effects(original, regenerated, reader, classes.tolist())
+        for metric, values in found.items():
+            rows += [
+                {
+                    "model": name,
+                    "method": method,
+                    "draw": -1 if draw is None else draw,
+                    "removed": planned.removed(name),
+                    "target": int(t),
+                    "metric": metric,
+                    "value": float(v),
+                }
+                for t, v in zip(positions, values, strict=True)
+            ]
+    per_target = pd.DataFrame(rows)
+    table = group_removal.summarize(per_target, {m: planned.removed(m) for m in planned.methods})
+    table["classifier_accuracy"] = info["held_out_accuracy"]
+    paired = group_removal.pairs(per_target)
+    for path, frame in [(out_targets, per_target), (out_csv, table), (out_pairs, paired)]:
+        with atomic_path(path) as tmp:
+            frame.to_csv(tmp, index=False, float_format="%.5f")
+    shown = table.to_string(index=False, float_format="{:.3f}".format)
+    log.info("group removal report:\n%s", shown)

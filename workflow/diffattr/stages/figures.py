@@ -29,6 +29,7 @@ from ..figures import (
     counterfactual_samples_figure,
     data_samples_figure,
     emergence_figure,
+    group_removal_figure,
     html_table,
     lds_figure,
     patch_lds_figure,
@@ -192,3 +193,9 @@ def cf_figures(  # noqa: PLR0913  (issue 32: not yet split)
     page = html_table(summary, "Counterfactual retraining", warnings, notes, classes)
     with atomic_path(out_html) as tmp:
         tmp.write_text(page)
+
+
+def group_figure(cfg: RunConfig, *, table: Path, cases: Path, out_figure: Path) -> None:
+    """The group protocol's figure: ratio and AUC against random removals per method and metric
+    (from reports/group_removal.csv and group_removal_targets.csv)."""
+    save(group_removal_figure(pd.read_csv(table), pd.read_csv(cases)), out_figure)

@@ -11,7 +11,15 @@ import numpy as np
 import torch
 
 from .. import layout
-from ..artifacts import Targets, read_data, read_plan, read_subsets, write_data, write_targets
+from ..artifacts import (
+    Targets,
+    read_data,
+    read_group_plan,
+    read_plan,
+    read_subsets,
+    write_data,
+    write_targets,
+)
 from ..config import RunConfig
 from ..data import load_target_images, prepare
 from ..diffusion import (
@@ -106,6 +114,20 @@ def train_cf_model(
     """Train a counterfactual model: model 0's seed without the case's removed examples."""
     device = resolve_device(cfg.device)
     keep = read_plan(plan).keep[case]
+    _train(cfg, device, data, out, layout.counterfactual_seed(), keep, progress)
+
+
+def train_group_model(
+    cfg: RunConfig, *, data: Path, plan: Path, name: str, out: Path, progress: bool = True
+) -> None:
+    """Train a group-removal model: model 0's seed without a method's union of the group's
+    top-k (``<method>``) or a random removal of its size (``random<r>-<method>``)."""
+    device = resolve_device(cfg.device)
+    planned = read_group_plan(plan)
+    layout.parse_group_model(name)
+    if name not in planned.names:
+        raise ConfigError(f"{plan} plans no group model {name!r}; it has {planned.names}")
+    keep = planned.keep[planned.names.index(name)]
     _train(cfg, device, data, out, layout.counterfactual_seed(), keep, progress)
 
 
