@@ -104,6 +104,20 @@ SLICES: dict[str, dict[str, tuple[str, ...] | None]] = {
     "cf_resample": {**_MODEL_RUN, "targets": None, "counterfactual": ("samples", "delta")},
     "cf_report": {"seed": None},
     "report_figures": {},  # figures and tables drawn from stored reports: no config key
+    "kit": {  # the LDS kit records the run's resolved config (not the machine's device)
+        section: None
+        for section in (
+            "run",
+            "seed",
+            "dataset",
+            "model",
+            "diffusion",
+            "train",
+            "targets",
+            "attribution",
+            "lds",
+        )
+    },
 }
 
 
