@@ -89,6 +89,41 @@ def write_manifest(
     return manifest
 
 
+OVERHEAD = 10_000
+"""Bytes of HDF5 structure and attributes per file (8–14 KB in the test run's kit)."""
+
+
+def estimated_bytes(cfg: RunConfig) -> dict[str, int]:
+    """The kit's size by part from the config's sizes (``sizes.sizes``: n examples of
+    d = C·H·W values, the UNet's p parameters), q targets, S attribution steps, E members,
+    J subsets of R seeds, the methods and among them G gradient methods over |λ| ridges and
+    ekfac's |c| dampings (float32: 4 bytes, float64: 8):
+    data 4nd; targets 4(2S+1)qd; models 4pE; subsets Jn; ground truth 8R(S+1)qJ;
+    memorization 8SqJ; scores 4Sqn·(methods + |c|); grids 8|λ|SqJ·G + 4|c|SqJ;
+    plus ``OVERHEAD`` per HDF5 file."""
+    from .methods import get_method
+    from .sizes import sizes
+
+    size = sizes(cfg)
+    n, d, q, lds = size.n, size.d, cfg.targets.n, cfg.lds
+    steps, subsets = len(cfg.attribution_steps()), lds.n_subsets
+    methods = list(cfg.attribution.methods)
+    gradient = sum(get_method(m).uses_gradients for m in methods)
+    dampings = len(lds.ekfac_dampings) * ("ekfac" in methods)
+    memorization = lds.memorization_reference
+    return {
+        "data": 4 * n * d + 16 * n + OVERHEAD,
+        "targets": 4 * (2 * steps + 1) * q * d + OVERHEAD,
+        "models": len(members(cfg.train.ensemble, cfg.attribution.checkpoints))
+        * (4 * size.params + 3000),
+        "subsets": subsets * n + 8 * n + OVERHEAD,
+        "ground_truth": subsets * (8 * lds.seeds * (steps + 1) * q + OVERHEAD),
+        "memorization": (8 * steps * q * subsets + OVERHEAD) * memorization,
+        "scores": 4 * steps * q * n * (len(methods) + dampings) + len(methods) * OVERHEAD,
+        "grids": steps * q * subsets * (8 * len(lds.lambdas) * gradient + 4 * dampings) + OVERHEAD,
+    }
+
+
 def verify(folder: str | Path) -> dict[str, Any]:
     """The kit's manifest after checking every file it lists: present, of its size and sha256.
     A missing, altered or foreign file is one ArtifactError line naming it."""
@@ -221,8 +256,8 @@ class Kit:
 
 
 def evaluate(
-    scores: str | Path | Sequence[str | Path] = (),
-    kit: str | Path | Kit = ".",
+    scores: str | Path | Sequence[str | Path],
+    kit: str | Path | Kit,
     out: str | Path | None = None,
 ) -> pd.DataFrame:
     """The LDS report of the kit's reference methods and the new ``scores`` files, every row
