@@ -72,11 +72,11 @@ def check_scores(
     if new.steps != reference.steps or not np.array_equal(new.target_ids, reference.target_ids):
         raise ArtifactError(
             f"{path} covers steps {new.steps} and targets {new.target_ids.tolist()}, {where} "
-            f"{reference.steps} and {reference.target_ids.tolist()}: score the run's targets"
+            f"{reference.steps} and {reference.target_ids.tolist()}: score {where}'s targets"
         )
     if not np.array_equal(new.train_ids, train_ids):
         raise ArtifactError(
-            f"{path} scores {len(new.train_ids)} training examples, not the run's "
+            f"{path} scores {len(new.train_ids)} training examples, not {where}'s "
             f"{len(train_ids)} (in the order of data.h5's ids)"
         )
     expected = (len(reference.steps), len(reference.target_ids), len(train_ids))
