@@ -20,6 +20,7 @@ include: "workflow/rules/lds.smk"
 include: "workflow/rules/patches.smk"
 include: "workflow/rules/counterfactual.smk"
 include: "workflow/rules/extra.smk"
+include: "workflow/rules/kit.smk"
 
 
 onstart:
@@ -53,6 +54,11 @@ rule attribution:
 rule lds:
     input:
         lds_outputs(),
+
+
+rule kit:
+    input:
+        P.kit,
 
 
 rule patches:

@@ -22,7 +22,7 @@ import numpy as np
 
 def main() -> None:
     from diffattr.artifacts import Candidates
-    from diffattr.evaluate import evaluate_scores, write_method_scores
+    from diffattr.evaluate_run import evaluate_scores, write_method_scores
     from diffattr.lds.stats import rows_to_read
     from diffattr.local_denoiser import PatchSchedule, local_denoiser_block
     from diffattr.models import build_scheduler

@@ -37,7 +37,7 @@ def member_scores(cfg, run, index: int, step_specific: bool) -> np.ndarray:
 
 
 def main() -> None:
-    from diffattr.evaluate import evaluate_scores, write_method_scores
+    from diffattr.evaluate_run import evaluate_scores, write_method_scores
     from diffattr.lds.stats import rows_to_read
     from diffattr.results import Run
 

@@ -417,7 +417,7 @@ def test_the_counterfactual_benchmark_keeps_the_lds_benchmarks_setting():
     changed = {stage for stage in SLICES if lds.slice(stage) != both.slice(stage)}
     assert "cf_plan" in changed
     counterfactual = {"train_classifier", "emergence", "cf_plan", "cf_resample", "cf_report"}
-    assert changed <= counterfactual | {"lds_subsets", "lds_report"}
+    assert changed <= counterfactual | {"lds_subsets", "lds_report", "kit"}  # kit: the whole config
     assert both.run != lds.run and both.lds.tuning == lds.lds.tuning and both.lds.enabled
     assert both.counterfactual.targets >= 24 and both.counterfactual.specificity
 

@@ -55,7 +55,8 @@ LAYERS = {  # bottom (0) to top; the same table as diffattr/__init__.py
         "fanout",
         "costs",
         "estimate",
-        "evaluate",
+        "evaluate_run",
+        "kit",
     },
     4: {"cli", "config_doc", "__main__", "warm", "preflight"},
 }

@@ -470,7 +470,7 @@ def test_evaluate_reproduces_the_runs_lds_and_scores_a_new_method(finished, tmp_
     for other targets, or named like a run method, is one line."""
     from diffattr.artifacts import Candidates
     from diffattr.errors import ArtifactError
-    from diffattr.evaluate import evaluate_scores, write_method_scores
+    from diffattr.evaluate_run import evaluate_scores, write_method_scores
     from diffattr.results import Run
 
     run, configs = (

@@ -21,10 +21,27 @@ Modules, bottom to top (no module imports one above it; none imports snakemake):
   ``topk`` (the K strongest of each sign per row, streamed and merged)
 - application: ``methods``, ``artifacts``, ``attribution`` (the facade), ``results`` (a
   finished run as a library), ``stages``, ``fanout`` (jobs per rule), ``costs`` (work, memory
-  and disk per rule), ``estimate`` (``diffattr estimate``), ``evaluate`` (``diffattr evaluate``:
-  new score files on a finished LDS run)
+  and disk per rule), ``estimate`` (``diffattr estimate``), ``evaluate_run`` (new score files
+  on a finished LDS run), ``kit`` (the versioned LDS kit: ``Kit``, ``evaluate``,
+  ``diffattr evaluate``)
 - adapters: ``cli``, ``config_doc``, ``warm`` (a run's jobs forked from one warm interpreter),
   ``preflight`` (a command line's config files checked before Snakemake reads them)
+
+Loaded on first use (``import diffattr`` stays light; no module of the package reads them):
+``diffattr.Kit`` and ``diffattr.evaluate(scores, kit)`` (``kit``).
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
+__all__ = ["Kit", "__version__", "evaluate"]
+
+
+def __getattr__(name: str) -> Any:
+    """``Kit`` and ``evaluate`` from ``diffattr.kit``, imported when first asked for."""
+    if name in ("Kit", "evaluate"):
+        return getattr(importlib.import_module(f"{__name__}.kit"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,6 +21,7 @@ lazily one (step, target) row at a time (``ScoreFile``), so they scale past memo
 | LDS subsets | ``masks`` (subsets, n) bool, ``role`` (tuning/reporting), ``train_ids`` |
 | ground truth | ``f_t`` (seeds, steps, q), ``final_loss`` (seeds, q), ``steps``, ``target_ids`` |
 | memorization reference | ``loss`` (steps, q, subsets), ``steps``, ``target_ids`` |
+| LDS kit grids | ``<method>`` (values, steps, q, subsets) per tuned method |
 | emergence | ``probability`` (steps, q), ``samples``, ``steps``, ``classes``, ``decision_step`` |
 | counterfactual plan | ``keep`` (cases, n) bool; the cases in the ``cases`` attribute |
 | resampled case | one group ``t<target>-s<step>`` per pair with ``original``, ``a``, ``b`` |
@@ -45,6 +46,7 @@ from .data import PreparedData
 from .errors import ArtifactError, DatasetError
 from .group_removal import GroupPlan
 from .layout import Case, parse_sample_group, remake_hint, sample_group
+from .lds.report import Grid
 from .patches import Patches
 from .scoring import BlockFn, Kernel
 from .storage import DIGEST, check_digest, create_h5, file_digest, read_attrs, write_attrs
@@ -835,6 +837,25 @@ def read_memorization(path: str | Path) -> Memorization:
         return Memorization(
             f["loss"][()], f["steps"][()].tolist(), f["target_ids"][()], read_attrs(f)
         )
+
+
+def write_grids(path: str | Path, grids: Mapping[str, Grid], attrs: Mapping[str, Any]) -> None:
+    """An LDS kit's tuning grids: per method a dataset ``<method>`` holding its whole-ensemble
+    predictions (values, steps, targets, subsets), with the grid ``values`` and ensemble
+    ``size`` as attributes (``lds.report.Grid``)."""
+    with create_h5(path, attrs) as f:
+        for method, grid in sorted(grids.items()):
+            data = f.create_dataset(method, data=grid.predictions)
+            write_attrs(data, {"values": [float(v) for v in grid.values], "size": grid.size})
+
+
+def read_grids(path: str | Path) -> dict[str, Grid]:
+    with _reading(path) as f:
+        out = {}
+        for method, data in f.items():
+            meta = read_attrs(data)
+            out[method] = Grid([float(v) for v in meta["values"]], int(meta["size"]), data[()])
+        return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,13 +22,13 @@ from .config import RunConfig
 from .config import load as load_config
 from .errors import DiffattrError
 from .estimate import estimate_command
-from .evaluate import evaluate
+from .kit import evaluate_command
 from .results import top, top_epilog
 from .stages import STAGES, first_sentence, slice_of, summary
 from .stages import load as load_stage
 
 # commands for users, beside the workflow's stages
-COMMANDS = {"top": top, "evaluate": evaluate, "estimate": estimate_command}
+COMMANDS = {"top": top, "evaluate": evaluate_command, "estimate": estimate_command}
 
 log = logging.getLogger("diffattr")
 
@@ -64,7 +64,7 @@ HELP = {
     "subsets": "LDS subsets (lds/subsets.h5)",
     "subset": "LDS subset index",
     "seed_index": "training seed r of the subset models (seed tag lds-seed-<r>)",
-    "models": "subset models' folders (one per training seed)",
+    "models": "model folders: a subset's (one per training seed), or the full ensemble's (kit)",
     "ground_truth": "ground-truth files, one per subset",
     "memorization": "memorization reference (optional)",
     "regime": "regime diagnostics (lds/regime.json, optional)",
@@ -90,6 +90,8 @@ HELP = {
     "out_figure_metrics": "output figure of the metrics (PNG)",
     "out_figure_samples": "output figure of paired samples (PNG)",
     "run": "a run's results folder, e.g. results/default",
+    "kit": "an LDS kit folder, e.g. results/digits-lds/kit (snakemake … kit)",
+    "rebuild": "the command that rebuilds the kit (recorded in its manifest)",
     "configfile": "config files merged left to right (a run's own, for evaluate)",
     "device": "estimate: cpu or gpu hours (default: the config's device)",
     "target": "target id",

@@ -122,6 +122,20 @@ SLICES: dict[str, dict[str, tuple[str, ...] | None]] = {
     "group_plan": {"seed": None, "counterfactual": ("methods", "group")},
     "group_regenerate": {**_MODEL_RUN, "targets": None, "counterfactual": ("samples",)},
     "report_figures": {},  # figures and tables drawn from stored reports: no config key
+    "kit": {  # the LDS kit records the run's resolved config (not the machine's device)
+        section: None
+        for section in (
+            "run",
+            "seed",
+            "dataset",
+            "model",
+            "diffusion",
+            "train",
+            "targets",
+            "attribution",
+            "lds",
+        )
+    },
 }
 
 

@@ -325,6 +325,11 @@ class Paths:
     def regime(self) -> str:
         return f"{self.run}/lds/regime.json"
 
+    @property
+    def kit(self) -> str:
+        """The run's LDS kit (``diffattr.kit``): this layout again inside, plus a manifest."""
+        return f"{self.run}/kit"
+
     # Counterfactual
     @property
     def classifier(self) -> str:
@@ -436,6 +441,7 @@ def parse_ground_truth(path: str | Path) -> int:
 
 
 _RULES = [  # (path pattern within a run, the rule that makes it)
+    (r"kit(/.*)?", "build_kit"),
     (r"extra/[^/]+/targets\.h5", "sample_extra_targets"),
     (r"extra/[^/]+/features/targets/.+\.h5", "featurize_extra_targets"),
     (r"extra/[^/]+/scores/.+\.h5", "score_extra"),

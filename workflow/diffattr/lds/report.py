@@ -9,7 +9,7 @@ truth) is tuned and reported like one more step, on the last attribution step's 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -73,7 +73,9 @@ class LdsInputs:
     per-example score weights (n,) or None (DAS's residual weights);
     ``memorization`` (steps, targets, subsets) or None; ``member_candidates[method]``: per
     member of a method whose score file holds candidate scores, its own (values, steps,
-    targets, n) (without them λ is tuned on the ensemble mean only).
+    targets, n) (without them λ is tuned on the ensemble mean only); ``grids[method]``: in place
+    of both, the whole ensemble's :class:`Grid` (what an LDS kit ships instead of the features:
+    λ is then tuned for the whole ensemble only, the one size lds.json's ``ensemble_size`` has).
     """
 
     masks: np.ndarray
@@ -87,6 +89,18 @@ class LdsInputs:
     )
     memorization: np.ndarray | None = None
     member_candidates: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    grids: dict[str, Grid] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A method's LDS predictions −M τ_v at every value v of the setting the report tunes (the
+    ridge λ, ekfac's damping), for its first ``size`` ensemble members: ``predictions``
+    (values, steps, targets, subsets)."""
+
+    values: list[float]
+    size: int
+    predictions: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -209,23 +223,34 @@ def tuning_grid(
     report: np.ndarray,
     cfg: LdsConfig,
 ) -> tuple[list[float], list[tuple[int, Tuning]]]:
-    """A method's λ grid and its tuning by ensemble size (first 1, 2, … members; [] when it has
-    nothing to tune or fewer than ``LdsConfig.MIN_TUNING`` tuning subsets): gradient methods
-    re-solve the ridge for every λ of ``lds.lambdas``; a method whose file holds candidate
-    scores (ekfac's damping scales) predicts from each candidate: by ensemble size from its
-    members' own candidates, or from the file's ensemble mean alone when the report was not
-    given them."""
+    """A method's grid of values and its tuning by ensemble size (``grids_by_size``; [] when it
+    has nothing to tune or fewer than ``LdsConfig.MIN_TUNING`` tuning subsets)."""
     final, per_step = inputs.final_loss is not None, cfg.lambda_per_step
     if tune.sum() < cfg.MIN_TUNING:
         return [], []
-    if method in inputs.members and lambdas:
+    values, out = [], []
+    for grid in grids_by_size(inputs, method, result, lambdas):
+        pred = with_final(grid.predictions, final)
+        values = grid.values
+        out.append((grid.size, tune_lambda(pred, truth.values, tune, report, per_step)))
+    return values, out
+
+
+def grids_by_size(
+    inputs: LdsInputs, method: str, result: Scores, lambdas: list[float]
+) -> Iterator[Grid]:
+    """A method's :class:`Grid` for its first 1, 2, … members (none: nothing to tune): gradient
+    methods re-solve the ridge for every λ of ``lds.lambdas`` (the ensemble's prediction is the
+    members' mean); a method whose file holds candidate scores (ekfac's damping scales)
+    predicts from the mean of its members' own candidates, or from the file's ensemble mean
+    alone when the report was not given them; a grid given whole (``inputs.grids``) as is."""
+    if method in inputs.grids:
+        yield inputs.grids[method]
+    elif method in inputs.members and lambdas:
         members = member_predictions(inputs.members[method], lambdas, inputs.masks)
-        members = with_final(members, final)
-        return lambdas, [
-            (size, tune_lambda(members[:size].mean(0), truth.values, tune, report, per_step))
-            for size in range(1, len(members) + 1)
-        ]
-    if result.candidates is not None:
+        for size in range(1, len(members) + 1):
+            yield Grid(list(lambdas), size, members[:size].mean(0))
+    elif result.candidates is not None:
         members = inputs.member_candidates.get(method)
         if members:
             grids = [(size, np.mean(members[:size], axis=0)) for size in range(1, len(members) + 1)]
@@ -233,12 +258,9 @@ def tuning_grid(
             grids = [
                 (len(result.attrs.get("ensemble_members") or [None]), result.candidates.scores)
             ]
-        out = []
         for size, grid in grids:
-            pred = with_final(np.stack([predictions(c, inputs.masks) for c in grid]), final)
-            out.append((size, tune_lambda(pred, truth.values, tune, report, per_step)))
-        return result.candidates.values, out
-    return [], []
+            pred = np.stack([predictions(c, inputs.masks) for c in grid])
+            yield Grid(result.candidates.values, size, pred)
 
 
 def stored_lambdas(

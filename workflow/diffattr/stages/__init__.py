@@ -56,6 +56,7 @@ STAGES: dict[str, tuple[str, str, str]] = {
     "ground-truth-patches": ("ground_truth", "ground_truth_patches", "ground_truth_patches"),
     "lds-patches-report": ("lds", "lds_patches_report", "lds_report"),
     "lds-patches-figure": ("figures", "lds_patches_figure", "report_figures"),
+    "build-kit": ("kit", "build_kit", "kit"),
     "train-classifier": ("counterfactual", "train_classifier_stage", "train_classifier"),
     "emergence": ("counterfactual", "emergence_stage", "emergence"),
     "emergence-figure": ("figures", "emergence_figure_stage", "report_figures"),

@@ -74,6 +74,14 @@ def lds_report(  # noqa: PLR0913  (issue 32: not yet split)
     inputs = lds_inputs(
         subsets, ground_truth, scores, train_features, target_features, memorization, member_scores
     )
+    write_lds_report(cfg, inputs, None if regime is None else read_json(regime), out_csv, out_json)
+
+
+def write_lds_report(
+    cfg: RunConfig, inputs: LdsInputs, regime: dict | None, out_csv: Path, out_json: Path
+) -> None:
+    """The report of ``inputs`` (a run's files, or an LDS kit's): lds.csv and lds.json, with
+    the regime verdict per step where ``regime`` (regime.json's diagnostics) is given."""
     table, details = lds_table(inputs, cfg.lds, cfg.seed)
     details["pipeline_check"] = not shows_a_result(table)
     if details["pipeline_check"]:
@@ -90,7 +98,7 @@ def lds_report(  # noqa: PLR0913  (issue 32: not yet split)
             cfg.lds.tuning,
         )
     if regime is not None:
-        details["regime"] = regime_section(read_json(regime), table, details)
+        details["regime"] = regime_section(regime, table, details)
     details["featurize_cost"] = {
         r.method: r.attrs["featurize_cost"]
         for r in inputs.scores.values()

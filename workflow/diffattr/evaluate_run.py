@@ -10,6 +10,8 @@ report is the run's own ``reports/lds.csv``, bit for bit.
 
     diffattr evaluate --run results/digits-lds --configfile config/config.yaml \\
         config/digits-lds.yaml --scores my_method.h5
+
+(The same on an LDS kit, without the run: ``kit``.)
 """
 
 from __future__ import annotations
@@ -58,24 +60,35 @@ def report_inputs(run: Path, cfg: RunConfig) -> dict:
     }
 
 
-def check_scores(path: Path, reference: Scores, train_ids: np.ndarray, taken: set[str]) -> None:
-    """A new score file covers the run's steps, targets and training examples; its method name
-    is new; its values are finite. One line naming the file and what differs."""
+def check_scores(
+    path: Path, reference: Scores, train_ids: np.ndarray, taken: set[str], where: str = "the run"
+) -> None:
+    """A new score file covers the steps, targets and training examples of ``where`` (the run,
+    a kit) in its shape; its method name is new; its values are finite. One line naming the
+    file and what differs."""
     new = read_scores(path)
     if new.method in taken:
         raise ArtifactError(
-            f"{path} is scored by {new.method!r}, a method the run already has: give it another "
+            f"{path} is scored by {new.method!r}, a method {where} already has: give it another "
             "name (the score file's attribute method)"
         )
     if new.steps != reference.steps or not np.array_equal(new.target_ids, reference.target_ids):
         raise ArtifactError(
-            f"{path} covers steps {new.steps} and targets {new.target_ids.tolist()}, the run "
-            f"{reference.steps} and {reference.target_ids.tolist()}: score the run's targets"
+            f"{path} covers steps {new.steps} and targets {new.target_ids.tolist()}, {where} "
+            f"{reference.steps} and {reference.target_ids.tolist()}: score {where}'s targets"
         )
     if not np.array_equal(new.train_ids, train_ids):
         raise ArtifactError(
-            f"{path} scores {len(new.train_ids)} training examples, not the run's "
+            f"{path} scores {len(new.train_ids)} training examples, not {where}'s "
             f"{len(train_ids)} (in the order of data.h5's ids)"
+        )
+    expected = (len(reference.steps), len(reference.target_ids), len(train_ids))
+    grid = new.candidates
+    if new.scores.shape != expected or (grid is not None and grid.scores.shape[1:] != expected):
+        shapes = [new.scores.shape] + ([] if grid is None else [grid.scores.shape[1:]])
+        raise ArtifactError(
+            f"{path} holds scores of shape {' and '.join(map(str, shapes))}, not (steps, "
+            f"targets, training examples) = {expected}"
         )
     if not np.isfinite(new.scores).all():
         raise ArtifactError(f"{path} holds non-finite scores")
@@ -142,20 +155,11 @@ def write_method_scores(
     )
 
 
-def evaluate(
-    *,
-    run: Path,
-    configfile: list[Path],
-    scores: Sequence[Path] = (),
-    out: Path | None = None,
-) -> None:
-    """Evaluate score files on a finished LDS run: per-step LDS with intervals, null band,
-    ceiling and paired margins beside the run's own methods (λ tuned on its tuning subsets)."""
-    table, _ = evaluate_scores(run, configfile, scores, out)
+def show_table(table: pd.DataFrame, new: set[str]) -> None:
+    """Print the rows to read (λ tuned on the tuning subsets where it was), new methods starred."""
     shown = rows_to_read(table)
     columns = ["method", "step", "ground_truth", "lds", "ci_low", "ci_high", "null_high"]
     columns += ["ceiling", "lambda", "margin_over", "margin", "margin_ci_low", "margin_ci_high"]
-    new = {read_scores(p).method for p in scores}
     shown = shown.assign(method=[f"{m} *" if m in new else m for m in shown.method])
     print(shown[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print("* new; rows to read: λ tuned on the tuning subsets where it was, reporting subsets only")
