@@ -1,6 +1,7 @@
 # Config validation and the run's paths. Paths come from diffattr.layout, the config slices each
 # job receives from diffattr.config (SLICES); the seed tags (diffattr.layout) are applied by the
 # package's training stages.
+import os
 import re
 import sys
 from pathlib import Path
@@ -287,3 +288,22 @@ def final_outputs():
         + (lds_outputs() if LDS.enabled else [])
         + (counterfactual_outputs() if CF.enabled else [])
     )
+
+
+def kit_inputs(wildcards):
+    """The report's inputs (the features only to make the tuning grids), the data, targets, full
+    models and the run's own report."""
+    return {
+        **lds_report_inputs(wildcards),
+        "data": P.data,
+        "targets": P.targets,
+        "models": [P.model(i) for i in MODELS],
+        "table": P.report("lds.csv"),
+        "details": P.report("lds.json"),
+    }
+
+
+def kit_command():
+    """The command that rebuilds the kit, as this run was asked for it (paths relative)."""
+    files = [os.path.relpath(f) for f in workflow.overwrite_configfiles]
+    return " ".join(["snakemake --cores all", *(f"--configfile {f}" for f in files), "kit"])

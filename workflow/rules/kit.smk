@@ -1,25 +1,4 @@
 # The versioned LDS kit of a finished LDS run (diffattr.kit): `snakemake --configfile … kit`.
-import os
-
-
-def kit_inputs(wildcards):
-    """The report's inputs (the features only to make the tuning grids), the data, targets, full
-    models and the run's own report."""
-    return {
-        **lds_report_inputs(wildcards),
-        "data": P.data,
-        "targets": P.targets,
-        "models": [P.model(i) for i in MODELS],
-        "table": P.report("lds.csv"),
-        "details": P.report("lds.json"),
-    }
-
-
-def kit_command():
-    """The command that rebuilds the kit, as this run was asked for it (paths relative)."""
-    files = [os.path.relpath(f) for f in workflow.overwrite_configfiles]
-    return " ".join(["snakemake --cores all", *(f"--configfile {f}" for f in files), "kit"])
-
 
 rule build_kit:
     input:
