@@ -14,7 +14,7 @@ from diffattr.artifacts import TopKFile, read_scores
 from diffattr.config import RunConfig
 from diffattr.counterfactual import top_influencers
 from diffattr.errors import ArtifactError, ConfigError
-from diffattr.evaluate import evaluate_scores
+from diffattr.evaluate_run import evaluate_scores
 from diffattr.results import Run
 from diffattr.topk import Running, merge, rank_dense
 from test_stages import config, run_stage, write_inputs
