@@ -26,6 +26,10 @@ TRAIN_RECIPE = (  # the train keys every model's training reads (``TrainConfig.R
 # What each job reads: section → None (all of it) or the keys it reads.
 
 _MODEL_RUN = {"seed": None, "device": None, "model": None}  # jobs that load models check them
+_SCORE_KEYS = ("lambda", "ekfac", "K", "R", "block_size", "local_window", "local_denoiser")
+"""The attribution keys a score job reads (its method's own section among them)."""
+
+
 SLICES: dict[str, dict[str, tuple[str, ...] | None]] = {
     "prepare_data": {"seed": None, "device": None, "dataset": None},  # seed: procedural only
     "train": {
@@ -69,33 +73,11 @@ SLICES: dict[str, dict[str, tuple[str, ...] | None]] = {
         "attribution": ("K", "R", "batch_size", "ekfac"),
         "lds": ("enabled", "ekfac_dampings"),
     },
-    "score": {
-        "seed": None,
-        "diffusion": None,
-        "attribution": (
-            "lambda",
-            "ekfac",
-            "K",
-            "R",
-            "block_size",
-            "local_window",
-            "local_denoiser",
-        ),
-    },
+    "score": {"seed": None, "diffusion": None, "attribution": _SCORE_KEYS},
     "score_shard": {  # score's keys, K and the shard boundaries (whole featurization batches)
         "seed": None,
         "diffusion": None,
-        "attribution": (
-            "lambda",
-            "ekfac",
-            "K",
-            "R",
-            "block_size",
-            "local_window",
-            "local_denoiser",
-            "top_k",
-            "batch_size",
-        ),
+        "attribution": (*_SCORE_KEYS, "top_k", "batch_size"),
     },
     "merge_top_k": {"attribution": ("top_k",)},
     "figure_attributions": {"figures": None},
