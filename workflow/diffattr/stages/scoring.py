@@ -138,14 +138,15 @@ def at_tuned_candidates(member: Scores, tuned: Sequence[float], path: Path) -> S
 @dataclasses.dataclass(frozen=True)
 class Scoring:
     """What a score job computes: ``block_fn`` (step, targets, training rows) → scores, the
-    attributes its file records, the data and targets, and (per-member methods) the candidate
-    scores of the setting an LDS report tunes."""
+    attributes its file records, the data and targets, and ``grid`` → the candidate scores of
+    the setting an LDS report tunes (a dense score file's; called only where one is written,
+    a score-job grid being computed over every training example)."""
 
     block_fn: BlockFn
     attrs: dict[str, Any]
     prepared: Any
     stored: Any
-    candidates: Candidates | None
+    grid: Callable[[], Candidates | None]
 
 
 def scoring(  # noqa: PLR0913  (issue 32: not yet split)
@@ -228,8 +229,10 @@ def scoring(  # noqa: PLR0913  (issue 32: not yet split)
     else:
         block_fn = blocks([])
         if tuned is None and candidates is None:  # a grid of the score job's own setting
-            candidates = chosen.candidates(context([]))
-    return Scoring(block_fn, attrs, prepared, stored, candidates)
+            return Scoring(
+                block_fn, attrs, prepared, stored, lambda: chosen.candidates(context([]))
+            )
+    return Scoring(block_fn, attrs, prepared, stored, lambda: candidates)
 
 
 def score(  # noqa: PLR0913  (issue 32: not yet split)
@@ -259,7 +262,7 @@ def score(  # noqa: PLR0913  (issue 32: not yet split)
         job.block_fn,
         job.attrs,
         train_block=cfg.attribution.block_size,
-        candidates=job.candidates,
+        candidates=job.grid(),
     )
     log.info(
         "wrote %s scores for %d steps × %d targets × %d training examples",
