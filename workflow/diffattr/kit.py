@@ -304,14 +304,12 @@ def kit_inputs(kit: Kit, new: Sequence[Path]):
     results = {r.method: r for r in map(read_scores, score_paths)}
     check_consistent(paths.subsets, split, truth_paths, truths, score_paths, list(results.values()))
     memorization = Path(paths.memorization)
-    return LdsInputs(
-        masks=split.masks,
-        role=split.role,
-        f_t=np.stack([t.f_t for t in truths]),  # (subsets, seeds, steps, targets)
-        final_loss=np.stack([t.final_loss for t in truths]),  # (subsets, seeds, targets)
-        steps=truths[0].steps,
-        scores=results,
-        memorization=read_memorization(memorization).loss if memorization.exists() else None,
+    return LdsInputs.of(
+        split,
+        truths,
+        results,
+        read_memorization(memorization).loss if memorization.exists() else None,
+        memorization,
         grids=read_grids(kit.folder / GRIDS),
     )
 

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import LdsConfig
+from ..errors import ArtifactError
 from ..ridge import ridge_predictions
 from ..scoring import RowBlocks
 from .stats import (
@@ -90,6 +91,33 @@ class LdsInputs:
     memorization: np.ndarray | None = None
     member_candidates: dict[str, list[np.ndarray]] = field(default_factory=dict)
     grids: dict[str, Grid] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls,
+        split: Any,
+        truths: Sequence[Any],
+        scores: dict[str, Scores],
+        memorization: np.ndarray | None = None,
+        source: object = "the memorization reference",
+        **rest: Any,
+    ) -> LdsInputs:
+        """From the subsets, the ground truth of every subset (in subset order), the score files
+        and the memorization reference's losses (steps, targets, subsets) read from ``source``,
+        checked against the ground truth's shape; ``rest``: the other fields."""
+        expected = (len(truths[0].steps), len(truths[0].target_ids), len(split.masks))
+        if memorization is not None and memorization.shape != expected:
+            raise ArtifactError(f"{source} has shape {memorization.shape}, expected {expected}")
+        return cls(
+            masks=split.masks,
+            role=split.role,
+            f_t=np.stack([t.f_t for t in truths]),  # (subsets, seeds, steps, targets)
+            final_loss=np.stack([t.final_loss for t in truths]),  # (subsets, seeds, targets)
+            steps=truths[0].steps,
+            scores=scores,
+            memorization=memorization,
+            **rest,
+        )
 
 
 @dataclass(frozen=True)

@@ -181,7 +181,7 @@ def lds_patches_report(
     )
 
 
-def lds_inputs(  # noqa: C901  (issue 32: not yet split)
+def lds_inputs(
     subsets: Path,
     ground_truth: Sequence[Path],
     scores: Sequence[Path],
@@ -234,19 +234,14 @@ def lds_inputs(  # noqa: C901  (issue 32: not yet split)
                     f"({n} examples, ψ {features.shape[:2]}); remake them"
                 )
     memorized = None if memorization is None else read_memorization(memorization).loss
-    expected = (len(truths[0].steps), len(truths[0].target_ids), len(split.masks))
-    if memorized is not None and memorized.shape != expected:
-        raise ArtifactError(f"{memorization} has shape {memorized.shape}, expected {expected}")
-    return LdsInputs(
+    return LdsInputs.of(
+        split,
+        truths,
+        results,
+        memorized,
+        memorization,
         member_candidates=member_candidates(member_scores, results),
-        masks=split.masks,
-        role=split.role,
-        f_t=np.stack([t.f_t for t in truths]),  # (subsets, seeds, steps, targets)
-        final_loss=np.stack([t.final_loss for t in truths]),  # (subsets, seeds, targets)
-        steps=truths[0].steps,
-        scores=results,
         members=members,
-        memorization=memorized,
     )
 
 
