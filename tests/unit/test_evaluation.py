@@ -14,6 +14,7 @@ from diffattr.lds.report import tune_lambda
 from diffattr.lds.stats import (
     bootstrap_interval,
     bootstrap_lds,
+    family_contrast,
     lds,
     paired_margins,
     predictions,
@@ -23,6 +24,7 @@ from diffattr.lds.stats import (
     variance_components,
 )
 from diffattr.lds.subsets import make_subsets
+from diffattr.methods import METHODS
 from diffattr.outputs import evaluate
 from diffattr.ridge import ridge_predictions
 from scipy import stats
@@ -95,6 +97,50 @@ def test_batched_bootstrap_and_null_equal_one_at_a_time():
         for _ in range(20)
     ]
     np.testing.assert_allclose(shared_null(masks, truth, 20, seed=0), loop, rtol=1e-12)
+
+
+def test_family_contrast_pairs_the_best_of_each_side_on_the_same_resamples():
+    """Per step: the best model-reading method against the best gradient-free baseline (random
+    on neither side, an unknown name counts as model-reading, config rows of a tuned method not
+    read); the interval is the percentile interval of the paired resample differences; a step
+    without a baseline is left out."""
+    rng = np.random.default_rng(5)
+    truth = rng.standard_normal((6, 15))
+    noisy = {s: truth + s * rng.standard_normal(truth.shape) for s in (0.3, 0.6, 1.0, 3.0)}
+    rows, resamples = [], []
+
+    def add(method, step, pred, source="none", value=None):
+        rows.append(
+            {
+                "method": method,
+                "step": step,
+                "ground_truth": "f_t",
+                "lds": lds(pred, truth) if value is None else value,
+                "lambda_source": source,
+            }
+        )
+        resamples.append(bootstrap_lds(pred, truth, 200, seed=3))
+
+    add("journey_trak", 100, noisy[1.0], "tuned")
+    add("journey_trak", 100, noisy[0.3], "config", value=0.99)  # a tuned method's config row
+    add("my_method", 100, noisy[0.6])  # not in the registry: model-reading
+    add("pixel_similarity", 100, noisy[3.0])
+    add("local_denoiser", 100, noisy[1.0], "tuned")
+    add("random", 100, truth)  # the floor: on neither side, however good
+    add("journey_trak", 300, noisy[0.3], "tuned")  # no baseline at 300
+    table = pd.DataFrame(rows)
+    families = {m: METHODS[m].family for m in table.method if m in METHODS}
+    (row,) = family_contrast(table, resamples, families)
+    assert (row["step"], row["model"], row["gradient_free"]) == (100, "my_method", "local_denoiser")
+    diff = resamples[2] - resamples[4]
+    assert row["margin"] == pytest.approx(rows[2]["lds"] - rows[4]["lds"])
+    assert row["margin_ci_low"] == pytest.approx(np.percentile(diff, 2.5))
+    assert row["margin_ci_high"] == pytest.approx(np.percentile(diff, 97.5))
+    assert {m for m, x in METHODS.items() if x.family == "gradient_free"} == {
+        "pixel_similarity",
+        "optimal_denoiser",
+        "local_denoiser",
+    }
 
 
 def test_paired_margins_use_the_same_resamples_for_both_methods():

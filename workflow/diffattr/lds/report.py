@@ -18,11 +18,13 @@ import pandas as pd
 
 from ..config import LdsConfig
 from ..errors import ArtifactError
+from ..methods import METHODS
 from ..ridge import ridge_predictions
 from ..scoring import RowBlocks
 from .stats import (
     bootstrap_interval,
     bootstrap_lds,
+    family_contrast,
     lds,
     paired_margins,
     percentile_interval,
@@ -236,6 +238,8 @@ def lds_table(inputs: LdsInputs, cfg: LdsConfig, seed: int) -> tuple[pd.DataFram
                 resamples.append(samples)
     table = pd.DataFrame(rows)
     paired_margins(table, resamples)
+    families = {name: method.family for name, method in METHODS.items()}
+    details["model_vs_gradient_free"] = family_contrast(table, resamples, families)
     table["n_seeds"] = inputs.f_t.shape[1]
     table["flagged"] = ~(table["reliability"] >= 0.5)
     return table[COLUMNS], details

@@ -96,6 +96,38 @@ def paired_margins(table, resamples: Sequence[np.ndarray]) -> None:
             ]
 
 
+def family_contrast(table, resamples: Sequence[np.ndarray], families: dict[str, str]) -> list:
+    """Per ground truth and step: the best method that reads the trained models (``model``)
+    against the best gradient-free baseline (``gradient_free``), among the rows to read — the
+    margin LDS(model) − LDS(baseline) with its 95 % interval over the same paired bootstrap
+    resamples as :func:`paired_margins`. ``families[method]``; a name it lacks (a kit user's
+    method) counts as ``model``; the floor (random) is on neither side. Steps missing either
+    side are left out."""
+    compared = rows_to_read(table)
+    family = compared.method.map(lambda m: families.get(m, "model"))
+    out = []
+    for (truth, step), group in compared.groupby(["ground_truth", "step"], sort=False):
+        sides = [group[family[group.index] == f] for f in ("model", "gradient_free")]
+        if any(side.empty for side in sides):
+            continue
+        model, free = (side["lds"].idxmax() for side in sides)
+        lo, hi = percentile_interval(resamples[model] - resamples[free])
+        out.append(
+            {
+                "ground_truth": truth,
+                "step": int(step),
+                "model": table.at[model, "method"],
+                "model_lds": float(table.at[model, "lds"]),
+                "gradient_free": table.at[free, "method"],
+                "gradient_free_lds": float(table.at[free, "lds"]),
+                "margin": float(table.at[model, "lds"] - table.at[free, "lds"]),
+                "margin_ci_low": lo,
+                "margin_ci_high": hi,
+            }
+        )
+    return out
+
+
 def rows_to_read(table):
     """The LDS rows to read: a method's ``config`` rows (attribution.lambda, untuned) only where
     it has no others (``tuned``: λ chosen on the tuning subsets; ``none``: nothing to tune). The

@@ -143,10 +143,13 @@ class Method(ABC):
     """An attribution method: a name, a description, what its score job reads and a scorer.
 
     ``default``: in ``attribution.methods``' default; ``patches``: can score patches (a per-step
-    target output, or the in-patch baseline)."""
+    target output, or the in-patch baseline); ``family``: ``model`` (reads the trained models:
+    gradients, unlearning), ``gradient_free`` (a baseline from the training images alone) or
+    ``floor`` (random) — the LDS report's model-vs-gradient-free contrast reads it."""
 
     name: ClassVar[str]
     description: ClassVar[str]
+    family: ClassVar[str] = "model"
     target_image: ClassVar[str] = "x0_hat"  # "x0_hat" (per step) or "final" (same at every step)
     uses_gradients: ClassVar[bool] = False
     uses_member_scores: ClassVar[bool] = False  # scored per ensemble member by its own job

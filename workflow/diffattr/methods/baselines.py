@@ -11,6 +11,7 @@ from .base import Method, ScoringContext
 class PixelSimilarity(Method):
     name = "pixel_similarity"
     description = "cosine similarity of x̂_0^t to x_i"
+    family = "gradient_free"
     default = True
     patches = True
 
@@ -21,6 +22,7 @@ class PixelSimilarity(Method):
 class OptimalDenoiser(Method):
     name = "optimal_denoiser"
     description = "leave-one-out effect on f_t under the empirical optimal denoiser"
+    family = "gradient_free"
     default = True
 
     def scorer(self, ctx: ScoringContext) -> BlockFn:
@@ -38,6 +40,7 @@ class OptimalDenoiser(Method):
 class RandomScores(Method):
     name = "random"
     description = "seeded Gaussian scores (the floor)"
+    family = "floor"
     default = True
 
     def scorer(self, ctx: ScoringContext) -> BlockFn:

@@ -32,6 +32,7 @@ def _sizes(settings: Any, steps: int) -> tuple[int, ...]:
 class LocalDenoiser(Method):
     name = "local_denoiser"
     description = "leave-one-out effect on f_t under the local (patch) empirical denoiser"
+    family = "gradient_free"
     score_section = "local_denoiser"
     candidate_setting = "patch"  # with attribution.local_denoiser.grid: chosen per step
 

@@ -97,6 +97,17 @@ def lds_html(table: pd.DataFrame, details: dict) -> str:
         "of its training half explains (whole image or p×p patches)."
     )
     sections = [("Regime per step", note, regime_table(regime))] if regime else []
+    contrast = details.get("model_vs_gradient_free")
+    if contrast:
+        sections.append(
+            (
+                "Model-reading vs gradient-free",
+                "Per step the best method that reads the trained models against the best "
+                "gradient-free baseline (pixel similarity, the optimal and local denoisers); "
+                "margin: their LDS difference with a 95% paired bootstrap interval.",
+                pd.DataFrame(contrast),
+            )
+        )
     return html_table(
         rows, "Linear datamodeling score per step", warnings, notes, classes, sections
     )
