@@ -26,9 +26,15 @@ from .kit import evaluate_command
 from .results import top, top_epilog
 from .stages import STAGES, first_sentence, slice_of, summary
 from .stages import load as load_stage
+from .verdicts import verdicts_command
 
 # commands for users, beside the workflow's stages
-COMMANDS = {"top": top, "evaluate": evaluate_command, "estimate": estimate_command}
+COMMANDS = {
+    "top": top,
+    "evaluate": evaluate_command,
+    "estimate": estimate_command,
+    "verdicts": verdicts_command,
+}
 
 log = logging.getLogger("diffattr")
 
@@ -99,6 +105,7 @@ HELP = {
     "k": "how many positive and negative influencers",
     "patch": "a patch index of the target (attribution.patches): its influencers",
     "figure": "also draw them into this PNG",
+    "reports": "LDS reports (reports/lds.csv, lds.json beside it) of one benchmark, one per seed",
 }
 
 
