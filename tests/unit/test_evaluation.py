@@ -17,6 +17,7 @@ from diffattr.lds.stats import (
     family_contrast,
     lds,
     paired_margins,
+    pairwise_margins,
     predictions,
     shared_null,
     spearman_rows,
@@ -178,6 +179,11 @@ def test_paired_margins_use_the_same_resamples_for_both_methods():
     assert table.margin_ci_high[2] == pytest.approx(np.percentile(diff, 97.5))
     assert table.margin_ci_high[2] < 0  # pure noise loses to a good prediction, paired
     assert np.isnan(table.margin[3])
+    pairs = {(p["method"], p["other"]): p for p in pairwise_margins(table, resamples)}
+    assert set(pairs) == {("a", "b"), ("a", "c"), ("b", "c")}  # config row of "a" not read
+    assert pairs["a", "b"]["margin_ci_low"] == pairs["a", "b"]["margin_ci_high"] == 0
+    assert pairs["a", "c"]["margin"] == pytest.approx(-table.margin[2])
+    assert pairs["a", "c"]["margin_ci_low"] == pytest.approx(np.percentile(-diff, 2.5))
 
 
 def test_random_scores_sit_inside_the_shared_null_band():

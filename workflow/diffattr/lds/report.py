@@ -27,6 +27,7 @@ from .stats import (
     family_contrast,
     lds,
     paired_margins,
+    pairwise_margins,
     percentile_interval,
     predictions,
     shared_null,
@@ -240,6 +241,7 @@ def lds_table(inputs: LdsInputs, cfg: LdsConfig, seed: int) -> tuple[pd.DataFram
     paired_margins(table, resamples)
     families = {name: method.family for name, method in METHODS.items()}
     details["model_vs_gradient_free"] = family_contrast(table, resamples, families)
+    details["pairwise_margins"] = pairwise_margins(table, resamples)
     table["n_seeds"] = inputs.f_t.shape[1]
     table["flagged"] = ~(table["reliability"] >= 0.5)
     return table[COLUMNS], details

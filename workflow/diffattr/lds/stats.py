@@ -96,6 +96,31 @@ def paired_margins(table, resamples: Sequence[np.ndarray]) -> None:
             ]
 
 
+def pairwise_margins(table, resamples: Sequence[np.ndarray]) -> list:
+    """Every pair of methods at every ground truth and step, among the rows to read: the margin
+    LDS(method) − LDS(other) with its 95 % interval over the same paired bootstrap resamples
+    (each unordered pair once, in the table's order; the reverse is the negation)."""
+    compared = rows_to_read(table)
+    out = []
+    for (truth, step), group in compared.groupby(["ground_truth", "step"], sort=False):
+        index = list(group.index)
+        for k, i in enumerate(index):
+            for j in index[k + 1 :]:
+                lo, hi = percentile_interval(resamples[i] - resamples[j])
+                out.append(
+                    {
+                        "ground_truth": truth,
+                        "step": int(step),
+                        "method": table.at[i, "method"],
+                        "other": table.at[j, "method"],
+                        "margin": float(table.at[i, "lds"] - table.at[j, "lds"]),
+                        "margin_ci_low": lo,
+                        "margin_ci_high": hi,
+                    }
+                )
+    return out
+
+
 def family_contrast(table, resamples: Sequence[np.ndarray], families: dict[str, str]) -> list:
     """Per ground truth and step: the best method that reads the trained models (``model``)
     against the best gradient-free baseline (``gradient_free``), among the rows to read — the
