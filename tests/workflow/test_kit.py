@@ -40,7 +40,7 @@ def test_a_rebuild_reproduces_the_kit_digest_for_digest(built, kit):
 
     cwd, first = built
     manifest = verify(kit)
-    assert manifest["command"] == "snakemake --cores all --configfile config/test.yaml kit"
+    assert manifest["command"] == "snakemake kit --cores all --configfile config/test.yaml"
     assert manifest["config"]["run"] == "test" and "device" not in manifest["config"]
     names = set(manifest["files"])
     assert {"data.h5", "targets.h5", "lds/subsets.h5", "lds/regime.json"} <= names
@@ -86,7 +86,7 @@ def test_a_tampered_or_missing_kit_file_is_one_line_naming_it(kit, tmp_path, cap
         main(["evaluate", "--kit", str(copy)])
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "scores/random.h5 does not match its manifest digest" in err, err
-    assert "snakemake --cores all --configfile config/test.yaml kit" in err
+    assert "snakemake kit --cores all --configfile config/test.yaml" in err
     (copy / "lds" / "ground_truth" / "s3.h5").unlink()
     with pytest.raises(SystemExit):
         main(["evaluate", "--kit", str(copy)])

@@ -306,4 +306,5 @@ def kit_inputs(wildcards):
 def kit_command():
     """The command that rebuilds the kit, as this run was asked for it (paths relative)."""
     files = [os.path.relpath(f) for f in workflow.overwrite_configfiles]
-    return " ".join(["snakemake --cores all", *(f"--configfile {f}" for f in files), "kit"])
+    # the target first: --configfile takes every word after it
+    return " ".join(["snakemake kit --cores all --configfile", *files])
