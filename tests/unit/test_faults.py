@@ -642,7 +642,7 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsy
 
     shard = tmp_path / "shard0.h5"
     write_feature_shard(shard, np.eye(3, dtype=np.float32), np.arange(3), np.arange(3), {})
-    create_h5 = artifacts.create_h5
+    create_h5 = artifacts.features.create_h5
 
     @contextlib.contextmanager
     def filling_up(path, attrs=None):  # the disk fills while the file is being written
@@ -650,7 +650,7 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsy
             yield f
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(artifacts, "create_h5", filling_up)
+    monkeypatch.setattr(artifacts.features, "create_h5", filling_up)  # the kernel codec
     out = tmp_path / "kernels" / "k.h5"
     slice_ = load([REPO / "config" / "config.yaml"]).slice("kernel")
     with pytest.raises(SystemExit) as exit_:
