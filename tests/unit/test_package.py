@@ -57,6 +57,7 @@ LAYERS = {  # bottom (0) to top; the same table as diffattr/__init__.py
         "estimate",
         "evaluate_run",
         "kit",
+        "verdicts",
     },
     4: {"cli", "config_doc", "__main__", "warm", "preflight"},
 }

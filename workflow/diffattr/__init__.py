@@ -23,7 +23,7 @@ Modules, bottom to top (no module imports one above it; none imports snakemake):
   finished run as a library), ``stages``, ``fanout`` (jobs per rule), ``costs`` (work, memory
   and disk per rule), ``estimate`` (``diffattr estimate``), ``evaluate_run`` (new score files
   on a finished LDS run), ``kit`` (the versioned LDS kit: ``Kit``, ``evaluate``,
-  ``diffattr evaluate``)
+  ``diffattr evaluate``), ``verdicts`` (``diffattr verdicts``: wins called under every seed)
 - adapters: ``cli``, ``config_doc``, ``warm`` (a run's jobs forked from one warm interpreter),
   ``preflight`` (a command line's config files checked before Snakemake reads them)
 

@@ -2,7 +2,8 @@
 inputs through ``artifacts``, runs the package's algorithms and writes its outputs atomically.
 No argparse, no h5py, no path parsing here; the CLI exposes every stage as one subcommand.
 
-Modules group stages by what they import: ``scoring`` and ``lds`` need no model (no torch or
+Modules group stages by what they import: ``scoring``, ``topk``, ``attribution_figures`` and
+``lds`` need no model (no torch or
 diffusers: a kernel or report job starts in about a second), the others run models. A job
 imports only its own stage's module (``load``)."""
 
@@ -36,15 +37,15 @@ STAGES: dict[str, tuple[str, str, str]] = {
     "featurize-train": ("attribution", "featurize_train", "featurize_train"),
     "featurize-targets": ("attribution", "featurize_targets", "featurize_targets"),
     "member-scores": ("attribution", "member_scores", "<method>"),
-    "make-patches": ("scoring", "make_patches", "patches"),
+    "make-patches": ("attribution_figures", "make_patches", "patches"),
     "featurize-patch-targets": ("attribution", "featurize_patch_targets", "featurize_targets"),
     "kernel": ("scoring", "kernel", "kernel"),
     "score": ("scoring", "score", "score"),
     "score-patches": ("scoring", "score_patches", "score"),
-    "score-shard": ("scoring", "score_shard", "score_shard"),
-    "merge-top-k": ("scoring", "merge_top_k", "merge_top_k"),
-    "figure-attributions": ("scoring", "figure_attributions", "figure_attributions"),
-    "figure-patches": ("scoring", "figure_patches", "figure_attributions"),
+    "score-shard": ("topk", "score_shard", "score_shard"),
+    "merge-top-k": ("topk", "merge_top_k", "merge_top_k"),
+    "figure-attributions": ("attribution_figures", "figure_attributions", "figure_attributions"),
+    "figure-patches": ("attribution_figures", "figure_patches", "figure_attributions"),
     "lds-subsets": ("lds", "lds_subsets", "lds_subsets"),
     "ground-truth": ("ground_truth", "ground_truth", "ground_truth"),
     "memorization-reference": ("ground_truth", "memorization_reference", "memorization_reference"),

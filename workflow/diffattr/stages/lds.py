@@ -32,7 +32,7 @@ from ..lds.regime import report_section
 from ..lds.report import LdsInputs, lds_table
 from ..lds.stats import shows_a_result, untuned_methods
 from ..lds.subsets import make_subsets, subset_roles
-from ..methods import gradient_method
+from ..methods import METHODS, gradient_method
 from ..storage import atomic_path, read_json, write_json
 
 log = logging.getLogger("diffattr")
@@ -82,7 +82,8 @@ def write_lds_report(
 ) -> None:
     """The report of ``inputs`` (a run's files, or an LDS kit's): lds.csv and lds.json, with
     the regime verdict per step where ``regime`` (regime.json's diagnostics) is given."""
-    table, details = lds_table(inputs, cfg.lds, cfg.seed)
+    families = {name: method.family for name, method in METHODS.items()}
+    table, details = lds_table(inputs, cfg.lds, cfg.seed, families)
     details["pipeline_check"] = not shows_a_result(table)
     if details["pipeline_check"]:
         log.warning(

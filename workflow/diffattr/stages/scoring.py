@@ -1,12 +1,12 @@
-"""Stages that need no model: kernels, scores (every method, from stored features) and the
-attribution figures."""
+"""Stages that need no model: kernels and scores (every method, from stored features; patch
+scores too). Top-k scoring: ``topk``; the attribution figures: ``attribution_figures``."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,37 +17,30 @@ from ..artifacts import (
     Candidates,
     FeatureStore,
     Scores,
-    TopKFile,
     check_made_from,
     digest_key,
-    is_top_k,
     read_data,
     read_kernel,
     read_patches,
     read_scores,
     read_target_features,
     read_targets,
-    ridge_caption,
     write_kernel,
     write_patch_scores,
-    write_patches,
     write_scores,
-    write_top_k,
 )
 from ..config import PATCH_METHODS, RunConfig
-from ..data import decode_latents
 from ..errors import ArtifactError, ConfigError
-from ..figures import attribution_grid, patches_overview, save
-from ..layout import Member, shard_bounds
+from ..layout import Member
 from ..methods import Method, ScoringContext, get_method
-from ..patches import resolve
 from ..schedule import alphas_cumprod
 from ..scoring import BlockFn, Kernel, TrakScorer, patch_pixel_similarity_block
 from ..scoring import kernel as build_kernel
-from ..storage import atomic_path, config_hash, read_json
-from ..topk import Ranked, Running, merge, rank_dense
+from ..storage import config_hash, read_json
 
 log = logging.getLogger("diffattr")
+
+Members = dict[Member, tuple[FeatureStore, Kernel, np.ndarray]]
 
 
 def kernel(cfg: RunConfig, *, features: list[Path], out: Path) -> None:
@@ -273,137 +266,6 @@ def score(  # noqa: PLR0913  (issue 32: not yet split)
     )
 
 
-def top_k_of(cfg: RunConfig, n_train: int) -> int:
-    """attribution.top_k, checked against the training set's size."""
-    k = cfg.attribution.top_k
-    if k is None:
-        raise ConfigError("attribution.top_k is not set: this run writes dense scores")
-    if k > n_train:
-        raise ConfigError(
-            f"attribution.top_k: {k} exceeds the {n_train} training examples; choose K ≤ n"
-        )
-    return int(k)
-
-
-def ranked_rows(
-    block_fn: BlockFn,
-    n_steps: int,
-    n_targets: int,
-    lo: int,
-    hi: int,
-    k: int,
-    train_block: int,
-    target_block: int = 256,
-) -> Iterator[tuple[int, slice, Ranked]]:
-    """Per (step, block of targets): the top-k among the training positions [lo, hi), scored
-    ``train_block`` rows at a time (memory: one block and the running top-k, whatever n)."""
-    for s in range(n_steps):
-        for t_lo in range(0, n_targets, target_block):
-            targets = slice(t_lo, min(t_lo + target_block, n_targets))
-            running = Running(targets.stop - targets.start, k)
-            for i_lo in range(lo, hi, train_block):
-                train = slice(i_lo, min(i_lo + train_block, hi))
-                running.add(block_fn(s, targets, train), np.arange(train.start, train.stop))
-            yield s, targets, running.result()
-
-
-def score_shard(  # noqa: PLR0913  (issue 32: not yet split)
-    cfg: RunConfig,
-    *,
-    method: str,
-    data: Path,
-    targets: Path,
-    shard: int,
-    shards: int,
-    out: Path,
-    kernels: Sequence[Path] = (),
-    target_features: Sequence[Path] = (),
-    train_features: Sequence[Path] = (),
-    member_scores: Sequence[Path] = (),
-) -> None:
-    """Score one shard of the training set (the featurization shards' rows) for every (step,
-    target) and keep its K strongest of each sign (attribution.top_k): a top-k shard file."""
-    job = scoring(
-        cfg, method, data, targets, kernels, target_features, train_features, member_scores
-    )
-    n = job.prepared.n
-    k = top_k_of(cfg, n)
-    lo, hi = shard_bounds(n, cfg.attribution.batch_size, shards, shard)
-    width = min(k, hi - lo)
-    attrs = {**job.attrs, "top_k": k, "shard": shard, "shards": shards, "rows": [lo, hi]}
-    size = (len(job.stored.steps), job.stored.n)
-    parts = ranked_rows(job.block_fn, *size, lo, hi, k, cfg.attribution.block_size)
-    write_top_k(out, job.stored.steps, job.stored.target_ids, n, width, parts, attrs)
-    log.info(
-        "wrote the top %d of %s for %d steps × %d targets over training rows %s of %d",
-        width,
-        method,
-        len(job.stored.steps),
-        job.stored.n,
-        attrs["rows"],
-        n,
-    )
-
-
-def check_tiling(files: Sequence[TopKFile]) -> None:
-    """The shard files' training rows tile 0 … n − 1 exactly (each row in one shard)."""
-    n, expected = files[0].n_train, 0
-    for lo, hi, path in sorted((*f.attrs["rows"], f.path) for f in files):
-        if lo != expected:
-            raise ArtifactError(
-                f"the top-k shards do not tile the {n} training examples (rows "
-                f"{min(lo, expected)}–{max(lo, expected)} missing or twice, at {path})"
-            )
-        expected = hi
-    if expected != n:
-        raise ArtifactError(f"the top-k shards cover rows 0–{expected} of {n}: pass every shard")
-
-
-def merge_top_k(cfg: RunConfig, *, shard_files: list[Path], out: Path) -> None:
-    """Merge the top-k shard files of one method into its top-k file: per (step, target) the K
-    strongest of each sign among every shard's (exact: each holds its own top K)."""
-    files = [TopKFile(p) for p in shard_files]
-    try:
-        first = files[0]
-        k = top_k_of(cfg, first.n_train)
-        for f in files:
-            same = f.steps == first.steps and np.array_equal(f.target_ids, first.target_ids)
-            if not same or f.n_train != first.n_train or f.method != first.method:
-                raise ArtifactError(
-                    f"{f.path} scores other steps, targets, training set or method than "
-                    f"{first.path}; {layout.remake_hint(f.path)}"
-                )
-            if f.k != k:
-                raise ArtifactError(
-                    f"{f.path} kept the top {f.k}, attribution.top_k is {k}; "
-                    f"{layout.remake_hint(f.path)}"
-                )
-        check_tiling(files)
-
-        def parts() -> Iterator[tuple[int, slice, Ranked]]:
-            block = 256
-            for t_lo in range(0, len(first.target_ids), block):
-                targets = slice(t_lo, min(t_lo + block, len(first.target_ids)))
-                merged = merge((f.rows(targets) for f in files), k)
-                for s in range(len(first.steps)):
-                    yield s, targets, Ranked(merged.index[:, s], merged.score[:, s])
-
-        attrs = {
-            key: value
-            for key, value in first.attrs.items()
-            if key not in ("shard", "rows", "datasets_digest", "steps", "target_ids", "n_train")
-        }
-        attrs["shard_digests"] = {f.path.name: str(f.attrs.get("datasets_digest")) for f in files}
-        write_top_k(out, first.steps, first.target_ids, first.n_train, k, parts(), attrs)
-    finally:
-        for f in files:
-            f.close()
-    log.info("merged %d top-%d shards of %s", len(files), k, first.method)
-
-
-Members = dict[Member, tuple[FeatureStore, Kernel, np.ndarray]]
-
-
 def members_by_kind(
     chosen: Method,
     steps: Sequence[int],
@@ -613,112 +475,3 @@ def ensemble_members(
     if not members:
         raise ConfigError(f"no kernel of feature kind {feature_kind} among {list(kernels)}")
     return members
-
-
-def decoded_for_figures(
-    prepared, x0_hat: np.ndarray, scores: np.ndarray | Ranked, top_k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Latent data: x̂_0 decoded, and the training images decoded where some score row ranks
-    them in its top or bottom ``top_k`` (zeros elsewhere: never shown); ``scores`` dense or
-    their top-k."""
-    ranked = scores if isinstance(scores, Ranked) else rank_dense(scores, top_k)
-    shown = np.unique(ranked.index[..., :top_k])
-    decoded = decode_latents(prepared.config, prepared.images[shown])
-    train_images = np.zeros((prepared.n, *decoded.shape[1:]), np.float32)
-    train_images[shown] = decoded
-    flat = decode_latents(prepared.config, x0_hat.reshape(-1, *x0_hat.shape[2:]))
-    return flat.reshape(*x0_hat.shape[:2], *flat.shape[1:]), train_images
-
-
-def figure_attributions(
-    cfg: RunConfig, *, scores: Path, targets: Path, data: Path, out: Path
-) -> None:
-    """Draw, per target, x̂_0^t along the trajectory with its top positive/negative influencers
-    (a trajectory-free method's scores are the same at every step: one column, the final image)."""
-    prepared = read_data(data)
-    stored = read_targets(targets)
-    top_k = cfg.figures.top_k
-    n = min(cfg.figures.n_targets, stored.n)
-    if is_top_k(scores):  # attribution.top_k: the K strongest of each sign per (step, target)
-        with TopKFile(scores) as f:
-            result_steps, target_ids, attrs = f.steps, f.target_ids, f.attrs
-            kept = f.rows(slice(0, n))
-        tau: np.ndarray | Ranked = kept
-        train_ids = prepared.ids
-    else:
-        result = read_scores(scores)
-        result_steps, target_ids, attrs = result.steps, result.target_ids, result.attrs
-        tau, train_ids = result.scores[:, :n], result.train_ids
-        tau = rank_dense(tau, top_k)  # the figure's picks, in the top-k file's order
-    shown, steps = stored.x0_hat, list(result_steps)
-    if attrs.get("target_image") == "final":
-        shown, steps = stored.final[None], ["final image"]
-        tau = Ranked(tau.index[:, :1], tau.score[:, :1])
-    train_images = prepared.images
-    if prepared.conditional:  # latents: decode what is shown with the dataset's VAE
-        shown, train_images = decoded_for_figures(prepared, shown, tau, top_k)
-    ridge = ridge_caption(attrs)
-    with atomic_path(out) as tmp:
-        tmp.mkdir(parents=True)
-        for j in range(n):
-            fig = attribution_grid(
-                shown[:, j],
-                steps,
-                Ranked(tau.index[:, :, j], tau.score[:, :, j]),
-                train_images,
-                prepared.labels,
-                top_k,
-                f"{attrs['method']}: target {target_ids[j]}{ridge}",
-                train_ids=train_ids,
-            )
-            save(fig, tmp / f"target-{j}.png")
-
-
-def make_patches(cfg: RunConfig, *, data: Path, targets: Path, out: Path) -> None:
-    """Resolve ``attribution.patches`` into every target's boxes (image pixels and the model's
-    sample grid: latent models cover the latent positions under the box)."""
-    prepared, stored = read_data(data), read_targets(targets)
-    grid = tuple(stored.x0_hat.shape[-2:])
-    image = (prepared.config["image_size"],) * 2 if prepared.conditional else grid
-    value = resolve(cfg.attribution.patches, stored.n, image, grid)
-    write_patches(out, value, {"config": cfg.attribution.patches.to_dict()})
-    log.info("%d patches per target (image %s, sample grid %s)", value.n, image, grid)
-
-
-def figure_patches(cfg: RunConfig, *, scores: Path, targets: Path, data: Path, out: Path) -> None:
-    """Per target and patch: the trajectory with the patch outlined and each step's top
-    influencers for that patch (outlined on them too); per target: its patches side by side."""
-    prepared, result = read_data(data), read_scores(scores)
-    x0_hat, boxes, top_k = read_targets(targets).x0_hat, result.boxes, cfg.figures.top_k
-    n = min(cfg.figures.n_targets, len(result.target_ids))
-    train_images = prepared.images
-    if prepared.conditional:  # latents: decode what is shown (boxes are in image pixels)
-        x0_hat, train_images = decoded_for_figures(prepared, x0_hat, result.scores[:, :n], top_k)
-    ridge = ridge_caption(result.attrs)
-    with atomic_path(out) as tmp:
-        tmp.mkdir(parents=True)
-        for j in range(n):
-            for p in range(boxes.shape[1]):
-                fig = attribution_grid(
-                    x0_hat[:, j],
-                    result.steps,
-                    result.scores[:, j, p],
-                    train_images,
-                    prepared.labels,
-                    top_k,
-                    f"{result.method}: target {result.target_ids[j]}, patch {p}{ridge}",
-                    box=boxes[j, p],
-                    train_ids=result.train_ids,
-                )
-                save(fig, tmp / f"target-{j}-patch-{p}.png")
-            fig = patches_overview(
-                x0_hat[:, j],
-                result.steps,
-                result.scores[:, j],
-                boxes[j],
-                train_images,
-                prepared.labels,
-                top_k,
-                f"{result.method}: target {result.target_ids[j]}, what each patch draws on",
-            )
-            save(fig, tmp / f"target-{j}-patches.png")
