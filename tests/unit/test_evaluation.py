@@ -100,6 +100,23 @@ def test_batched_bootstrap_and_null_equal_one_at_a_time():
     np.testing.assert_allclose(shared_null(masks, truth, 20, seed=0), loop, rtol=1e-12)
 
 
+def test_predictions_do_not_depend_on_the_thread_count():
+    """A 1-thread report job and ``diffattr evaluate`` on all cores give the same predictions
+    bit for bit (a float32 BLAS matmul does not: its blocking follows the threads), equal to
+    the float64 sum within rounding."""
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(0)
+    scores = rng.standard_normal((6, 24, 2000)).astype(np.float32)
+    masks = rng.random((44, 2000)) < 0.5
+    everywhere = predictions(scores, masks)
+    with threadpool_limits(1):
+        one = predictions(scores, masks)
+    np.testing.assert_array_equal(everywhere, one)
+    exact = -(scores.astype(np.float64) @ masks.T.astype(np.float64))
+    np.testing.assert_allclose(everywhere, exact, rtol=0, atol=1e-10)
+
+
 def test_family_contrast_pairs_the_best_of_each_side_on_the_same_resamples():
     """Per step: the best model-reading method against the best gradient-free baseline (random
     on neither side, an unknown name counts as model-reading, config rows of a tuned method not

@@ -12,8 +12,11 @@ from ..seeding import numpy_rng
 
 
 def predictions(scores: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """−Σ_{i∈S_j} τ_i: (..., n) scores and (m, n) masks → (..., m)."""
-    return -(scores @ masks.T.astype(scores.dtype))
+    """−Σ_{i∈S_j} τ_i: (..., n) scores and (m, n) masks → (..., m), summed in float64 by
+    einsum's own loop rather than a BLAS matmul, whose blocking (hence the float32 rounding,
+    hence near-tied ranks) follows the thread count: the same numbers in a 1-thread job and
+    in ``diffattr evaluate`` on all cores."""
+    return -np.einsum("...n,mn->...m", scores.astype(np.float64), masks.astype(np.float64))
 
 
 def _unit_ranks(x: np.ndarray) -> np.ndarray:
