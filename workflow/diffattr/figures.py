@@ -284,9 +284,16 @@ def lds_figure(table, memorization: dict | None = None, regime: dict | None = No
         )
     ax.axhline(0, color="0.4", lw=0.6)
     verdicts = (regime or {}).get("steps", {})
-    ticks = [f"{s}\n{verdicts[str(s)]['verdict']}" if str(s) in verdicts else str(s) for s in steps]
+    short = {"generalizing": "gen", "transitional": "trans", "memorizing": "mem"}
+    ticks = [
+        f"{s}\n{short.get(verdicts[str(s)]['verdict'], verdicts[str(s)]['verdict'])}"
+        if str(s) in verdicts
+        else str(s)
+        for s in steps
+    ]
     ax.set_xticks(xs, ticks, fontsize=7 if verdicts else None)
-    ax.set_xlabel("attribution step t (noisy → clean; red: reliability < 0.5)")
+    regime_key = "; regime: gen(eralizing), trans(itional), mem(orizing)" if verdicts else ""
+    ax.set_xlabel(f"attribution step t (noisy → clean; red: reliability < 0.5{regime_key})")
     ax.set_ylabel("LDS (Spearman)")
     below = -0.32 if verdicts else -0.22  # under two-line tick labels
     ax.legend(fontsize=8, ncol=4, loc="upper center", bbox_to_anchor=(0.5, below))
